@@ -1,0 +1,1 @@
+"""Pipelines that turn recordings into session files (one sub-package per brainset)."""

@@ -1,0 +1,3 @@
+"""poyo: decode behaviour from spiking populations with POYO-style spike-token models."""
+
+__version__ = "0.1.0"
