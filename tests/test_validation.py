@@ -156,8 +156,9 @@ def test_no_files(tmp_path):
 
 def test_interval_key_that_no_session_has(make_session):
     p = make_session()
-    with pytest.raises(SessionFormatError, match="field 'phases.rech': no session has this interval set"):
-        Dataset(p.parents[1], intervals=["phases.rech"])
+    with pytest.warns(UserWarning, match="none of the 1 sessions has the interval set 'phases.rech'"):
+        ds = Dataset(p.parents[1], intervals=["phases.rech"])
+    assert ds[("handmade/s0", 0.0, 1.0)].intervals["phases.rech"].shape == (0, 2)
 
 
 def test_malformed_behaviour_key(make_session):

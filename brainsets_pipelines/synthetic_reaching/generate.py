@@ -196,15 +196,21 @@ def _random_target(trace: _Trace, animal: _Animal, rng: np.random.Generator, T: 
     return trials
 
 
-def _smooth_noise(rng, n: int, fs: float, tau_s: float, sd: float, dims: int = 1) -> np.ndarray:
-    """Ornstein-Uhlenbeck noise with time constant ``tau_s`` and stationary sd ``sd``."""
+def _smooth_noise(rng, n: int, fs: float, tau_s: float, sd: float, dims: int = 1, order: int = 1) -> np.ndarray:
+    """Low-pass filtered Gaussian noise with time constant ``tau_s`` and sd ``sd``.
+
+    ``order=1`` is an Ornstein-Uhlenbeck process (rough, fine for slow gains);
+    ``order=2`` cascades two stages so that its derivative is smooth too (tremor).
+    """
     a = np.exp(-1 / (fs * tau_s))
-    x = np.zeros((n, dims))
-    e = rng.normal(0, sd * np.sqrt(1 - a**2), size=(n, dims))
-    x[0] = rng.normal(0, sd, size=dims)
-    for i in range(1, n):  # n ~ 1e4-1e5; cheap enough and exact
-        x[i] = a * x[i - 1] + e[i]
-    return x
+    x = rng.normal(size=(n, dims))
+    for _ in range(order):
+        y = np.empty_like(x)
+        y[0] = x[0]
+        for i in range(1, n):  # n ~ 1e4-1e5; cheap enough
+            y[i] = a * y[i - 1] + np.sqrt(1 - a**2) * x[i]
+        x = y
+    return sd * x / max(float(x.std()), 1e-12)
 
 
 def _spikes(rng, rates: np.ndarray, fs: float, refractory: float) -> tuple[np.ndarray, np.ndarray]:
@@ -242,7 +248,7 @@ def simulate_session(cfg: SyntheticConfig, animal_index: int, session_index: int
 
     trace = _Trace(n, fs)
     trials = (_random_target if random_target else _center_out)(trace, animal, rng, T)
-    pos = trace.pos + _smooth_noise(rng, n, fs, 0.05, 0.05, 2)  # tremor
+    pos = trace.pos + _smooth_noise(rng, n, fs, 0.04, 0.03, dims=2, order=2)  # tremor
     vel = np.gradient(pos, 1 / fs, axis=0)
     acc = np.gradient(vel, 1 / fs, axis=0)
 
