@@ -1,0 +1,105 @@
+"""Data-loading throughput on the synthetic brainset (1 s windows, ~100 units).
+
+    python benchmarks/data_loading.py [--root DIR] [--windows N] [--workers 0 1 2]
+
+Prints (1) where the time of one window goes in a single process: HDF5 read,
+transforms (unit dropout), conversion to tensors + packed collate; and (2) DataLoader
+windows/s for each worker count, total and per worker. The model's tokenizer is not
+part of this yet; it will join the tensor-conversion column when it lands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from brainsets_pipelines.synthetic_reaching import SyntheticConfig, ensure  # noqa: E402
+from poyo.data import Dataset, RandomFixedWindowSampler, UnitDropout, collate_packed, seed_worker  # noqa: E402
+from train import to_sample  # noqa: E402
+
+
+def collate(windows):
+    return collate_packed([to_sample(w) for w in windows])
+
+
+def stage_times(ds: Dataset, indices, transform) -> dict[str, float]:
+    """Seconds per window spent in each stage, read in one process."""
+    t = {"read": 0.0, "transform": 0.0, "tensors+collate": 0.0}
+    batch = []
+    for idx in indices:
+        a = time.perf_counter()
+        w = ds.read(idx)
+        b = time.perf_counter()
+        w = transform(w, ds.rng(idx))
+        c = time.perf_counter()
+        batch.append(w)
+        if len(batch) == 64:
+            collate(batch)
+            batch = []
+        d = time.perf_counter()
+        t["read"] += b - a
+        t["transform"] += c - b
+        t["tensors+collate"] += d - c
+    return {k: v / len(indices) for k, v in t.items()}
+
+
+def loader_rate(ds: Dataset, indices, workers: int, batch_size: int = 64) -> float:
+    loader = torch.utils.data.DataLoader(
+        ds, sampler=indices, batch_size=batch_size, num_workers=workers, collate_fn=collate, worker_init_fn=seed_worker, prefetch_factor=4 if workers else None
+    )
+    it = iter(loader)
+    next(it)  # exclude worker start-up
+    t0 = time.perf_counter()
+    n = 0
+    for b in it:
+        n += len(b["session_id"])
+    return n / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", type=Path, default=Path("data/processed/synthetic_reaching"))
+    parser.add_argument("--windows", type=int, default=4000)
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    args = parser.parse_args()
+
+    cfg = SyntheticConfig(min_units=80, max_units=120)  # ~100 units per session
+    root = ensure(args.root.with_name(args.root.name + "_100units"), cfg)
+    transform = UnitDropout(30, 100, 300)
+    ds = Dataset(root, behaviour=["cursor.vel"], intervals=["movement_phases.reach_period"], transform=transform)
+    sampler = RandomFixedWindowSampler(ds.sampling_intervals("train"), 1.0, seed=0)
+    indices = []
+    while len(indices) < args.windows:
+        sampler.set_epoch(len(indices))
+        indices.extend(sampler)
+    indices = indices[: args.windows]
+    units = np.mean([len(s.unit_ids) for s in ds.sessions.values()])
+    spikes = np.mean([len(ds.read(i).spike_times) for i in indices[:500]])
+
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}")
+    print(f"data: {len(ds.session_ids)} sessions, {units:.0f} units/session, {spikes:.0f} spikes per 1 s window (before dropout)\n")
+
+    stage_times(ds, indices[:200], transform)  # warm the page cache
+    t = stage_times(ds, indices, transform)
+    total = sum(t.values())
+    print(f"single process, per window ({len(indices)} windows): {total * 1e3:.3f} ms = {1 / total:.0f} windows/s")
+    for k, v in t.items():
+        print(f"  {k:16s} {v * 1e6:8.1f} us  {100 * v / total:5.1f}%")
+    print()
+    print(f"{'workers':>7s} {'windows/s':>10s} {'per worker':>10s}")
+    for w in args.workers:
+        rate = loader_rate(ds, indices, w)
+        print(f"{w:7d} {rate:10.0f} {rate / max(w, 1):10.0f}")
+
+
+if __name__ == "__main__":
+    main()
