@@ -1,0 +1,202 @@
+"""A dataset over a folder of session files, indexed by :class:`WindowIndex`.
+
+h5py handles are not fork-safe and do not pickle, so they are never shared between
+processes: each process (the main one and every DataLoader worker, whether forked
+or spawned) opens its own on first use, and handles inherited through ``fork``
+are dropped unused.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import h5py
+import numpy as np
+from tqdm.auto import tqdm
+
+from poyo.data import intervals as ivs
+from poyo.data.session import SPLITS, Session, SessionFormatError, open_file
+from poyo.data.window import Window, WindowIndex
+
+Transform = Callable[[Window, np.random.Generator], Window]
+
+
+def find_session_files(root) -> list[Path]:
+    """All ``*.h5`` files below ``root``, sorted, so every process sees the same order."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset folder {root} does not exist")
+    files = sorted(p for p in root.rglob("*.h5") if p.is_file())
+    if not files:
+        raise FileNotFoundError(f"no session files (*.h5) found below {root}")
+    return files
+
+
+class Dataset:
+    """Windows of many sessions, read lazily from ``root/**/*.h5``.
+
+    Args:
+        root: folder holding session files (``<brainset>/<session>.h5``).
+        behaviour: behaviour fields read into each window, e.g. ``["cursor.vel"]``.
+        intervals: interval sets carried into each window (weights, evaluation masks).
+        sessions: keep only these global session ids (``"<brainset>/<session>"``).
+        transform: ``f(window, rng) -> window``, applied after reading.
+        seed: base seed; each window's generator is derived from it and the index's seed.
+        validate: read every spike array once at start-up to check it (sorted, finite,
+            inside the domain, valid unit indices). Cheap next to training; turn off
+            only for datasets already checked.
+        max_open_files: per-process cap on open files (least recently used are closed).
+    """
+
+    def __init__(
+        self,
+        root,
+        *,
+        behaviour: Sequence[str] = (),
+        intervals: Sequence[str] = (),
+        sessions: Iterable[str] | None = None,
+        transform: Transform | None = None,
+        seed: int = 0,
+        validate: bool = True,
+        max_open_files: int = 64,
+        progress: bool = False,
+    ):
+        if max_open_files < 1:
+            raise ValueError(f"max_open_files must be >= 1, got {max_open_files}")
+        self.root = Path(root)
+        self.transform = transform
+        self.seed = int(seed)
+        self.max_open_files = int(max_open_files)
+        files = find_session_files(self.root)
+        self.sessions: dict[str, Session] = {}
+        for path in tqdm(files, desc="checking sessions" if validate else "reading sessions", disable=not progress, unit="file"):
+            s = Session(path, behaviour=behaviour, intervals=intervals, brainset=None)
+            if s.id in self.sessions:
+                raise SessionFormatError(path, f"session id '{s.id}' is also used by {self.sessions[s.id].path}", field="session.id")
+            if validate:
+                s.validate()
+            self.sessions[s.id] = s
+        if sessions is not None:
+            wanted = list(sessions)
+            missing = [w for w in wanted if w not in self.sessions]
+            if missing:
+                raise KeyError(f"sessions not found below {self.root}: {missing}; available: {list(self.sessions)}")
+            self.sessions = {w: self.sessions[w] for w in wanted}
+        for key in intervals:  # most likely a typo; windows get an empty set for it
+            if all(s.intervals[key] is None for s in self.sessions.values()):
+                warnings.warn(f"{self.root}: none of the {len(self.sessions)} sessions has the interval set '{key}'", stacklevel=2)
+        self._handles: OrderedDict[str, h5py.File] = OrderedDict()
+        self._pid = os.getpid()
+
+    # -- description ------------------------------------------------------------------
+    @property
+    def session_ids(self) -> list[str]:
+        return list(self.sessions)
+
+    @property
+    def unit_ids(self) -> list[str]:
+        """Every unit of every session, in session order then file order."""
+        return [u for s in self.sessions.values() for u in s.unit_ids.tolist()]
+
+    @property
+    def subject_ids(self) -> list[str]:
+        return sorted({s.subject_id for s in self.sessions.values() if s.subject_id})
+
+    def sampling_intervals(self, split: str | None = None) -> dict[str, np.ndarray]:
+        """Per session, where windows may be drawn: the split's domain, or the whole domain."""
+        if split is not None and split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}")
+        out = {}
+        for sid, s in self.sessions.items():
+            if split is None:
+                out[sid] = s.domain
+                continue
+            iv = s.splits[split]
+            if iv is None:
+                raise SessionFormatError(s.path, "missing; cannot draw windows for this split", session=s.local_id, field=f"{split}_domain")
+            if ivs.total_length(iv) <= 0:
+                raise SessionFormatError(s.path, "is empty", session=s.local_id, field=f"{split}_domain")
+            out[sid] = iv
+        return out
+
+    # -- reading ----------------------------------------------------------------------
+    def _file(self, session: Session) -> h5py.File:
+        if os.getpid() != self._pid:  # forked: the parent's handles are not ours to use
+            self._handles = OrderedDict()
+            self._pid = os.getpid()
+        key = str(session.path)
+        f = self._handles.get(key)
+        if f is None:
+            f = open_file(session.path)
+            self._handles[key] = f
+            while len(self._handles) > self.max_open_files:
+                _, old = self._handles.popitem(last=False)
+                old.close()
+        else:
+            self._handles.move_to_end(key)
+        return f
+
+    def read(self, index: WindowIndex) -> Window:
+        """The raw window, before transforms."""
+        session = self.sessions.get(index.session)
+        if session is None:
+            raise KeyError(f"unknown session '{index.session}'; this dataset has {len(self.sessions)} sessions")
+        if not index.end > index.start:
+            raise ValueError(f"window end must be after start, got [{index.start}, {index.end})")
+        return session.read(self._file(session), index.start, index.end)
+
+    def rng(self, index: WindowIndex) -> np.random.Generator:
+        return np.random.default_rng([self.seed, int(index.seed) & 0xFFFFFFFFFFFFFFFF])
+
+    def __getitem__(self, index: WindowIndex):
+        if not isinstance(index, tuple) or len(index) < 3:
+            raise TypeError(f"index a Dataset with a WindowIndex(session, start, end), got {index!r}")
+        index = WindowIndex(*index)
+        window = self.read(index)
+        if self.transform is not None:
+            window = self.transform(window, self.rng(index))
+        return window
+
+    def open_files(self) -> list[str]:
+        """Paths this process holds open (for tests and diagnostics)."""
+        return list(self._handles) if os.getpid() == self._pid else []
+
+    def close(self) -> None:
+        if os.getpid() == self._pid:
+            for f in self._handles.values():
+                f.close()
+        self._handles = OrderedDict()
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_handles"] = OrderedDict()  # handles never travel to another process
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._pid = os.getpid()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: give each worker its own numpy and random streams.
+
+    Transforms draw from per-sample generators (see :meth:`Dataset.rng`); this guards
+    any other code that touches the global generators.
+    """
+    import random
+
+    import torch
+
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
