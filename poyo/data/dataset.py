@@ -50,6 +50,7 @@ class Dataset:
             inside the domain, valid unit indices). Cheap next to training; turn off
             only for datasets already checked.
         max_open_files: per-process cap on open files (least recently used are closed).
+        progress: show a progress bar while sessions are opened and checked.
     """
 
     def __init__(
