@@ -165,3 +165,12 @@ def test_malformed_behaviour_key(make_session):
     p = make_session()
     with pytest.raises(ValueError, match="'group.field'"):
         Dataset(p.parents[1], behaviour=["cursor"])
+
+
+def test_only_selected_sessions_are_fully_checked(make_session):
+    good, bad = make_session("s0"), make_session("s1")
+    _damage(bad, lambda f: f["spikes/timestamps"].__setitem__(3, np.nan))
+    ds = Dataset(good.parent, sessions=["handmade/s0"])  # s1 is excluded, so its arrays are not read
+    assert ds.session_ids == ["handmade/s0"]
+    with pytest.raises(SessionFormatError, match=r"s1.h5: session 's1': field 'spikes.timestamps': 1 NaN"):
+        Dataset(good.parent)

@@ -32,8 +32,9 @@ def _tensor(x, where: str) -> torch.Tensor:
     raise TypeError(f"{where}: expected a tensor or numpy array, got {type(x).__name__}")
 
 
-def _groups(samples: Sequence[Mapping]) -> tuple[dict, dict, dict]:
-    """Split samples into sequence groups, stacked values and string lists, checking keys."""
+def _groups(samples: Sequence[Mapping]) -> tuple[dict, dict, dict, dict]:
+    """Split samples into sequence groups (with per-sample lengths), stacked values and
+    string lists, checking keys and shapes."""
     if not samples:
         raise ValueError("cannot collate an empty batch")
     keys = set(samples[0])
@@ -42,7 +43,7 @@ def _groups(samples: Sequence[Mapping]) -> tuple[dict, dict, dict]:
             raise TypeError(f"sample {i}: expected a dict, got {type(s).__name__}")
         if set(s) != keys:
             raise ValueError(f"sample {i} has keys {sorted(s)}, sample 0 has {sorted(keys)}")
-    seqs, stack, strings = {}, {}, {}
+    seqs, seqlens, stack, strings = {}, {}, {}, {}
     for key in samples[0]:
         first = samples[0][key]
         if isinstance(first, Mapping):
@@ -52,7 +53,7 @@ def _groups(samples: Sequence[Mapping]) -> tuple[dict, dict, dict]:
             bad = [f for f in fields if f in RESERVED]
             if bad:
                 raise ValueError(f"sequence group '{key}' uses reserved field names {bad}")
-            group = []
+            group, lens = [], []
             for i, s in enumerate(samples):
                 if set(s[key]) != set(fields):
                     raise ValueError(f"sample {i}: group '{key}' has fields {sorted(s[key])}, sample 0 has {sorted(fields)}")
@@ -61,24 +62,25 @@ def _groups(samples: Sequence[Mapping]) -> tuple[dict, dict, dict]:
                 if len(set(lengths.values())) != 1 or None in lengths.values():
                     raise ValueError(f"sample {i}: fields of group '{key}' must share their first dimension, got {lengths}")
                 group.append(tensors)
-            seqs[key] = group
+                lens.append(next(iter(lengths.values())))
+            seqs[key], seqlens[key] = group, lens
         elif isinstance(first, str):
             strings[key] = [s[key] for s in samples]
         elif isinstance(first, float):  # absolute times: keep float64 precision
             stack[key] = torch.tensor([s[key] for s in samples], dtype=torch.float64)
         else:
             stack[key] = torch.stack([torch.as_tensor(s[key]) for s in samples])
-    return seqs, stack, strings
+    return seqs, seqlens, stack, strings
 
 
 def collate_padded(samples: Sequence[Mapping], pad_to_multiple: int = 1) -> dict:
     """Pad every sequence group to the longest sample (rounded up to ``pad_to_multiple``)."""
     if pad_to_multiple < 1:
         raise ValueError(f"pad_to_multiple must be >= 1, got {pad_to_multiple}")
-    seqs, out, strings = _groups(samples)
+    seqs, seqlens, out, strings = _groups(samples)
     out.update(strings)
     for key, group in seqs.items():
-        lengths = [next(iter(t.values())).shape[0] for t in group]
+        lengths = seqlens[key]
         n = max(lengths)
         n = -(-n // pad_to_multiple) * pad_to_multiple
         batch = {}
@@ -95,10 +97,10 @@ def collate_padded(samples: Sequence[Mapping], pad_to_multiple: int = 1) -> dict
 
 def collate_packed(samples: Sequence[Mapping]) -> dict:
     """Concatenate every sequence group along tokens, with cumulative lengths."""
-    seqs, out, strings = _groups(samples)
+    seqs, seqlens, out, strings = _groups(samples)
     out.update(strings)
     for key, group in seqs.items():
-        lengths = torch.tensor([next(iter(t.values())).shape[0] for t in group], dtype=torch.int64)
+        lengths = torch.tensor(seqlens[key], dtype=torch.int64)
         batch = {f: torch.cat([t[f] for t in group]) for f in group[0]}
         batch["cu_seqlens"] = torch.nn.functional.pad(lengths.cumsum(0), (1, 0)).to(torch.int32)
         batch["max_seqlen"] = int(lengths.max())

@@ -74,12 +74,10 @@ class Dataset:
         self.max_open_files = int(max_open_files)
         files = find_session_files(self.root)
         self.sessions: dict[str, Session] = {}
-        for path in tqdm(files, desc="checking sessions" if validate else "reading sessions", disable=not progress, unit="file"):
+        for path in tqdm(files, desc="reading sessions", disable=not progress, unit="file"):
             s = Session(path, behaviour=behaviour, intervals=intervals, brainset=None)
             if s.id in self.sessions:
                 raise SessionFormatError(path, f"session id '{s.id}' is also used by {self.sessions[s.id].path}", field="session.id")
-            if validate:
-                s.validate()
             self.sessions[s.id] = s
         if sessions is not None:
             wanted = list(sessions)
@@ -87,6 +85,9 @@ class Dataset:
             if missing:
                 raise KeyError(f"sessions not found below {self.root}: {missing}; available: {list(self.sessions)}")
             self.sessions = {w: self.sessions[w] for w in wanted}
+        if validate:  # full array checks, only for the sessions kept
+            for s in tqdm(self.sessions.values(), desc="checking sessions", disable=not progress, unit="file"):
+                s.validate()
         for key in intervals:  # most likely a typo; windows get an empty set for it
             if all(s.intervals[key] is None for s in self.sessions.values()):
                 warnings.warn(f"{self.root}: none of the {len(self.sessions)} sessions has the interval set '{key}'", stacklevel=2)
