@@ -1,8 +1,9 @@
 """The one entry point: ``python train.py [overrides]``.
 
-For now (before the model lands) it prepares the data (generating the synthetic set
-when missing), validates every session, prints a per-session summary and streams
-one epoch of training windows through the DataLoader.
+For now (before training lands) it prepares the data (generating the synthetic set when
+missing), validates every session, prints a per-session summary, builds the model from
+``configs/model/``, streams one epoch of training windows through unit dropout, the
+model's tokenizer and the collate, and runs the untrained model on the first batches.
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ from functools import partial
 from pathlib import Path
 
 import hydra
-import numpy as np
 import torch
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from poyo.data import Dataset, RandomFixedWindowSampler, UnitDropout, collate_packed, collate_padded, seed_worker
+from poyo.data import Compose, Dataset, RandomFixedWindowSampler, UnitDropout, collate_packed, collate_padded, seed_worker
 from poyo.data import intervals as ivs
+from poyo.model import POYO, ReadoutConfig
 
 
 def prepare_data(cfg: DictConfig) -> Path:
@@ -29,6 +30,18 @@ def prepare_data(cfg: DictConfig) -> Path:
 
         ensure(root, SyntheticConfig(**OmegaConf.to_container(cfg.dataset.generate)))
     return root
+
+
+def readout_configs(cfg: DictConfig) -> list[ReadoutConfig]:
+    return [ReadoutConfig(**r) for r in OmegaConf.to_container(cfg.dataset.readouts)]
+
+
+def build_model(cfg: DictConfig, ds: Dataset) -> POYO:
+    """The model named by ``cfg.model``, with the dataset's units and sessions in its vocabularies."""
+    kwargs = OmegaConf.to_container(cfg.model)
+    kwargs.pop("name", None)
+    readouts = [r.name for r in readout_configs(cfg)]
+    return POYO(**kwargs, readouts=readouts, unit_ids=ds.unit_ids, session_ids=ds.session_ids, seed=cfg.seed)
 
 
 def summary_table(ds: Dataset) -> str:
@@ -45,20 +58,7 @@ def summary_table(ds: Dataset) -> str:
     return "\n".join(rows)
 
 
-def to_sample(window) -> dict:
-    """Raw tensors of a window (spikes and behaviour), until the model's tokenizer lands."""
-    key = next(iter(window.behaviour))
-    beh = window.behaviour[key]
-    return {
-        "spikes": {"timestamps": torch.from_numpy(window.spike_times.astype(np.float32)), "unit_index": torch.from_numpy(window.spike_units)},
-        "behaviour": {"timestamps": torch.from_numpy(beh.timestamps.astype(np.float32)), "values": torch.from_numpy(np.asarray(beh.values, np.float32))},
-        "absolute_start": window.start,
-        "session_id": window.session_id,
-    }
-
-
-def collate_windows(windows, layout: str) -> dict:
-    samples = [to_sample(w) for w in windows]
+def collate(samples, layout: str) -> dict:
     return collate_packed(samples) if layout == "packed" else collate_padded(samples)
 
 
@@ -67,11 +67,11 @@ def main(cfg: DictConfig) -> None:
     if cfg.layout not in ("packed", "padded"):
         raise ValueError(f"layout must be 'packed' or 'padded', got {cfg.layout!r}")
     root = prepare_data(cfg)
+    readouts = readout_configs(cfg)
     ds = Dataset(
         root,
-        behaviour=list(cfg.dataset.behaviour),
-        intervals=list(cfg.dataset.intervals),
-        transform=UnitDropout(**cfg.dataset.unit_dropout),
+        behaviour=sorted({r.key for r in readouts}),
+        intervals=sorted({k for r in readouts for k in r.interval_keys()}),
         seed=cfg.seed,
         validate=cfg.validate_data,
         progress=True,
@@ -79,28 +79,45 @@ def main(cfg: DictConfig) -> None:
     print(f"\n{len(ds.session_ids)} sessions, {len(ds.subject_ids)} subjects, {len(ds.unit_ids)} units in {root}\n")
     print(summary_table(ds))
 
+    model = build_model(cfg, ds)
+    print(
+        f"\nmodel {cfg.model.name}: {model.num_parameters(embeddings=False):,} parameters "
+        f"+ {model.num_parameters() - model.num_parameters(embeddings=False):,} in the unit/session vocabularies"
+    )
+    ds.transform = Compose([UnitDropout(**cfg.dataset.unit_dropout), model.tokenizer(readouts)])
+
     sampler = RandomFixedWindowSampler(ds.sampling_intervals("train"), cfg.window_length, seed=cfg.seed)
     loader = torch.utils.data.DataLoader(
         ds,
         sampler=sampler,
         batch_size=cfg.batch_size,
         num_workers=cfg.num_workers,
-        collate_fn=partial(collate_windows, layout=cfg.layout),
+        collate_fn=partial(collate, layout=cfg.layout),
         worker_init_fn=seed_worker,
         persistent_workers=False,
     )
     n_windows = n_spikes = 0
+    losses, model_time = [], 0.0
+    model.eval()
     t0 = time.perf_counter()
     for i, batch in enumerate(tqdm(loader, desc="streaming training windows", unit="batch")):
         if cfg.max_batches is not None and i >= cfg.max_batches:
             break
         n_windows += len(batch["session_id"])
-        n_spikes += int(batch["spikes"]["mask"].sum()) if cfg.layout == "padded" else int(batch["spikes"]["cu_seqlens"][-1])
+        n_spikes += int(batch["input"]["mask"].sum()) if cfg.layout == "padded" else int(batch["input"]["cu_seqlens"][-1])
+        if i < cfg.model_batches:
+            a = time.perf_counter()
+            with torch.no_grad():
+                loss, _ = model.loss(model(batch), batch)
+            model_time += time.perf_counter() - a
+            losses.append(float(loss))
     elapsed = time.perf_counter() - t0
     print(
         f"\n{n_windows} training windows ({cfg.layout} batches of {cfg.batch_size}, {cfg.num_workers} workers) in {elapsed:.1f} s: "
-        f"{n_windows / elapsed:.0f} windows/s, {n_spikes / max(n_windows, 1):.0f} spikes per window after unit dropout"
+        f"{n_windows / elapsed:.0f} windows/s, {n_spikes / max(n_windows, 1):.0f} tokens per window after unit dropout"
     )
+    if losses:
+        print(f"untrained model on {len(losses)} batches: loss {sum(losses) / len(losses):.3f}, {model_time / len(losses) * 1000:.0f} ms per forward pass")
     if sampler.skipped:
         print(f"({sampler.skipped} training intervals shorter than {cfg.window_length} s were skipped)")
 

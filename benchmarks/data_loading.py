@@ -2,10 +2,10 @@
 
     python benchmarks/data_loading.py [--root DIR] [--windows N] [--workers 0 1 2]
 
-Prints (1) where the time of one window goes in a single process: HDF5 read,
-transforms (unit dropout), conversion to tensors + packed collate; and (2) DataLoader
-windows/s for each worker count, total and per worker. The model's tokenizer is not
-part of this yet; it will join the tensor-conversion column when it lands.
+Prints (1) where the time of one window goes in a single process: HDF5 read, unit
+dropout, the model's tokenizer, packed collate; and (2) DataLoader windows/s for each
+worker count, total and per worker, for the whole chain (read -> dropout -> tokenize ->
+collate).
 """
 
 from __future__ import annotations
@@ -23,38 +23,36 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from brainsets_pipelines.synthetic_reaching import SyntheticConfig, ensure  # noqa: E402
-from poyo.data import Dataset, RandomFixedWindowSampler, UnitDropout, collate_packed, seed_worker  # noqa: E402
-from train import to_sample  # noqa: E402
+from poyo.data import Compose, Dataset, RandomFixedWindowSampler, UnitDropout, collate_packed, seed_worker  # noqa: E402
+from poyo.model import ReadoutConfig, Tokenizer  # noqa: E402
 
 
-def collate(windows):
-    return collate_packed([to_sample(w) for w in windows])
-
-
-def stage_times(ds: Dataset, indices, transform) -> dict[str, float]:
+def stage_times(ds: Dataset, indices, dropout, tokenizer) -> dict[str, float]:
     """Seconds per window spent in each stage, read in one process."""
-    t = {"read": 0.0, "transform": 0.0, "tensors+collate": 0.0}
+    t = {"read": 0.0, "unit dropout": 0.0, "tokenize": 0.0, "collate": 0.0}
     batch = []
     for idx in indices:
         a = time.perf_counter()
         w = ds.read(idx)
         b = time.perf_counter()
-        w = transform(w, ds.rng(idx))
+        w = dropout(w, ds.rng(idx))
         c = time.perf_counter()
-        batch.append(w)
-        if len(batch) == 64:
-            collate(batch)
-            batch = []
+        batch.append(tokenizer(w))
         d = time.perf_counter()
+        if len(batch) == 64:
+            collate_packed(batch)
+            batch = []
+        e = time.perf_counter()
         t["read"] += b - a
-        t["transform"] += c - b
-        t["tensors+collate"] += d - c
+        t["unit dropout"] += c - b
+        t["tokenize"] += d - c
+        t["collate"] += e - d
     return {k: v / len(indices) for k, v in t.items()}
 
 
 def loader_rate(ds: Dataset, indices, workers: int, batch_size: int = 64) -> float:
     loader = torch.utils.data.DataLoader(
-        ds, sampler=indices, batch_size=batch_size, num_workers=workers, collate_fn=collate, worker_init_fn=seed_worker, prefetch_factor=4 if workers else None
+        ds, sampler=indices, batch_size=batch_size, num_workers=workers, collate_fn=collate_packed, worker_init_fn=seed_worker, prefetch_factor=4 if workers else None
     )
     it = iter(loader)
     next(it)  # exclude worker start-up
@@ -74,8 +72,13 @@ def main() -> None:
 
     cfg = SyntheticConfig(min_units=80, max_units=120)  # ~100 units per session
     root = ensure(args.root.with_name(args.root.name + "_100units"), cfg)
-    transform = UnitDropout(30, 100, 300)
-    ds = Dataset(root, behaviour=["cursor.vel"], intervals=["movement_phases.reach_period"], transform=transform)
+    dropout = UnitDropout(30, 100, 300)
+    ds = Dataset(root, behaviour=["cursor.vel"], intervals=["movement_phases.reach_period"])
+    readout = ReadoutConfig("cursor_velocity_2d", std=10.0, weights={"movement_phases.reach_period": 5.0})
+    tokenizer = Tokenizer(
+        {u: i for i, u in enumerate(ds.unit_ids)}, {s: i for i, s in enumerate(ds.session_ids)}, [readout], ["cursor_velocity_2d"], num_latents_per_step=16
+    )
+    ds.transform = Compose([dropout, tokenizer])
     sampler = RandomFixedWindowSampler(ds.sampling_intervals("train"), 1.0, seed=0)
     indices = []
     while len(indices) < args.windows:
@@ -88,8 +91,8 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}")
     print(f"data: {len(ds.session_ids)} sessions, {units:.0f} units/session, {spikes:.0f} spikes per 1 s window (before dropout)\n")
 
-    stage_times(ds, indices[:200], transform)  # warm the page cache
-    t = stage_times(ds, indices, transform)
+    stage_times(ds, indices[:200], dropout, tokenizer)  # warm the page cache
+    t = stage_times(ds, indices, dropout, tokenizer)
     total = sum(t.values())
     print(f"single process, per window ({len(indices)} windows): {total * 1e3:.3f} ms = {1 / total:.0f} windows/s")
     for k, v in t.items():

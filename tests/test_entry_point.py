@@ -1,4 +1,5 @@
-"""``python train.py`` works from a clean folder: generates data, checks it, streams windows."""
+"""``python train.py`` works from a clean folder: generates data, checks it, builds the model,
+streams tokenized windows and runs the model on them."""
 
 import subprocess
 import sys
@@ -22,6 +23,9 @@ def test_train_py_prepares_and_streams(tmp_path, layout):
     assert "2 sessions, 1 subjects" in out.stdout
     assert "synthetic_reaching/monkey_a_20260105_center_out_reaching" in out.stdout
     assert "training windows" in out.stdout and "windows/s" in out.stdout
+    assert "model poyo_1.3M: 1,254,018 parameters" in out.stdout
+    loss = float(out.stdout.split("untrained model on 2 batches: loss ")[1].split(",")[0])
+    assert 0.05 < loss < 20  # normalised targets, untrained model: order 1
     assert len(list((tmp_path / "data" / "synthetic_reaching").glob("*.h5"))) == 2
 
 

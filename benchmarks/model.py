@@ -1,0 +1,181 @@
+"""Forward+backward time and peak memory of one training batch, per attention backend,
+as a function of spikes per window.
+
+    python benchmarks/model.py [--model poyo_1.3M] [--batch-size 16] [--spikes 250 1000 4000]
+                               [--device cpu|cuda] [--precision fp32 bf16] [--json out.json]
+
+Windows are synthetic (100 units, 1 s, 100 behaviour samples) with spike counts drawn
+uniformly in [0.5, 1.5] x the target, so samples are ragged as in real batches. The
+model is in training mode (dropout on), as during training.
+
+Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` during one forward+backward;
+on CPU the growth of the process's peak resident set during its first forward+backward,
+each configuration in a fresh process (so one run cannot hide another's peak).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from poyo.data import Series, Window, collate_packed, collate_padded  # noqa: E402
+from poyo.model import POYO, ReadoutConfig  # noqa: E402
+from poyo.model.attention import available  # noqa: E402
+
+UNITS = 100
+
+
+def windows(spikes: int, batch_size: int, seed: int) -> list[Window]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for b in range(batch_size):
+        n = int(rng.integers(spikes // 2, spikes * 3 // 2 + 1))
+        t = np.sort(rng.uniform(0, 1, n))
+        bt = np.arange(0.005, 1.0, 0.01)
+        out.append(
+            Window(
+                session_id="bench/s0", start=0.0, end=1.0, unit_ids=np.array([f"bench/s0/u{i}" for i in range(UNITS)]),
+                spike_times=t, spike_units=rng.integers(0, UNITS, n), behaviour={"cursor.vel": Series(bt, rng.normal(size=(len(bt), 2)), np.arange(len(bt)))},
+            )  # fmt: skip
+        )
+    return out
+
+
+def build(model_name: str, seed: int = 0, atn_dropout: float | None = None) -> POYO:
+    cfg = yaml.safe_load((ROOT / "configs" / "model" / f"{model_name}.yaml").read_text())
+    cfg.pop("name")
+    if atn_dropout is not None:
+        cfg["atn_dropout"] = atn_dropout
+    return POYO(**cfg, unit_ids=[f"bench/s0/u{i}" for i in range(UNITS)], session_ids=["bench/s0"], seed=seed)
+
+
+def to_device(batch: dict, device: str) -> dict:
+    def mv(x):
+        return x.to(device, non_blocking=True) if isinstance(x, torch.Tensor) else x
+
+    return {k: ({f: mv(t) for f, t in v.items()} if isinstance(v, dict) else mv(v)) for k, v in batch.items()}
+
+
+def measure(model_name: str, backend: str, spikes: int, batch_size: int, device: str, precision: str, repeats: int, atn_dropout: float | None) -> dict:
+    """Time and peak memory of forward+backward for one configuration (run in its own process on CPU)."""
+    torch.manual_seed(0)
+    model = build(model_name, atn_dropout=atn_dropout).to(device).train()
+    model.attention = backend
+    samples = [model.tokenizer([ReadoutConfig("cursor_velocity_2d")])(w) for w in windows(spikes, batch_size, seed=spikes)]
+    batch = collate_padded(samples) if backend == "sdpa" else collate_packed(samples)
+    batch = to_device(batch, device)
+    tokens = sum(len(s["input"]["unit_index"]) for s in samples)
+    padded_tokens = batch["input"]["unit_index"].numel()
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        with autocast:
+            loss, _ = model.loss(model(batch), batch)
+        loss.backward()
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        step()
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        step()
+        peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    ms = statistics.median(times) * 1e3
+    return dict(backend=backend, spikes=spikes, precision=precision, ms=ms, peak_mb=peak / 2**20, tokens=tokens, padded_tokens=padded_tokens, tokens_per_s=tokens / ms * 1e3)
+
+
+def _child(queue, kwargs):
+    try:
+        queue.put(measure(**kwargs))
+    except Exception as e:  # report, do not hang the parent
+        queue.put({"error": f"{type(e).__name__}: {e}", **{k: kwargs[k] for k in ("backend", "spikes", "precision")}})
+
+
+def run_isolated(kwargs: dict) -> dict:
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_child, args=(q, kwargs))
+    p.start()
+    result = q.get()
+    p.join()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="poyo_1.3M")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: 16 on CPU, 128 on CUDA")
+    parser.add_argument("--spikes", type=int, nargs="+", default=[250, 1000, 4000], help="mean spikes per 1 s window")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--backends", nargs="+", default=["sdpa", "loop", "nested", "varlen", "xformers"])
+    parser.add_argument("--precision", nargs="+", default=None, help="fp32 and/or bf16 (default: fp32 on CPU, both on CUDA)")
+    parser.add_argument("--atn-dropout", type=float, default=None, help="override the config's attention dropout (varlen needs 0)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args()
+    batch_size = args.batch_size or (128 if args.device == "cuda" else 16)
+    precisions = args.precision or (["fp32", "bf16"] if args.device == "cuda" else ["fp32"])
+
+    dev = torch.device(args.device)
+    name = torch.cuda.get_device_name() if args.device == "cuda" else f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    print(f"machine: {name}; Python {platform.python_version()}, torch {torch.__version__}")
+    model = build(args.model, atn_dropout=args.atn_dropout)
+    print(
+        f"model {args.model} ({model.num_parameters(embeddings=False):,} parameters, attention dropout {model.config['atn_dropout']}), "
+        f"batch {batch_size}, training mode, {UNITS} units/window\n"
+    )
+    results = []
+    head = f"{'spikes/win':>10s} {'prec':>5s} {'backend':>9s} {'layout':>7s} {'ms/batch':>9s} {'peak MB':>8s} {'tokens/s':>10s} {'pad waste':>9s}"
+    print(head + "\n" + "-" * len(head))
+    for spikes in args.spikes:
+        for precision in precisions:
+            for backend in args.backends:
+                why = available(backend, dev)
+                if why is None and backend == "varlen" and precision != "bf16":
+                    why = "fp16/bf16 only"
+                if why is None and backend == "varlen" and args.atn_dropout != 0:
+                    why = "no attention dropout: run with --atn-dropout 0"
+                if why:
+                    print(f"{spikes:10d} {precision:>5s} {backend:>9s}   skipped: {why}")
+                    continue
+                kwargs = dict(model_name=args.model, backend=backend, spikes=spikes, batch_size=batch_size, device=args.device, precision=precision, repeats=args.repeats, atn_dropout=args.atn_dropout)
+                r = run_isolated(kwargs) if args.device == "cpu" else measure(**kwargs)
+                results.append(r)
+                if "error" in r:
+                    print(f"{spikes:10d} {precision:>5s} {backend:>9s}   failed: {r['error']}")
+                    continue
+                layout = "padded" if backend == "sdpa" else "packed"
+                waste = 1 - r["tokens"] / r["padded_tokens"]
+                print(f"{spikes:10d} {precision:>5s} {backend:>9s} {layout:>7s} {r['ms']:9.1f} {r['peak_mb']:8.0f} {r['tokens_per_s']:10.0f} {waste:9.0%}")
+    if args.json:
+        args.json.write_text(json.dumps({"machine": name, "torch": torch.__version__, "model": args.model, "batch_size": batch_size, "results": results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,200 @@
+"""Attention kernels behind one call: :func:`attend`.
+
+A batch arrives in one of two layouts (see :mod:`poyo.data.collate`), described by a
+:class:`Layout`:
+
+* padded: features ``(B, N, H, D)`` and a key mask ``(B, N)``;
+* packed: features ``(T, H, D)`` (all samples' tokens concatenated) and ``cu_seqlens``.
+
+Backends (``"auto"`` picks one per call from the layout, device, dtype and dropout):
+
+========== ======== ============ =====================================================
+name       layout   devices      kernel
+========== ======== ============ =====================================================
+sdpa       padded   any          ``F.scaled_dot_product_attention`` with a key mask
+loop       packed   any          one dense SDPA call per sample (one call when all
+                                 samples have the same lengths); the CPU packed path
+nested     packed   any          SDPA on nested jagged tensors (flash/memory-efficient
+                                 kernels on CUDA)
+varlen     packed   CUDA         ``torch.nn.attention.varlen.varlen_attn`` (flash;
+                                 fp16/bf16 only, no attention dropout)
+xformers   packed   CUDA         ``xformers.ops.memory_efficient_attention`` with a
+                                 block-diagonal mask (needs the ``xformers`` extra)
+========== ======== ============ =====================================================
+
+Every backend computes the same function; ``tests/test_attention.py`` checks outputs and
+gradients against the padded reference.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import warnings
+from dataclasses import dataclass
+from functools import cached_property
+
+import torch
+import torch.nn.functional as F
+
+PADDED_BACKENDS = ("sdpa",)
+PACKED_BACKENDS = ("loop", "nested", "varlen", "xformers")
+BACKENDS = ("auto", *PADDED_BACKENDS, *PACKED_BACKENDS)
+
+
+@dataclass(frozen=True, eq=False)
+class Layout:
+    """How the tokens of one sequence group sit in a batch."""
+
+    batch_size: int
+    mask: torch.Tensor | None = None  # padded: (B, N) bool, True = real token
+    cu_seqlens: torch.Tensor | None = None  # packed: (B + 1,) int32
+    max_seqlen: int | None = None  # packed
+    total: int | None = None  # packed: number of tokens
+
+    @classmethod
+    def padded(cls, mask: torch.Tensor) -> "Layout":
+        if mask.dim() != 2 or mask.dtype != torch.bool:
+            raise ValueError(f"a padded layout needs a (B, N) bool mask, got {tuple(mask.shape)} {mask.dtype}")
+        return cls(batch_size=mask.shape[0], mask=mask)
+
+    @classmethod
+    def packed(cls, cu_seqlens: torch.Tensor, max_seqlen: int, total: int) -> "Layout":
+        if cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2:
+            raise ValueError(f"cu_seqlens must be 1-D with B + 1 >= 2 entries, got shape {tuple(cu_seqlens.shape)}")
+        return cls(batch_size=cu_seqlens.numel() - 1, cu_seqlens=cu_seqlens, max_seqlen=int(max_seqlen), total=int(total))
+
+    @property
+    def is_packed(self) -> bool:
+        return self.cu_seqlens is not None
+
+    @property
+    def uniform(self) -> bool:
+        """Packed with every sample the same length (known without a device sync)."""
+        return self.is_packed and self.max_seqlen * self.batch_size == self.total
+
+    @cached_property
+    def full(self) -> bool:
+        """Padded with no padding at all (the mask can be dropped)."""
+        return bool(self.mask.all())
+
+    @cached_property
+    def bounds(self) -> list[int]:
+        """cu_seqlens as a Python list (one host sync, cached)."""
+        return self.cu_seqlens.tolist()
+
+    @cached_property
+    def seqlens(self) -> list[int]:
+        b = self.bounds
+        return [e - s for s, e in zip(b[:-1], b[1:])]
+
+
+def xformers_available() -> bool:
+    return importlib.util.find_spec("xformers") is not None
+
+
+def varlen_available() -> bool:
+    return importlib.util.find_spec("torch.nn.attention.varlen") is not None
+
+
+def available(backend: str, device: torch.device) -> str | None:
+    """None if ``backend`` can run on ``device``, else the reason it cannot."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown attention backend {backend!r}; choose one of {BACKENDS}")
+    if backend in ("varlen", "xformers") and device.type != "cuda":
+        return f"'{backend}' runs on CUDA only (device is {device.type})"
+    if backend == "varlen" and not varlen_available():
+        return f"torch {torch.__version__} has no torch.nn.attention.varlen"
+    if backend == "xformers" and not xformers_available():
+        return "xformers is not installed (pip install 'poyo[xformers]')"
+    return None
+
+
+def resolve(backend: str, layout: Layout, q: torch.Tensor, dropout_p: float) -> str:
+    """The backend that runs this call: ``backend`` itself after checks, or the automatic choice."""
+    if backend == "auto":
+        if not layout.is_packed:
+            return "sdpa"
+        if q.device.type != "cuda":
+            return "loop"
+        if available("xformers", q.device) is None:
+            return "xformers"
+        if available("varlen", q.device) is None and q.dtype in (torch.float16, torch.bfloat16) and dropout_p == 0:
+            return "varlen"
+        return "nested"
+    why = available(backend, q.device)
+    if why:
+        raise RuntimeError(f"attention backend {why}")
+    if layout.is_packed != (backend in PACKED_BACKENDS):
+        want = "packed" if layout.is_packed else "padded"
+        fit = PACKED_BACKENDS if layout.is_packed else PADDED_BACKENDS
+        raise ValueError(f"attention backend '{backend}' cannot run a {want} batch; use one of {fit} or 'auto'")
+    if backend == "varlen":
+        if q.dtype not in (torch.float16, torch.bfloat16):
+            raise RuntimeError(f"attention backend 'varlen' (flash) needs fp16/bf16 inputs, got {q.dtype}: use bf16 autocast or another backend")
+        if dropout_p > 0:
+            raise RuntimeError("attention backend 'varlen' has no attention dropout: set atn_dropout=0, evaluate, or use 'xformers'/'nested'")
+    return backend
+
+
+def attend(q, k, v, q_layout: Layout, kv_layout: Layout, *, dropout_p: float = 0.0, backend: str = "auto") -> torch.Tensor:
+    """Softmax attention of each sample's queries over that sample's keys (scale 1/sqrt(D)).
+
+    Padded: q ``(B, Nq, H, D)``, k/v ``(B, Nk, H, D)``; packed: q ``(Tq, H, D)``, k/v
+    ``(Tk, H, D)``. Returns the layout and shape of ``q``.
+    """
+    if q_layout.is_packed != kv_layout.is_packed:
+        raise ValueError("queries and keys must share a layout (both padded or both packed)")
+    name = resolve(backend, q_layout, q, dropout_p)
+    return _KERNELS[name](q, k, v, q_layout, kv_layout, dropout_p)
+
+
+def _sdpa(q, k, v, q_layout, kv_layout, p):
+    mask = None if kv_layout.full else kv_layout.mask[:, None, None, :]
+    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask, dropout_p=p)
+    return out.transpose(1, 2)
+
+
+def _loop(q, k, v, q_layout, kv_layout, p):
+    if q_layout.uniform and kv_layout.uniform:  # one batched call, no mask needed
+        b = q_layout.batch_size
+        out = F.scaled_dot_product_attention(
+            q.unflatten(0, (b, -1)).transpose(1, 2), k.unflatten(0, (b, -1)).transpose(1, 2), v.unflatten(0, (b, -1)).transpose(1, 2), dropout_p=p
+        )
+        return out.transpose(1, 2).flatten(0, 1)
+    qb, kb = q_layout.bounds, kv_layout.bounds
+    outs = []
+    for i in range(q_layout.batch_size):
+        qi = q[qb[i] : qb[i + 1]].transpose(0, 1)
+        if qi.shape[1] == 0:
+            continue
+        ki, vi = k[kb[i] : kb[i + 1]].transpose(0, 1), v[kb[i] : kb[i + 1]].transpose(0, 1)
+        outs.append(F.scaled_dot_product_attention(qi, ki, vi, dropout_p=p).transpose(0, 1))
+    return torch.cat(outs) if outs else q.new_zeros(q.shape)
+
+
+def _nested(q, k, v, q_layout, kv_layout, p):
+    def jagged(x, layout):
+        offsets = layout.cu_seqlens.to(device=x.device, dtype=torch.int64)
+        return torch.nested.nested_tensor_from_jagged(x.contiguous(), offsets, max_seqlen=layout.max_seqlen).transpose(1, 2)
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*nested tensors is in prototype stage.*")
+        out = F.scaled_dot_product_attention(jagged(q, q_layout), jagged(k, kv_layout), jagged(v, kv_layout), dropout_p=p)
+    return out.transpose(1, 2).values()
+
+
+def _varlen(q, k, v, q_layout, kv_layout, p):
+    from torch.nn.attention.varlen import varlen_attn
+
+    cu_q, cu_k = q_layout.cu_seqlens.to(q.device, torch.int32), kv_layout.cu_seqlens.to(q.device, torch.int32)
+    return varlen_attn(q, k, v, cu_q, cu_k, q_layout.max_seqlen, kv_layout.max_seqlen)
+
+
+def _xformers(q, k, v, q_layout, kv_layout, p):
+    import xformers.ops as xops
+
+    bias = xops.fmha.BlockDiagonalMask.from_seqlens(q_seqlen=q_layout.seqlens, kv_seqlen=kv_layout.seqlens)
+    return xops.memory_efficient_attention(q[None], k[None], v[None], attn_bias=bias, p=p)[0]
+
+
+_KERNELS = {"sdpa": _sdpa, "loop": _loop, "nested": _nested, "varlen": _varlen, "xformers": _xformers}

@@ -1,0 +1,210 @@
+"""The POYO model: spike tokens -> latents -> output queries -> readouts.
+
+``POYO(**config)`` builds the network; ``model.tokenizer(readouts)`` gives the transform
+that turns windows into samples; ``model(batch)`` takes a padded or packed batch of
+those samples and returns ``{readout name: predictions}``, where the rows of each readout
+line up with :func:`targets` of the same batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from poyo.model.attention import BACKENDS, Layout
+from poyo.model.layers import CrossAttention, FeedForward, SelfAttention
+from poyo.model.readout import get_readout, readout_loss
+from poyo.model.rotary import RotaryTime
+from poyo.model.tokenizer import NUM_TOKEN_TYPES, ReadoutConfig, Tokenizer
+from poyo.model.vocab import VocabEmbedding
+
+
+def layout_of(group: Mapping) -> Layout:
+    """The :class:`Layout` of a collated sequence group (padded or packed)."""
+    if "mask" in group:
+        return Layout.padded(group["mask"])
+    if "cu_seqlens" in group:
+        any_field = next(v for k, v in group.items() if isinstance(v, torch.Tensor) and k not in ("cu_seqlens", "batch_index"))
+        return Layout.packed(group["cu_seqlens"], group["max_seqlen"], any_field.shape[0])
+    raise ValueError(f"not a collated sequence group (no 'mask' or 'cu_seqlens'): fields {sorted(group)}")
+
+
+def _flat(group: Mapping, field: str) -> torch.Tensor:
+    """A group's field with padding removed: ``(total tokens, ...)`` in (sample, token) order."""
+    x = group[field]
+    return x[group["mask"]] if "mask" in group else x
+
+
+def targets(batch: Mapping, name: str) -> dict[str, torch.Tensor]:
+    """The ``target/<name>`` fields of a batch, flattened to line up with ``model(batch)[name]``."""
+    key = f"target/{name}"
+    if key not in batch:
+        raise KeyError(f"batch has no targets for readout '{name}' (has {sorted(k for k in batch if k.startswith('target/'))})")
+    group = batch[key]
+    return {f: _flat(group, f) for f in ("values", "weight", "eval_mask", "sample_index")}
+
+
+class POYO(nn.Module):
+    """PerceiverIO over spike tokens with rotary time (Azabou et al., 2023).
+
+    Sizes follow the paper's configs (``configs/model/``): e.g. poyo_1.3M is ``dim=64,
+    depth=6, num_latents_per_step=16, cross_heads=2, self_heads=8``. ``unit_ids`` and
+    ``session_ids`` seed the vocabularies; ``seed`` makes the initial weights reproducible
+    without touching the global RNG. ``attention`` picks the kernel (see
+    :mod:`poyo.model.attention`); ``"auto"`` chooses per batch.
+    """
+
+    def __init__(
+        self,
+        *,
+        dim: int = 64,
+        depth: int = 6,
+        dim_head: int = 64,
+        num_latents_per_step: int = 16,
+        latent_step: float = 0.125,
+        cross_heads: int = 2,
+        self_heads: int = 8,
+        ffn_dropout: float = 0.2,
+        lin_dropout: float = 0.4,
+        atn_dropout: float = 0.2,
+        emb_init_scale: float = 0.02,
+        t_min: float = 1e-4,
+        t_max: float = 2.0627,
+        readouts: Sequence[str] = ("cursor_velocity_2d",),
+        unit_ids: Iterable[str] = (),
+        session_ids: Iterable[str] = (),
+        attention: str = "auto",
+        seed: int = 0,
+    ):
+        super().__init__()
+        for name, value in (("dim", dim), ("depth", depth), ("num_latents_per_step", num_latents_per_step), ("cross_heads", cross_heads), ("self_heads", self_heads)):
+            if not (isinstance(value, int) and value >= (0 if name == "depth" else 1)):
+                raise ValueError(f"{name} must be a {'non-negative' if name == 'depth' else 'positive'} integer, got {value!r}")
+        for name, value in (("ffn_dropout", ffn_dropout), ("lin_dropout", lin_dropout), ("atn_dropout", atn_dropout)):
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {value}")
+        if not latent_step > 0:
+            raise ValueError(f"latent_step must be > 0, got {latent_step}")
+        readouts = list(readouts)
+        if not readouts or len(set(readouts)) != len(readouts):
+            raise ValueError(f"readouts must be a non-empty list of distinct names, got {readouts}")
+        specs = [get_readout(r) for r in readouts]
+        self.config = dict(
+            dim=dim, depth=depth, dim_head=dim_head, num_latents_per_step=num_latents_per_step, latent_step=float(latent_step),
+            cross_heads=cross_heads, self_heads=self_heads, ffn_dropout=ffn_dropout, lin_dropout=lin_dropout, atn_dropout=atn_dropout,
+            emb_init_scale=emb_init_scale, t_min=float(t_min), t_max=float(t_max), readouts=readouts,
+        )  # fmt: skip
+        self.readout_names = readouts
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.unit_emb = VocabEmbedding(dim, unit_ids, init_scale=emb_init_scale, seed=seed, name="unit vocabulary")
+            self.session_emb = VocabEmbedding(dim, session_ids, init_scale=emb_init_scale, seed=seed + 1, name="session vocabulary")
+            self.token_type_emb = nn.Embedding(NUM_TOKEN_TYPES, dim)
+            self.latent_emb = nn.Embedding(num_latents_per_step, dim)
+            # Several readouts share a time and session: tell their queries apart.
+            self.readout_emb = nn.Embedding(len(readouts), dim) if len(readouts) > 1 else None
+            for emb in (self.token_type_emb, self.latent_emb, self.readout_emb):
+                if emb is not None:
+                    nn.init.normal_(emb.weight, std=emb_init_scale)
+
+            self.rotary = RotaryTime(dim_head, t_min, t_max)
+            self.enc_atn = CrossAttention(dim, self.rotary, heads=cross_heads, dim_head=dim_head, dropout=atn_dropout, rotate_value=True)
+            self.enc_ffn = FeedForward(dim, dropout=ffn_dropout)
+            self.proc_atn = nn.ModuleList(
+                SelfAttention(dim, self.rotary, heads=self_heads, dim_head=dim_head, dropout=atn_dropout, rotate_value=True) for _ in range(depth)
+            )
+            self.proc_ffn = nn.ModuleList(FeedForward(dim, dropout=ffn_dropout) for _ in range(depth))
+            self.proc_dropout = nn.Dropout(lin_dropout)
+            self.dec_atn = CrossAttention(dim, self.rotary, heads=cross_heads, dim_head=dim_head, dropout=atn_dropout, rotate_value=False)
+            self.dec_ffn = FeedForward(dim, dropout=ffn_dropout)
+            self.readout = nn.ModuleDict({s.name: nn.Linear(dim, s.dim) for s in specs})
+        self.attention = attention
+
+    # --- configuration -----------------------------------------------------------------
+    @property
+    def attention(self) -> str:
+        return self._attention
+
+    @attention.setter
+    def attention(self, backend: str) -> None:
+        """Set the attention backend of every layer ("auto", "sdpa", "loop", "nested", "varlen", "xformers")."""
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown attention backend {backend!r}; choose one of {BACKENDS}")
+        self._attention = backend
+        for m in self.modules():
+            if hasattr(m, "backend"):
+                m.backend = backend
+
+    def num_parameters(self, *, embeddings: bool = True) -> int:
+        """Parameter count, optionally without the unit and session vocabularies."""
+        skip = set() if embeddings else {id(self.unit_emb.weight), id(self.session_emb.weight)}
+        return sum(p.numel() for p in self.parameters() if id(p) not in skip)
+
+    def init_vocabs(self, unit_ids: Iterable[str], session_ids: Iterable[str], *, seed: int = 0) -> None:
+        """Add the ids not yet known (e.g. ``dataset.unit_ids``, ``dataset.session_ids``)."""
+        self.unit_emb.extend(unit_ids, seed=seed)
+        self.session_emb.extend(session_ids, seed=seed + 1)
+
+    def tokenizer(self, readouts: Sequence[ReadoutConfig | Mapping | str] | None = None) -> Tokenizer:
+        """The transform that turns windows into samples for this model's current vocabularies.
+
+        ``readouts``: one :class:`ReadoutConfig` (or dict of its fields, or name) per readout
+        to train or evaluate; by default every head with its registry defaults.
+        """
+        configs = []
+        for r in readouts if readouts is not None else self.readout_names:
+            configs.append(r if isinstance(r, ReadoutConfig) else ReadoutConfig(r) if isinstance(r, str) else ReadoutConfig(**r))
+        return Tokenizer(
+            self.unit_emb.lookup(),
+            self.session_emb.lookup(),
+            configs,
+            self.readout_names,
+            latent_step=self.config["latent_step"],
+            num_latents_per_step=self.config["num_latents_per_step"],
+        )
+
+    # --- forward -------------------------------------------------------------------------
+    def forward(self, batch: Mapping) -> dict[str, torch.Tensor]:
+        """Predictions per readout for a collated batch (padded or packed)."""
+        for key in ("input", "latent", "output"):
+            if key not in batch:
+                raise KeyError(f"batch has no '{key}' group: was it made by POYO.tokenizer() and a poyo.data collate?")
+        inp, lat, out = batch["input"], batch["latent"], batch["output"]
+        in_layout, lat_layout, out_layout = layout_of(inp), layout_of(lat), layout_of(out)
+        if in_layout.is_packed != lat_layout.is_packed or in_layout.is_packed != out_layout.is_packed:
+            raise ValueError("all sequence groups of a batch must share one layout")
+
+        x = self.unit_emb(inp["unit_index"]) + self.token_type_emb(inp["token_type"])
+        latents = self.latent_emb(lat["index"])
+        queries = self.session_emb(out["session_index"])
+        if self.readout_emb is not None:
+            queries = queries + self.readout_emb(out["readout_index"])
+
+        in_rot, lat_rot, out_rot = self.rotary(inp["timestamps"]), self.rotary(lat["timestamps"]), self.rotary(out["timestamps"])
+
+        latents = latents + self.enc_atn(latents, x, lat_rot, in_rot, lat_layout, in_layout)
+        latents = latents + self.enc_ffn(latents)
+        for atn, ffn in zip(self.proc_atn, self.proc_ffn):
+            latents = latents + self.proc_dropout(atn(latents, lat_rot, lat_layout))
+            latents = latents + self.proc_dropout(ffn(latents))
+        queries = queries + self.dec_atn(queries, latents, out_rot, lat_rot, out_layout, lat_layout)
+        queries = queries + self.dec_ffn(queries)
+
+        tokens = _flat({"q": queries, **({"mask": out["mask"]} if "mask" in out else {})}, "q")
+        if len(self.readout_names) == 1:
+            return {self.readout_names[0]: self.readout[self.readout_names[0]](tokens)}
+        # Heads the batch's tokenizer asked for (it writes a target group per readout).
+        asked = [n for n in self.readout_names if f"target/{n}" in batch] or self.readout_names
+        which = _flat(out, "readout_index")
+        return {n: self.readout[n](tokens[which == self.readout_names.index(n)]) for n in asked}
+
+    def loss(self, preds: Mapping[str, torch.Tensor], batch: Mapping) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Sum over readouts of each readout's weighted loss; also returns them per readout."""
+        parts = {}
+        for name, pred in preds.items():
+            t = targets(batch, name)
+            parts[name] = readout_loss(get_readout(name), pred, t["values"], t["weight"])
+        return sum(parts.values()), parts

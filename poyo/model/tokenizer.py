@@ -1,0 +1,204 @@
+"""From a data window to the model's tensors: one token per spike, latents, output queries.
+
+A tokenized sample is a dict of sequence groups (see :mod:`poyo.data.collate`)::
+
+    input:   unit_index (int64, row in the unit vocabulary), token_type (0 spike,
+             1 unit start, 2 unit end), timestamps (float64 s, window-relative)
+    latent:  index (which of the K learned latents), timestamps (centres of a
+             ``latent_step`` grid: K latents at each grid time)
+    output:  timestamps, session_index, readout_index -- one query per behaviour sample
+    target/<readout>: values (normalised; int64 classes for categorical readouts),
+             weight (float32, 0 = ignore), eval_mask (bool), sample_index (int64)
+
+plus ``session_id`` (str) and ``absolute_start`` (float). The input starts with a start
+and an end delimiter token (at 0 and at the window's end) for every unit of the session,
+so silent units and the window bounds are seen too. The same samples collate padded or
+packed; the tokenizer does not know which attention backend will run.
+
+The tokenizer holds copies of the vocabularies' id -> row maps, not the model, so it is
+cheap to send to DataLoader workers. Build a new one after changing a vocabulary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from poyo.data import intervals as ivs
+from poyo.data.window import Window
+from poyo.model.readout import ReadoutSpec, get_readout
+
+SPIKE, UNIT_START, UNIT_END = 0, 1, 2
+NUM_TOKEN_TYPES = 4  # one spare type, as in the published checkpoints
+
+
+@dataclass
+class ReadoutConfig:
+    """How one readout is fed from a session: which behaviour key, normalisation, weights.
+
+    ``weights`` maps interval keys (e.g. ``"movement_phases.reach_period"``) to factors that
+    multiply the weight of the samples inside them. ``eval_intervals`` (one key or a list,
+    united) restricts evaluation; ``None`` evaluates every sample. Samples with a NaN target
+    get weight 0 and are not evaluated.
+    """
+
+    name: str
+    key: str | None = None
+    mean: float | Sequence[float] = 0.0
+    std: float | Sequence[float] = 1.0
+    weights: Mapping[str, float] = field(default_factory=dict)
+    eval_intervals: str | Sequence[str] | None = None
+
+    def __post_init__(self):
+        self.spec: ReadoutSpec = get_readout(self.name)
+        self.key = self.key or self.spec.key
+        if isinstance(self.eval_intervals, str):
+            self.eval_intervals = [self.eval_intervals]
+        self.weights = {str(k): float(v) for k, v in dict(self.weights).items()}
+        bad = {k: v for k, v in self.weights.items() if not (np.isfinite(v) and v >= 0)}
+        if bad:
+            raise ValueError(f"readout '{self.name}': weights must be finite and >= 0, got {bad}")
+        if self.spec.kind == "continuous":
+            self._mean = np.broadcast_to(np.asarray(self.mean, np.float64), (self.spec.dim,)).copy()
+            self._std = np.broadcast_to(np.asarray(self.std, np.float64), (self.spec.dim,)).copy()
+            if not (np.all(np.isfinite(self._std)) and np.all(self._std > 0)):
+                raise ValueError(f"readout '{self.name}': std must be positive, got {self.std}")
+
+    def interval_keys(self) -> list[str]:
+        return sorted(set(self.weights) | set(self.eval_intervals or ()))
+
+
+def latent_grid(duration: float, step: float, per_step: int) -> tuple[np.ndarray, np.ndarray]:
+    """Latent indices and times: ``per_step`` latents at each centre of a ``step`` grid on
+    ``[0, duration)`` (8 centres 0.0625, 0.1875, ... 0.9375 for 1 s and 1/8 s)."""
+    centres = np.arange(0.0, duration - 1e-9, step) + step / 2
+    return np.tile(np.arange(per_step, dtype=np.int64), len(centres)), np.repeat(centres, per_step)
+
+
+class Tokenizer:
+    """Callable ``(window, rng=None) -> sample dict``; usable as the last dataset transform."""
+
+    def __init__(
+        self,
+        unit_lookup: Mapping[str, int],
+        session_lookup: Mapping[str, int],
+        readouts: Sequence[ReadoutConfig],
+        readout_names: Sequence[str],
+        *,
+        latent_step: float = 0.125,
+        num_latents_per_step: int = 16,
+    ):
+        if not readouts:
+            raise ValueError("the tokenizer needs at least one readout")
+        if not (latent_step > 0 and num_latents_per_step >= 1):
+            raise ValueError(f"need latent_step > 0 and num_latents_per_step >= 1, got {latent_step}, {num_latents_per_step}")
+        names = [r.name for r in readouts]
+        if len(set(names)) != len(names):
+            raise ValueError(f"readouts listed twice: {names}")
+        unknown = [n for n in names if n not in readout_names]
+        if unknown:
+            raise ValueError(f"readouts {unknown} are not heads of this model (it has {list(readout_names)})")
+        self.units, self.sessions = dict(unit_lookup), dict(session_lookup)
+        self.readouts = list(readouts)
+        self.readout_index = {n: readout_names.index(n) for n in names}
+        self.latent_step, self.num_latents_per_step = float(latent_step), int(num_latents_per_step)
+
+    def behaviour_keys(self) -> list[str]:
+        return sorted({r.key for r in self.readouts})
+
+    def interval_keys(self) -> list[str]:
+        return sorted({k for r in self.readouts for k in r.interval_keys()})
+
+    def _unit_rows(self, window: Window) -> np.ndarray:
+        try:
+            return np.fromiter((self.units[u] for u in window.unit_ids), dtype=np.int64, count=len(window.unit_ids))
+        except KeyError:
+            missing = [u for u in window.unit_ids if u not in self.units]
+            raise KeyError(
+                f"session '{window.session_id}': {len(missing)} of its {len(window.unit_ids)} units are not in the model's unit "
+                f"vocabulary (e.g. {missing[:3]}); extend the vocabulary for a new session (unit identification) first"
+            ) from None
+
+    def _targets(self, window: Window, cfg: ReadoutConfig) -> dict:
+        if cfg.key not in window.behaviour:
+            raise KeyError(f"session '{window.session_id}': no behaviour '{cfg.key}' for readout '{cfg.name}' (window has {sorted(window.behaviour)})")
+        series = window.behaviour[cfg.key]
+        spec, n = cfg.spec, len(series)
+        values = np.asarray(series.values)
+        if spec.kind == "continuous":
+            values = values.reshape(n, -1).astype(np.float64)
+            if values.shape[1] != spec.dim:
+                raise ValueError(f"session '{window.session_id}': '{cfg.key}' has {values.shape[1]} dims, readout '{cfg.name}' needs {spec.dim}")
+            bad = ~np.isfinite(values).all(axis=1)
+            values = np.where(bad[:, None], 0.0, (values - cfg._mean) / cfg._std).astype(np.float32)
+        else:
+            values = values.reshape(n)
+            bad = ~np.isfinite(values.astype(np.float64))
+            classes = np.where(bad, 0, values).astype(np.int64)
+            out_of_range = ~bad & ((classes < 0) | (classes >= spec.dim) | (classes != values))
+            if out_of_range.any():
+                raise ValueError(f"session '{window.session_id}': '{cfg.key}' has classes outside 0..{spec.dim - 1}: {np.unique(values[out_of_range])[:5]}")
+            values = classes
+        t = series.timestamps
+        weight = np.ones(n, np.float64)
+        for key, w in cfg.weights.items():
+            weight[ivs.contains(self._interval(window, key), t)] *= w
+        weight[bad] = 0.0
+        if cfg.eval_intervals is None:
+            eval_mask = np.ones(n, bool)
+        else:
+            eval_mask = np.zeros(n, bool)
+            for key in cfg.eval_intervals:
+                eval_mask |= ivs.contains(self._interval(window, key), t)
+        eval_mask &= ~bad
+        return {
+            "timestamps": t,
+            "values": torch.from_numpy(values),
+            "weight": torch.from_numpy(weight.astype(np.float32)),
+            "eval_mask": torch.from_numpy(eval_mask),
+            "sample_index": torch.from_numpy(np.asarray(series.sample_index, np.int64)),
+        }
+
+    @staticmethod
+    def _interval(window: Window, key: str) -> np.ndarray:
+        if key not in window.intervals:
+            raise KeyError(f"session '{window.session_id}': interval '{key}' was not loaded; add it to the dataset's intervals (loaded: {sorted(window.intervals)})")
+        return window.intervals[key]
+
+    def __call__(self, window: Window, rng: np.random.Generator | None = None) -> dict:
+        if not isinstance(window, Window):
+            raise TypeError(f"the tokenizer takes a poyo.data.Window, got {type(window).__name__}")
+        if len(window.unit_ids) == 0:
+            raise ValueError(f"session '{window.session_id}': a window needs at least one unit")
+        if window.session_id not in self.sessions:
+            raise KeyError(f"session '{window.session_id}' is not in the model's session vocabulary ({len(self.sessions)} sessions); extend it first")
+        duration = window.duration
+        rows = self._unit_rows(window)
+        u = len(rows)
+        # [u0 start, u0 end, u1 start, u1 end, ...] then one token per spike
+        unit_index = np.concatenate([np.repeat(rows, 2), rows[window.spike_units]])
+        token_type = np.concatenate([np.tile(np.array([UNIT_START, UNIT_END], np.int64), u), np.full(len(window.spike_times), SPIKE, np.int64)])
+        timestamps = np.concatenate([np.tile(np.array([0.0, duration]), u), np.asarray(window.spike_times, np.float64)])
+
+        latent_index, latent_times = latent_grid(duration, self.latent_step, self.num_latents_per_step)
+
+        targets = {r.name: self._targets(window, r) for r in self.readouts}
+        out_t = np.concatenate([t.pop("timestamps") for t in targets.values()])
+        readout_index = np.concatenate([np.full(len(t["weight"]), self.readout_index[name], np.int64) for name, t in targets.items()])
+        sample = {
+            "input": {"unit_index": torch.from_numpy(unit_index), "token_type": torch.from_numpy(token_type), "timestamps": torch.from_numpy(timestamps)},
+            "latent": {"index": torch.from_numpy(latent_index), "timestamps": torch.from_numpy(latent_times)},
+            "output": {
+                "timestamps": torch.from_numpy(out_t),
+                "session_index": torch.full((len(out_t),), self.sessions[window.session_id], dtype=torch.int64),
+                "readout_index": torch.from_numpy(readout_index),
+            },
+            "session_id": window.session_id,
+            "absolute_start": float(window.start),
+        }
+        for name, t in targets.items():
+            sample[f"target/{name}"] = t
+        return sample

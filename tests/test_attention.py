@@ -1,0 +1,117 @@
+"""Every attention backend computes what the padded SDPA reference computes.
+
+Tolerances: fp32 backends match to atol 2e-5 / rtol 1e-4 (outputs and gradients);
+``varlen`` (flash, bf16 only) is compared to the fp32 reference with atol 3e-2.
+CUDA-only backends run when a GPU is present and are skipped with the reason otherwise.
+"""
+
+import pytest
+import torch
+
+from poyo.model.attention import PACKED_BACKENDS, Layout, attend, available, resolve
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def make_batch(q_lens, k_lens, heads=3, dim=16, seed=0, device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(sum(q_lens), heads, dim, generator=g).to(device)
+    k = torch.randn(sum(k_lens), heads, dim, generator=g).to(device)
+    v = torch.randn(sum(k_lens), heads, dim, generator=g).to(device)
+    return q, k, v
+
+
+def packed_layout(lens, device="cpu"):
+    cu = torch.tensor([0] + lens, device=device).cumsum(0).to(torch.int32)
+    return Layout.packed(cu, max(lens), sum(lens))
+
+
+def to_padded(x, lens, fill=0.0):
+    out = x.new_full((len(lens), max(lens), *x.shape[1:]), fill)
+    mask = torch.zeros(len(lens), max(lens), dtype=torch.bool, device=x.device)
+    start = 0
+    for i, n in enumerate(lens):
+        out[i, :n], mask[i, :n] = x[start : start + n], True
+        start += n
+    return out, mask
+
+
+def from_padded(x, mask):
+    return x[mask]
+
+
+def reference(q, k, v, q_lens, k_lens, fill=0.0):
+    """The padded SDPA path on padded copies, returned in packed order."""
+    qp, qm = to_padded(q, q_lens, fill)
+    kp, km = to_padded(k, k_lens, fill)
+    vp, _ = to_padded(v, k_lens, fill)
+    out = attend(qp, kp, vp, Layout.padded(qm), Layout.padded(km), backend="sdpa")
+    return from_padded(out, qm)
+
+
+CASES = {
+    "cross, ragged keys": ([128, 128, 128], [37, 5, 300]),
+    "ragged queries and keys, one empty query set": ([20, 0, 7], [40, 9, 3]),
+    "uniform self-attention shape": ([16, 16], [16, 16]),
+}
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("backend", PACKED_BACKENDS)
+@pytest.mark.parametrize("case", list(CASES))
+def test_packed_backends_match_padded_reference(backend, case, device):
+    why = available(backend, torch.device(device))
+    if why:
+        pytest.skip(why)
+    q_lens, k_lens = CASES[case]
+    dtype = torch.bfloat16 if backend == "varlen" else torch.float32
+    tol = dict(atol=3e-2, rtol=3e-2) if dtype == torch.bfloat16 else dict(atol=2e-5, rtol=1e-4)
+    q, k, v = make_batch(q_lens, k_lens, device=device)
+
+    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    ref = reference(*leaves, q_lens, k_lens)
+    grad_out = torch.randn_like(ref)
+    ref.backward(grad_out)
+
+    mine = [t.clone().to(dtype).requires_grad_() for t in (q, k, v)]
+    out = attend(*mine, packed_layout(q_lens, device), packed_layout(k_lens, device), backend=backend)
+    out.backward(grad_out.to(dtype))
+    torch.testing.assert_close(out.float(), ref.detach(), **tol)
+    for a, b in zip(mine, leaves):
+        torch.testing.assert_close(a.grad.float(), b.grad, **tol)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_padding_never_leaks_into_padded_attention(device):
+    q_lens, k_lens = [5, 3], [4, 9]
+    q, k, v = make_batch(q_lens, k_lens, device=device)
+    clean = reference(q, k, v, q_lens, k_lens, fill=0.0)
+    junk = reference(q, k, v, q_lens, k_lens, fill=1e4)  # huge keys/values in the padded slots
+    torch.testing.assert_close(junk, clean, rtol=0, atol=0)
+
+
+def test_automatic_choice_and_clear_errors():
+    q = torch.zeros(4, 1, 8)
+    packed, padded = packed_layout([2, 2]), Layout.padded(torch.ones(2, 2, dtype=torch.bool))
+    assert resolve("auto", padded, q, 0.0) == "sdpa"
+    assert resolve("auto", packed, q, 0.2) == "loop"  # CPU
+    with pytest.raises(ValueError, match="'sdpa' cannot run a packed batch"):
+        resolve("sdpa", packed, q, 0.0)
+    with pytest.raises(ValueError, match="'loop' cannot run a padded batch"):
+        resolve("loop", padded, q, 0.0)
+    with pytest.raises(RuntimeError, match="runs on CUDA only"):
+        resolve("varlen", packed, q, 0.0)
+    with pytest.raises(ValueError, match="unknown attention backend 'flash3'"):
+        resolve("flash3", packed, q, 0.0)
+    with pytest.raises(ValueError, match="share a layout"):
+        attend(q, q, q, packed, padded)
+
+
+def test_dropout_is_applied_in_every_cpu_backend():
+    q_lens, k_lens = [8, 8], [30, 12]
+    q, k, v = make_batch(q_lens, k_lens)
+    for backend in ("loop", "nested"):
+        torch.manual_seed(0)
+        a = attend(q, k, v, packed_layout(q_lens), packed_layout(k_lens), dropout_p=0.5, backend=backend)
+        b = attend(q, k, v, packed_layout(q_lens), packed_layout(k_lens), dropout_p=0.0, backend=backend)
+        assert not torch.allclose(a, b)

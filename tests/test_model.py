@@ -1,0 +1,202 @@
+"""The POYO model: sizes, layout/backend parity, relative time, permutation and padding
+invariance, checkpoints, and a small model that learns."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from poyo.data import Dataset, SequentialFixedWindowSampler, collate_packed, collate_padded
+from poyo.model import POYO, ReadoutConfig, targets
+from poyo.model.attention import PACKED_BACKENDS, available
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "model"
+TINY = dict(dim=32, depth=2, dim_head=16, num_latents_per_step=4, cross_heads=2, self_heads=2)
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def model_kwargs(name):
+    cfg = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
+    cfg.pop("name")
+    return cfg
+
+
+@pytest.mark.parametrize("name, expected", [("poyo_1.3M", 1_254_018), ("poyo_11.8M", 11_717_378)])
+def test_named_configs_have_the_reference_parameter_counts(name, expected):
+    model = POYO(**model_kwargs(name), unit_ids=["a/b/u0", "a/b/u1"], session_ids=["a/b"])
+    assert model.num_parameters(embeddings=False) == expected
+    dim = model.config["dim"]
+    assert model.num_parameters() == expected + 3 * dim  # 2 unit rows + 1 session row
+
+
+@pytest.fixture(scope="module")
+def dataset(synthetic_root):
+    return Dataset(synthetic_root, behaviour=["cursor.vel"], intervals=["movement_phases.reach_period", "movement_phases.random_period"])
+
+
+def build(dataset, **kw):
+    return POYO(**{**TINY, **kw}, unit_ids=dataset.unit_ids, session_ids=dataset.session_ids, seed=1)
+
+
+def samples(dataset, model, n=6, readouts=None):
+    tok = model.tokenizer(readouts or [ReadoutConfig("cursor_velocity_2d", std=10.0, weights={"movement_phases.reach_period": 5.0})])
+    windows = list(SequentialFixedWindowSampler(dataset.sampling_intervals("valid"), 1.0, step=0.5))
+    pick = np.linspace(0, len(windows) - 1, n).astype(int)  # spread over sessions
+    return [tok(dataset[windows[i]]) for i in pick]
+
+
+def predict(model, batch):
+    return model(batch)["cursor_velocity_2d"]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_packed_backends_match_padded_model_outputs_and_gradients(dataset, device):
+    """Whole-model parity in fp32, eval mode: atol 1e-5 on outputs, 1e-5 relative on gradients."""
+    model = build(dataset).to(device).eval()
+    ss = samples(dataset, model)
+
+    def run(batch, backend):
+        model.zero_grad()
+        model.attention = backend
+        batch = move(batch, device)
+        pred = predict(model, batch)
+        loss, _ = model.loss({"cursor_velocity_2d": pred}, batch)
+        loss.backward()
+        return pred.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    ref_pred, ref_grads = run(collate_padded(ss), "sdpa")
+    tried = 0
+    for backend in PACKED_BACKENDS:
+        if available(backend, torch.device(device)) or backend == "varlen":  # varlen is bf16-only: see test_attention
+            continue
+        pred, grads = run(collate_packed(ss), backend)
+        torch.testing.assert_close(pred, ref_pred, atol=1e-5, rtol=1e-4)
+        assert grads.keys() == ref_grads.keys()
+        for n in grads:
+            scale = ref_grads[n].abs().max().clamp_min(1e-6)
+            assert (grads[n] - ref_grads[n]).abs().max() / scale < 1e-4, (backend, n)
+        tried += 1
+    assert tried >= 2
+
+
+def move(batch, device):
+    return {k: ({f: (t.to(device) if isinstance(t, torch.Tensor) else t) for f, t in v.items()} if isinstance(v, dict) else v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+
+
+@pytest.mark.parametrize("shift", [0.37, -3.0, 250.0])
+def test_shifting_all_timestamps_leaves_predictions_unchanged(dataset, shift):
+    model = build(dataset).eval()
+    batch = collate_packed(samples(dataset, model))
+    shifted = {**batch, **{g: {**batch[g], "timestamps": batch[g]["timestamps"] + shift} for g in ("input", "latent", "output")}}
+    with torch.no_grad():
+        a, b = predict(model, batch), predict(model, shifted)
+    torch.testing.assert_close(b, a, atol=2e-5, rtol=1e-4)
+    # the model does use time: moving only the spikes changes the predictions
+    moved = {**batch, "input": {**batch["input"], "timestamps": batch["input"]["timestamps"] + 0.05}}
+    with torch.no_grad():
+        assert (predict(model, moved) - a).abs().max() > 1e-3
+
+
+def test_spike_token_order_does_not_matter(dataset):
+    model = build(dataset).eval()
+    ss = samples(dataset, model, n=3)
+    g = torch.Generator().manual_seed(0)
+    perm = []
+    for s in ss:
+        order = torch.randperm(len(s["input"]["unit_index"]), generator=g)
+        perm.append({**s, "input": {f: t[order] for f, t in s["input"].items()}})
+    with torch.no_grad():
+        torch.testing.assert_close(predict(model, collate_packed(perm)), predict(model, collate_packed(ss)), atol=1e-5, rtol=1e-4)
+
+
+def test_padded_junk_changes_nothing(dataset):
+    model = build(dataset).eval()
+    ss = samples(dataset, model, n=4)
+    clean = collate_padded(ss)
+    junk = collate_padded(ss, pad_to_multiple=64)
+    g = torch.Generator().manual_seed(0)
+    for group in ("input", "output"):
+        pad = ~junk[group]["mask"]
+        for f, t in junk[group].items():
+            if f == "mask":
+                continue
+            if t.dtype == torch.int64:  # valid rows of other units/sessions, so the junk is "plausible"
+                t[pad] = torch.randint(0, 3, (int(pad.sum()),), generator=g)
+            else:
+                t[pad] = torch.rand(int(pad.sum()), generator=g, dtype=t.dtype) * 5
+    with torch.no_grad():
+        torch.testing.assert_close(predict(model, junk), predict(model, clean), atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(predict(model, junk), predict(model, collate_packed(ss)), atol=1e-5, rtol=1e-4)
+
+
+def test_predictions_line_up_with_targets_per_readout(dataset):
+    model = POYO(**TINY, readouts=["reach_target_8", "cursor_velocity_2d"], unit_ids=dataset.unit_ids, session_ids=dataset.session_ids)
+    ss = samples(dataset, model, n=3, readouts=[ReadoutConfig("cursor_velocity_2d")])
+    for batch in (collate_packed(ss), collate_padded(ss)):
+        preds = model(batch)
+        assert list(preds) == ["cursor_velocity_2d"]  # only what the tokenizer asked for
+        assert preds["cursor_velocity_2d"].shape == targets(batch, "cursor_velocity_2d")["values"].shape
+    assert model.readout_emb is not None and model.readout_emb.weight.shape == (2, TINY["dim"])
+
+
+def test_state_dict_round_trip_gives_identical_predictions(dataset, tmp_path):
+    model = build(dataset).eval()
+    batch = collate_packed(samples(dataset, model, n=3))
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    fresh = POYO(**TINY, seed=99).eval()  # other init, empty vocabularies
+    fresh.load_state_dict(torch.load(tmp_path / "w.pt", weights_only=True))
+    with torch.no_grad():
+        torch.testing.assert_close(predict(fresh, batch), predict(model, batch), rtol=0, atol=0)
+
+
+def test_same_seed_same_weights_without_touching_global_rng(dataset):
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    a, b = build(dataset), build(dataset)
+    after = torch.rand(1)
+    assert torch.equal(before, after)
+    for x, y in zip(a.parameters(), b.parameters()):
+        assert torch.equal(x, y)
+
+
+def test_bf16_autocast_runs_close_to_fp32(dataset):
+    model = build(dataset).eval()
+    batch = collate_packed(samples(dataset, model, n=2))
+    with torch.no_grad():
+        ref = predict(model, batch)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = predict(model, batch)
+    assert low.dtype == torch.bfloat16
+    assert (low.float() - ref).abs().max() < 0.05 * ref.abs().max() + 0.02
+
+
+def test_bad_inputs_fail_clearly(dataset):
+    model = build(dataset)
+    with pytest.raises(KeyError, match="no 'input' group"):
+        model({"latent": {}, "output": {}})
+    with pytest.raises(ValueError, match="depth must be a non-negative integer"):
+        POYO(depth=-1)
+    with pytest.raises(ValueError, match="atn_dropout must be in"):
+        POYO(atn_dropout=1.5)
+    with pytest.raises(ValueError, match="unknown attention backend"):
+        model.attention = "fast"
+    with pytest.raises(KeyError, match="unknown readout"):
+        POYO(readouts=["eeg"])
+
+
+def test_small_model_overfits_a_handful_of_windows(dataset):
+    torch.manual_seed(0)  # dropout masks
+    model = build(dataset, ffn_dropout=0.0, lin_dropout=0.0, atn_dropout=0.0)
+    batch = collate_packed(samples(dataset, model, n=4))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    losses = []
+    for _ in range(150):
+        loss, _ = model.loss(model(batch), batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] / 10, (losses[0], losses[-1])
