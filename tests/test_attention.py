@@ -115,3 +115,43 @@ def test_dropout_is_applied_in_every_cpu_backend():
         a = attend(q, k, v, packed_layout(q_lens), packed_layout(k_lens), dropout_p=0.5, backend=backend)
         b = attend(q, k, v, packed_layout(q_lens), packed_layout(k_lens), dropout_p=0.0, backend=backend)
         assert not torch.allclose(a, b)
+
+
+def test_xformers_plumbing_with_a_stand_in_kernel(monkeypatch):
+    """Our call into xformers (BMHK shapes, block-diagonal seqlens, samples without queries)
+    checked on CPU against a dense stand-in with xformers' documented semantics. The real
+    kernel is compared in test_packed_backends_match_padded_reference when a GPU is lent."""
+    import sys
+    import types
+
+    from poyo.model import attention
+
+    class BlockDiagonalMask:
+        def __init__(self, q, k):
+            self.q, self.k = q, k
+
+        @classmethod
+        def from_seqlens(cls, q_seqlen, kv_seqlen):
+            assert all(n > 0 for n in q_seqlen), "stand-in mirrors the strictest kernel: no empty query blocks"
+            return cls(list(q_seqlen), list(kv_seqlen))
+
+    def memory_efficient_attention(q, k, v, attn_bias, p=0.0):
+        assert q.dim() == 4 and q.shape[0] == 1  # BMHK with all samples in one row
+        bias = torch.full((q.shape[1], k.shape[1]), float("-inf"))
+        qs, ks = 0, 0
+        for nq, nk in zip(attn_bias.q, attn_bias.k):
+            bias[qs : qs + nq, ks : ks + nk] = 0
+            qs, ks = qs + nq, ks + nk
+        out = torch.nn.functional.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=bias)
+        return out.transpose(1, 2)
+
+    ops = types.ModuleType("xformers.ops")
+    ops.fmha = types.SimpleNamespace(BlockDiagonalMask=BlockDiagonalMask)
+    ops.memory_efficient_attention = memory_efficient_attention
+    monkeypatch.setitem(sys.modules, "xformers", types.ModuleType("xformers"))
+    monkeypatch.setitem(sys.modules, "xformers.ops", ops)
+    for case in CASES.values():
+        q_lens, k_lens = case
+        q, k, v = make_batch(q_lens, k_lens)
+        out = attention._KERNELS["xformers"](q, k, v, packed_layout(q_lens), packed_layout(k_lens), 0.0)
+        torch.testing.assert_close(out, reference(q, k, v, q_lens, k_lens), atol=2e-5, rtol=1e-4)

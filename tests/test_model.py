@@ -151,6 +151,23 @@ def test_state_dict_round_trip_gives_identical_predictions(dataset, tmp_path):
         torch.testing.assert_close(predict(fresh, batch), predict(model, batch), rtol=0, atol=0)
 
 
+def test_batches_from_a_stale_tokenizer_are_refused(dataset):
+    model = build(dataset).eval()
+    batch = collate_packed(samples(dataset, model, n=2))
+    model.unit_emb.subset(model.unit_emb.ids[::-1])  # same ids, other rows: old batches would be wrong
+    with pytest.raises(RuntimeError, match="tokenized for other vocabularies.*model.tokenizer"):
+        model(batch)
+    model(collate_packed(samples(dataset, model, n=2)))  # a fresh tokenizer works
+
+
+def test_init_vocabs_from_a_dataset(dataset):
+    model = POYO(**TINY)
+    model.init_vocabs(dataset)
+    assert model.unit_emb.ids == dataset.unit_ids and model.session_emb.ids == dataset.session_ids
+    with pytest.raises(TypeError, match="takes a dataset"):
+        model.init_vocabs(["a/b/u0"])
+
+
 def test_same_seed_same_weights_without_touching_global_rng(dataset):
     torch.manual_seed(123)
     before = torch.rand(1)

@@ -193,7 +193,15 @@ def _varlen(q, k, v, q_layout, kv_layout, p):
 def _xformers(q, k, v, q_layout, kv_layout, p):
     import xformers.ops as xops
 
-    bias = xops.fmha.BlockDiagonalMask.from_seqlens(q_seqlen=q_layout.seqlens, kv_seqlen=kv_layout.seqlens)
+    q_lens, kv_lens = q_layout.seqlens, kv_layout.seqlens
+    if 0 in q_lens:  # samples without queries (no behaviour in the window): leave their keys out
+        keep = [i for i, n in enumerate(q_lens) if n > 0]
+        if not keep:
+            return q.new_zeros(q.shape)
+        kb = kv_layout.bounds
+        k, v = (torch.cat([x[kb[i] : kb[i + 1]] for i in keep]) for x in (k, v))
+        q_lens, kv_lens = [q_lens[i] for i in keep], [kv_lens[i] for i in keep]
+    bias = xops.fmha.BlockDiagonalMask.from_seqlens(q_seqlen=q_lens, kv_seqlen=kv_lens)
     return xops.memory_efficient_attention(q[None], k[None], v[None], attn_bias=bias, p=p)[0]
 
 

@@ -143,10 +143,19 @@ class POYO(nn.Module):
         skip = set() if embeddings else {id(self.unit_emb.weight), id(self.session_emb.weight)}
         return sum(p.numel() for p in self.parameters() if id(p) not in skip)
 
-    def init_vocabs(self, unit_ids: Iterable[str], session_ids: Iterable[str], *, seed: int = 0) -> None:
-        """Add the ids not yet known (e.g. ``dataset.unit_ids``, ``dataset.session_ids``)."""
-        self.unit_emb.extend(unit_ids, seed=seed)
+    def init_vocabs(self, source, session_ids: Iterable[str] | None = None, *, seed: int = 0) -> None:
+        """Add the unit and session ids not yet known, from a :class:`poyo.data.Dataset` (or
+        anything with ``unit_ids`` and ``session_ids``) or from two lists of ids."""
+        if session_ids is None:
+            if not (hasattr(source, "unit_ids") and hasattr(source, "session_ids")):
+                raise TypeError("init_vocabs takes a dataset, or unit ids and session ids")
+            source, session_ids = source.unit_ids, source.session_ids
+        self.unit_emb.extend(source, seed=seed)
         self.session_emb.extend(session_ids, seed=seed + 1)
+
+    @property
+    def vocab_fingerprint(self) -> str:
+        return f"units:{self.unit_emb.fingerprint}/sessions:{self.session_emb.fingerprint}"
 
     def tokenizer(self, readouts: Sequence[ReadoutConfig | Mapping | str] | None = None) -> Tokenizer:
         """The transform that turns windows into samples for this model's current vocabularies.
@@ -164,6 +173,7 @@ class POYO(nn.Module):
             self.readout_names,
             latent_step=self.config["latent_step"],
             num_latents_per_step=self.config["num_latents_per_step"],
+            vocab=self.vocab_fingerprint,
         )
 
     # --- forward -------------------------------------------------------------------------
@@ -172,6 +182,12 @@ class POYO(nn.Module):
         for key in ("input", "latent", "output"):
             if key not in batch:
                 raise KeyError(f"batch has no '{key}' group: was it made by POYO.tokenizer() and a poyo.data collate?")
+        stale = {v for v in batch.get("vocab", ()) if v and v != self.vocab_fingerprint}  # "" = hand-made tokenizer
+        if stale:
+            raise RuntimeError(
+                f"this batch was tokenized for other vocabularies ({sorted(stale)[0]}, model has {self.vocab_fingerprint}): "
+                "the unit or session vocabulary changed since the tokenizer was made; build a new one with model.tokenizer()"
+            )
         inp, lat, out = batch["input"], batch["latent"], batch["output"]
         in_layout, lat_layout, out_layout = layout_of(inp), layout_of(lat), layout_of(out)
         if in_layout.is_packed != lat_layout.is_packed or in_layout.is_packed != out_layout.is_packed:

@@ -10,13 +10,15 @@ A tokenized sample is a dict of sequence groups (see :mod:`poyo.data.collate`)::
     target/<readout>: values (normalised; int64 classes for categorical readouts),
              weight (float32, 0 = ignore), eval_mask (bool), sample_index (int64)
 
-plus ``session_id`` (str) and ``absolute_start`` (float). The input starts with a start
+plus ``session_id`` (str), ``absolute_start`` (float) and ``vocab`` (str: a fingerprint of
+the vocabularies the rows refer to, which the model checks). The input starts with a start
 and an end delimiter token (at 0 and at the window's end) for every unit of the session,
 so silent units and the window bounds are seen too. The same samples collate padded or
 packed; the tokenizer does not know which attention backend will run.
 
 The tokenizer holds copies of the vocabularies' id -> row maps, not the model, so it is
-cheap to send to DataLoader workers. Build a new one after changing a vocabulary.
+cheap to send to DataLoader workers. Build a new one after changing a vocabulary (the
+model refuses batches made for another one).
 """
 
 from __future__ import annotations
@@ -90,6 +92,7 @@ class Tokenizer:
         *,
         latent_step: float = 0.125,
         num_latents_per_step: int = 16,
+        vocab: str = "",
     ):
         if not readouts:
             raise ValueError("the tokenizer needs at least one readout")
@@ -105,6 +108,7 @@ class Tokenizer:
         self.readouts = list(readouts)
         self.readout_index = {n: readout_names.index(n) for n in names}
         self.latent_step, self.num_latents_per_step = float(latent_step), int(num_latents_per_step)
+        self.vocab = vocab
 
     def behaviour_keys(self) -> list[str]:
         return sorted({r.key for r in self.readouts})
@@ -198,6 +202,7 @@ class Tokenizer:
             },
             "session_id": window.session_id,
             "absolute_start": float(window.start),
+            "vocab": self.vocab,
         }
         for name, t in targets.items():
             sample[f"target/{name}"] = t

@@ -8,6 +8,7 @@ checkpoint does not matter; a table with no ids yet adopts the checkpoint's ids.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -62,6 +63,7 @@ class VocabEmbedding(nn.Module):
     def _set(self, ids: list[str], weight: torch.Tensor) -> None:
         self.ids = ids
         self._lookup = {i: r for r, i in enumerate(ids)}
+        self._fingerprint = None
         # Keep the Parameter object (hooks and references stay valid); only its data changes.
         self.weight.data = weight
 
@@ -96,6 +98,13 @@ class VocabEmbedding(nn.Module):
         except KeyError:
             missing = [i for i in ids if i not in self._lookup]
             raise KeyError(f"{len(missing)} ids not in the {self.name} ({len(self.ids)} ids): {_examples(missing)}") from None
+
+    @property
+    def fingerprint(self) -> str:
+        """Short digest of the ordered ids: changes whenever a row moves, appears or goes."""
+        if getattr(self, "_fingerprint", None) is None:
+            self._fingerprint = hashlib.sha1("\n".join(self.ids).encode()).hexdigest()[:12]
+        return self._fingerprint
 
     def lookup(self) -> dict[str, int]:
         """A copy of the id -> row map (what the tokenizer ships to DataLoader workers)."""
