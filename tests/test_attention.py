@@ -155,3 +155,9 @@ def test_xformers_plumbing_with_a_stand_in_kernel(monkeypatch):
         q, k, v = make_batch(q_lens, k_lens)
         out = attention._KERNELS["xformers"](q, k, v, packed_layout(q_lens), packed_layout(k_lens), 0.0)
         torch.testing.assert_close(out, reference(q, k, v, q_lens, k_lens), atol=2e-5, rtol=1e-4)
+
+
+def test_shapes_that_do_not_fit_the_layout_are_refused():
+    q, k, v = make_batch([3, 4], [5, 6])
+    with pytest.raises(ValueError, match=r"k has shape \(11, 3, 16\); its layout needs \(12, 'heads', 'head_dim'\)"):
+        attend(q, k, v, packed_layout([3, 4]), packed_layout([6, 6]))

@@ -144,6 +144,10 @@ def attend(q, k, v, q_layout: Layout, kv_layout: Layout, *, dropout_p: float = 0
     """
     if q_layout.is_packed != kv_layout.is_packed:
         raise ValueError("queries and keys must share a layout (both padded or both packed)")
+    for name, x, layout in (("q", q, q_layout), ("k", k, kv_layout), ("v", v, kv_layout)):
+        want = (layout.total,) if layout.is_packed else tuple(layout.mask.shape)
+        if x.dim() != len(want) + 2 or tuple(x.shape[: len(want)]) != want:
+            raise ValueError(f"{name} has shape {tuple(x.shape)}; its layout needs {(*want, 'heads', 'head_dim')}")
     name = resolve(backend, q_layout, q, dropout_p)
     return _KERNELS[name](q, k, v, q_layout, kv_layout, dropout_p)
 

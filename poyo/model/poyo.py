@@ -209,7 +209,7 @@ class POYO(nn.Module):
         queries = queries + self.dec_atn(queries, latents, out_rot, lat_rot, out_layout, lat_layout)
         queries = queries + self.dec_ffn(queries)
 
-        tokens = _flat({"q": queries, **({"mask": out["mask"]} if "mask" in out else {})}, "q")
+        tokens = queries[out["mask"]] if "mask" in out else queries  # (queries in the batch, dim)
         if len(self.readout_names) == 1:
             return {self.readout_names[0]: self.readout[self.readout_names[0]](tokens)}
         # Heads the batch's tokenizer asked for (it writes a target group per readout).
