@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from poyo.data import Compose, Dataset, RandomFixedWindowSampler, UnitDropout, collate_packed, collate_padded, seed_worker
 from poyo.data import intervals as ivs
 from poyo.model import POYO, ReadoutConfig
+from poyo.model.tokenizer import behaviour_keys, interval_keys
 
 
 def prepare_data(cfg: DictConfig) -> Path:
@@ -70,8 +71,8 @@ def main(cfg: DictConfig) -> None:
     readouts = readout_configs(cfg)
     ds = Dataset(
         root,
-        behaviour=sorted({r.key for r in readouts}),
-        intervals=sorted({k for r in readouts for k in r.interval_keys()}),
+        behaviour=behaviour_keys(readouts),
+        intervals=interval_keys(readouts),
         seed=cfg.seed,
         validate=cfg.validate_data,
         progress=True,

@@ -31,7 +31,7 @@ from __future__ import annotations
 import importlib.util
 import warnings
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -88,10 +88,12 @@ class Layout:
         return [e - s for s, e in zip(b[:-1], b[1:])]
 
 
+@lru_cache(maxsize=None)
 def xformers_available() -> bool:
     return importlib.util.find_spec("xformers") is not None
 
 
+@lru_cache(maxsize=None)
 def varlen_available() -> bool:
     return importlib.util.find_spec("torch.nn.attention.varlen") is not None
 

@@ -73,6 +73,16 @@ class ReadoutConfig:
         return sorted(set(self.weights) | set(self.eval_intervals or ()))
 
 
+def behaviour_keys(readouts: Sequence[ReadoutConfig]) -> list[str]:
+    """The behaviour fields a dataset must read for these readouts."""
+    return sorted({r.key for r in readouts})
+
+
+def interval_keys(readouts: Sequence[ReadoutConfig]) -> list[str]:
+    """The interval sets a dataset must carry into windows for these readouts."""
+    return sorted({k for r in readouts for k in r.interval_keys()})
+
+
 def latent_grid(duration: float, step: float, per_step: int) -> tuple[np.ndarray, np.ndarray]:
     """Latent indices and times: ``per_step`` latents at each centre of a ``step`` grid on
     ``[0, duration)`` (8 centres 0.0625, 0.1875, ... 0.9375 for 1 s and 1/8 s)."""
@@ -109,12 +119,6 @@ class Tokenizer:
         self.readout_index = {n: readout_names.index(n) for n in names}
         self.latent_step, self.num_latents_per_step = float(latent_step), int(num_latents_per_step)
         self.vocab = vocab
-
-    def behaviour_keys(self) -> list[str]:
-        return sorted({r.key for r in self.readouts})
-
-    def interval_keys(self) -> list[str]:
-        return sorted({k for r in self.readouts for k in r.interval_keys()})
 
     def _unit_rows(self, window: Window) -> np.ndarray:
         try:
