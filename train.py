@@ -1,27 +1,37 @@
 """The one entry point: ``python train.py [overrides]``.
 
-For now (before training lands) it prepares the data (generating the synthetic set when
-missing), validates every session, prints a per-session summary, builds the model from
-``configs/model/``, streams one epoch of training windows through unit dropout, the
-model's tokenizer and the collate, and runs the untrained model on the first batches.
+``mode=train`` (default): prepare the data (the synthetic set is generated when missing),
+pretrain POYO with Lightning, then evaluate on the test split by stitching overlapping
+windows, print per-session R² beside a Wiener-filter baseline, and write into the run
+folder: ``checkpoints/`` (``last.ckpt`` every few steps, ``best.ckpt`` by validation R²),
+``metrics.csv``, ``test_results.csv`` and ``test_predictions.png``.
+
+``mode=evaluate checkpoint=PATH``: the same test evaluation for a saved checkpoint.
+``resume=true``: continue the latest run from its last checkpoint (same data order,
+learning-rate schedule and optimiser state).
 """
 
 from __future__ import annotations
 
-import time
-from functools import partial
+import csv
+import json
+import warnings
 from pathlib import Path
 
 import hydra
-import torch
+import lightning as L
+import numpy as np
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
-from tqdm.auto import tqdm
 
-from poyo.data import Compose, Dataset, RandomFixedWindowSampler, UnitDropout, collate_packed, collate_padded, seed_worker
+from poyo.data import Dataset, RandomFixedWindowSampler
 from poyo.data import intervals as ivs
 from poyo.model import POYO, ReadoutConfig
-from poyo.model.tokenizer import behaviour_keys, interval_keys
+from poyo.training.checkpoint import AtomicCheckpointIO, load_checkpoint
+from poyo.training.module import DataModule, POYOModule
+from poyo.training.plots import plot_test_trials
+from poyo.training.wiener import WienerBaseline
 
 
 def prepare_data(cfg: DictConfig) -> Path:
@@ -37,12 +47,12 @@ def readout_configs(cfg: DictConfig) -> list[ReadoutConfig]:
     return [ReadoutConfig(**r) for r in OmegaConf.to_container(cfg.dataset.readouts)]
 
 
-def build_model(cfg: DictConfig, ds: Dataset) -> POYO:
-    """The model named by ``cfg.model``, with the dataset's units and sessions in its vocabularies."""
+def build_model(cfg: DictConfig, unit_ids, session_ids) -> POYO:
+    """The model named by ``cfg.model`` with these units and sessions in its vocabularies."""
     kwargs = OmegaConf.to_container(cfg.model)
     kwargs.pop("name", None)
     readouts = [r.name for r in readout_configs(cfg)]
-    return POYO(**kwargs, readouts=readouts, unit_ids=ds.unit_ids, session_ids=ds.session_ids, seed=cfg.seed)
+    return POYO(**kwargs, readouts=readouts, unit_ids=unit_ids, session_ids=session_ids, seed=cfg.seed)
 
 
 def summary_table(ds: Dataset) -> str:
@@ -59,68 +69,186 @@ def summary_table(ds: Dataset) -> str:
     return "\n".join(rows)
 
 
-def collate(samples, layout: str) -> dict:
-    return collate_packed(samples) if layout == "packed" else collate_padded(samples)
+def make_datamodule(cfg: DictConfig, root: Path, readouts, *, progress: bool) -> DataModule:
+    return DataModule(
+        root,
+        readouts,
+        batch_size=cfg.batch_size,
+        eval_batch_size=cfg.eval_batch_size,
+        window_length=cfg.window_length,
+        eval_step=cfg.eval_step,
+        num_workers=cfg.num_workers,
+        layout=cfg.layout,
+        unit_dropout=OmegaConf.to_container(cfg.dataset.unit_dropout),
+        seed=cfg.seed,
+        validate=cfg.validate_data,
+        progress=progress,
+    )
+
+
+def make_trainer(cfg: DictConfig, run_dir: Path, *, callbacks=(), logger=True) -> L.Trainer:
+    t = cfg.trainer
+    return L.Trainer(
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
+        precision=t.precision,
+        max_epochs=t.max_epochs if t.max_steps <= 0 else -1,
+        max_steps=t.max_steps,
+        gradient_clip_val=t.gradient_clip_val,
+        check_val_every_n_epoch=t.check_val_every_n_epoch,
+        log_every_n_steps=t.log_every_n_steps,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,  # our samplers shard by rank themselves
+        plugins=[AtomicCheckpointIO()],
+        callbacks=list(callbacks),
+        logger=L.pytorch.loggers.CSVLogger(run_dir, name="", version="") if logger else False,
+        default_root_dir=run_dir,
+        enable_model_summary=False,
+    )
+
+
+def find_resume(cfg: DictConfig, run_dir: Path) -> Path | None:
+    """The checkpoint ``resume`` points at: a path, this run's last.ckpt, or the newest run's."""
+    if cfg.resume in (False, None, "false"):
+        return None
+    if cfg.resume not in (True, "true"):
+        p = Path(to_absolute_path(str(cfg.resume)))
+        p = p / "checkpoints" / "last.ckpt" if p.is_dir() else p
+        if not p.is_file():
+            raise FileNotFoundError(f"resume={cfg.resume}: no checkpoint at {p}")
+        return p
+    own = run_dir / "checkpoints" / "last.ckpt"
+    if own.is_file():
+        return own
+    candidates = sorted(run_dir.parents[1].glob("*/*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise FileNotFoundError(f"resume=true: no run with checkpoints/last.ckpt below {run_dir.parents[1]}")
+    return candidates[-1]
+
+
+def results_table(scores: dict, baseline: dict, readout: str) -> tuple[str, list[dict]]:
+    rows, out = [], []
+    w = max(len(s) for s in scores) if scores else 7
+    head = f"{'session':{w}s} {'POYO R2':>8s} {'Wiener R2':>10s}"
+    rows += [head, "-" * len(head)]
+    for sid in sorted(scores):
+        p = scores[sid].get(readout, float("nan"))
+        b = baseline.get(sid, {}).get("r2", float("nan"))
+        rows.append(f"{sid:{w}s} {p:8.3f} {b:10.3f}")
+        out.append({"session": sid, "readout": readout, "poyo_r2": p, "wiener_r2": b})
+    mp = np.nanmean([r["poyo_r2"] for r in out]) if out else float("nan")
+    mb = np.nanmean([r["wiener_r2"] for r in out]) if out else float("nan")
+    rows += ["-" * len(head), f"{'mean over sessions':{w}s} {mp:8.3f} {mb:10.3f}"]
+    return "\n".join(rows), out
+
+
+def report(cfg: DictConfig, module: POYOModule, dm: DataModule, readouts, run_dir: Path) -> dict:
+    """Per-session test table (POYO beside the Wiener baseline), CSV and plot."""
+    first = readouts[0]
+    baseline = WienerBaseline(**cfg.baseline).evaluate(dm.eval_set, first) if first.spec.kind == "continuous" else {}
+    table, rows = results_table(module.last_scores, baseline, first.name)
+    print(f"\ntest split, {first.name} (stitched windows, evaluation intervals {first.eval_intervals}):\n{table}")
+    with open(run_dir / "test_results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["session", "readout", "poyo_r2", "wiener_r2"])
+        writer.writeheader()
+        writer.writerows(rows)
+    if first.spec.kind == "continuous" and module.last_stitched:
+        png = plot_test_trials(run_dir / "test_predictions.png", module.last_stitched, first, baseline, module.last_scores)
+        print(f"plot: {png}")
+    summary = {
+        "poyo_mean_r2": float(np.nanmean([r["poyo_r2"] for r in rows])),
+        "wiener_mean_r2": float(np.nanmean([r["wiener_r2"] for r in rows])),
+        "sessions": rows,
+    }
+    (run_dir / "test_results.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def train(cfg: DictConfig, run_dir: Path) -> None:
+    root = prepare_data(cfg)
+    readouts = readout_configs(cfg)
+    dm = make_datamodule(cfg, root, readouts, progress=True)
+    ds = dm.train_set
+    print(f"\n{len(ds.session_ids)} sessions, {len(ds.subject_ids)} subjects, {len(ds.unit_ids)} units in {root}\n")
+    print(summary_table(ds))
+
+    model = build_model(cfg, dm.unit_ids, dm.session_ids)
+    dm.attach(model)
+    windows = len(RandomFixedWindowSampler(ds.sampling_intervals("train"), cfg.window_length, seed=cfg.seed))
+    steps_per_epoch = windows // cfg.batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(f"only {windows} training windows: fewer than one global batch of {cfg.batch_size}")
+    total = cfg.trainer.max_steps if cfg.trainer.max_steps > 0 else cfg.trainer.max_epochs * steps_per_epoch
+    hparams = {
+        "model": model.config,
+        "readouts": [{k: v for k, v in OmegaConf.to_container(cfg.dataset.readouts)[i].items()} for i in range(len(readouts))],
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    module = POYOModule(model, OmegaConf.to_container(cfg.optim), global_batch_size=cfg.batch_size, total_steps=total, hparams=hparams)
+    lr = cfg.optim.base_lr * cfg.batch_size
+    print(
+        f"\nmodel {cfg.model.name}: {model.num_parameters(embeddings=False):,} parameters + "
+        f"{model.num_parameters() - model.num_parameters(embeddings=False):,} in the unit/session vocabularies; "
+        f"{cfg.optim.name} peak lr {lr:.3g} (= {cfg.optim.base_lr:g} x global batch {cfg.batch_size}), "
+        f"{total} steps ({steps_per_epoch} per epoch)\n"
+    )
+    ckpt_dir = run_dir / "checkpoints"
+    callbacks = [
+        L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/metric", mode="max", save_top_k=1, enable_version_counter=False),
+        L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=cfg.trainer.checkpoint_every_n_steps),
+        L.pytorch.callbacks.LearningRateMonitor("step"),
+    ]
+    trainer = make_trainer(cfg, run_dir, callbacks=callbacks)
+    resume = find_resume(cfg, run_dir)
+    if resume is not None:
+        print(f"resuming from {resume}")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None)
+        trainer.save_checkpoint(ckpt_dir / "last.ckpt")  # the final state, whatever the step
+        trainer.test(module, datamodule=dm, verbose=False)
+    if trainer.is_global_zero:
+        report(cfg, module, dm, readouts, run_dir)
+        print(f"\nrun folder: {run_dir}")
+
+
+def evaluate(cfg: DictConfig, run_dir: Path) -> None:
+    if not cfg.checkpoint:
+        raise ValueError("mode=evaluate needs checkpoint=PATH (a .ckpt written by train.py)")
+    ckpt = load_checkpoint(to_absolute_path(str(cfg.checkpoint)))
+    hp = ckpt.get("hyper_parameters") or {}
+    if "model" not in hp or "readouts" not in hp:
+        raise ValueError(f"{cfg.checkpoint}: no model config and readouts in it; was it written by poyo's train.py?")
+    model = POYO(**hp["model"])
+    module = POYOModule(model, OmegaConf.to_container(cfg.optim), global_batch_size=cfg.batch_size, total_steps=1, hparams=hp)
+    module.load_state_dict(ckpt["state_dict"])
+    readouts = [ReadoutConfig(**r) for r in hp["readouts"]]
+    root = prepare_data(cfg)
+    dm = make_datamodule(cfg, root, readouts, progress=True)
+    unknown = [s for s in dm.session_ids if s not in model.session_emb]
+    if unknown:
+        raise KeyError(f"{len(unknown)} sessions of {root} are not in the checkpoint's vocabulary (e.g. {unknown[:3]}); fine-tune on them first")
+    dm.attach(model)
+    trainer = make_trainer(cfg, run_dir, logger=False)
+    trainer.test(module, datamodule=dm, verbose=False)
+    if trainer.is_global_zero:
+        report(cfg, module, dm, readouts, run_dir)
 
 
 @hydra.main(config_path="configs", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     if cfg.layout not in ("packed", "padded"):
         raise ValueError(f"layout must be 'packed' or 'padded', got {cfg.layout!r}")
-    root = prepare_data(cfg)
-    readouts = readout_configs(cfg)
-    ds = Dataset(
-        root,
-        behaviour=behaviour_keys(readouts),
-        intervals=interval_keys(readouts),
-        seed=cfg.seed,
-        validate=cfg.validate_data,
-        progress=True,
-    )
-    print(f"\n{len(ds.session_ids)} sessions, {len(ds.subject_ids)} subjects, {len(ds.unit_ids)} units in {root}\n")
-    print(summary_table(ds))
-
-    model = build_model(cfg, ds)
-    print(
-        f"\nmodel {cfg.model.name}: {model.num_parameters(embeddings=False):,} parameters "
-        f"+ {model.num_parameters() - model.num_parameters(embeddings=False):,} in the unit/session vocabularies"
-    )
-    ds.transform = Compose([UnitDropout(**cfg.dataset.unit_dropout), model.tokenizer(readouts)])
-
-    sampler = RandomFixedWindowSampler(ds.sampling_intervals("train"), cfg.window_length, seed=cfg.seed)
-    loader = torch.utils.data.DataLoader(
-        ds,
-        sampler=sampler,
-        batch_size=cfg.batch_size,
-        num_workers=cfg.num_workers,
-        collate_fn=partial(collate, layout=cfg.layout),
-        worker_init_fn=seed_worker,
-        persistent_workers=False,
-    )
-    n_windows = n_spikes = 0
-    losses, model_time = [], 0.0
-    model.eval()
-    t0 = time.perf_counter()
-    for i, batch in enumerate(tqdm(loader, desc="streaming training windows", unit="batch")):
-        if cfg.max_batches is not None and i >= cfg.max_batches:
-            break
-        n_windows += len(batch["session_id"])
-        n_spikes += int(batch["input"]["mask"].sum()) if cfg.layout == "padded" else int(batch["input"]["cu_seqlens"][-1])
-        if i < cfg.model_batches:
-            a = time.perf_counter()
-            with torch.no_grad():
-                loss, _ = model.loss(model(batch), batch)
-            model_time += time.perf_counter() - a
-            losses.append(float(loss))
-    elapsed = time.perf_counter() - t0
-    print(
-        f"\n{n_windows} training windows ({cfg.layout} batches of {cfg.batch_size}, {cfg.num_workers} workers) in {elapsed:.1f} s: "
-        f"{n_windows / elapsed:.0f} windows/s, {n_spikes / max(n_windows, 1):.0f} tokens per window after unit dropout"
-    )
-    if losses:
-        print(f"untrained model on {len(losses)} batches: loss {sum(losses) / len(losses):.3f}, {model_time / len(losses) * 1000:.0f} ms per forward pass")
-    if sampler.skipped:
-        print(f"({sampler.skipped} training intervals shorter than {cfg.window_length} s were skipped)")
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    L.seed_everything(cfg.seed, workers=False, verbose=False)
+    if cfg.mode == "train":
+        train(cfg, run_dir)
+    elif cfg.mode == "evaluate":
+        evaluate(cfg, run_dir)
+    else:
+        raise ValueError(f"mode must be 'train' or 'evaluate', got {cfg.mode!r}")
 
 
 if __name__ == "__main__":

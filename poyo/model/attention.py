@@ -167,15 +167,14 @@ def _loop(q, k, v, q_layout, kv_layout, p):
             q.unflatten(0, (b, -1)).transpose(1, 2), k.unflatten(0, (b, -1)).transpose(1, 2), v.unflatten(0, (b, -1)).transpose(1, 2), dropout_p=p
         )
         return out.transpose(1, 2).flatten(0, 1)
-    qb, kb = q_layout.bounds, kv_layout.bounds
-    outs = []
-    for i in range(q_layout.batch_size):
-        qi = q[qb[i] : qb[i + 1]].transpose(0, 1)
-        if qi.shape[1] == 0:
-            continue
-        ki, vi = k[kb[i] : kb[i + 1]].transpose(0, 1), v[kb[i] : kb[i + 1]].transpose(0, 1)
-        outs.append(F.scaled_dot_product_attention(qi, ki, vi, dropout_p=p).transpose(0, 1))
-    return torch.cat(outs) if outs else q.new_zeros(q.shape)
+    # split (not slicing): its backward concatenates the per-sample gradients once, where
+    # slices would each scatter into a zero-filled copy of the whole batch.
+    qs, ks, vs = q.split(q_layout.seqlens), k.split(kv_layout.seqlens), v.split(kv_layout.seqlens)
+    outs = [
+        F.scaled_dot_product_attention(qi.transpose(0, 1), ki.transpose(0, 1), vi.transpose(0, 1), dropout_p=p).transpose(0, 1) if len(qi) else qi
+        for qi, ki, vi in zip(qs, ks, vs)
+    ]
+    return torch.cat(outs)
 
 
 def _nested(q, k, v, q_layout, kv_layout, p):

@@ -38,12 +38,15 @@ def _flat(group: Mapping, field: str) -> torch.Tensor:
 
 
 def targets(batch: Mapping, name: str) -> dict[str, torch.Tensor]:
-    """The ``target/<name>`` fields of a batch, flattened to line up with ``model(batch)[name]``."""
+    """The ``target/<name>`` fields of a batch, flattened to line up with ``model(batch)[name]``,
+    plus ``sample``: which sample of the batch each row belongs to."""
     key = f"target/{name}"
     if key not in batch:
         raise KeyError(f"batch has no targets for readout '{name}' (has {sorted(k for k in batch if k.startswith('target/'))})")
     group = batch[key]
-    return {f: _flat(group, f) for f in ("values", "weight", "eval_mask", "sample_index")}
+    out = {f: _flat(group, f) for f in ("values", "weight", "eval_mask", "sample_index", "timestamps")}
+    out["sample"] = group["mask"].nonzero()[:, 0] if "mask" in group else group["batch_index"]
+    return out
 
 
 class POYO(nn.Module):

@@ -8,7 +8,8 @@ A tokenized sample is a dict of sequence groups (see :mod:`poyo.data.collate`)::
              ``latent_step`` grid: K latents at each grid time)
     output:  timestamps, session_index, readout_index -- one query per behaviour sample
     target/<readout>: values (normalised; int64 classes for categorical readouts),
-             weight (float32, 0 = ignore), eval_mask (bool), sample_index (int64)
+             weight (float32, 0 = ignore), eval_mask (bool), sample_index (int64),
+             timestamps (as the readout's queries)
 
 plus ``session_id`` (str), ``absolute_start`` (float) and ``vocab`` (str: a fingerprint of
 the vocabularies the rows refer to, which the model checks). The input starts with a start
@@ -163,7 +164,7 @@ class Tokenizer:
                 eval_mask |= ivs.contains(self._interval(window, key), t)
         eval_mask &= ~bad
         return {
-            "timestamps": t,
+            "timestamps": torch.from_numpy(np.asarray(t, np.float64)),
             "values": torch.from_numpy(values),
             "weight": torch.from_numpy(weight.astype(np.float32)),
             "eval_mask": torch.from_numpy(eval_mask),
@@ -194,7 +195,7 @@ class Tokenizer:
         latent_index, latent_times = latent_grid(duration, self.latent_step, self.num_latents_per_step)
 
         targets = {r.name: self._targets(window, r) for r in self.readouts}
-        out_t = np.concatenate([t.pop("timestamps") for t in targets.values()])
+        out_t = np.concatenate([t["timestamps"] for t in targets.values()])
         readout_index = np.concatenate([np.full(len(t["weight"]), self.readout_index[name], np.int64) for name, t in targets.items()])
         sample = {
             "input": {"unit_index": torch.from_numpy(unit_index), "token_type": torch.from_numpy(token_type), "timestamps": torch.from_numpy(timestamps)},

@@ -1,0 +1,239 @@
+"""Lightning wiring: :class:`DataModule` (datasets, samplers, loaders) and
+:class:`POYOModule` (loss, optimiser, stitched evaluation).
+
+Under DDP the samplers are ours, sharded by rank (Lightning's replacement is turned off in
+``train.py``): training windows are split evenly between ranks from one shared
+permutation, evaluation intervals are dealt whole to ranks so stitching never crosses
+them. ``batch_size`` is the *global* batch; each rank loads ``batch_size / world_size``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from functools import partial
+
+import lightning as L
+import torch
+
+from poyo.data import Compose, Dataset, DistributedStitchingSampler, RandomFixedWindowSampler, UnitDropout, collate_packed, collate_padded, seed_worker
+from poyo.model import POYO, ReadoutConfig, targets
+from poyo.model.tokenizer import behaviour_keys, interval_keys
+from poyo.training.optim import build_optimizer, schedule
+from poyo.training.stitch import Stitcher
+
+
+def collate(samples, layout: str) -> dict:
+    return collate_packed(samples) if layout == "packed" else collate_padded(samples)
+
+
+class ResumableLoader(torch.utils.data.DataLoader):
+    """Training loader whose place in the epoch survives a checkpoint.
+
+    Lightning saves ``state_dict()`` in each checkpoint and hands it back on resume; the
+    loader then skips (by index, reading nothing) the batches the run already trained on.
+    ``batches_done`` is advanced by the training step, after the batch was used.
+    """
+
+    def __init__(self, dataset, sampler: RandomFixedWindowSampler, batch_size: int, **kwargs):
+        self.window_sampler = sampler
+        self.batches_done = 0
+        self._skip = 0
+        super().__init__(dataset, batch_sampler=_SkippingBatches(self, batch_size), **kwargs)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.window_sampler.epoch, "batches_done": self.batches_done}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.window_sampler.set_epoch(int(state["epoch"]))
+        self._skip = self.batches_done = int(state["batches_done"])
+
+
+class _SkippingBatches(torch.utils.data.Sampler):
+    def __init__(self, loader: ResumableLoader, batch_size: int):
+        self.loader, self.batch_size = loader, batch_size
+
+    def __len__(self) -> int:  # the whole epoch: Lightning's restored progress counts the skipped part
+        return len(self.loader.window_sampler) // self.batch_size
+
+    def set_epoch(self, epoch: int) -> None:  # called by Lightning at every epoch start
+        self.loader.window_sampler.set_epoch(epoch)
+
+    def __iter__(self):
+        skip, self.loader._skip = self.loader._skip, 0
+        self.loader.batches_done = skip
+        batch = []
+        for index in self.loader.window_sampler:
+            batch.append(index)
+            if len(batch) == self.batch_size:
+                if skip:
+                    skip -= 1
+                else:
+                    yield batch
+                batch = []  # the last incomplete batch is dropped (equal steps on every rank)
+
+
+class DataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        root,
+        readouts: Sequence[ReadoutConfig],
+        *,
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        window_length: float = 1.0,
+        eval_step: float = 0.5,
+        num_workers: int = 0,
+        layout: str = "packed",
+        unit_dropout: Mapping | None = None,
+        seed: int = 0,
+        validate: bool = True,
+        progress: bool = False,
+    ):
+        super().__init__()
+        if layout not in ("packed", "padded"):
+            raise ValueError(f"layout must be 'packed' or 'padded', got {layout!r}")
+        self.readouts = list(readouts)
+        self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size or batch_size)
+        self.window_length, self.eval_step = float(window_length), float(eval_step)
+        self.num_workers, self.layout, self.seed = int(num_workers), layout, int(seed)
+        self.unit_dropout = UnitDropout(**unit_dropout) if unit_dropout else None
+        kw = dict(behaviour=behaviour_keys(self.readouts), intervals=interval_keys(self.readouts), seed=seed)
+        self.train_set = Dataset(root, validate=validate, progress=progress, **kw)
+        self.eval_set = Dataset(root, validate=False, sessions=self.train_set.session_ids, **kw)
+        self.tokenizer = None
+        self.train_loader: ResumableLoader | None = None
+
+    @property
+    def unit_ids(self) -> list[str]:
+        return self.train_set.unit_ids
+
+    @property
+    def session_ids(self) -> list[str]:
+        return self.train_set.session_ids
+
+    def attach(self, model: POYO) -> None:
+        """Tokenize for this model's current vocabularies (call again after changing them)."""
+        self.tokenizer = model.tokenizer(self.readouts)
+        self.train_set.transform = Compose([self.unit_dropout, self.tokenizer]) if self.unit_dropout else self.tokenizer
+        self.eval_set.transform = self.tokenizer
+
+    def _ranks(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
+    def per_rank(self, global_batch: int) -> int:
+        world, _ = self._ranks()
+        if global_batch % world:
+            raise ValueError(f"the global batch size {global_batch} does not split evenly over {world} processes")
+        return global_batch // world
+
+    def _loader_kwargs(self) -> dict:
+        return dict(
+            num_workers=self.num_workers,
+            collate_fn=partial(collate, layout=self.layout),
+            worker_init_fn=seed_worker,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self):
+        if self.tokenizer is None:
+            raise RuntimeError("DataModule.attach(model) must be called before training")
+        world, rank = self._ranks()
+        sampler = RandomFixedWindowSampler(self.train_set.sampling_intervals("train"), self.window_length, seed=self.seed, num_replicas=world, rank=rank)
+        if self.trainer is not None:
+            sampler.set_epoch(self.trainer.current_epoch)
+        self.train_loader = ResumableLoader(self.train_set, sampler, self.per_rank(self.batch_size), **self._loader_kwargs())
+        return self.train_loader
+
+    def eval_dataloader(self, split: str):
+        if self.tokenizer is None:
+            raise RuntimeError("DataModule.attach(model) must be called before evaluation")
+        world, rank = self._ranks()
+        sampler = DistributedStitchingSampler(
+            self.eval_set.sampling_intervals(split), self.window_length, step=self.eval_step, drop_short=True, num_replicas=world, rank=rank
+        )
+        return torch.utils.data.DataLoader(self.eval_set, sampler=sampler, batch_size=self.per_rank(self.eval_batch_size) if world > 1 else self.eval_batch_size, **{**self._loader_kwargs(), "persistent_workers": False})
+
+    def val_dataloader(self):
+        return self.eval_dataloader("valid")
+
+    def test_dataloader(self):
+        return self.eval_dataloader("test")
+
+
+class POYOModule(L.LightningModule):
+    """Trains a :class:`POYO` with weighted per-readout losses; evaluates by stitching."""
+
+    def __init__(self, model: POYO, optim: Mapping, *, global_batch_size: int, total_steps: int, hparams: Mapping | None = None):
+        super().__init__()
+        self.model = model
+        self.optim = dict(optim)
+        self.global_batch_size, self.total_steps = int(global_batch_size), int(total_steps)
+        self.save_hyperparameters(dict(hparams or {}))  # plain containers only: checkpoints load with weights_only=True
+        self.stitcher = Stitcher()
+        self.last_scores: dict[str, dict[str, float]] = {}
+        self.last_stitched: dict = {}
+
+    def forward(self, batch):
+        return self.model(batch)
+
+    def training_step(self, batch, batch_idx):
+        loss, parts = self.model.loss(self.model(batch), batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite training loss {loss.item()} at step {self.global_step}")
+        bs = len(batch["session_id"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        if len(parts) > 1:
+            for name, part in parts.items():
+                self.log(f"train/loss_{name}", part, batch_size=bs)
+        loader = getattr(self.trainer.datamodule, "train_loader", None) if self._trainer is not None else None
+        if loader is not None:
+            loader.batches_done += 1
+        return loss
+
+    def configure_optimizers(self):
+        opt = build_optimizer(
+            self.model,
+            name=self.optim["name"],
+            base_lr=self.optim["base_lr"],
+            global_batch_size=self.global_batch_size,
+            weight_decay=self.optim.get("weight_decay", 1e-4),
+        )
+        factor = schedule(self.total_steps, self.optim.get("constant_fraction", 0.5), self.optim.get("final_factor", 1e-4))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, factor), "interval": "step"}}
+
+    # --- evaluation ------------------------------------------------------------------------
+    def _eval_step(self, batch):
+        preds = self.model(batch)
+        loss, _ = self.model.loss(preds, batch)
+        for name, pred in preds.items():
+            self.stitcher.add(batch["session_id"], name, targets(batch, name), pred, batch["absolute_start"])
+        return loss
+
+    def _eval_end(self, stage: str):
+        self.stitcher.gather()
+        scores = self.stitcher.scores()
+        self.last_scores, self.last_stitched = scores, self.stitcher.stitched()
+        self.stitcher = Stitcher()
+        values = [v for per in scores.values() for v in per.values()]
+        if values:
+            self.log(f"{stage}/metric", sum(values) / len(values), prog_bar=True, sync_dist=False, rank_zero_only=False)
+
+    def on_validation_epoch_start(self):
+        self.stitcher = Stitcher()
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val/loss", self._eval_step(batch), batch_size=len(batch["session_id"]), sync_dist=True)
+
+    def on_validation_epoch_end(self):
+        self._eval_end("val")
+
+    def on_test_epoch_start(self):
+        self.stitcher = Stitcher()
+
+    def test_step(self, batch, batch_idx):
+        self.log("test/loss", self._eval_step(batch), batch_size=len(batch["session_id"]), sync_dist=True)
+
+    def on_test_epoch_end(self):
+        self._eval_end("test")

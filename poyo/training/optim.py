@@ -1,0 +1,108 @@
+"""Optimiser and learning-rate schedule.
+
+* :class:`Lamb`: Adam moments, then a per-tensor trust ratio ``||w|| / ||update||`` (the
+  weight norm clamped to ``clamp``), without bias correction, as in the POYO recipe. For
+  parameters in a ``sparse`` group (the unit and session vocabularies) only the rows with
+  a non-zero gradient are updated, and the other rows keep their moments untouched: a
+  unit absent from a batch is not decayed, pushed by stale momentum, or reset.
+* :func:`schedule`: constant for the first ``constant_fraction`` of the steps, then a
+  cosine down to ``final_factor`` of the peak. The betas never change (no momentum
+  cycling).
+* :func:`build_optimizer`: the peak learning rate is ``base_lr`` times the *global* batch size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class Lamb(torch.optim.Optimizer):
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-6, weight_decay: float = 0.0, clamp: float = 10.0):
+        if not lr > 0:
+            raise ValueError(f"lr must be > 0, got {lr}")
+        if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
+            raise ValueError(f"betas must be in [0, 1), got {betas}")
+        if eps <= 0 or weight_decay < 0 or clamp <= 0:
+            raise ValueError(f"need eps > 0, weight_decay >= 0, clamp > 0; got {eps}, {weight_decay}, {clamp}")
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, clamp=clamp, sparse=False))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad
+                if g.is_sparse:
+                    raise RuntimeError("Lamb does not take sparse gradient tensors; use dense embeddings with a 'sparse' group")
+                state = self.state[p]
+                if not state:
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
+                m, v = state["exp_avg"], state["exp_avg_sq"]
+                if group["sparse"] and p.dim() == 2:
+                    rows = g.abs().sum(-1) != 0  # rows this batch touched
+                    w, gr, mr, vr = p[rows], g[rows], m[rows], v[rows]
+                    mr.mul_(b1).add_(gr, alpha=1 - b1)
+                    vr.mul_(b2).addcmul_(gr, gr, value=1 - b2)
+                    update = mr / (vr.sqrt() + group["eps"]) + group["weight_decay"] * w
+                    m[rows], v[rows] = mr, vr
+                    p[rows] = w - group["lr"] * _trust(w, update, group["clamp"]) * update
+                else:
+                    m.mul_(b1).add_(g, alpha=1 - b1)
+                    v.mul_(b2).addcmul_(g, g, value=1 - b2)
+                    update = m / (v.sqrt() + group["eps"]) + group["weight_decay"] * p
+                    p.sub_(group["lr"] * _trust(p, update, group["clamp"]) * update)
+        return loss
+
+
+def _trust(w: torch.Tensor, update: torch.Tensor, clamp: float) -> torch.Tensor:
+    w_norm, u_norm = w.norm().clamp(max=clamp), update.norm()
+    return torch.where((w_norm > 0) & (u_norm > 0), w_norm / u_norm.clamp_min(1e-30), torch.ones_like(w_norm))
+
+
+def schedule(total_steps: int, constant_fraction: float = 0.5, final_factor: float = 1e-4):
+    """Multiplier of the peak learning rate at each step (for ``LambdaLR``)."""
+    if total_steps < 1 or not 0 <= constant_fraction <= 1 or not 0 <= final_factor <= 1:
+        raise ValueError(f"bad schedule: total_steps={total_steps}, constant_fraction={constant_fraction}, final_factor={final_factor}")
+    hold = int(round(constant_fraction * total_steps))
+
+    def factor(step: int) -> float:
+        if step < hold:
+            return 1.0
+        x = min(1.0, (step - hold) / max(1, total_steps - hold))
+        return final_factor + (1 - final_factor) * 0.5 * (1 + math.cos(math.pi * x))
+
+    return factor
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Vocabularies in a sparse group (row-wise updates), everything else dense."""
+    vocab = [model.unit_emb.weight, model.session_emb.weight]
+    ids = {id(p) for p in vocab}
+    rest = [p for p in model.parameters() if id(p) not in ids and p.requires_grad]
+    groups = [dict(params=[p for p in vocab if p.requires_grad], sparse=True, weight_decay=weight_decay), dict(params=rest, weight_decay=weight_decay)]
+    return [g for g in groups if g["params"]]
+
+
+def build_optimizer(model: nn.Module, *, name: str, base_lr: float, global_batch_size: int, weight_decay: float = 1e-4, betas=(0.9, 0.999), eps: float = 1e-6):
+    """LAMB (``name="lamb"``) or AdamW with peak lr = ``base_lr * global_batch_size``."""
+    if global_batch_size < 1:
+        raise ValueError(f"global_batch_size must be >= 1, got {global_batch_size}")
+    lr = base_lr * global_batch_size
+    groups = param_groups(model, weight_decay)
+    if name == "lamb":
+        return Lamb(groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+    if name == "adamw":
+        for g in groups:
+            g.pop("sparse", None)
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}; choose 'lamb' or 'adamw'")

@@ -1,0 +1,72 @@
+"""A picture of decoding quality: true vs predicted behaviour on a few test trials."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from poyo.model.tokenizer import ReadoutConfig
+
+
+def _trials(time: np.ndarray, gap: float) -> list[np.ndarray]:
+    """Split sorted sample times into contiguous runs (test trials)."""
+    breaks = np.flatnonzero(np.diff(time) > gap) + 1
+    return np.split(np.arange(len(time)), breaks)
+
+
+def plot_test_trials(
+    path,
+    stitched: Mapping[tuple[str, str], Mapping[str, np.ndarray]],
+    readout: ReadoutConfig,
+    baseline: Mapping[str, Mapping] | None = None,
+    scores: Mapping[str, Mapping[str, float]] | None = None,
+    sessions: Sequence[str] | None = None,
+    trials_per_session: int = 3,
+) -> Path:
+    """Write a PNG grid: one row per session, one column per trial, both output dims."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in stitched if k[1] == readout.name and (sessions is None or k[0] in sessions)]
+    if not keys:
+        raise ValueError(f"nothing to plot for readout '{readout.name}'")
+    keys = keys[: 3 if sessions is None else len(keys)]
+    fig, axes = plt.subplots(len(keys), trials_per_session, figsize=(4 * trials_per_session, 2.6 * len(keys)), squeeze=False)
+    for row, key in zip(axes, keys):
+        s = stitched[key]
+        order = np.argsort(s["time"])
+        t, pred, true, ev = s["time"][order], s["pred"][order], s["target"][order], s["eval"][order]
+        pred, true = pred * readout._std + readout._mean, true * readout._std + readout._mean
+        base = None
+        if baseline and key[0] in baseline:
+            b = baseline[key[0]]
+            base = dict(zip(b["sample_index"].tolist(), b["pred"]))
+        idx_sorted = s["sample_index"][order]
+        runs = sorted(_trials(t, gap=5 * np.median(np.diff(t))), key=len, reverse=True)[:trials_per_session]
+        for ax, run in zip(row, sorted(runs, key=lambda r: t[r[0]])):
+            for d, colour in zip(range(true.shape[1]), ("tab:blue", "tab:orange")):
+                ax.plot(t[run], true[run, d], color="black", lw=1.2, label="true" if d == 0 else None)
+                ax.plot(t[run], pred[run, d], color=colour, lw=1.2, label=f"POYO dim {d}")
+                if base is not None:
+                    bt = [(tt, base[i][d]) for tt, i in zip(t[run], idx_sorted[run]) if i in base]
+                    if bt:
+                        ax.plot(*zip(*bt), color=colour, lw=0.8, ls="--", alpha=0.7, label="Wiener" if d == 0 else None)
+            ax.fill_between(t[run], 0, 1, where=ev[run], transform=ax.get_xaxis_transform(), color="grey", alpha=0.12, lw=0)
+            ax.set_xlabel("time (s)")
+        score = ""
+        if scores and key[0] in scores and readout.name in scores[key[0]]:
+            score = f"\nPOYO R² {scores[key[0]][readout.name]:.2f}"
+            if baseline and key[0] in baseline:
+                score += f", Wiener {baseline[key[0]]['r2']:.2f}"
+        row[0].set_ylabel(f"{key[0].split('/')[-1]}{score}", fontsize=8)
+    axes[0, 0].legend(fontsize=7, loc="upper left")
+    fig.suptitle(f"{readout.name} ({readout.key}) on test trials; shaded: evaluated samples", fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,103 @@
+"""Evaluation by stitching overlapping windows.
+
+Evaluation windows overlap (step < window), so most behaviour samples are predicted more
+than once. :class:`Stitcher` collects every prediction with its session, readout and the
+sample's *integer* index in the session's array, averages the predictions of each sample
+(logits, for categorical readouts), and scores each session on its evaluation samples:
+R² (mean over output dims) for continuous readouts, accuracy for categorical ones.
+
+Under data parallelism each rank stitches what it saw; :meth:`Stitcher.gather` merges the
+ranks by sample index, so the result equals a single-process evaluation.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from poyo.model.readout import get_readout
+
+
+def r2_score(pred: np.ndarray, target: np.ndarray) -> float:
+    """Coefficient of determination per output dim, averaged uniformly over dims."""
+    pred, target = np.asarray(pred, np.float64).reshape(len(pred), -1), np.asarray(target, np.float64).reshape(len(target), -1)
+    if pred.shape != target.shape or len(pred) < 2:
+        raise ValueError(f"r2_score needs matching (n >= 2, d) arrays, got {pred.shape} and {target.shape}")
+    ss_res = ((target - pred) ** 2).sum(0)
+    ss_tot = ((target - target.mean(0)) ** 2).sum(0)
+    return float(np.mean(1 - ss_res / np.where(ss_tot > 0, ss_tot, np.nan)))
+
+
+class Stitcher:
+    """Accumulates predictions per (session, readout) and scores them per session."""
+
+    def __init__(self):
+        self._chunks: dict[tuple[str, str], list[dict]] = defaultdict(list)
+
+    def add(self, session_ids: Sequence[str], readout: str, rows: Mapping[str, torch.Tensor], pred: torch.Tensor, absolute_start: torch.Tensor | None = None) -> None:
+        """Add one batch of one readout. ``rows`` is :func:`poyo.model.targets` of the batch
+        (values, eval_mask, sample_index, sample, timestamps); ``pred`` lines up with it."""
+        sample = rows["sample"].cpu().numpy()
+        arrays = {
+            "sample_index": rows["sample_index"].cpu().numpy(),
+            "pred": pred.detach().float().cpu().numpy(),
+            "target": rows["values"].cpu().numpy(),
+            "eval": rows["eval_mask"].cpu().numpy(),
+            "time": rows["timestamps"].double().cpu().numpy() + (absolute_start.double().cpu().numpy()[sample] if absolute_start is not None else 0.0),
+        }
+        for i in np.unique(sample):
+            keep = sample == i
+            self._chunks[(session_ids[i], readout)].append({k: v[keep] for k, v in arrays.items()})
+
+    def gather(self) -> None:
+        """Merge the chunks of every rank (no-op without torch.distributed)."""
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()) or torch.distributed.get_world_size() == 1:
+            return
+        mine = {k: self._merge(k) for k in self._chunks}
+        everyone = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(everyone, mine)
+        self._chunks = defaultdict(list)
+        for part in everyone:
+            for k, v in part.items():
+                self._chunks[k].append(v)
+
+    def _merge(self, key) -> dict[str, np.ndarray]:
+        """One row per sample index: predictions averaged, the rest taken from the first."""
+        parts = self._chunks[key]
+        cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        weight = cat.get("count", np.ones(len(cat["sample_index"]), np.int64))  # merged parts carry counts
+        uniq, first, inv = np.unique(cat["sample_index"], return_index=True, return_inverse=True)
+        count = np.bincount(inv, weights=weight).astype(np.int64)
+        total = np.zeros((len(uniq), *cat["pred"].shape[1:]))
+        np.add.at(total, inv, cat["pred"] * weight.reshape(-1, *[1] * (cat["pred"].ndim - 1)))
+        return {
+            "sample_index": uniq,
+            "pred": total / count.reshape(-1, *[1] * (total.ndim - 1)),
+            "count": count,
+            "target": cat["target"][first],
+            "eval": cat["eval"][first],
+            "time": cat["time"][first],
+        }
+
+    def stitched(self) -> dict[tuple[str, str], dict[str, np.ndarray]]:
+        """Per (session, readout): sample_index, pred (averaged), count, target, eval, time."""
+        return {k: self._merge(k) for k in sorted(self._chunks)}
+
+    def scores(self) -> dict[str, dict[str, float]]:
+        """``{session: {readout: R² or accuracy}}`` on each session's evaluation samples."""
+        out: dict[str, dict[str, float]] = defaultdict(dict)
+        for (session, readout), s in self.stitched().items():
+            e = s["eval"]
+            if e.sum() < 2:
+                continue
+            if get_readout(readout).kind == "continuous":
+                out[session][readout] = r2_score(s["pred"][e], s["target"][e])
+            else:
+                out[session][readout] = float((s["pred"][e].argmax(-1) == s["target"][e]).mean())
+        return dict(out)
+
+    def __len__(self) -> int:
+        return sum(len(c["sample_index"]) for parts in self._chunks.values() for c in parts)
