@@ -1,36 +1,53 @@
-"""``python train.py`` works from a clean folder: generates data, checks it, builds the model,
-streams tokenized windows and runs the model on them."""
+"""``python train.py`` works from a clean folder: generates data, trains, evaluates against the
+Wiener baseline, writes checkpoints that load without pickle, and evaluates a checkpoint."""
 
+import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+SMALL = [
+    "dataset.generate.num_animals=1", "dataset.generate.sessions_per_animal=2", "dataset.generate.duration_s=60",
+    "dataset.generate.min_units=10", "dataset.generate.max_units=20", "num_workers=0", "batch_size=16",
+    "trainer.max_steps=12", "trainer.check_val_every_n_epoch=1", "trainer.checkpoint_every_n_steps=5",
+]  # fmt: skip
+
+
+def run(tmp_path, *args, timeout=400):
+    cmd = [sys.executable, str(ROOT / "train.py"), f"data_root={tmp_path / 'data'}", *SMALL, *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=tmp_path)
 
 
 @pytest.mark.parametrize("layout", ["packed", "padded"])
-def test_train_py_prepares_and_streams(tmp_path, layout):
-    cmd = [
-        sys.executable, str(ROOT / "train.py"),
-        f"data_root={tmp_path / 'data'}", f"hydra.run.dir={tmp_path / 'out'}", f"layout={layout}",
-        "dataset.generate.num_animals=1", "dataset.generate.sessions_per_animal=2", "dataset.generate.duration_s=40",
-        "dataset.generate.min_units=10", "dataset.generate.max_units=20", "num_workers=1", "batch_size=8",
-    ]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+def test_train_py_trains_evaluates_and_saves(tmp_path, layout):
+    out = run(tmp_path, f"hydra.run.dir={tmp_path / 'run'}", f"layout={layout}")
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "2 sessions, 1 subjects" in out.stdout
-    assert "synthetic_reaching/monkey_a_20260105_center_out_reaching" in out.stdout
-    assert "training windows" in out.stdout and "windows/s" in out.stdout
-    assert "model poyo_1.3M: 1,254,018 parameters" in out.stdout
-    loss = float(out.stdout.split("untrained model on 2 batches: loss ")[1].split(",")[0])
-    assert 0.05 < loss < 20  # normalised targets, untrained model: order 1
-    assert len(list((tmp_path / "data" / "synthetic_reaching").glob("*.h5"))) == 2
+    assert "2 sessions, 1 subjects" in out.stdout and "model poyo_mini" in out.stdout
+    assert "POYO R2" in out.stdout and "Wiener R2" in out.stdout and "mean over sessions" in out.stdout
+    run_dir = tmp_path / "run"
+    rows = list(csv.DictReader(open(run_dir / "test_results.csv")))
+    assert len(rows) == 2 and all(-5 < float(r["poyo_r2"]) <= 1 and 0 < float(r["wiener_r2"]) <= 1 for r in rows)
+    assert (run_dir / "test_predictions.png").stat().st_size > 10_000
+    assert (run_dir / "metrics.csv").exists()
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)  # no pickle needed
+    assert ckpt["global_step"] == 12
+    assert all(isinstance(i, str) for i in ckpt["state_dict"]["model.unit_emb.vocab"])
+    assert ckpt["hyper_parameters"]["model"]["dim"] == 64
+    assert not list((run_dir / "checkpoints").glob(".*tmp"))  # atomic writes leave no temporaries
+
+    ev = run(tmp_path, f"hydra.run.dir={tmp_path / 'eval'}", "mode=evaluate", f"checkpoint={run_dir / 'checkpoints' / 'last.ckpt'}", f"layout={layout}")
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    same = json.loads((tmp_path / "eval" / "test_results.json").read_text())["poyo_mean_r2"]
+    assert abs(same - json.loads((run_dir / "test_results.json").read_text())["poyo_mean_r2"]) < 1e-6
 
 
-def test_train_py_reports_bad_layout(tmp_path):
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), "layout=diagonal", f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=120, cwd=tmp_path
-    )
+def test_train_py_reports_bad_settings(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "train.py"), "layout=diagonal", f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert out.returncode != 0 and "layout must be 'packed' or 'padded'" in out.stderr
+    out = subprocess.run([sys.executable, str(ROOT / "train.py"), "mode=evaluate", f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode != 0 and "mode=evaluate needs checkpoint=PATH" in out.stderr
