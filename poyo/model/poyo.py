@@ -220,10 +220,21 @@ class POYO(nn.Module):
         which = _flat(out, "readout_index")
         return {n: self.readout[n](tokens[which == self.readout_names.index(n)]) for n in asked}
 
-    def loss(self, preds: Mapping[str, torch.Tensor], batch: Mapping) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Sum over readouts of each readout's weighted loss; also returns them per readout."""
+    def loss(self, preds: Mapping[str, torch.Tensor], batch: Mapping, *, global_batch: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Sum over readouts of each readout's weighted loss; also returns them per readout.
+
+        ``global_batch=True`` under torch.distributed: each readout is normalised by the
+        weight sum of the *global* batch (divided by the world size), so that DDP's gradient
+        averaging gives exactly the gradient of the weighted mean over the whole batch.
+        """
         parts = {}
+        dist = global_batch and torch.distributed.is_available() and torch.distributed.is_initialized()
         for name, pred in preds.items():
             t = targets(batch, name)
-            parts[name] = readout_loss(get_readout(name), pred, t["values"], t["weight"])
+            denominator = None
+            if dist:
+                denominator = t["weight"].sum().detach().float()
+                torch.distributed.all_reduce(denominator)
+                denominator = denominator / torch.distributed.get_world_size()
+            parts[name] = readout_loss(get_readout(name), pred, t["values"], t["weight"], denominator)
         return sum(parts.values()), parts

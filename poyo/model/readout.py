@@ -57,8 +57,9 @@ for _spec in (
     register_readout(_spec)
 
 
-def readout_loss(spec: ReadoutSpec, pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def readout_loss(spec: ReadoutSpec, pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, denominator: torch.Tensor | None = None) -> torch.Tensor:
     """Weighted mean of the per-query loss, ``sum(w * l) / sum(w)`` (0 when all weights are 0).
+    ``denominator`` replaces ``sum(w)`` (data parallelism: the mean weight sum over ranks).
 
     Continuous: squared error averaged over dims. Categorical: cross-entropy with integer
     class targets. Queries with zero weight never contribute, even if their target is NaN.
@@ -73,4 +74,5 @@ def readout_loss(spec: ReadoutSpec, pred: torch.Tensor, target: torch.Tensor, we
     else:
         per_query = F.cross_entropy(pred.float(), torch.where(live, target.long(), 0), reduction="none")
     per_query = torch.where(live, per_query, torch.zeros((), dtype=per_query.dtype, device=per_query.device))
-    return (per_query * weight).sum() / weight.sum().clamp_min(torch.finfo(weight.dtype).tiny)
+    denominator = weight.sum() if denominator is None else denominator.to(weight.dtype)
+    return (per_query * weight).sum() / denominator.clamp_min(torch.finfo(weight.dtype).tiny)

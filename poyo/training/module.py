@@ -179,7 +179,7 @@ class POYOModule(L.LightningModule):
         return self.model(batch)
 
     def training_step(self, batch, batch_idx):
-        loss, parts = self.model.loss(self.model(batch), batch)
+        loss, parts = self.model.loss(self.model(batch), batch, global_batch=True)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite training loss {loss.item()} at step {self.global_step}")
         bs = len(batch["session_id"])
