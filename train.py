@@ -122,9 +122,10 @@ def find_resume(cfg: DictConfig, run_dir: Path) -> Path | None:
     own = run_dir / "checkpoints" / "last.ckpt"
     if own.is_file():
         return own
-    candidates = sorted(run_dir.parents[1].glob("*/*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    outputs = Path(to_absolute_path("outputs"))  # where the default run folders go
+    candidates = sorted(outputs.glob("*/*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
     if not candidates:
-        raise FileNotFoundError(f"resume=true: no run with checkpoints/last.ckpt below {run_dir.parents[1]}")
+        raise FileNotFoundError(f"resume=true: no checkpoints/last.ckpt in {run_dir} or in the runs below {outputs}")
     return candidates[-1]
 
 
@@ -183,7 +184,7 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
     total = cfg.trainer.max_steps if cfg.trainer.max_steps > 0 else cfg.trainer.max_epochs * steps_per_epoch
     hparams = {
         "model": model.config,
-        "readouts": [{k: v for k, v in OmegaConf.to_container(cfg.dataset.readouts)[i].items()} for i in range(len(readouts))],
+        "readouts": OmegaConf.to_container(cfg.dataset.readouts),
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
     module = POYOModule(model, OmegaConf.to_container(cfg.optim), global_batch_size=cfg.batch_size, total_steps=total, hparams=hparams)
