@@ -7,6 +7,10 @@ folder: ``checkpoints/`` (``last.ckpt`` every few steps, ``best.ckpt`` by valida
 ``metrics.csv``, ``test_results.csv`` and ``test_predictions.png``.
 
 ``mode=evaluate checkpoint=PATH``: the same test evaluation for a saved checkpoint.
+``finetune=unit_identification|full|gradual finetune.checkpoint=PATH``: adapt a pretrained
+model to the sessions of ``dataset`` (optionally ``sessions=[...]`` and ``train_seconds=N``):
+new unit and session ids join the vocabularies, then only the embeddings (unit
+identification), everything (full), or embeddings first then everything (gradual) learn.
 ``resume=true``: continue the latest run from its last checkpoint (same data order,
 learning-rate schedule and optimiser state).
 """
@@ -27,8 +31,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from poyo.data import Dataset, RandomFixedWindowSampler
 from poyo.data import intervals as ivs
-from poyo.model import POYO, ReadoutConfig
-from poyo.training.checkpoint import AtomicCheckpointIO, load_checkpoint
+from poyo.model import POYO, ReadoutConfig, load_pretrained, save_pretrained
+from poyo.model.pretrained import FORMAT, FORMAT_VERSION
+from poyo.training.checkpoint import AtomicCheckpointIO
+from poyo.training.finetune import MODES, BackboneFreezer, adapt_vocabularies, unfreeze_epoch
 from poyo.training.module import DataModule, POYOModule
 from poyo.training.plots import plot_test_trials
 from poyo.training.wiener import WienerBaseline
@@ -83,6 +89,8 @@ def make_datamodule(cfg: DictConfig, root: Path, readouts, *, progress: bool) ->
         seed=cfg.seed,
         validate=cfg.validate_data,
         progress=progress,
+        sessions=list(cfg.sessions) if cfg.sessions else None,
+        train_seconds=cfg.train_seconds,
     )
 
 
@@ -167,7 +175,40 @@ def report(cfg: DictConfig, module: POYOModule, dm: DataModule, readouts, run_di
     return summary
 
 
+def pretrained_for_finetuning(cfg: DictConfig, dm: DataModule, readouts: list[ReadoutConfig]) -> tuple[POYO, list[ReadoutConfig], BackboneFreezer]:
+    """The pretrained model with the dataset's ids in its vocabularies, and the freezing callback."""
+    ft = cfg.finetune
+    if not ft.checkpoint:
+        raise ValueError(f"finetune={ft.mode} needs finetune.checkpoint=PATH (a poyo checkpoint or pretrained .pt)")
+    path = to_absolute_path(str(ft.checkpoint))
+    model = load_pretrained(path).train()
+    model.attention = cfg.model.get("attention", "auto")
+    missing = [r.name for r in readouts if r.name not in model.readout_names]
+    if missing:
+        raise ValueError(f"{path}: the pretrained model has no head for readouts {missing} (it has {model.readout_names})")
+    # The pretrained heads were trained on targets normalised their way: keep it.
+    trained = {r.name: r for r in model.readout_configs or ()}
+    for i, r in enumerate(readouts):
+        t = trained.get(r.name)
+        if t is not None and (not np.allclose(t._mean, r._mean) or not np.allclose(t._std, r._std)):
+            print(f"readout {r.name}: using the pretrained normalisation (mean {t.mean}, std {t.std}) instead of the dataset's ({r.mean}, {r.std})")
+            readouts[i] = ReadoutConfig(**{**r.to_dict(), "mean": t.mean, "std": t.std})
+    before_units, before_sessions = set(model.unit_emb.ids), set(model.session_emb.ids)
+    added = adapt_vocabularies(model, dm.unit_ids, dm.session_ids, subset=ft.subset, seed=cfg.seed)
+    print(
+        f"\nfine-tuning ({ft.mode}) {path}: {len(added['units'])} new units and {len(added['sessions'])} new sessions "
+        f"({len(dm.unit_ids) - len(added['units'])} units, {len(dm.session_ids) - len(added['sessions'])} sessions already known); "
+        f"vocabularies {'subset to this data' if ft.subset else 'keep the pretrained ids'}: {len(model.unit_emb)} units, {len(model.session_emb)} sessions"
+    )
+    kept_units = sorted(before_units - set(dm.unit_ids)) if not ft.subset else []
+    kept_sessions = sorted(before_sessions - set(dm.session_ids)) if not ft.subset else []
+    freezer = BackboneFreezer(model, unfreeze_epoch(ft.mode, ft.unfreeze_epoch), kept_units=kept_units, kept_sessions=kept_sessions)
+    return model, readouts, freezer
+
+
 def train(cfg: DictConfig, run_dir: Path) -> None:
+    if cfg.finetune.mode not in MODES:
+        raise ValueError(f"finetune.mode must be one of {MODES}, got {cfg.finetune.mode!r}")
     root = prepare_data(cfg)
     readouts = readout_configs(cfg)
     dm = make_datamodule(cfg, root, readouts, progress=True)
@@ -175,28 +216,39 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
     print(f"\n{len(ds.session_ids)} sessions, {len(ds.subject_ids)} subjects, {len(ds.unit_ids)} units in {root}\n")
     print(summary_table(ds))
 
-    model = build_model(cfg, dm.unit_ids, dm.session_ids)
+    callbacks = []
+    if cfg.finetune.mode == "none":
+        model = build_model(cfg, dm.unit_ids, dm.session_ids)
+        name = cfg.model.name
+    else:
+        model, readouts, freezer = pretrained_for_finetuning(cfg, dm, readouts)
+        dm.readouts = readouts
+        callbacks.append(freezer)
+        name = f"pretrained ({Path(str(cfg.finetune.checkpoint)).name})"
+    model.readout_configs = readouts
     dm.attach(model)
     windows = len(RandomFixedWindowSampler(ds.sampling_intervals("train"), cfg.window_length, seed=cfg.seed))
     steps_per_epoch = windows // cfg.batch_size
     if steps_per_epoch < 1:
-        raise ValueError(f"only {windows} training windows: fewer than one global batch of {cfg.batch_size}")
+        raise ValueError(f"only {windows} training windows: fewer than one global batch of {cfg.batch_size}; lower batch_size")
     total = cfg.trainer.max_steps if cfg.trainer.max_steps > 0 else cfg.trainer.max_epochs * steps_per_epoch
     hparams = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
         "model": model.config,
-        "readouts": OmegaConf.to_container(cfg.dataset.readouts),
+        "readouts": [r.to_dict() for r in readouts],
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
     module = POYOModule(model, OmegaConf.to_container(cfg.optim), global_batch_size=cfg.batch_size, total_steps=total, hparams=hparams)
     lr = cfg.optim.base_lr * cfg.batch_size
     print(
-        f"\nmodel {cfg.model.name}: {model.num_parameters(embeddings=False):,} parameters + "
+        f"\nmodel {name}: {model.num_parameters(embeddings=False):,} parameters + "
         f"{model.num_parameters() - model.num_parameters(embeddings=False):,} in the unit/session vocabularies; "
         f"{cfg.optim.name} peak lr {lr:.3g} (= {cfg.optim.base_lr:g} x global batch {cfg.batch_size}), "
         f"{total} steps ({steps_per_epoch} per epoch)\n"
     )
     ckpt_dir = run_dir / "checkpoints"
-    callbacks = [
+    callbacks += [
         L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/metric", mode="max", save_top_k=1, enable_version_counter=False),
         L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=cfg.trainer.checkpoint_every_n_steps),
         L.pytorch.callbacks.LearningRateMonitor("step"),
@@ -208,29 +260,30 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None)
-        trainer.save_checkpoint(ckpt_dir / "last.ckpt")  # the final state, whatever the step
+        trainer.save_checkpoint(ckpt_dir / "last.ckpt", weights_only=False)  # the final state, whatever the step
         trainer.test(module, datamodule=dm, verbose=False)
     if trainer.is_global_zero:
+        save_pretrained(model, ckpt_dir / "model.pt", readouts=readouts, metadata={"run": str(run_dir), "steps": trainer.global_step})
         report(cfg, module, dm, readouts, run_dir)
-        print(f"\nrun folder: {run_dir}")
+        print(f"\nrun folder: {run_dir} (the trained model: checkpoints/model.pt; poyo.load_pretrained() reads it)")
 
 
 def evaluate(cfg: DictConfig, run_dir: Path) -> None:
     if not cfg.checkpoint:
-        raise ValueError("mode=evaluate needs checkpoint=PATH (a .ckpt written by train.py)")
-    ckpt = load_checkpoint(to_absolute_path(str(cfg.checkpoint)))
-    hp = ckpt.get("hyper_parameters") or {}
-    if "model" not in hp or "readouts" not in hp:
-        raise ValueError(f"{cfg.checkpoint}: no model config and readouts in it; was it written by poyo's train.py?")
-    model = POYO(**hp["model"])
-    module = POYOModule(model, OmegaConf.to_container(cfg.optim), global_batch_size=cfg.batch_size, total_steps=1, hparams=hp)
-    module.load_state_dict(ckpt["state_dict"])
-    readouts = [ReadoutConfig(**r) for r in hp["readouts"]]
+        raise ValueError("mode=evaluate needs checkpoint=PATH (a .ckpt written by train.py, or a pretrained .pt)")
+    path = to_absolute_path(str(cfg.checkpoint))
+    model = load_pretrained(path)
+    model.attention = cfg.model.get("attention", "auto")
+    module = POYOModule(model, OmegaConf.to_container(cfg.optim), global_batch_size=cfg.batch_size, total_steps=1)
+    readouts = model.readout_configs
     root = prepare_data(cfg)
     dm = make_datamodule(cfg, root, readouts, progress=True)
     unknown = [s for s in dm.session_ids if s not in model.session_emb]
     if unknown:
-        raise KeyError(f"{len(unknown)} sessions of {root} are not in the checkpoint's vocabulary (e.g. {unknown[:3]}); fine-tune on them first")
+        raise KeyError(
+            f"{len(unknown)} sessions of {root} are not in the vocabulary of {path} (e.g. {unknown[:3]}); "
+            "adapt the model to them first: python train.py finetune=unit_identification finetune.checkpoint=..."
+        )
     dm.attach(model)
     trainer = make_trainer(cfg, run_dir, logger=False)
     trainer.test(module, datamodule=dm, verbose=False)

@@ -44,6 +44,8 @@ class Dataset:
         behaviour: behaviour fields read into each window, e.g. ``["cursor.vel"]``.
         intervals: interval sets carried into each window (weights, evaluation masks).
         sessions: keep only these global session ids (``"<brainset>/<session>"``).
+        train_seconds: keep only the earliest ``train_seconds`` of each session's train
+            split (few-shot experiments: how much data a new session needs).
         transform: ``f(window, rng) -> window``, applied after reading.
         seed: base seed; each window's generator is derived from it and the index's seed.
         validate: read every spike array once at start-up to check it (sorted, finite,
@@ -60,6 +62,7 @@ class Dataset:
         behaviour: Sequence[str] = (),
         intervals: Sequence[str] = (),
         sessions: Iterable[str] | None = None,
+        train_seconds: float | None = None,
         transform: Transform | None = None,
         seed: int = 0,
         validate: bool = True,
@@ -85,6 +88,13 @@ class Dataset:
             if missing:
                 raise KeyError(f"sessions not found below {self.root}: {missing}; available: {list(self.sessions)}")
             self.sessions = {w: self.sessions[w] for w in wanted}
+        if train_seconds is not None:
+            if not train_seconds > 0:
+                raise ValueError(f"train_seconds must be > 0, got {train_seconds}")
+            for s in self.sessions.values():
+                if s.splits["train"] is not None:
+                    s.splits["train"] = ivs.first_seconds(s.splits["train"], float(train_seconds))
+        self.train_seconds = train_seconds
         if validate:  # full array checks, only for the sessions kept
             for s in tqdm(self.sessions.values(), desc="checking sessions", disable=not progress, unit="file"):
                 s.validate()

@@ -93,3 +93,19 @@ def contains(iv: np.ndarray, t: np.ndarray) -> np.ndarray:
     inside = k >= 0
     kk = np.clip(k, 0, None)
     return inside & (t < iv[kk, 1])
+
+
+def first_seconds(iv: np.ndarray, seconds: float) -> np.ndarray:
+    """The earliest ``seconds`` of ``iv`` (sorted, disjoint): whole intervals, then part of one."""
+    if not seconds >= 0:
+        raise ValueError(f"seconds must be >= 0, got {seconds}")
+    if len(iv) == 0:
+        return empty()
+    ends_at = np.cumsum(iv[:, 1] - iv[:, 0])
+    n = int(np.searchsorted(ends_at, seconds, side="left"))  # intervals fully or partly needed
+    if n >= len(iv):
+        return iv.copy()
+    out = iv[: n + 1].copy()
+    before = ends_at[n - 1] if n else 0.0
+    out[n, 1] = out[n, 0] + (seconds - before)
+    return out[out[:, 1] > out[:, 0]]

@@ -125,6 +125,16 @@ class POYO(nn.Module):
             self.dec_ffn = FeedForward(dim, dropout=ffn_dropout)
             self.readout = nn.ModuleDict({s.name: nn.Linear(dim, s.dim) for s in specs})
         self.attention = attention
+        # How each head's targets were normalised and weighted when the model was trained
+        # (ReadoutConfigs); set by training and by load_pretrained, used by tokenizer().
+        self.readout_configs: list[ReadoutConfig] | None = None
+
+    @classmethod
+    def from_pretrained(cls, path, *, map_location="cpu") -> "POYO":
+        """A model from :func:`poyo.model.pretrained.load_pretrained` (poyo checkpoints only)."""
+        from poyo.model.pretrained import load_pretrained
+
+        return load_pretrained(path, map_location=map_location)
 
     # --- configuration -----------------------------------------------------------------
     @property
@@ -164,10 +174,13 @@ class POYO(nn.Module):
         """The transform that turns windows into samples for this model's current vocabularies.
 
         ``readouts``: one :class:`ReadoutConfig` (or dict of its fields, or name) per readout
-        to train or evaluate; by default every head with its registry defaults.
+        to train or evaluate; by default the configs the model was trained with
+        (``readout_configs``), else every head with its registry defaults.
         """
+        if readouts is None:
+            readouts = self.readout_configs if self.readout_configs is not None else self.readout_names
         configs = []
-        for r in readouts if readouts is not None else self.readout_names:
+        for r in readouts:
             configs.append(r if isinstance(r, ReadoutConfig) else ReadoutConfig(r) if isinstance(r, str) else ReadoutConfig(**r))
         return Tokenizer(
             self.unit_emb.lookup(),

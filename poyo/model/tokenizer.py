@@ -70,6 +70,14 @@ class ReadoutConfig:
             if not (np.all(np.isfinite(self._std)) and np.all(self._std > 0)):
                 raise ValueError(f"readout '{self.name}': std must be positive, got {self.std}")
 
+    def to_dict(self) -> dict:
+        """The fields as plain Python values (what checkpoints store)."""
+        plain = lambda v: np.asarray(v, dtype=np.float64).tolist()  # noqa: E731
+        return dict(
+            name=self.name, key=self.key, mean=plain(self.mean), std=plain(self.std), weights=dict(self.weights),
+            eval_intervals=None if self.eval_intervals is None else list(self.eval_intervals),
+        )  # fmt: skip
+
     def interval_keys(self) -> list[str]:
         return sorted(set(self.weights) | set(self.eval_intervals or ()))
 
@@ -128,7 +136,8 @@ class Tokenizer:
             missing = [u for u in window.unit_ids if u not in self.units]
             raise KeyError(
                 f"session '{window.session_id}': {len(missing)} of its {len(window.unit_ids)} units are not in the model's unit "
-                f"vocabulary (e.g. {missing[:3]}); extend the vocabulary for a new session (unit identification) first"
+                f"vocabulary (e.g. {missing[:3]}); a new session needs its own unit embeddings first: fine-tune with "
+                f"`python train.py finetune=unit_identification finetune.checkpoint=...`, or call model.init_vocabs(dataset) and train them"
             ) from None
 
     def _targets(self, window: Window, cfg: ReadoutConfig) -> dict:

@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from poyo.model.pretrained import safe_load
+
 
 def atomic_save(obj, path) -> Path:
     path = Path(path)
@@ -39,13 +41,7 @@ def atomic_save(obj, path) -> Path:
 
 def load_checkpoint(path, map_location="cpu") -> dict:
     """``torch.load(weights_only=True)`` with errors that say what went wrong."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:
-        raise RuntimeError(f"{path}: not a readable poyo checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") from e
+    return safe_load(path, map_location)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

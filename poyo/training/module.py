@@ -88,6 +88,8 @@ class DataModule(L.LightningDataModule):
         seed: int = 0,
         validate: bool = True,
         progress: bool = False,
+        sessions: Sequence[str] | None = None,
+        train_seconds: float | None = None,
     ):
         super().__init__()
         if layout not in ("packed", "padded"):
@@ -97,8 +99,8 @@ class DataModule(L.LightningDataModule):
         self.window_length, self.eval_step = float(window_length), float(eval_step)
         self.num_workers, self.layout, self.seed = int(num_workers), layout, int(seed)
         self.unit_dropout = UnitDropout(**unit_dropout) if unit_dropout else None
-        kw = dict(behaviour=behaviour_keys(self.readouts), intervals=interval_keys(self.readouts), seed=seed)
-        self.train_set = Dataset(root, validate=validate, progress=progress, **kw)
+        kw = dict(behaviour=behaviour_keys(self.readouts), intervals=interval_keys(self.readouts), seed=seed, train_seconds=train_seconds)
+        self.train_set = Dataset(root, validate=validate, progress=progress, sessions=sessions, **kw)
         self.eval_set = Dataset(root, validate=False, sessions=self.train_set.session_ids, **kw)
         self.tokenizer = None
         self.train_loader: ResumableLoader | None = None

@@ -1,0 +1,139 @@
+"""Few-shot adaptation: how much data does a new session need once a model is pretrained?
+
+    python benchmarks/few_shot.py                    # about 25 min on 2 CPU cores
+    python benchmarks/few_shot.py --sizes 30 120 --steps 100 --pretrain-steps 300   # quicker look
+
+A synthetic set of 5 animals is generated (2 sessions each, one centre-out, one
+random-target). POYO is pretrained on animals a-c. The centre-out sessions of animals d
+and e are held out: new animals, new units. On them, with the earliest 30 s, 2 min and
+10 min of each session's training split, this script runs ``train.py`` for
+
+* unit identification (only the new unit/session embeddings learn),
+* full fine-tuning (everything learns),
+* training from scratch (same architecture, same data),
+
+and every run also fits the Wiener baseline on the same data. All runs are scored on the
+same held-out test trials (R² on reach periods, stitched windows, mean over the two
+sessions). Prints a table and writes ``results.json`` and ``few_shot.png`` to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASET = "few_shot_synthetic"
+GENERATE = dict(num_animals=5, sessions_per_animal=2, duration_s=900.0, random_target_every=2, seed=1)
+PRETRAIN = ["monkey_a", "monkey_b", "monkey_c"]
+HELD_OUT = ["monkey_d", "monkey_e"]
+
+
+def session_ids(data_root: Path) -> tuple[list[str], list[str]]:
+    """(pretraining sessions, held-out centre-out sessions) of the generated set."""
+    names = sorted(p.stem for p in (data_root / DATASET).glob("*.h5"))
+    pre = [f"synthetic_reaching/{n}" for n in names if n.startswith(tuple(PRETRAIN))]  # ids carry the brainset, not the folder
+    held = [f"synthetic_reaching/{n}" for n in names if n.startswith(tuple(HELD_OUT)) and "center_out" in n]
+    return pre, held
+
+
+def run_train(run_dir: Path, overrides: list[str], log: Path) -> dict:
+    """One train.py run; returns its test_results.json (and how long it took)."""
+    cmd = [sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={run_dir}", *overrides]
+    t0 = time.time()
+    with open(log, "w") as f:
+        rc = subprocess.call(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+    if rc != 0:
+        raise RuntimeError(f"train.py failed (exit {rc}); see {log}\n  {' '.join(cmd)}")
+    out = json.loads((run_dir / "test_results.json").read_text())
+    out["seconds"] = time.time() - t0
+    return out
+
+
+def dataset_overrides(data_root: Path) -> list[str]:
+    return [f"data_root={data_root}", f"dataset.name={DATASET}", *(f"dataset.generate.{k}={v}" for k, v in GENERATE.items()), "num_workers=2"]
+
+
+def plot(results: list[dict], png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method, style in (("unit_identification", "o-"), ("full", "s-"), ("scratch", "^-"), ("wiener", "x--")):
+        rows = sorted((r for r in results if r["method"] == method), key=lambda r: r["seconds_per_session"])
+        if rows:
+            ax.plot([r["seconds_per_session"] / 60 for r in rows], [r["r2"] for r in rows], style, label=method.replace("_", " "))
+    ax.set_xscale("log")
+    ax.set_xlabel("training data per new session (min)")
+    ax.set_ylabel("test R² (held-out sessions)")
+    ax.set_title("Adapting to new animals")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, default=ROOT / "outputs" / "few_shot")
+    p.add_argument("--data-root", type=Path, default=ROOT / "data" / "processed")
+    p.add_argument("--sizes", type=float, nargs="+", default=[30, 120, 600], help="seconds of training data per held-out session")
+    p.add_argument("--pretrain-steps", type=int, default=1200)
+    p.add_argument("--steps", type=int, default=300, help="steps for unit identification and fine-tuning")
+    p.add_argument("--scratch-steps", type=int, default=600)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--model", default="poyo_mini")
+    a = p.parse_args()
+    a.out.mkdir(parents=True, exist_ok=True)
+    common = dataset_overrides(a.data_root) + [f"model={a.model}", f"batch_size={a.batch_size}", "trainer.check_val_every_n_epoch=100000", "plot_sessions=2"]
+
+    pre_dir = a.out / "pretrain"
+    ckpt = pre_dir / "checkpoints" / "model.pt"
+    results = []
+    sys.path.insert(0, str(ROOT))
+    from brainsets_pipelines.synthetic_reaching import SyntheticConfig, ensure
+
+    ensure(a.data_root / DATASET, SyntheticConfig(**GENERATE))
+    pre, held = session_ids(a.data_root)
+    if len(held) != 2 or len(pre) != 6:
+        raise RuntimeError(f"unexpected sessions in {a.data_root / DATASET}: pretrain {pre}, held out {held}")
+    sess = lambda ids: "sessions=[" + ",".join(ids) + "]"  # noqa: E731
+    if not ckpt.is_file():
+        print(f"pretraining {a.model} on {len(pre)} sessions of animals {PRETRAIN} for {a.pretrain_steps} steps ...", flush=True)
+        r = run_train(pre_dir, common + [sess(pre), f"trainer.max_steps={a.pretrain_steps}"], a.out / "pretrain.log")
+        print(f"  pretraining test R² {r['poyo_mean_r2']:.3f} (Wiener {r['wiener_mean_r2']:.3f}), {r['seconds']:.0f} s", flush=True)
+
+    for seconds in a.sizes:
+        runs = {
+            "unit_identification": ["finetune=unit_identification", f"finetune.checkpoint={ckpt}", f"trainer.max_steps={a.steps}"],
+            "full": ["finetune=full", f"finetune.checkpoint={ckpt}", f"trainer.max_steps={a.steps}"],
+            "scratch": [f"trainer.max_steps={a.scratch_steps}"],
+        }
+        for method, extra in runs.items():
+            name = f"{method}_{int(seconds)}s"
+            r = run_train(a.out / name, common + [sess(held), f"train_seconds={seconds}", *extra], a.out / f"{name}.log")
+            steps = a.steps if method != "scratch" else a.scratch_steps
+            results.append(dict(method=method, seconds_per_session=seconds, r2=r["poyo_mean_r2"], steps=steps, wall_s=round(r["seconds"], 1), sessions=r["sessions"]))
+            print(f"{method:20s} {seconds:6.0f} s/session  R² {r['poyo_mean_r2']:.3f}  (Wiener {r['wiener_mean_r2']:.3f})  {r['seconds']:.0f} s", flush=True)
+        results.append(dict(method="wiener", seconds_per_session=seconds, r2=r["wiener_mean_r2"], steps=0, wall_s=0.0))
+        (a.out / "results.json").write_text(json.dumps(results, indent=1))
+
+    print("\nmean test R² over the held-out sessions (new animals, new units):\n")
+    sizes = sorted({r["seconds_per_session"] for r in results})
+    print("| method | " + " | ".join(f"{s / 60:g} min" for s in sizes) + " |")
+    print("|---|" + "---|" * len(sizes))
+    for method in ("unit_identification", "full", "scratch", "wiener"):
+        cells = {r["seconds_per_session"]: r["r2"] for r in results if r["method"] == method}
+        print(f"| {method} | " + " | ".join(f"{cells[s]:.3f}" if s in cells else "" for s in sizes) + " |")
+    plot(results, a.out / "few_shot.png")
+    print(f"\nresults: {a.out / 'results.json'}, plot: {a.out / 'few_shot.png'}")
+
+
+if __name__ == "__main__":
+    main()

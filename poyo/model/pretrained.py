@@ -1,0 +1,138 @@
+"""Pretrained models: one safe file holds everything needed to use a trained POYO again.
+
+A pretrained file is a plain dict that loads with ``torch.load(weights_only=True)``::
+
+    format: "poyo", format_version: 1, poyo_version: "0.1.0",
+    model: the POYO settings (``model.config``),
+    readouts: how each head's targets were normalised and weighted (ReadoutConfig fields),
+    state_dict: the weights, with the vocabularies as plain lists of strings,
+    metadata: free-form provenance (where it came from, when)
+
+:func:`load_pretrained` reads these files and also ``train.py``'s Lightning checkpoints
+(``best.ckpt``, ``last.ckpt``) directly. Checkpoints of torch_brain need pickle and are
+converted once, on request, by :mod:`poyo.model.torch_brain`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+
+import poyo
+from poyo.model.poyo import POYO
+from poyo.model.tokenizer import ReadoutConfig
+
+FORMAT = "poyo"
+FORMAT_VERSION = 1
+TORCH_BRAIN_HINT = "convert it once with `python -m poyo.model.torch_brain IN.ckpt OUT.pt` (see poyo.model.torch_brain)"
+
+
+def safe_load(path, map_location="cpu") -> dict:
+    """``torch.load(weights_only=True)`` with errors that name the file and the likely cause."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}" + (" (it is a folder)" if path.is_dir() else ""))
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        hint = ""
+        if "weights_only" in str(e) or "Unsupported global" in str(e):
+            hint = "; it holds pickled Python objects, which poyo never loads silently. A torch_brain checkpoint? " + TORCH_BRAIN_HINT
+        raise RuntimeError(f"{path}: not a readable poyo checkpoint ({type(e).__name__}: {first}){hint}") from e
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: expected a checkpoint dict, found a {type(obj).__name__}")
+    return obj
+
+
+def pretrained_payload(model: POYO, readouts: Sequence[ReadoutConfig | Mapping] | None = None, metadata: Mapping | None = None) -> dict:
+    """The dict :func:`save_pretrained` writes (also what ``train.py`` puts in its hyper-parameters)."""
+    if not isinstance(model, POYO):
+        raise TypeError(f"expected a POYO model, got {type(model).__name__}")
+    readouts = readouts if readouts is not None else model.readout_configs or model.readout_names
+    configs = [r if isinstance(r, ReadoutConfig) else ReadoutConfig(r) if isinstance(r, str) else ReadoutConfig(**r) for r in readouts]
+    unknown = [r.name for r in configs if r.name not in model.readout_names]
+    if unknown:
+        raise ValueError(f"readouts {unknown} are not heads of this model (it has {model.readout_names})")
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "poyo_version": poyo.__version__,
+        "model": dict(model.config),
+        "readouts": [r.to_dict() for r in configs],
+        "metadata": dict(metadata or {}),
+    }
+
+
+def save_pretrained(model: POYO, path, *, readouts=None, metadata: Mapping | None = None) -> Path:
+    """Write ``model`` (weights, vocabularies, settings, readout normalisation) to ``path``, atomically."""
+    from poyo.training.checkpoint import atomic_save  # one writer for every checkpoint
+
+    payload = pretrained_payload(model, readouts, metadata)
+    payload["state_dict"] = {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in model.state_dict().items()}
+    return atomic_save(payload, path)
+
+
+def _looks_like_torch_brain(state_dict: Mapping) -> bool:
+    vocab = state_dict.get("model.unit_emb.vocab", state_dict.get("unit_emb.vocab"))
+    return isinstance(vocab, Mapping) or any(".proc_layers." in k or k.startswith("proc_layers.") for k in state_dict)
+
+
+def _check_version(path: Path, found) -> None:
+    if not isinstance(found, int) or found < 1:
+        raise ValueError(f"{path}: format_version {found!r} is not a poyo checkpoint version")
+    if found > FORMAT_VERSION:
+        raise ValueError(
+            f"{path}: written by a newer poyo (checkpoint format {found}); this poyo {poyo.__version__} reads format "
+            f"{FORMAT_VERSION} and older. Upgrade poyo to load it."
+        )
+
+
+def _unpack(path: Path, ckpt: dict) -> tuple[dict, list[dict], dict]:
+    """(model settings, readout configs, model state dict) of a pretrained file or train.py checkpoint."""
+    if ckpt.get("format") == FORMAT:
+        _check_version(path, ckpt.get("format_version"))
+        missing = [k for k in ("model", "readouts", "state_dict") if k not in ckpt]
+        if missing:
+            raise ValueError(f"{path}: poyo pretrained file without {missing}; the file is damaged")
+        return ckpt["model"], ckpt["readouts"], ckpt["state_dict"]
+    if "state_dict" in ckpt and isinstance(ckpt["state_dict"], Mapping):
+        sd, hp = ckpt["state_dict"], ckpt.get("hyper_parameters") or {}
+        if _looks_like_torch_brain(sd):
+            raise ValueError(f"{path}: this is a torch_brain POYO checkpoint, not a poyo one; {TORCH_BRAIN_HINT}")
+        if "model" in hp and "readouts" in hp and isinstance(sd.get("model.unit_emb.vocab"), list):
+            _check_version(path, hp.get("format_version", 1))
+            return hp["model"], hp["readouts"], {k.removeprefix("model."): v for k, v in sd.items() if k.startswith("model.")}
+    keys = sorted(ckpt)[:8]
+    raise ValueError(f"{path}: not a POYO checkpoint: no poyo model settings and weights in it (top-level keys: {keys})")
+
+
+def load_pretrained(path, *, map_location="cpu") -> POYO:
+    """A ready POYO (in eval mode) from a pretrained file or a ``train.py`` checkpoint.
+
+    The model keeps its unit and session vocabularies and its ``readout_configs``, so
+    ``model.tokenizer()`` normalises targets exactly as in training. Sessions it has never
+    seen need their own unit embeddings first (``train.py finetune=unit_identification``).
+    """
+    path = Path(path)
+    settings, readouts, state_dict = _unpack(path, safe_load(path, map_location))
+    accepted = set(inspect.signature(POYO.__init__).parameters) - {"self", "unit_ids", "session_ids", "seed"}
+    unknown = sorted(set(settings) - accepted)
+    if unknown:
+        raise ValueError(f"{path}: model settings {unknown} are unknown to this poyo's POYO (a checkpoint of another model, or of a newer poyo?)")
+    try:
+        model = POYO(**settings)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: cannot build the model from its settings: {e}") from e
+    try:
+        model.load_state_dict(dict(state_dict))
+    except RuntimeError as e:
+        raise RuntimeError(f"{path}: its weights do not fit a POYO with its own settings: {e}") from e
+    try:
+        model.readout_configs = [ReadoutConfig(**r) for r in readouts]
+    except (TypeError, ValueError, KeyError) as e:
+        raise ValueError(f"{path}: bad readout configs {readouts!r}: {e}") from e
+    return model.eval()

@@ -1,0 +1,103 @@
+"""Adapting a pretrained POYO to new sessions.
+
+Three modes (``train.py finetune=<mode> finetune.checkpoint=PATH``):
+
+* ``unit_identification``: only the unit and session embeddings learn; the backbone,
+  latents, token types and readouts stay exactly as pretrained. The cheapest way to
+  bring a new recording into a pretrained model.
+* ``full``: everything learns from the first step.
+* ``gradual``: embeddings only for ``unfreeze_epoch`` epochs, then everything.
+
+Freezing discards the gradients of the frozen parameters before every optimiser step
+(so they are neither updated nor decayed, and do not count in gradient clipping), which
+works the same in one process and under DDP. While the backbone is frozen, the rows of
+ids that were in the vocabulary before adaptation are restored after every step too, so
+sessions the model already knew keep predicting exactly as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import lightning as L
+import torch
+
+from poyo.model import POYO
+
+MODES = ("none", "unit_identification", "full", "gradual")
+
+
+def adapt_vocabularies(model: POYO, unit_ids: Iterable[str], session_ids: Iterable[str], *, subset: bool = True, seed: int = 0) -> dict[str, list[str]]:
+    """Add the new ids (existing rows untouched); with ``subset``, keep only these ids.
+
+    Returns the ids that were added, per vocabulary. Build a new tokenizer afterwards.
+    """
+    unit_ids, session_ids = list(unit_ids), list(session_ids)
+    added = {"units": model.unit_emb.extend(unit_ids, seed=seed), "sessions": model.session_emb.extend(session_ids, seed=seed + 1)}
+    if subset:
+        model.unit_emb.subset(unit_ids)
+        model.session_emb.subset(session_ids)
+    return added
+
+
+def backbone_parameters(model: POYO) -> list[torch.nn.Parameter]:
+    """Every parameter except the unit and session vocabularies."""
+    vocab = {id(model.unit_emb.weight), id(model.session_emb.weight)}
+    return [p for p in model.parameters() if id(p) not in vocab]
+
+
+def unfreeze_epoch(mode: str, epochs: int | None = None) -> int | None:
+    """The epoch at which the backbone starts learning: 0 (full), ``epochs`` (gradual), None (never)."""
+    if mode not in MODES or mode == "none":
+        raise ValueError(f"fine-tuning mode must be one of {MODES[1:]}, got {mode!r}")
+    if mode == "full":
+        return 0
+    if mode == "unit_identification":
+        return None
+    if not (isinstance(epochs, int) and epochs >= 1):
+        raise ValueError(f"finetune=gradual needs finetune.unfreeze_epoch >= 1 (embedding-only epochs), got {epochs!r}")
+    return epochs
+
+
+class BackboneFreezer(L.Callback):
+    """Keeps the backbone fixed before epoch ``unfreeze_at`` (None: for the whole run).
+
+    ``kept_units``/``kept_sessions``: vocabulary ids whose rows stay fixed while the
+    backbone is frozen (the pretrained ids, when the vocabulary was not subset).
+    """
+
+    def __init__(self, model: POYO, unfreeze_at: int | None, *, kept_units: Iterable[str] = (), kept_sessions: Iterable[str] = ()):
+        self.model, self.unfreeze_at = model, unfreeze_at
+        self.frozen_params = backbone_parameters(model)
+        self.kept = [(model.unit_emb, model.unit_emb.index(list(kept_units))), (model.session_emb, model.session_emb.index(list(kept_sessions)))]
+        self.kept = [(emb, torch.as_tensor(rows, device=emb.weight.device)) for emb, rows in self.kept if len(rows)]
+        self.saved: list[torch.Tensor] = []
+        self.frozen = unfreeze_at != 0
+
+    def _update(self, epoch: int) -> None:
+        self.frozen = self.unfreeze_at is None or epoch < self.unfreeze_at
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._update(trainer.current_epoch)
+        self.saved = [emb.weight.detach()[rows].clone() for emb, rows in self.kept]
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        was = self.frozen
+        self._update(trainer.current_epoch)
+        if was and not self.frozen and trainer.is_global_zero:
+            print(f"\nepoch {trainer.current_epoch}: backbone unfrozen, every parameter learns from now on")
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        if not self.frozen:
+            return
+        for p in self.frozen_params:
+            p.grad = None
+        for emb, rows in self.kept:
+            if emb.weight.grad is not None:
+                emb.weight.grad[rows] = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.frozen:
+            with torch.no_grad():
+                for (emb, rows), saved in zip(self.kept, self.saved):
+                    emb.weight[rows] = saved.to(emb.weight.device)
