@@ -107,3 +107,24 @@ def test_window_outside_data_is_empty_not_an_error(synthetic_root):
     sid = ds.session_ids[0]
     w = ds[WindowIndex(sid, 1000.0, 1001.0)]
     assert len(w.spike_times) == 0 and len(w.behaviour["cursor.vel"]) == 0
+
+
+def test_first_seconds_takes_the_earliest_part_of_an_interval_set():
+    iv = ivs.as_intervals([0.0, 10.0, 20.0], [4.0, 13.0, 30.0])
+    np.testing.assert_allclose(ivs.first_seconds(iv, 5.5), [[0, 4], [10, 11.5]])
+    np.testing.assert_allclose(ivs.first_seconds(iv, 7.0), [[0, 4], [10, 13]])
+    np.testing.assert_allclose(ivs.first_seconds(iv, 100.0), iv)
+    assert ivs.first_seconds(iv, 0.0).shape == (0, 2)
+    with pytest.raises(ValueError, match="seconds must be >= 0"):
+        ivs.first_seconds(iv, -1)
+
+
+def test_train_seconds_limits_only_the_train_split(synthetic_root):
+    full = Dataset(synthetic_root, validate=False)
+    short = Dataset(synthetic_root, validate=False, train_seconds=12.5)
+    for sid, s in short.sessions.items():
+        assert ivs.total_length(s.splits["train"]) == pytest.approx(12.5)
+        assert s.splits["train"][0, 0] == full.sessions[sid].splits["train"][0, 0]  # the earliest part
+        np.testing.assert_array_equal(s.splits["test"], full.sessions[sid].splits["test"])
+    with pytest.raises(ValueError, match="train_seconds must be > 0"):
+        Dataset(synthetic_root, validate=False, train_seconds=0)

@@ -70,7 +70,7 @@ class BackboneFreezer(L.Callback):
         self.model, self.unfreeze_at = model, unfreeze_at
         self.frozen_params = backbone_parameters(model)
         self.kept = [(model.unit_emb, model.unit_emb.index(list(kept_units))), (model.session_emb, model.session_emb.index(list(kept_sessions)))]
-        self.kept = [(emb, torch.as_tensor(rows, device=emb.weight.device)) for emb, rows in self.kept if len(rows)]
+        self.kept = [(emb, torch.as_tensor(rows)) for emb, rows in self.kept if len(rows)]
         self.saved: list[torch.Tensor] = []
         self.frozen = unfreeze_at != 0
 
@@ -79,6 +79,7 @@ class BackboneFreezer(L.Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:
         self._update(trainer.current_epoch)
+        self.kept = [(emb, rows.to(emb.weight.device)) for emb, rows in self.kept]  # the model may have moved to a GPU
         self.saved = [emb.weight.detach()[rows].clone() for emb, rows in self.kept]
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
