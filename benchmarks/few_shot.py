@@ -5,7 +5,7 @@
 
 A synthetic set of 5 animals is generated (2 sessions each, one centre-out, one
 random-target). POYO is pretrained on animals a-c. The centre-out sessions of animals d
-and e are held out: new animals, new units. On them, with the earliest 30 s, 2 min and
+and e are held out (``--held-out 1``: animal d only): new animals, new units. On them, with the earliest 30 s, 2 min and
 10 min of each session's training split, this script runs ``train.py`` for
 
 * unit identification (only the new unit/session embeddings learn),
@@ -89,12 +89,14 @@ def main() -> None:
     p.add_argument("--scratch-steps", type=int, default=600)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--model", default="poyo_mini")
+    p.add_argument("--held-out", type=int, default=2, choices=[1, 2], help="new sessions to adapt to (1: animal d only)")
+    p.add_argument("--pretrained", type=Path, default=None, help="reuse this pretrained model.pt instead of pretraining")
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     common = dataset_overrides(a.data_root) + [f"model={a.model}", f"batch_size={a.batch_size}", "trainer.check_val_every_n_epoch=100000", "plot_sessions=2"]
 
     pre_dir = a.out / "pretrain"
-    ckpt = pre_dir / "checkpoints" / "model.pt"
+    ckpt = a.pretrained or pre_dir / "checkpoints" / "model.pt"
     results = []
     sys.path.insert(0, str(ROOT))
     from brainsets_pipelines.synthetic_reaching import SyntheticConfig, ensure
@@ -103,6 +105,7 @@ def main() -> None:
     pre, held = session_ids(a.data_root)
     if len(held) != 2 or len(pre) != 6:
         raise RuntimeError(f"unexpected sessions in {a.data_root / DATASET}: pretrain {pre}, held out {held}")
+    held = held[: a.held_out]
     sess = lambda ids: "sessions=[" + ",".join(ids) + "]"  # noqa: E731
     if not ckpt.is_file():
         print(f"pretraining {a.model} on {len(pre)} sessions of animals {PRETRAIN} for {a.pretrain_steps} steps ...", flush=True)
@@ -124,7 +127,7 @@ def main() -> None:
         results.append(dict(method="wiener", seconds_per_session=seconds, r2=r["wiener_mean_r2"], steps=0, wall_s=0.0))
         (a.out / "results.json").write_text(json.dumps(results, indent=1))
 
-    print("\nmean test R² over the held-out sessions (new animals, new units):\n")
+    print(f"\nmean test R² over {len(held)} held-out session(s) (new animals, new units):\n")
     sizes = sorted({r["seconds_per_session"] for r in results})
     print("| method | " + " | ".join(f"{s / 60:g} min" for s in sizes) + " |")
     print("|---|" + "---|" * len(sizes))
