@@ -94,7 +94,7 @@ def test_categorical_readout_alongside_a_continuous_one():
 def test_errors_name_the_session_and_field():
     tok = tokenizer(weights={"reach": 2.0})
     w = window()
-    with pytest.raises(KeyError, match="session 'b/s': 1 of its 3 units are not in the model's unit vocabulary.*extend"):
+    with pytest.raises(KeyError, match="session 'b/s': 1 of its 3 units are not in the model's unit vocabulary.*finetune=unit_identification"):
         tok(w.replace(unit_ids=np.array(["b/s/u0", "b/s/u1", "b/s/new"])))
     with pytest.raises(KeyError, match="session 'b/new' is not in the model's session vocabulary"):
         tok(w.replace(session_id="b/new"))

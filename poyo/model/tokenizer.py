@@ -133,7 +133,7 @@ class Tokenizer:
         try:
             return np.fromiter((self.units[u] for u in window.unit_ids), dtype=np.int64, count=len(window.unit_ids))
         except KeyError:
-            missing = [u for u in window.unit_ids if u not in self.units]
+            missing = [str(u) for u in window.unit_ids if u not in self.units]
             raise KeyError(
                 f"session '{window.session_id}': {len(missing)} of its {len(window.unit_ids)} units are not in the model's unit "
                 f"vocabulary (e.g. {missing[:3]}); a new session needs its own unit embeddings first: fine-tune with "
