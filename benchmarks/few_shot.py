@@ -4,8 +4,9 @@
     python benchmarks/few_shot.py --sizes 30 120 --steps 100 --pretrain-steps 300   # quicker look
 
 A synthetic set of 5 animals is generated (2 sessions each, one centre-out, one
-random-target). POYO is pretrained on animals a-c. The centre-out sessions of animals d
-and e are held out (``--held-out 1``: animal d only): new animals, new units. On them, with the earliest 30 s, 2 min and
+random-target). POYO is pretrained on animals a-c (``--pretrain-animals N``: the first N
+of N + 2). The centre-out sessions of the last two animals are held out (``--held-out 1``:
+the first of them only): new animals, new units. On them, with the earliest 30 s, 2 min and
 10 min of each session's training split, this script runs ``train.py`` for
 
 * unit identification (only the new unit/session embeddings learn),
@@ -27,17 +28,20 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DATASET = "few_shot_synthetic"
-GENERATE = dict(num_animals=5, sessions_per_animal=2, duration_s=900.0, random_target_every=2, seed=1)
-PRETRAIN = ["monkey_a", "monkey_b", "monkey_c"]
-HELD_OUT = ["monkey_d", "monkey_e"]
+GENERATE = dict(sessions_per_animal=2, duration_s=900.0, random_target_every=2, seed=1)
 
 
-def session_ids(data_root: Path) -> tuple[list[str], list[str]]:
+def animals(pretrain_animals: int) -> tuple[list[str], list[str]]:
+    """(pretraining animals, the 2 held-out animals): the last two letters are held out."""
+    names = [f"monkey_{chr(ord('a') + i)}" for i in range(pretrain_animals + 2)]
+    return names[:pretrain_animals], names[pretrain_animals:]
+
+
+def session_ids(folder: Path, pretrain: list[str], held_out: list[str]) -> tuple[list[str], list[str]]:
     """(pretraining sessions, held-out centre-out sessions) of the generated set."""
-    names = sorted(p.stem for p in (data_root / DATASET).glob("*.h5"))
-    pre = [f"synthetic_reaching/{n}" for n in names if n.startswith(tuple(PRETRAIN))]  # ids carry the brainset, not the folder
-    held = [f"synthetic_reaching/{n}" for n in names if n.startswith(tuple(HELD_OUT)) and "center_out" in n]
+    names = sorted(p.stem for p in folder.glob("*.h5"))
+    pre = [f"synthetic_reaching/{n}" for n in names if n.startswith(tuple(a + "_" for a in pretrain))]  # ids carry the brainset, not the folder
+    held = [f"synthetic_reaching/{n}" for n in names if n.startswith(tuple(a + "_" for a in held_out)) and "center_out" in n]
     return pre, held
 
 
@@ -54,8 +58,8 @@ def run_train(run_dir: Path, overrides: list[str], log: Path) -> dict:
     return out
 
 
-def dataset_overrides(data_root: Path) -> list[str]:
-    return [f"data_root={data_root}", f"dataset.name={DATASET}", *(f"dataset.generate.{k}={v}" for k, v in GENERATE.items()), "num_workers=2"]
+def dataset_overrides(data_root: Path, name: str, generate: dict) -> list[str]:
+    return [f"data_root={data_root}", f"dataset.name={name}", *(f"dataset.generate.{k}={v}" for k, v in generate.items()), "num_workers=2"]
 
 
 def plot(results: list[dict], png: Path) -> None:
@@ -89,11 +93,15 @@ def main() -> None:
     p.add_argument("--scratch-steps", type=int, default=600)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--model", default="poyo_mini")
+    p.add_argument("--pretrain-animals", type=int, default=3, help="animals to pretrain on (2 more are generated and held out)")
     p.add_argument("--held-out", type=int, default=2, choices=[1, 2], help="new sessions to adapt to (1: animal d only)")
     p.add_argument("--pretrained", type=Path, default=None, help="reuse this pretrained model.pt instead of pretraining")
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
-    common = dataset_overrides(a.data_root) + [f"model={a.model}", f"batch_size={a.batch_size}", "trainer.check_val_every_n_epoch=100000", "plot_sessions=2"]
+    pretrain_animals, held_animals = animals(a.pretrain_animals)
+    generate = {**GENERATE, "num_animals": a.pretrain_animals + 2}
+    name = "few_shot_synthetic" if a.pretrain_animals == 3 else f"few_shot_synthetic_{a.pretrain_animals}"
+    common = dataset_overrides(a.data_root, name, generate) + [f"model={a.model}", f"batch_size={a.batch_size}", "trainer.check_val_every_n_epoch=100000", "plot_sessions=2"]
 
     pre_dir = a.out / "pretrain"
     ckpt = a.pretrained or pre_dir / "checkpoints" / "model.pt"
@@ -101,14 +109,14 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     from brainsets_pipelines.synthetic_reaching import SyntheticConfig, ensure
 
-    ensure(a.data_root / DATASET, SyntheticConfig(**GENERATE))
-    pre, held = session_ids(a.data_root)
-    if len(held) != 2 or len(pre) != 6:
-        raise RuntimeError(f"unexpected sessions in {a.data_root / DATASET}: pretrain {pre}, held out {held}")
+    ensure(a.data_root / name, SyntheticConfig(**generate))
+    pre, held = session_ids(a.data_root / name, pretrain_animals, held_animals)
+    if len(held) != 2 or len(pre) != 2 * a.pretrain_animals:
+        raise RuntimeError(f"unexpected sessions in {a.data_root / name}: pretrain {pre}, held out {held}")
     held = held[: a.held_out]
     sess = lambda ids: "sessions=[" + ",".join(ids) + "]"  # noqa: E731
     if not ckpt.is_file():
-        print(f"pretraining {a.model} on {len(pre)} sessions of animals {PRETRAIN} for {a.pretrain_steps} steps ...", flush=True)
+        print(f"pretraining {a.model} on {len(pre)} sessions of animals {pretrain_animals} for {a.pretrain_steps} steps ...", flush=True)
         r = run_train(pre_dir, common + [sess(pre), f"trainer.max_steps={a.pretrain_steps}"], a.out / "pretrain.log")
         print(f"  pretraining test R² {r['poyo_mean_r2']:.3f} (Wiener {r['wiener_mean_r2']:.3f}), {r['seconds']:.0f} s", flush=True)
 

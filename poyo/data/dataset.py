@@ -14,12 +14,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-import h5py
 import numpy as np
 from tqdm.auto import tqdm
 
 from poyo.data import intervals as ivs
-from poyo.data.session import SPLITS, Session, SessionFormatError, open_file
+from poyo.data.session import SPLITS, CachedFile, Session, SessionFormatError, open_file
 from poyo.data.window import Window, WindowIndex
 
 Transform = Callable[[Window, np.random.Generator], Window]
@@ -101,7 +100,7 @@ class Dataset:
         for key in intervals:  # most likely a typo; windows get an empty set for it
             if all(s.intervals[key] is None for s in self.sessions.values()):
                 warnings.warn(f"{self.root}: none of the {len(self.sessions)} sessions has the interval set '{key}'", stacklevel=2)
-        self._handles: OrderedDict[str, h5py.File] = OrderedDict()
+        self._handles: OrderedDict[str, CachedFile] = OrderedDict()
         self._pid = os.getpid()
 
     # -- description ------------------------------------------------------------------
@@ -136,14 +135,14 @@ class Dataset:
         return out
 
     # -- reading ----------------------------------------------------------------------
-    def _file(self, session: Session) -> h5py.File:
+    def _file(self, session: Session) -> CachedFile:
         if os.getpid() != self._pid:  # forked: the parent's handles are not ours to use
             self._handles = OrderedDict()
             self._pid = os.getpid()
         key = str(session.path)
         f = self._handles.get(key)
         if f is None:
-            f = open_file(session.path)
+            f = CachedFile(open_file(session.path))
             self._handles[key] = f
             while len(self._handles) > self.max_open_files:
                 _, old = self._handles.popitem(last=False)
