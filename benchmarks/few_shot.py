@@ -1,12 +1,13 @@
 """Few-shot adaptation: how much data does a new session need once a model is pretrained?
 
-    python benchmarks/few_shot.py                    # about 25 min on 2 CPU cores
+    python benchmarks/few_shot.py                    # 30-45 min on 2 CPU cores
+    python benchmarks/few_shot.py --pretrain-animals 3 --held-out 2 --batch-size 32 --pretrain-steps 1200
     python benchmarks/few_shot.py --sizes 30 120 --steps 100 --pretrain-steps 300   # quicker look
 
-A synthetic set of 5 animals is generated (2 sessions each, one centre-out, one
-random-target). POYO is pretrained on animals a-c (``--pretrain-animals N``: the first N
-of N + 2). The centre-out sessions of the last two animals are held out (``--held-out 1``:
-the first of them only): new animals, new units. On them, with the earliest 30 s, 2 min and
+A synthetic set of N + 2 animals is generated (2 sessions each, one centre-out, one
+random-target). POYO is pretrained on the first N (``--pretrain-animals``, default 8).
+The centre-out session of the next animal is held out (``--held-out 2``: of the next two):
+a new animal with new units. On them, with the earliest 30 s, 2 min and
 10 min of each session's training split, this script runs ``train.py`` for
 
 * unit identification (only the new unit/session embeddings learn),
@@ -14,7 +15,7 @@ the first of them only): new animals, new units. On them, with the earliest 30 s
 * training from scratch (same architecture, same data),
 
 and every run also fits the Wiener baseline on the same data. All runs are scored on the
-same held-out test trials (R² on reach periods, stitched windows, mean over the two
+same held-out test trials (R² on reach periods, stitched windows, mean over the held-out
 sessions). Prints a table and writes ``results.json`` and ``few_shot.png`` to ``--out``.
 """
 
@@ -88,13 +89,13 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=ROOT / "outputs" / "few_shot")
     p.add_argument("--data-root", type=Path, default=ROOT / "data" / "processed")
     p.add_argument("--sizes", type=float, nargs="+", default=[30, 120, 600], help="seconds of training data per held-out session")
-    p.add_argument("--pretrain-steps", type=int, default=1200)
+    p.add_argument("--pretrain-steps", type=int, default=2400)
     p.add_argument("--steps", type=int, default=300, help="steps for unit identification and fine-tuning")
     p.add_argument("--scratch-steps", type=int, default=600)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=16, help="16 lets 30 s of one session make 2 batches")
     p.add_argument("--model", default="poyo_mini")
-    p.add_argument("--pretrain-animals", type=int, default=3, help="animals to pretrain on (2 more are generated and held out)")
-    p.add_argument("--held-out", type=int, default=2, choices=[1, 2], help="new sessions to adapt to (1: animal d only)")
+    p.add_argument("--pretrain-animals", type=int, default=8, help="animals to pretrain on (2 more are generated and held out)")
+    p.add_argument("--held-out", type=int, default=1, choices=[1, 2], help="new sessions (animals) to adapt to")
     p.add_argument("--pretrained", type=Path, default=None, help="reuse this pretrained model.pt instead of pretraining")
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
