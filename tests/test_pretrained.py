@@ -119,27 +119,24 @@ def torch_brain_checkpoint(model: POYO, *, permute_vocab=True, extra_hparams=Non
     f = c["dim_head"] // 4
     omega[:f] = torch.tensor([2 * math.pi / (1e-4 * (t_max / 1e-4) ** (i / (f - 1))) for i in range(f)])
     sd["rotary_emb.omega"] = omega
+    def put(prefix, module):
+        for k, v in module.state_dict().items():
+            sd[f"{prefix}.{k}"] = v
+
+    def put_ffn(prefix, ffn):  # Sequential(LayerNorm, FeedForward(net=Sequential(Linear, GEGLU, Dropout, Linear)))
+        put(f"{prefix}.0", ffn.norm)
+        put(f"{prefix}.1.net.0", ffn.proj_in)
+        put(f"{prefix}.1.net.3", ffn.proj_out)
+
     for stage in ("enc", "dec"):
-        atn, ffn = getattr(model, f"{stage}_atn"), getattr(model, f"{stage}_ffn")
+        atn = getattr(model, f"{stage}_atn")
         for part in ("norm", "norm_context", "to_q", "to_kv", "to_out"):
-            for k, v in getattr(atn, part).state_dict().items():
-                sd[f"{stage}_atn.{part}.{k}"] = v
-        for k, v in ffn.norm.state_dict().items():
-            sd[f"{stage}_ffn.0.{k}"] = v
-        for k, v in ffn.proj_in.state_dict().items():
-            sd[f"{stage}_ffn.1.net.0.{k}"] = v
-        for k, v in ffn.proj_out.state_dict().items():
-            sd[f"{stage}_ffn.1.net.3.{k}"] = v
+            put(f"{stage}_atn.{part}", getattr(atn, part))
+        put_ffn(f"{stage}_ffn", getattr(model, f"{stage}_ffn"))
     for i, (atn, ffn) in enumerate(zip(model.proc_atn, model.proc_ffn)):
         for part in ("norm", "to_qkv", "to_out"):
-            for k, v in getattr(atn, part).state_dict().items():
-                sd[f"proc_layers.{i}.0.{part}.{k}"] = v
-        for k, v in ffn.norm.state_dict().items():
-            sd[f"proc_layers.{i}.1.0.{k}"] = v
-        for k, v in ffn.proj_in.state_dict().items():
-            sd[f"proc_layers.{i}.1.1.net.0.{k}"] = v
-        for k, v in ffn.proj_out.state_dict().items():
-            sd[f"proc_layers.{i}.1.1.net.3.{k}"] = v
+            put(f"proc_layers.{i}.0.{part}", getattr(atn, part))
+        put_ffn(f"proc_layers.{i}.1", ffn)
     head = model.readout["cursor_velocity_2d"]
     sd["readout.weight"], sd["readout.bias"] = head.weight, head.bias
     hparams = dict(

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from poyo.data import Series, Window
-from poyo.training.checkpoint import atomic_save, load_checkpoint
+from poyo.model.pretrained import safe_load
+from poyo.training.checkpoint import atomic_save
 from poyo.training.module import ResumableLoader
 from poyo.training.optim import Lamb, schedule
 from poyo.training.stitch import Stitcher, r2_score
@@ -95,7 +96,7 @@ def test_schedule_is_constant_then_cosine():
 
 def test_atomic_save_replaces_whole_files_only(tmp_path):
     path = atomic_save({"a": torch.ones(2), "ids": ["x", "y"]}, tmp_path / "c.ckpt")
-    assert load_checkpoint(path)["ids"] == ["x", "y"]
+    assert safe_load(path)["ids"] == ["x", "y"]
 
     class Boom:
         def __reduce__(self):
@@ -103,10 +104,10 @@ def test_atomic_save_replaces_whole_files_only(tmp_path):
 
     with pytest.raises(RuntimeError, match="crash mid-save"):
         atomic_save({"a": torch.zeros(2), "bad": Boom()}, path)
-    assert load_checkpoint(path)["ids"] == ["x", "y"]  # the previous checkpoint is intact
+    assert safe_load(path)["ids"] == ["x", "y"]  # the previous checkpoint is intact
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.ckpt"]
     with pytest.raises(FileNotFoundError):
-        load_checkpoint(tmp_path / "missing.ckpt")
+        safe_load(tmp_path / "missing.ckpt")
 
 
 class _Windows:

@@ -93,7 +93,6 @@ class Dataset:
             for s in self.sessions.values():
                 if s.splits["train"] is not None:
                     s.splits["train"] = ivs.first_seconds(s.splits["train"], float(train_seconds))
-        self.train_seconds = train_seconds
         if validate:  # full array checks, only for the sessions kept
             for s in tqdm(self.sessions.values(), desc="checking sessions", disable=not progress, unit="file"):
                 s.validate()

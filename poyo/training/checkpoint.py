@@ -39,11 +39,6 @@ def atomic_save(obj, path) -> Path:
     return path
 
 
-def load_checkpoint(path, map_location="cpu") -> dict:
-    """``torch.load(weights_only=True)`` with errors that say what went wrong."""
-    return safe_load(path, map_location)
-
-
 class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         if storage_options is not None:
@@ -51,4 +46,4 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_save(checkpoint, path)
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
-        return load_checkpoint(path, map_location=map_location or "cpu")
+        return safe_load(path, map_location=map_location or "cpu")
