@@ -127,6 +127,25 @@ def run_isolated(kwargs: dict) -> dict:
     return result
 
 
+def linearity(results: list[dict]) -> None:
+    """Peak memory against spikes per window, per backend: a least-squares line and how far
+    the measurements stray from it (packed layouts should grow linearly)."""
+    groups: dict[tuple, list[tuple[float, float]]] = {}
+    for r in results:
+        if "error" not in r:
+            groups.setdefault((r["precision"], r["backend"]), []).append((r["spikes"], r["peak_mb"]))
+    lines = []
+    for (precision, backend), pts in groups.items():
+        if len(pts) < 3:
+            continue
+        x, y = np.array(pts, dtype=float).T
+        slope, intercept = np.polyfit(x, y, 1)
+        worst = np.max(np.abs(y - (slope * x + intercept))) / np.max(y)
+        lines.append(f"  {precision:>5s} {backend:>9s}: {intercept:7.0f} MB + {slope * 1000:6.1f} MB per 1,000 spikes/window; largest residual {worst:.1%} of the peak")
+    if lines:
+        print("\npeak memory vs spikes per window (linear fit):\n" + "\n".join(lines))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="poyo_1.3M")
@@ -173,6 +192,7 @@ def main() -> None:
                 layout = "padded" if backend == "sdpa" else "packed"
                 waste = 1 - r["tokens"] / r["padded_tokens"]
                 print(f"{spikes:10d} {precision:>5s} {backend:>9s} {layout:>7s} {r['ms']:9.1f} {r['peak_mb']:8.0f} {r['tokens_per_s']:10.0f} {waste:9.0%}")
+    linearity(results)
     if args.json:
         args.json.write_text(json.dumps({"machine": name, "torch": torch.__version__, "model": args.model, "batch_size": batch_size, "results": results}, indent=1))
 
