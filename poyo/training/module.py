@@ -206,12 +206,12 @@ class POYOModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, factor), "interval": "step"}}
 
     # --- evaluation ------------------------------------------------------------------------
-    def _eval_step(self, batch):
+    def _eval_step(self, batch, stage: str) -> None:
         preds = self.model(batch)
         loss, _ = self.model.loss(preds, batch)
         for name, pred in preds.items():
             self.stitcher.add(batch["session_id"], name, targets(batch, name), pred, batch["absolute_start"])
-        return loss
+        self.log(f"{stage}/loss", loss, batch_size=len(batch["session_id"]), sync_dist=True)
 
     def _eval_end(self, stage: str):
         self.stitcher.gather()
@@ -226,7 +226,7 @@ class POYOModule(L.LightningModule):
         self.stitcher = Stitcher()
 
     def validation_step(self, batch, batch_idx):
-        self.log("val/loss", self._eval_step(batch), batch_size=len(batch["session_id"]), sync_dist=True)
+        self._eval_step(batch, "val")
 
     def on_validation_epoch_end(self):
         self._eval_end("val")
@@ -235,7 +235,7 @@ class POYOModule(L.LightningModule):
         self.stitcher = Stitcher()
 
     def test_step(self, batch, batch_idx):
-        self.log("test/loss", self._eval_step(batch), batch_size=len(batch["session_id"]), sync_dist=True)
+        self._eval_step(batch, "test")
 
     def on_test_epoch_end(self):
         self._eval_end("test")
