@@ -40,13 +40,23 @@ from poyo.training.plots import plot_test_trials
 from poyo.training.wiener import WienerBaseline
 
 
-def prepare_data(cfg: DictConfig) -> Path:
-    root = Path(to_absolute_path(cfg.data_root)) / cfg.dataset.name
+def prepare_data(cfg: DictConfig) -> Path | list[Path]:
+    """The dataset's folder(s) below ``data_root``: ``dataset.brainsets`` if listed, else ``dataset.name``."""
+    data_root = Path(to_absolute_path(cfg.data_root))
     if cfg.dataset.get("generate"):
         from brainsets_pipelines.synthetic_reaching import SyntheticConfig, ensure
 
+        root = data_root / cfg.dataset.name
         ensure(root, SyntheticConfig(**OmegaConf.to_container(cfg.dataset.generate)))
-    return root
+        return root
+    brainsets = list(cfg.dataset.get("brainsets") or [cfg.dataset.name])
+    missing = [b for b in brainsets if not (data_root / b).is_dir()]
+    if missing:
+        raise FileNotFoundError(
+            f"dataset '{cfg.dataset.name}' needs the brainset folder(s) {[str(data_root / b) for b in missing]}; prepare each with "
+            f"`python -m brainsets_pipelines.<brainset> --raw-dir data/raw --processed-dir {data_root}` (or set data_root=...)"
+        )
+    return [data_root / b for b in brainsets] if cfg.dataset.get("brainsets") else data_root / brainsets[0]
 
 
 def readout_configs(cfg: DictConfig) -> list[ReadoutConfig]:
@@ -57,7 +67,7 @@ def build_model(cfg: DictConfig, unit_ids, session_ids) -> POYO:
     """The model named by ``cfg.model`` with these units and sessions in its vocabularies."""
     kwargs = OmegaConf.to_container(cfg.model)
     kwargs.pop("name", None)
-    readouts = [r.name for r in readout_configs(cfg)]
+    readouts = list(dict.fromkeys(r.name for r in readout_configs(cfg)))  # one head per name
     return POYO(**kwargs, readouts=readouts, unit_ids=unit_ids, session_ids=session_ids, seed=cfg.seed)
 
 
@@ -89,7 +99,8 @@ def make_datamodule(cfg: DictConfig, root: Path, readouts, *, progress: bool) ->
         seed=cfg.seed,
         validate=cfg.validate_data,
         progress=progress,
-        sessions=list(cfg.sessions) if cfg.sessions else None,
+        # top-level `sessions` (few-shot, fine-tuning) replaces the dataset's own selection
+        sessions=list(cfg.sessions) if cfg.sessions else (list(cfg.dataset.include) if cfg.dataset.get("include") else None),
         train_seconds=cfg.train_seconds,
     )
 
@@ -156,15 +167,21 @@ def results_table(scores: dict, baseline: dict, readout: str) -> tuple[str, list
 def report(cfg: DictConfig, module: POYOModule, dm: DataModule, readouts, run_dir: Path) -> dict:
     """Per-session test table (POYO beside the Wiener baseline), CSV and plot."""
     first = readouts[0]
-    baseline = WienerBaseline(**cfg.baseline).evaluate(dm.eval_set, first) if first.spec.kind == "continuous" else {}
+    head = [r for r in readouts if r.name == first.name]  # one config per brainset, or one for all
+    baseline = {}
+    if first.spec.kind == "continuous":
+        wiener = WienerBaseline(**cfg.baseline)
+        for r in head:
+            baseline.update(wiener.evaluate(dm.eval_set, r, [s for s in dm.eval_set.session_ids if r.applies_to(s)]))
     table, rows = results_table(module.last_scores, baseline, first.name)
-    print(f"\ntest split, {first.name} (stitched windows, evaluation intervals {first.eval_intervals}):\n{table}")
+    evals = sorted({str(r.eval_intervals) for r in head})
+    print(f"\ntest split, {first.name} (stitched windows, evaluation intervals {', '.join(evals)}):\n{table}")
     with open(run_dir / "test_results.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["session", "readout", "poyo_r2", "wiener_r2"])
         writer.writeheader()
         writer.writerows(rows)
     if first.spec.kind == "continuous" and module.last_stitched:
-        png = plot_test_trials(run_dir / "test_predictions.png", module.last_stitched, first, baseline, module.last_scores)
+        png = plot_test_trials(run_dir / "test_predictions.png", module.last_stitched, head, baseline, module.last_scores)
         print(f"plot: {png}")
     summary = {
         "poyo_mean_r2": float(np.nanmean([r["poyo_r2"] for r in rows])),
@@ -173,6 +190,23 @@ def report(cfg: DictConfig, module: POYOModule, dm: DataModule, readouts, run_di
     }
     (run_dir / "test_results.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def pretrained_normalisation(trained, config: ReadoutConfig, sessions) -> ReadoutConfig | None:
+    """The pretrained config whose normalisation fine-tuning on ``sessions`` should keep.
+
+    A head trained with one normalisation keeps it. A multi-dataset head (one config per
+    brainset) keeps the one its patterns give these sessions (a new session of a known
+    brainset); if none or several different ones apply, None: the dataset's own is used.
+    """
+    if config.spec.kind != "continuous":
+        return None
+    same = [t for t in trained if t.name == config.name]
+    norm = lambda t: (tuple(t._mean), tuple(t._std))  # noqa: E731
+    if len({norm(t) for t in same}) == 1:
+        return same[0]
+    fitting = {norm(t): t for t in same if any(t.applies_to(s) for s in sessions)}
+    return next(iter(fitting.values())) if len(fitting) == 1 else None
 
 
 def pretrained_for_finetuning(cfg: DictConfig, dm: DataModule, readouts: list[ReadoutConfig]) -> tuple[POYO, list[ReadoutConfig], BackboneFreezer]:
@@ -187,9 +221,8 @@ def pretrained_for_finetuning(cfg: DictConfig, dm: DataModule, readouts: list[Re
     if missing:
         raise ValueError(f"{path}: the pretrained model has no head for readouts {missing} (it has {model.readout_names})")
     # The pretrained heads were trained on targets normalised their way: keep it.
-    trained = {r.name: r for r in model.readout_configs or ()}
     for i, r in enumerate(readouts):
-        t = trained.get(r.name)
+        t = pretrained_normalisation(model.readout_configs or (), r, [s for s in dm.session_ids if r.applies_to(s)])
         if t is not None and (not np.allclose(t._mean, r._mean) or not np.allclose(t._std, r._std)):
             print(f"readout {r.name}: using the pretrained normalisation (mean {t.mean}, std {t.std}) instead of the dataset's ({r.mean}, {r.std})")
             readouts[i] = ReadoutConfig(**{**r.to_dict(), "mean": t.mean, "std": t.std})

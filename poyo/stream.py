@@ -22,20 +22,34 @@ from poyo.data import intervals as ivs
 from poyo.data.collate import collate_packed
 from poyo.data.window import Series, Window
 from poyo.model import POYO, ReadoutConfig
+from poyo.model.tokenizer import readouts_for
 
 
 class StreamingDecoder:
-    def __init__(self, model: POYO, *, session_id: str, unit_ids: Sequence[str], readout: str | None = None, window: float = 1.0, capacity: int = 4096):
+    def __init__(
+        self, model: POYO, *, session_id: str, unit_ids: Sequence[str], readout: str | None = None,
+        config: ReadoutConfig | None = None, window: float = 1.0, capacity: int = 4096,
+    ):  # fmt: skip
         if not isinstance(model, POYO):
             raise TypeError(f"expected a POYO model, got {type(model).__name__}")
         if not window > 0:
             raise ValueError(f"window must be > 0 s, got {window}")
-        configs = model.readout_configs or [ReadoutConfig(n) for n in model.readout_names]
-        names = [r.name for r in configs]
-        readout = readout or names[0]
-        if readout not in names:
-            raise ValueError(f"readout {readout!r} is not a head of this model ({names})")
-        self.config: ReadoutConfig = configs[names.index(readout)]
+        if config is None:
+            configs = model.readout_configs or [ReadoutConfig(n) for n in model.readout_names]
+            # the configs this session was trained with (multi-dataset models normalise per dataset)
+            fed = readouts_for(configs, session_id)
+            names = [r.name for r in fed]
+            readout = readout or (names[0] if names else model.readout_names[0])
+            if readout not in names:
+                raise ValueError(
+                    f"session '{session_id}' matches none of the model's configs for readout {readout!r} "
+                    f"(patterns {[r.sessions for r in configs if r.name == readout]}); pass config=ReadoutConfig(...) with its normalisation"
+                )
+            config = fed[names.index(readout)]
+        self.config: ReadoutConfig = ReadoutConfig(**{**config.to_dict(), "sessions": None})
+        readout = self.config.name
+        if readout not in model.readout_names:
+            raise ValueError(f"readout {readout!r} is not a head of this model ({model.readout_names})")
         if self.config.spec.kind != "continuous":
             raise ValueError(f"streaming decodes continuous readouts; {readout!r} is {self.config.spec.kind}")
         self.unit_ids = np.asarray([str(u) for u in unit_ids])

@@ -83,8 +83,14 @@ def test_session_selection_and_bad_indices(synthetic_root):
     keep = ds.session_ids[:2]
     sub = Dataset(synthetic_root, sessions=keep)
     assert sub.session_ids == keep
-    with pytest.raises(KeyError, match="not found"):
+    # glob patterns select by brainset, animal or task; each entry must match something
+    co = Dataset(synthetic_root, sessions=["synthetic_reaching/*center_out*"])
+    assert co.session_ids == [s for s in ds.session_ids if "center_out" in s] and len(co.session_ids) == 2
+    assert Dataset(synthetic_root, sessions=["*/monkey_a_*", keep[0]]).session_ids == [s for s in ds.session_ids if "monkey_a_" in s]
+    with pytest.raises(KeyError, match=r"no session matches \['nope/nothing'\]"):
         Dataset(synthetic_root, sessions=["nope/nothing"])
+    with pytest.raises(KeyError, match="no session matches"):
+        Dataset(synthetic_root, sessions=["synthetic_reaching/*", "synthetic_reaching/monkey_z_*"])
     with pytest.raises(KeyError, match="unknown session"):
         ds[WindowIndex("nope", 0.0, 1.0)]
     with pytest.raises(ValueError, match="end must be after start"):

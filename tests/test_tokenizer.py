@@ -128,3 +128,37 @@ def test_tokenizer_as_last_transform_on_real_windows(synthetic_root):
     assert len(s["output"]["timestamps"]) == len(raw.behaviour["cursor.vel"]) == 100
     # global rows point at this session's units
     assert all(model.unit_emb.ids[r].startswith(sid + "/") for r in kept)
+
+
+def test_per_brainset_readout_configs_share_one_head():
+    """Two datasets feed one head from different keys with their own normalisation (POYO-1)."""
+    from dataclasses import replace
+
+    from poyo.data import collate_packed
+
+    cursor = ReadoutConfig("cursor_velocity_2d", key="cursor.vel", std=20.0, sessions="b/*")
+    hand = ReadoutConfig("cursor_velocity_2d", key="hand.vel", std=100.0, weights={"reach": 3.0}, sessions=["nlb/*"])
+    lookup = {u: i for i, u in enumerate(UNITS + ["nlb/s/u0", "nlb/s/u1", "nlb/s/u2"])}
+    tok = Tokenizer(lookup, {"b/s": 0, "nlb/s": 1, "other/s": 2}, [cursor, hand], ["cursor_velocity_2d"], num_latents_per_step=2)
+    a = window()
+    vel = a.behaviour["cursor.vel"]
+    b = replace(a, session_id="nlb/s", unit_ids=np.array(["nlb/s/u0", "nlb/s/u1", "nlb/s/u2"]), behaviour={"hand.vel": vel})
+    sa, sb = tok(a), tok(b)
+    np.testing.assert_allclose(sa["target/cursor_velocity_2d"]["values"].numpy(), vel.values / 20.0, rtol=1e-6)
+    np.testing.assert_allclose(sb["target/cursor_velocity_2d"]["values"].numpy(), vel.values / 100.0, rtol=1e-6)
+    assert sa["target/cursor_velocity_2d"]["weight"].max() == 1.0 and sb["target/cursor_velocity_2d"]["weight"].max() == 3.0
+    assert tok.readouts_for("nlb/s") == [hand]
+    collate_packed([sa, sb])  # both feed the same head, so they batch together
+    with pytest.raises(ValueError, match="no readout config applies"):
+        tok(replace(a, session_id="other/s"))
+    overlapping = ReadoutConfig("cursor_velocity_2d", std=5.0, sessions="*")
+    with pytest.raises(ValueError, match="more than one config"):
+        Tokenizer(lookup, {"b/s": 0}, [cursor, overlapping], ["cursor_velocity_2d"])(a)
+    # a session fed by one head of two gets an empty entry for the other, so batches still collate
+    two = Tokenizer(lookup, {"b/s": 0, "nlb/s": 1}, [cursor, ReadoutConfig("cursor_position_2d", key="hand.vel", sessions="nlb/*")],
+                    ["cursor_velocity_2d", "cursor_position_2d"])  # fmt: skip
+    ta, tb = two(a), two(b)
+    assert len(ta["target/cursor_position_2d"]["values"]) == 0 and ta["target/cursor_position_2d"]["values"].shape[1] == 2
+    assert len(tb["target/cursor_velocity_2d"]["weight"]) == 0
+    batch = collate_packed([ta, tb])
+    assert len(batch["output"]["timestamps"]) == len(vel) * 2

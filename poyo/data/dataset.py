@@ -12,6 +12,7 @@ import os
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 import numpy as np
@@ -25,24 +26,52 @@ Transform = Callable[[Window, np.random.Generator], Window]
 
 
 def find_session_files(root) -> list[Path]:
-    """All ``*.h5`` files below ``root``, sorted, so every process sees the same order."""
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"dataset folder {root} does not exist")
-    files = sorted(p for p in root.rglob("*.h5") if p.is_file())
-    if not files:
-        raise FileNotFoundError(f"no session files (*.h5) found below {root}")
+    """All ``*.h5`` files below ``root`` (a folder or a list of folders), sorted, so every
+    process sees the same order."""
+    roots = [Path(r) for r in ([root] if isinstance(root, (str, os.PathLike)) else root)]
+    if not roots:
+        raise ValueError("no dataset folder given")
+    files = []
+    for r in roots:
+        if not r.is_dir():
+            raise FileNotFoundError(f"dataset folder {r} does not exist")
+        found = sorted(p for p in r.rglob("*.h5") if p.is_file())
+        if not found:
+            raise FileNotFoundError(f"no session files (*.h5) found below {r}")
+        files += found
     return files
+
+
+def select_sessions(available: Sequence[str], wanted: Iterable[str]) -> list[str]:
+    """The ids in ``available`` named by ``wanted``: exact ids or glob patterns
+    (``"perich_miller_population_2018/c_*"``), in the order of ``available``.
+    Every entry must match something, so a typo fails instead of silently training on less."""
+    wanted = [str(w) for w in wanted]
+    if not wanted:
+        raise ValueError("the session selection is empty")
+    keep, unmatched = set(), []
+    for w in wanted:
+        hits = [a for a in available if a == w or fnmatchcase(a, w)]
+        if not hits:
+            unmatched.append(w)
+        keep.update(hits)
+    if unmatched:
+        shown = list(available)[:10]
+        raise KeyError(f"no session matches {unmatched}; available ({len(available)}): {shown}{' ...' if len(available) > 10 else ''}")
+    return [a for a in available if a in keep]
 
 
 class Dataset:
     """Windows of many sessions, read lazily from ``root/**/*.h5``.
 
     Args:
-        root: folder holding session files (``<brainset>/<session>.h5``).
-        behaviour: behaviour fields read into each window, e.g. ``["cursor.vel"]``.
-        intervals: interval sets carried into each window (weights, evaluation masks).
-        sessions: keep only these global session ids (``"<brainset>/<session>"``).
+        root: folder holding session files (``<brainset>/<session>.h5``), or a list of them.
+        behaviour: behaviour fields read into each window, e.g. ``["cursor.vel"]``, or a
+            function of the session id returning them (mixed brainsets).
+        intervals: interval sets carried into each window (weights, evaluation masks), or
+            a function of the session id returning them.
+        sessions: keep only these global session ids (``"<brainset>/<session>"``) or glob
+            patterns (``"<brainset>/c_*"``).
         train_seconds: keep only the earliest ``train_seconds`` of each session's train
             split (few-shot experiments: how much data a new session needs).
         transform: ``f(window, rng) -> window``, applied after reading.
@@ -70,7 +99,7 @@ class Dataset:
     ):
         if max_open_files < 1:
             raise ValueError(f"max_open_files must be >= 1, got {max_open_files}")
-        self.root = Path(root)
+        self.root = Path(root) if isinstance(root, (str, os.PathLike)) else [Path(r) for r in root]
         self.transform = transform
         self.seed = int(seed)
         self.max_open_files = int(max_open_files)
@@ -82,11 +111,11 @@ class Dataset:
                 raise SessionFormatError(path, f"session id '{s.id}' is also used by {self.sessions[s.id].path}", field="session.id")
             self.sessions[s.id] = s
         if sessions is not None:
-            wanted = list(sessions)
-            missing = [w for w in wanted if w not in self.sessions]
-            if missing:
-                raise KeyError(f"sessions not found below {self.root}: {missing}; available: {list(self.sessions)}")
-            self.sessions = {w: self.sessions[w] for w in wanted}
+            try:
+                kept = select_sessions(list(self.sessions), sessions)
+            except KeyError as e:
+                raise KeyError(f"below {self.root}: {e.args[0]}") from None
+            self.sessions = {w: self.sessions[w] for w in kept}
         if train_seconds is not None:
             if not train_seconds > 0:
                 raise ValueError(f"train_seconds must be > 0, got {train_seconds}")
@@ -96,8 +125,9 @@ class Dataset:
         if validate:  # full array checks, only for the sessions kept
             for s in tqdm(self.sessions.values(), desc="checking sessions", disable=not progress, unit="file"):
                 s.validate()
-        for key in intervals:  # most likely a typo; windows get an empty set for it
-            if all(s.intervals[key] is None for s in self.sessions.values()):
+        asked = {k for s in self.sessions.values() for k in s.interval_keys}
+        for key in sorted(asked):  # most likely a typo; windows get an empty set for it
+            if all(s.intervals.get(key) is None for s in self.sessions.values()):
                 warnings.warn(f"{self.root}: none of the {len(self.sessions)} sessions has the interval set '{key}'", stacklevel=2)
         self._handles: OrderedDict[str, CachedFile] = OrderedDict()
         self._pid = os.getpid()

@@ -131,13 +131,15 @@ class Session:
 
     ``behaviour`` lists the series to read into every window (``"cursor.vel"``);
     each must exist. ``intervals`` lists interval sets to carry into windows
-    (``"movement_phases.reach_period"``); a session without one gets an empty set.
+    (``"movement_phases.reach_period"``, or a top-level set such as
+    ``"cursor_outlier_segments"``); a session without one gets an empty set. Either may
+    also be a function of the global session id (datasets mixing brainsets whose
+    behaviour lives under different keys).
     """
 
     def __init__(self, path, *, behaviour=(), intervals=(), brainset: str | None = None):
         self.path = Path(path)
-        self.behaviour_keys = tuple(behaviour)
-        self.interval_keys = tuple(intervals)
+        self._wanted = (behaviour, intervals)
         with open_file(self.path) as f:
             self._read_metadata(f, brainset)
 
@@ -198,6 +200,10 @@ class Session:
         self.splits = {s: self._interval(f, f"{s}_domain", required=False) for s in SPLITS}
         self._check_splits()
 
+        behaviour, intervals = self._wanted
+        self.behaviour_keys = tuple(behaviour(self.id) if callable(behaviour) else behaviour)
+        self.interval_keys = tuple(intervals(self.id) if callable(intervals) else intervals)
+        del self._wanted
         self._spikes = self._series_reader(f, "spikes", ("unit_index",))
         if not isinstance(self._spikes, _Irregular):
             raise self._error("must be an irregular time series", field="spikes")
@@ -205,7 +211,7 @@ class Session:
         for key in self.behaviour_keys:
             group, name = _split_key(key)
             self._behaviour[key] = (self._series_reader(f, group, (name,)), name)
-        self.intervals = {k: self._interval(f, "/".join(_split_key(k)), required=False) for k in self.interval_keys}
+        self.intervals = {k: self._interval(f, k.replace(".", "/"), required=False) for k in self.interval_keys}
 
     def _check_splits(self) -> None:
         present = {k: v for k, v in self.splits.items() if v is not None}

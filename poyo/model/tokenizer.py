@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 
 import numpy as np
 import torch
@@ -46,6 +47,12 @@ class ReadoutConfig:
     multiply the weight of the samples inside them. ``eval_intervals`` (one key or a list,
     united) restricts evaluation; ``None`` evaluates every sample. Samples with a NaN target
     get weight 0 and are not evaluated.
+
+    ``sessions`` (glob patterns on global session ids, e.g. ``"perich_miller_population_2018/*"``)
+    says which sessions this config feeds; ``None`` means all. Several configs may share one
+    readout ``name`` (one head) with different keys and normalisations for different datasets,
+    as long as no session matches two of them: that is how a multi-dataset model keeps
+    per-dataset target normalisation.
     """
 
     name: str
@@ -54,12 +61,19 @@ class ReadoutConfig:
     std: float | Sequence[float] = 1.0
     weights: Mapping[str, float] = field(default_factory=dict)
     eval_intervals: str | Sequence[str] | None = None
+    sessions: str | Sequence[str] | None = None
 
     def __post_init__(self):
         self.spec: ReadoutSpec = get_readout(self.name)
         self.key = self.key or self.spec.key
         if isinstance(self.eval_intervals, str):
             self.eval_intervals = [self.eval_intervals]
+        if isinstance(self.sessions, str):
+            self.sessions = [self.sessions]
+        if self.sessions is not None:
+            self.sessions = [str(p) for p in self.sessions]
+            if not self.sessions:
+                raise ValueError(f"readout '{self.name}': sessions is an empty list (use null for every session)")
         self.weights = {str(k): float(v) for k, v in dict(self.weights).items()}
         bad = {k: v for k, v in self.weights.items() if not (np.isfinite(v) and v >= 0)}
         if bad:
@@ -76,20 +90,39 @@ class ReadoutConfig:
         return dict(
             name=self.name, key=self.key, mean=plain(self.mean), std=plain(self.std), weights=dict(self.weights),
             eval_intervals=None if self.eval_intervals is None else list(self.eval_intervals),
+            sessions=None if self.sessions is None else list(self.sessions),
         )  # fmt: skip
 
     def interval_keys(self) -> list[str]:
         return sorted(set(self.weights) | set(self.eval_intervals or ()))
 
-
-def behaviour_keys(readouts: Sequence[ReadoutConfig]) -> list[str]:
-    """The behaviour fields a dataset must read for these readouts."""
-    return sorted({r.key for r in readouts})
+    def applies_to(self, session_id: str) -> bool:
+        return self.sessions is None or any(fnmatchcase(session_id, p) for p in self.sessions)
 
 
-def interval_keys(readouts: Sequence[ReadoutConfig]) -> list[str]:
-    """The interval sets a dataset must carry into windows for these readouts."""
-    return sorted({k for r in readouts for k in r.interval_keys()})
+def readouts_for(readouts: Sequence[ReadoutConfig], session_id: str) -> list[ReadoutConfig]:
+    """The configs that feed ``session_id``; raises if two of them feed the same head."""
+    chosen = [r for r in readouts if r.applies_to(session_id)]
+    names = [r.name for r in chosen]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(
+            f"session '{session_id}' matches more than one config for readout(s) {twice} "
+            f"(patterns: {[r.sessions for r in chosen if r.name in twice]}); make their `sessions` patterns disjoint"
+        )
+    return chosen
+
+
+def behaviour_keys(readouts: Sequence[ReadoutConfig], session_id: str | None = None) -> list[str]:
+    """The behaviour fields a dataset must read for these readouts (for one session, if given)."""
+    chosen = readouts if session_id is None else readouts_for(readouts, session_id)
+    return sorted({r.key for r in chosen})
+
+
+def interval_keys(readouts: Sequence[ReadoutConfig], session_id: str | None = None) -> list[str]:
+    """The interval sets a dataset must carry into windows for these readouts (for one session, if given)."""
+    chosen = readouts if session_id is None else readouts_for(readouts, session_id)
+    return sorted({k for r in chosen for k in r.interval_keys()})
 
 
 def latent_grid(duration: float, step: float, per_step: int) -> tuple[np.ndarray, np.ndarray]:
@@ -118,14 +151,16 @@ class Tokenizer:
         if not (latent_step > 0 and num_latents_per_step >= 1):
             raise ValueError(f"need latent_step > 0 and num_latents_per_step >= 1, got {latent_step}, {num_latents_per_step}")
         names = [r.name for r in readouts]
-        if len(set(names)) != len(names):
-            raise ValueError(f"readouts listed twice: {names}")
-        unknown = [n for n in names if n not in readout_names]
+        everywhere = [r.name for r in readouts if r.sessions is None]
+        if len(set(everywhere)) != len(everywhere):
+            raise ValueError(f"readouts listed twice for every session: {everywhere}")
+        unknown = sorted({n for n in names if n not in readout_names})
         if unknown:
             raise ValueError(f"readouts {unknown} are not heads of this model (it has {list(readout_names)})")
         self.units, self.sessions = dict(unit_lookup), dict(session_lookup)
         self.readouts = list(readouts)
-        self.readout_index = {n: readout_names.index(n) for n in names}
+        self.readout_index = {n: list(readout_names).index(n) for n in names}
+        self._chosen: dict[str, list[ReadoutConfig]] = {}
         self.latent_step, self.num_latents_per_step = float(latent_step), int(num_latents_per_step)
         self.vocab = vocab
 
@@ -180,6 +215,27 @@ class Tokenizer:
             "sample_index": torch.from_numpy(np.asarray(series.sample_index, np.int64)),
         }
 
+    def _no_targets(self, name: str) -> dict:
+        spec = get_readout(name)
+        values = torch.zeros((0, spec.dim), dtype=torch.float32) if spec.kind == "continuous" else torch.zeros(0, dtype=torch.int64)
+        return {
+            "timestamps": torch.zeros(0, dtype=torch.float64),
+            "values": values,
+            "weight": torch.zeros(0, dtype=torch.float32),
+            "eval_mask": torch.zeros(0, dtype=torch.bool),
+            "sample_index": torch.zeros(0, dtype=torch.int64),
+        }
+
+    def readouts_for(self, session_id: str) -> list[ReadoutConfig]:
+        """The readout configs that feed this session (cached)."""
+        chosen = self._chosen.get(session_id)
+        if chosen is None:
+            chosen = readouts_for(self.readouts, session_id)
+            if not chosen:
+                raise ValueError(f"session '{session_id}': no readout config applies to it (patterns: {[r.sessions for r in self.readouts]})")
+            self._chosen[session_id] = chosen
+        return chosen
+
     @staticmethod
     def _interval(window: Window, key: str) -> np.ndarray:
         if key not in window.intervals:
@@ -203,7 +259,10 @@ class Tokenizer:
 
         latent_index, latent_times = latent_grid(duration, self.latent_step, self.num_latents_per_step)
 
-        targets = {r.name: self._targets(window, r) for r in self.readouts}
+        chosen = {r.name: r for r in self.readouts_for(window.session_id)}
+        # every head gets an entry (empty where this session does not feed it) so that
+        # windows of differently-labelled datasets collate into one batch
+        targets = {n: self._targets(window, chosen[n]) if n in chosen else self._no_targets(n) for n in self.readout_index}
         out_t = np.concatenate([t["timestamps"] for t in targets.values()])
         readout_index = np.concatenate([np.full(len(t["weight"]), self.readout_index[name], np.int64) for name, t in targets.items()])
         sample = {

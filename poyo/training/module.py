@@ -17,7 +17,7 @@ import torch
 
 from poyo.data import Compose, Dataset, DistributedStitchingSampler, RandomFixedWindowSampler, UnitDropout, collate_packed, collate_padded, seed_worker
 from poyo.model import POYO, ReadoutConfig, targets
-from poyo.model.tokenizer import behaviour_keys, interval_keys
+from poyo.model.tokenizer import behaviour_keys, interval_keys, readouts_for
 from poyo.training.optim import build_optimizer, schedule
 from poyo.training.stitch import Stitcher
 
@@ -99,8 +99,15 @@ class DataModule(L.LightningDataModule):
         self.window_length, self.eval_step = float(window_length), float(eval_step)
         self.num_workers, self.layout, self.seed = int(num_workers), layout, int(seed)
         self.unit_dropout = UnitDropout(**unit_dropout) if unit_dropout else None
-        kw = dict(behaviour=behaviour_keys(self.readouts), intervals=interval_keys(self.readouts), seed=seed, train_seconds=train_seconds)
+        # each session reads what its own readout configs need (datasets may mix brainsets)
+        kw = dict(behaviour=partial(behaviour_keys, self.readouts), intervals=partial(interval_keys, self.readouts), seed=seed, train_seconds=train_seconds)
         self.train_set = Dataset(root, validate=validate, progress=progress, sessions=sessions, **kw)
+        unfed = [sid for sid in self.train_set.session_ids if not readouts_for(self.readouts, sid)]
+        if unfed:
+            raise ValueError(
+                f"{len(unfed)} sessions match no readout config, e.g. {unfed[:3]} "
+                f"(the readouts' `sessions` patterns are {[r.sessions for r in self.readouts]})"
+            )
         self.eval_set = Dataset(root, validate=False, sessions=self.train_set.session_ids, **kw)
         self.tokenizer = None
         self.train_loader: ResumableLoader | None = None

@@ -19,18 +19,24 @@ def _trials(time: np.ndarray, gap: float) -> list[np.ndarray]:
 def plot_test_trials(
     path,
     stitched: Mapping[tuple[str, str], Mapping[str, np.ndarray]],
-    readout: ReadoutConfig,
+    readout: ReadoutConfig | Sequence[ReadoutConfig],
     baseline: Mapping[str, Mapping] | None = None,
     scores: Mapping[str, Mapping[str, float]] | None = None,
     sessions: Sequence[str] | None = None,
     trials_per_session: int = 3,
 ) -> Path:
-    """Write a PNG grid: one row per session, one column per trial, both output dims."""
+    """Write a PNG grid: one row per session, one column per trial, both output dims.
+
+    ``readout``: the head's config, or several configs of one head for datasets that
+    normalise per brainset (each session is de-normalised with the config that fed it).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    configs = [readout] if isinstance(readout, ReadoutConfig) else list(readout)
+    readout = configs[0]
     keys = [k for k in stitched if k[1] == readout.name and (sessions is None or k[0] in sessions)]
     if not keys:
         raise ValueError(f"nothing to plot for readout '{readout.name}'")
@@ -40,7 +46,8 @@ def plot_test_trials(
         s = stitched[key]
         order = np.argsort(s["time"])
         t, pred, true, ev = s["time"][order], s["pred"][order], s["target"][order], s["eval"][order]
-        pred, true = pred * readout._std + readout._mean, true * readout._std + readout._mean
+        cfg = next((r for r in configs if r.name == readout.name and r.applies_to(key[0])), readout)
+        pred, true = pred * cfg._std + cfg._mean, true * cfg._std + cfg._mean
         base = None
         if baseline and key[0] in baseline:
             b = baseline[key[0]]
@@ -64,7 +71,7 @@ def plot_test_trials(
                 score += f", Wiener {baseline[key[0]]['r2']:.2f}"
         row[0].set_ylabel(f"{key[0].split('/')[-1]}{score}", fontsize=8)
     axes[0, 0].legend(fontsize=7, loc="upper left")
-    fig.suptitle(f"{readout.name} ({readout.key}) on test trials; shaded: evaluated samples", fontsize=10)
+    fig.suptitle(f"{readout.name} ({', '.join(sorted({r.key for r in configs}))}) on test trials; shaded: evaluated samples", fontsize=10)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)

@@ -1,0 +1,1 @@
+"""What every pipeline shares: downloads, NWB reading, session writing and the runner."""
