@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from temporaldata import Interval, IrregularTimeSeries
+from temporaldata import Interval
 
 from brainsets_pipelines.common.session import interval, merge
 
@@ -42,13 +42,4 @@ def series_domain(t: np.ndarray) -> Interval:
     step = np.median(np.diff(t)) if len(t) > 1 else 1e-3
     blocks = contiguous_blocks(t)
     return merge(interval([t[b[0]] for b in blocks], [t[b[-1]] + step for b in blocks]))
-
-
-def irregular(t: np.ndarray, domain: Interval | None = None, **values) -> IrregularTimeSeries:
-    order = np.argsort(t, kind="stable")
-    return IrregularTimeSeries(
-        timestamps=np.asarray(t, np.float64)[order],
-        domain=domain if domain is not None else series_domain(np.asarray(t, np.float64)[order]),
-        **{k: np.asarray(v)[order] for k, v in values.items()},
-    )
 

@@ -95,18 +95,20 @@ def merge(iv: Interval) -> Interval:
 
 
 def subtract(a: Interval, b: Interval) -> Interval:
-    """``a`` minus ``b`` (both made disjoint first)."""
+    """``a`` minus ``b`` (both made disjoint first); one pass over both, sorted."""
     a, b = merge(a), merge(b)
     out_s, out_e = [], []
+    j = 0
     for s, e in zip(a.start, a.end):
-        cur = s
-        for bs, be in zip(b.start, b.end):
-            if be <= cur or bs >= e:
-                continue
-            if bs > cur:
+        while j < len(b) and b.end[j] <= s:  # b rows wholly before this a row never matter again
+            j += 1
+        cur, k = s, j
+        while k < len(b) and b.start[k] < e:
+            if b.start[k] > cur:
                 out_s.append(cur)
-                out_e.append(bs)
-            cur = max(cur, be)
+                out_e.append(b.start[k])
+            cur = max(cur, b.end[k])
+            k += 1
         if cur < e:
             out_s.append(cur)
             out_e.append(e)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from brainsets_pipelines.common import download as dl
-from brainsets_pipelines.common.behaviour import irregular, mask_to_intervals, series_domain
+from brainsets_pipelines.common.behaviour import mask_to_intervals, series_domain
 from brainsets_pipelines.common.nwb import NWBContentError, find_series, open_nwb, series_times, series_values, subject_of, trials_table, unit_trains
 from brainsets_pipelines.common.runner import Asset, local_assets
 from brainsets_pipelines.common.session import describe, interval, merge, spikes_from_trains, subtract, trial_splits
@@ -46,7 +46,7 @@ def manifest(raw_dir, args) -> list[Asset]:
     return [Asset(session_id(f.path), raw_dir / f.path, f, extra) for f in dl.dandi_assets(DANDISET, VERSION)]
 
 
-def _center_out_phases(tr: dict, valid: np.ndarray, domain) -> Data:
+def _center_out_phases(tr: dict, valid: np.ndarray) -> dict:
     nxt = np.append(tr["start_time"][1:], np.inf)
     v = valid
     return dict(
@@ -82,7 +82,7 @@ def convert(asset: Asset) -> Data:
     duration = tr["stop_time"] - tr["start_time"]
     if task == TASKS["CO"]:
         valid = (result == "R") & np.isfinite(tr["target_id"].astype(float)) & (duration > 0.5) & (duration < 6.0)
-        phases = _center_out_phases(tr, valid, domain)
+        phases = _center_out_phases(tr, valid)
     else:
         valid = (result == "R") & (tr["num_attempted"].astype(float) == 4) & (duration > 2.0) & (duration < 10.0)
         go = np.asarray(tr["go_cue_time"], np.float64)
