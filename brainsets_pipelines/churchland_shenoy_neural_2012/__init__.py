@@ -15,11 +15,10 @@ from __future__ import annotations
 import numpy as np
 from temporaldata import Data, IrregularTimeSeries
 
-from brainsets_pipelines.common import download as dl
 from brainsets_pipelines.common.behaviour import derivative, mask_to_intervals
 from brainsets_pipelines.common.clock import Unplaceable, find_epochs, realign
 from brainsets_pipelines.common.nwb import find_series, open_nwb, series_times, series_values, subject_of, trials_table, unit_trains
-from brainsets_pipelines.common.runner import Asset, local_assets
+from brainsets_pipelines.common.runner import Asset, dandi_manifest
 from brainsets_pipelines.common.session import describe, interval, merge, spikes_from_trains, split_indices, subtract
 
 BRAINSET_ID = "churchland_shenoy_neural_2012"
@@ -37,10 +36,7 @@ def session_id(path: str) -> str:
 
 
 def manifest(raw_dir, args) -> list[Asset]:
-    if args.local:
-        return local_assets(raw_dir, "*.nwb", session_id)
-    extra = {"dandiset": DANDISET, "version": VERSION}
-    return [Asset(session_id(f.path), raw_dir / f.path, f, extra) for f in dl.dandi_assets(DANDISET, VERSION)]
+    return dandi_manifest(raw_dir, args, DANDISET, VERSION, session_id)
 
 
 def convert(asset: Asset) -> Data:

@@ -49,6 +49,14 @@ def local_assets(raw_dir: Path, pattern: str, session_id) -> list[Asset]:
     return [Asset(session_id(p.relative_to(raw_dir).as_posix()), p) for p in files]
 
 
+def dandi_manifest(raw_dir: Path, args, dandiset: str, version: str, session_id) -> list[Asset]:
+    """Assets of a DANDI dandiset (one session per NWB file), or of the local files with ``--local``."""
+    if args.local:
+        return local_assets(raw_dir, "*.nwb", session_id)
+    extra = {"dandiset": dandiset, "version": version}
+    return [Asset(session_id(f.path), Path(raw_dir) / f.path, f, extra) for f in dl.dandi_assets(dandiset, version)]
+
+
 def _download(module, asset: Asset, redownload: bool, progress: bool) -> Path:
     if hasattr(module, "download"):
         return module.download(asset, redownload=redownload, progress=progress)
