@@ -3,6 +3,7 @@ as a function of spikes per window.
 
     python benchmarks/model.py [--model poyo_1.3M] [--batch-size 16] [--spikes 250 1000 4000]
                                [--device cpu|cuda] [--precision fp32 bf16] [--json out.json]
+    python benchmarks/model.py --device cuda --atn-dropout 0 --max-batch   # + largest batch that fits
 
 Windows are synthetic (100 units, 1 s, 100 behaviour samples) with spike counts drawn
 uniformly in [0.5, 1.5] x the target, so samples are ragged as in real batches. The
@@ -11,6 +12,13 @@ model is in training mode (dropout on), as during training.
 Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` during one forward+backward;
 on CPU the growth of the process's peak resident set during its first forward+backward,
 each configuration in a fresh process (so one run cannot hide another's peak).
+
+Model FLOPs are counted once per configuration with ``torch.utils.flop_counter`` on the
+packed batch through the math attention kernel (so padding is not counted as work, and
+every backend is measured against the same useful FLOPs). MFU divides the achieved FLOP/s
+by the device's dense peak for the precision (data-sheet table below, fp32 without TF32,
+or ``--peak-tflops``). ``--max-batch`` (CUDA) finds the largest batch whose training step
+fits in memory, per backend and precision, by doubling and then bisecting.
 """
 
 from __future__ import annotations
@@ -29,6 +37,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -38,6 +48,40 @@ from poyo.model import POYO, ReadoutConfig  # noqa: E402
 from poyo.model.attention import available  # noqa: E402
 
 UNITS = 100
+
+# Dense peak TFLOP/s from the vendors' data sheets (fp32 = CUDA cores, TF32 off as in torch's
+# default). The first name that occurs in the device's name wins.
+PEAK_TFLOPS = {
+    "H100 PCIe": {"bf16": 756.0, "fp32": 51.2},
+    "H100": {"bf16": 989.4, "fp32": 66.9},
+    "H200": {"bf16": 989.4, "fp32": 66.9},
+    "A100": {"bf16": 312.0, "fp32": 19.5},
+}
+
+
+def peak_tflops(device_name: str, precision: str, override: float | None = None) -> float | None:
+    if override:
+        return override
+    return next((v[precision] for k, v in PEAK_TFLOPS.items() if k in device_name), None)
+
+
+def largest_batch(fits, start: int = 16, limit: int = 1 << 16) -> int:
+    """The largest batch size ``b <= limit`` with ``fits(b)`` (assumed monotone), found by
+    doubling from ``start`` and then bisecting to within 3%; 0 if not even 1 fits."""
+    lo, hi = 0, None
+    b = max(1, start)
+    while hi is None:
+        if fits(b):
+            lo = b
+            if b >= limit:
+                return b
+            b = min(2 * b, limit)
+        else:
+            hi = b
+    while hi - lo > max(1, lo // 32):
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
 
 
 def windows(spikes: int, batch_size: int, seed: int) -> list[Window]:
@@ -71,6 +115,28 @@ def to_device(batch: dict, device: str) -> dict:
     return {k: ({f: mv(t) for f, t in v.items()} if isinstance(v, dict) else mv(v)) for k, v in batch.items()}
 
 
+def training_step(model: POYO, batch: dict, device: str, precision: str) -> None:
+    model.zero_grad(set_to_none=True)
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        loss, _ = model.loss(model(batch), batch)
+    loss.backward()
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def model_flops(model: POYO, samples: list, device: str) -> int:
+    """FLOPs of one forward+backward on the packed batch of ``samples`` (no padding), counted
+    through the math attention kernel, which the counter sees as matrix products."""
+    backend = model.attention
+    model.attention = "loop"
+    try:
+        with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH):
+            training_step(model, to_device(collate_packed(samples), device), device, "fp32")
+    finally:
+        model.attention = backend
+    return counter.get_total_flops()
+
+
 def measure(model_name: str, backend: str, spikes: int, batch_size: int, device: str, precision: str, repeats: int, atn_dropout: float | None) -> dict:
     """Time and peak memory of forward+backward for one configuration (run in its own process on CPU)."""
     torch.manual_seed(0)
@@ -81,15 +147,9 @@ def measure(model_name: str, backend: str, spikes: int, batch_size: int, device:
     batch = to_device(batch, device)
     tokens = sum(len(s["input"]["unit_index"]) for s in samples)
     padded_tokens = batch["input"]["unit_index"].numel()
-    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
 
     def step():
-        model.zero_grad(set_to_none=True)
-        with autocast:
-            loss, _ = model.loss(model(batch), batch)
-        loss.backward()
-        if device == "cuda":
-            torch.cuda.synchronize()
+        training_step(model, batch, device, precision)
 
     if device == "cuda":
         torch.cuda.synchronize()
@@ -107,7 +167,29 @@ def measure(model_name: str, backend: str, spikes: int, batch_size: int, device:
         step()
         times.append(time.perf_counter() - t0)
     ms = statistics.median(times) * 1e3
-    return dict(backend=backend, spikes=spikes, precision=precision, ms=ms, peak_mb=peak / 2**20, tokens=tokens, padded_tokens=padded_tokens, tokens_per_s=tokens / ms * 1e3)
+    flops = model_flops(model, samples, device)
+    return dict(
+        backend=backend, spikes=spikes, precision=precision, ms=ms, peak_mb=peak / 2**20, tokens=tokens, padded_tokens=padded_tokens,
+        tokens_per_s=tokens / ms * 1e3, flops=flops, tflops_per_s=flops / ms / 1e9,
+    )  # fmt: skip
+
+
+def fits_on_gpu(model_name: str, backend: str, spikes: int, batch_size: int, precision: str, atn_dropout: float | None) -> bool:
+    """Whether one training step of this batch size runs without a CUDA out-of-memory error."""
+    model = build(model_name, atn_dropout=atn_dropout).to("cuda").train()
+    model.attention = backend
+    tok = model.tokenizer([ReadoutConfig("cursor_velocity_2d")])
+    samples = [tok(w) for w in windows(spikes, batch_size, seed=spikes)]
+    try:
+        batch = to_device(collate_padded(samples) if backend == "sdpa" else collate_packed(samples), "cuda")
+        training_step(model, batch, "cuda", precision)
+        return True
+    except torch.cuda.OutOfMemoryError:
+        return False
+    finally:
+        del model, samples
+        batch = None
+        torch.cuda.empty_cache()
 
 
 def _child(queue, kwargs):
@@ -157,6 +239,9 @@ def main() -> None:
     parser.add_argument("--atn-dropout", type=float, default=None, help="override the config's attention dropout (varlen needs 0)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--peak-tflops", type=float, default=None, help="the device's peak TFLOP/s for MFU (default: data-sheet table for known GPUs)")
+    parser.add_argument("--max-batch", action="store_true", help="CUDA: also find the largest batch that fits, per backend and precision")
+    parser.add_argument("--max-batch-spikes", type=int, default=1000, help="mean spikes per window for --max-batch")
     args = parser.parse_args()
     batch_size = args.batch_size or (128 if args.device == "cuda" else 16)
     precisions = args.precision or (["fp32", "bf16"] if args.device == "cuda" else ["fp32"])
@@ -170,7 +255,7 @@ def main() -> None:
         f"batch {batch_size}, training mode, {UNITS} units/window\n"
     )
     results = []
-    head = f"{'spikes/win':>10s} {'prec':>5s} {'backend':>9s} {'layout':>7s} {'ms/batch':>9s} {'peak MB':>8s} {'tokens/s':>10s} {'pad waste':>9s}"
+    head = f"{'spikes/win':>10s} {'prec':>5s} {'backend':>9s} {'layout':>7s} {'ms/batch':>9s} {'peak MB':>8s} {'tokens/s':>10s} {'pad waste':>9s} {'TFLOP/s':>8s} {'MFU':>6s}"
     print(head + "\n" + "-" * len(head))
     for spikes in args.spikes:
         for precision in precisions:
@@ -191,8 +276,24 @@ def main() -> None:
                     continue
                 layout = "padded" if backend == "sdpa" else "packed"
                 waste = 1 - r["tokens"] / r["padded_tokens"]
-                print(f"{spikes:10d} {precision:>5s} {backend:>9s} {layout:>7s} {r['ms']:9.1f} {r['peak_mb']:8.0f} {r['tokens_per_s']:10.0f} {waste:9.0%}")
+                peak = peak_tflops(name, precision, args.peak_tflops)
+                r["mfu"] = r["tflops_per_s"] / peak if peak else None
+                mfu = f"{r['mfu']:6.1%}" if peak else f"{'n/a':>6s}"
+                print(f"{spikes:10d} {precision:>5s} {backend:>9s} {layout:>7s} {r['ms']:9.1f} {r['peak_mb']:8.0f} {r['tokens_per_s']:10.0f} {waste:9.0%} {r['tflops_per_s']:8.3f} {mfu}")
     linearity(results)
+    if args.max_batch:
+        if args.device != "cuda":
+            print("\n--max-batch runs on CUDA only (on CPU it would only measure swap)")
+        else:
+            print(f"\nlargest batch that fits in {torch.cuda.get_device_properties(0).total_memory / 2**30:.0f} GiB, {args.max_batch_spikes} spikes/window:")
+            for precision in precisions:
+                for backend in args.backends:
+                    if available(backend, dev) or (backend == "varlen" and (precision != "bf16" or args.atn_dropout != 0)):
+                        continue
+                    fits = lambda b: fits_on_gpu(args.model, backend, args.max_batch_spikes, b, precision, args.atn_dropout)  # noqa: E731
+                    b = largest_batch(fits, start=batch_size)
+                    results.append(dict(max_batch=b, backend=backend, precision=precision, spikes=args.max_batch_spikes))
+                    print(f"  {precision:>5s} {backend:>9s}: {b}")
     if args.json:
         args.json.write_text(json.dumps({"machine": name, "torch": torch.__version__, "model": args.model, "batch_size": batch_size, "results": results}, indent=1))
 

@@ -2,12 +2,15 @@
 
     python benchmarks/train_speed.py                          # poyo_1.3M and poyo_11.8M, batch 32
     python benchmarks/train_speed.py --models poyo_mini --batch-size 64 --workers 0 1 2
+    python benchmarks/train_speed.py --models poyo_1.3M --compile    # also torch.compile'd
 
 For each model: training steps/s, samples/s and spike tokens/s of the model alone
 (forward, backward and AdamW step on batches already in memory, the real windows of the
 default synthetic set with unit dropout, packed layout). Then the DataLoader's rate for
 the same chain (read, dropout, tokenize, collate) with each worker count, and whether the
-training would wait for data ("starves") on this machine.
+training would wait for data ("starves") on this machine. ``--compile`` adds a row per
+model with its forward compiled by ``torch.compile(dynamic=True)``, timed after the warm-up
+steps (whose total, compilation included, is printed).
 """
 
 from __future__ import annotations
@@ -44,8 +47,9 @@ def model_for(name: str, ds: Dataset) -> POYO:
     return POYO(**cfg, unit_ids=ds.unit_ids, session_ids=ds.session_ids, seed=0)
 
 
-def model_rate(name: str, ds: Dataset, batch_size: int, steps: int, warmup: int) -> dict:
+def model_rate(name: str, ds: Dataset, batch_size: int, steps: int, warmup: int, compile: bool = False) -> dict:
     model = model_for(name, ds).train()
+    forward = torch.compile(model.forward, dynamic=True) if compile else model.forward
     chain = Compose([UnitDropout(min_units=30, mode_units=100, max_units=300, peak=4.0), model.tokenizer([READOUT])])
     windows = list(RandomFixedWindowSampler(ds.sampling_intervals("train"), 1.0, seed=0))
     batches = []
@@ -54,17 +58,18 @@ def model_rate(name: str, ds: Dataset, batch_size: int, steps: int, warmup: int)
         batches.append(collate_packed([chain(ds.read(i), ds.rng(i)) for i in idx]))
     opt = build_optimizer(model, name="adamw", base_lr=3.125e-5, global_batch_size=batch_size)
     tokens = 0
+    start = time.perf_counter()
     for k, batch in enumerate(batches):
         if k == warmup:
             t0 = time.perf_counter()
-        loss, _ = model.loss(model(batch), batch)
+        loss, _ = model.loss(forward(batch), batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if k >= warmup:
             tokens += int((batch["input"]["token_type"] == 0).sum())
     dt = time.perf_counter() - t0
-    return dict(model=name, params=model.num_parameters(embeddings=False), step_s=dt / steps, samples_s=steps * batch_size / dt, spike_tokens_s=tokens / dt)
+    return dict(model=name + (" compiled" if compile else ""), warmup_s=t0 - start, params=model.num_parameters(embeddings=False), step_s=dt / steps, samples_s=steps * batch_size / dt, spike_tokens_s=tokens / dt)
 
 
 def loader_rate(ds: Dataset, name: str, batch_size: int, workers: int, batches: int) -> float:
@@ -96,6 +101,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--loader-batches", type=int, default=20)
+    p.add_argument("--compile", action="store_true", help="also time each model under torch.compile")
     a = p.parse_args()
     torch.manual_seed(0)
     ds = dataset(a.root)
@@ -104,12 +110,14 @@ def main() -> None:
     print("data loader (read, unit dropout, tokenize, collate):")
     for w, r in rates.items():
         print(f"  {w} workers: {r:8.0f} windows/s" + (f" ({r / w:.0f} per worker)" if w else ""))
-    print(f"\n{'model':12s} {'params':>11s} {'s/step':>7s} {'samples/s':>10s} {'spike tok/s':>12s}  data loading with {max(a.workers)} workers")
-    for name in a.models:
-        r = model_rate(name, ds, a.batch_size, a.steps, a.warmup)
+    print(f"\n{'model':20s} {'params':>11s} {'s/step':>7s} {'samples/s':>10s} {'spike tok/s':>12s}  data loading with {max(a.workers)} workers")
+    for name, compiled in [(n, c) for n in a.models for c in ([False, True] if a.compile else [False])]:
+        r = model_rate(name, ds, a.batch_size, a.steps, max(a.warmup, 4) if compiled else a.warmup, compiled)
         spare = rates[max(a.workers)] / r["samples_s"]
         verdict = f"keeps up ({spare:.0f}x what training takes)" if spare >= 1 else f"STARVES ({spare:.2f}x)"
-        print(f"{name:12s} {r['params']:11,d} {r['step_s']:7.3f} {r['samples_s']:10.1f} {r['spike_tokens_s']:12,.0f}  {verdict}", flush=True)
+        print(f"{r['model']:20s} {r['params']:11,d} {r['step_s']:7.3f} {r['samples_s']:10.1f} {r['spike_tokens_s']:12,.0f}  {verdict}", flush=True)
+        if compiled:
+            print(f"{'':20s} (warm-up steps incl. compilation: {r['warmup_s']:.1f} s)")
     print("\n(on CPU the loader's workers share the cores with training; the ratio is an upper bound)")
 
 

@@ -72,7 +72,8 @@ def test_ids_are_globally_unique(synthetic_root, make_session):
     for sid, s in ds.sessions.items():
         assert all(u.startswith(sid + "/") for u in s.unit_ids)
     # two sessions whose local unit names collide still get distinct global ids
-    a, b = make_session("a"), make_session("b")
+    a = make_session("a")
+    make_session("b")
     ds2 = Dataset(a.parent)
     assert ds2.sessions["handmade/a"].local_unit_ids.tolist() == ds2.sessions["handmade/b"].local_unit_ids.tolist()
     assert set(ds2.sessions["handmade/a"].unit_ids).isdisjoint(ds2.sessions["handmade/b"].unit_ids)

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-from poyo.data import Series, Window
 from poyo.model.pretrained import safe_load
 from poyo.training.checkpoint import atomic_save
 from poyo.training.module import ResumableLoader

@@ -48,12 +48,13 @@ class _RotaryAttention(nn.Module):
         self.rotary = rotary
         self.backend = "auto"
 
-    def _attend(self, q, k, v, q_rot: Rotation, kv_rot: Rotation, q_layout: Layout, kv_layout: Layout) -> torch.Tensor:
-        split = lambda x: x.unflatten(-1, (self.heads, self.dim_head))  # noqa: E731
-        q, k, v = split(q), split(k), split(v)
-        q, k = self.rotary.rotate(q, q_rot), self.rotary.rotate(k, kv_rot)
-        if self.rotate_value:
-            v = self.rotary.rotate(v, kv_rot)
+    def _heads(self, x: torch.Tensor, groups: int = 1) -> torch.Tensor:
+        """``(..., groups * heads * dim_head)`` -> ``(..., groups * heads, dim_head)``."""
+        return x.unflatten(-1, (groups * self.heads, self.dim_head))
+
+    def _attend(self, q, k, v, q_rot: Rotation, q_layout: Layout, kv_layout: Layout) -> torch.Tensor:
+        """Attention of rotated ``q`` over rotated ``k`` and ``v`` (rotated if ``rotate_value``),
+        then the output rotated back by the query times; heads merged."""
         p = self.dropout if self.training else 0.0
         out = attend(q, k, v, q_layout, kv_layout, dropout_p=p, backend=self.backend)
         if self.rotate_value:
@@ -75,9 +76,14 @@ class CrossAttention(_RotaryAttention):
         self.to_out = nn.Linear(inner, dim)
 
     def forward(self, x, context, x_rot: Rotation, context_rot: Rotation, x_layout: Layout, context_layout: Layout):
-        q = self.to_q(self.norm(x))
-        k, v = self.to_kv(self.norm_context(context)).chunk(2, dim=-1)
-        return self.to_out(self._attend(q, k, v, x_rot, context_rot, x_layout, context_layout))
+        q = self.rotary.rotate(self._heads(self.to_q(self.norm(x))), x_rot)
+        kv = self._heads(self.to_kv(self.norm_context(context)), 2)
+        if self.rotate_value:  # keys and values share their rotation: one call
+            k, v = self.rotary.rotate(kv, context_rot).chunk(2, dim=-2)
+        else:
+            k, v = kv.chunk(2, dim=-2)
+            k = self.rotary.rotate(k, context_rot)
+        return self.to_out(self._attend(q, k, v, x_rot, x_layout, context_layout))
 
 
 class SelfAttention(_RotaryAttention):
@@ -90,5 +96,10 @@ class SelfAttention(_RotaryAttention):
         self.to_out = nn.Linear(heads * dim_head, dim)
 
     def forward(self, x, rot: Rotation, layout: Layout):
-        q, k, v = self.to_qkv(self.norm(x)).chunk(3, dim=-1)
-        return self.to_out(self._attend(q, k, v, rot, rot, layout, layout))
+        qkv = self._heads(self.to_qkv(self.norm(x)), 3)
+        if self.rotate_value:  # queries, keys and values share their rotation: one call
+            q, k, v = self.rotary.rotate(qkv, rot).chunk(3, dim=-2)
+        else:
+            qk, v = qkv.split((2 * self.heads, self.heads), dim=-2)
+            q, k = self.rotary.rotate(qk, rot).chunk(2, dim=-2)
+        return self.to_out(self._attend(q, k, v, rot, layout, layout))

@@ -8,10 +8,12 @@ only on ``t_k - t_q``, attention sees relative time. With the defaults (1e-4 s t
 2.0627 s, 64-dim heads: 16 periods) this matches the frequencies of the published POYO
 checkpoints.
 
-Angles are computed in float64 and only the unit phasors are cast to complex64: at the
-shortest period a 1 s timestamp is ~6e4 rad, where float32 would already lose ~4e-3 rad.
-Each pair is rotated as one complex multiplication (half the time of cos/sin arithmetic
-on separate halves, forward and backward).
+Angles are computed in float64 and reduced modulo 2 pi before the cast to float32: at the
+shortest period a 1 s timestamp is ~6e4 rad, where a float32 product would already be
+~4e-3 rad off. A :class:`Rotation` spans the whole head: the unrotated half has phase 1
+(angle 0, so it is multiplied by exactly 1 + 0j), which makes applying it a single complex
+multiplication -- no split, no concatenation -- and lets one call rotate the queries, keys
+and values of a self-attention layer together (see :mod:`poyo.model.layers`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from torch import nn
 
 
 class Rotation(NamedTuple):
-    """Unit phasors ``exp(i * angle)`` of each token, complex64 ``(..., N, 1, F)`` (broadcast over heads)."""
+    """Unit phasors ``exp(i * angle)`` of each token, complex64 ``(..., N, 1, head_dim // 2)``
+    (broadcast over heads); the last ``head_dim // 4`` entries (the unrotated dims) are 1."""
 
     phase: torch.Tensor
 
@@ -52,25 +55,30 @@ class RotaryTime(nn.Module):
             raise ValueError(f"head_dim must be a positive multiple of 4 (half of it rotated, in pairs), got {head_dim}")
         self.head_dim, self.t_min, self.t_max = head_dim, float(t_min), float(t_max)
         self.num_freqs = head_dim // 4
-        omega = 2 * math.pi / periods(self.num_freqs, t_min, t_max)
-        self.register_buffer("omega", omega, persistent=False)  # float64, (F,)
+        omega = torch.zeros(head_dim // 2, dtype=torch.float64)  # angle 0 (phase 1) on the unrotated half
+        omega[: self.num_freqs] = 2 * math.pi / periods(self.num_freqs, t_min, t_max)
+        self.register_buffer("omega", omega, persistent=False)  # float64, (head_dim // 2,)
 
     def forward(self, timestamps: torch.Tensor) -> Rotation:
-        """timestamps ``(..., N)`` in seconds (any float dtype) -> Rotation ``(..., N, 1, F)``."""
+        """timestamps ``(..., N)`` in seconds (any float dtype) -> Rotation ``(..., N, 1, head_dim // 2)``."""
         if not torch.is_floating_point(timestamps):
             raise TypeError(f"timestamps must be floating point, got {timestamps.dtype}")
         with torch.autocast(timestamps.device.type, enabled=False):
             angles = timestamps.to(torch.float64)[..., None, None] * self.omega.to(timestamps.device)
-            return Rotation(torch.polar(torch.ones_like(angles), angles).to(torch.complex64))
+            angles = torch.remainder(angles, 2 * math.pi).float()  # exact in float64, then small enough for float32
+            return Rotation(torch.complex(torch.cos(angles), torch.sin(angles)))
 
     def rotate(self, x: torch.Tensor, rot: Rotation) -> torch.Tensor:
-        """Rotate the first half of the last dim of ``x`` ``(..., N, H, D)`` in adjacent pairs."""
+        """Rotate ``x`` ``(..., N, H, D)`` by ``rot`` (first half of each head in adjacent pairs).
+
+        Any number of heads shares a token's rotation, so ``x`` may hold the queries, keys
+        and values of a layer side by side on the head axis. Computed in float32; returns
+        ``x``'s dtype.
+        """
         if x.shape[-1] != self.head_dim:
             raise ValueError(f"expected head dim {self.head_dim}, got {x.shape[-1]}")
-        half = self.head_dim // 2
-        first = x[..., :half].float().unflatten(-1, (self.num_freqs, 2))
-        if first.storage_offset() % 2 or any(st % 2 for st in first.stride()[:-1]):
-            first = first.contiguous()  # view_as_complex needs even strides and offset
-        pairs = torch.view_as_complex(first)
-        rotated = torch.view_as_real(pairs * rot.phase).flatten(-2)
-        return torch.cat((rotated.to(x.dtype), x[..., half:]), dim=-1)
+        pairs = x.float().unflatten(-1, (self.head_dim // 2, 2))
+        if pairs.storage_offset() % 2 or any(st % 2 for st in pairs.stride()[:-1]):
+            pairs = pairs.contiguous()  # view_as_complex needs even strides and offset
+        rotated = torch.view_as_real(torch.view_as_complex(pairs) * rot.phase).flatten(-2)
+        return rotated.to(x.dtype)
