@@ -176,20 +176,21 @@ def measure(model_name: str, backend: str, spikes: int, batch_size: int, device:
 
 def fits_on_gpu(model_name: str, backend: str, spikes: int, batch_size: int, precision: str, atn_dropout: float | None) -> bool:
     """Whether one training step of this batch size runs without a CUDA out-of-memory error."""
-    model = build(model_name, atn_dropout=atn_dropout).to("cuda").train()
-    model.attention = backend
-    tok = model.tokenizer([ReadoutConfig("cursor_velocity_2d")])
-    samples = [tok(w) for w in windows(spikes, batch_size, seed=spikes)]
+
+    def one_step():
+        model = build(model_name, atn_dropout=atn_dropout).to("cuda").train()
+        model.attention = backend
+        tok = model.tokenizer([ReadoutConfig("cursor_velocity_2d")])
+        samples = [tok(w) for w in windows(spikes, batch_size, seed=spikes)]
+        training_step(model, to_device(collate_padded(samples) if backend == "sdpa" else collate_packed(samples), "cuda"), "cuda", precision)
+
     try:
-        batch = to_device(collate_padded(samples) if backend == "sdpa" else collate_packed(samples), "cuda")
-        training_step(model, batch, "cuda", precision)
+        one_step()
         return True
     except torch.cuda.OutOfMemoryError:
         return False
     finally:
-        del model, samples
-        batch = None
-        torch.cuda.empty_cache()
+        torch.cuda.empty_cache()  # the step's tensors died with its frame: give their blocks back
 
 
 def _child(queue, kwargs):
