@@ -8,13 +8,15 @@ import sys
 import time
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
 
 from poyo.model.pretrained import safe_load
 from poyo.training.checkpoint import atomic_save
-from poyo.training.module import ResumableLoader
+from poyo.model import POYO, ReadoutConfig
+from poyo.training.module import DataModule, POYOModule, ResumableLoader
 from poyo.training.optim import Lamb, schedule
 from poyo.training.stitch import Stitcher, r2_score
 from poyo.training.wiener import history_features
@@ -110,6 +112,8 @@ def test_atomic_save_replaces_whole_files_only(tmp_path):
 
 
 class _Windows:
+    """A window sampler stand-in: a new permutation (offset by 100 x epoch) every epoch."""
+
     def __init__(self, n):
         self.n, self.epoch = n, 0
 
@@ -121,11 +125,11 @@ class _Windows:
 
     def __iter__(self):
         rng = np.random.default_rng(self.epoch)
-        return iter(rng.permutation(self.n).tolist())
+        return iter((rng.permutation(self.n) + 100 * self.epoch).tolist())
 
 
 def test_resumable_loader_continues_where_the_checkpoint_was():
-    ds = list(range(100))
+    ds = list(range(1000))
     full = ResumableLoader(ds, _Windows(100), batch_size=8, collate_fn=list)
     full.window_sampler.set_epoch(3)
     batches = list(full)
@@ -136,6 +140,63 @@ def test_resumable_loader_continues_where_the_checkpoint_was():
     assert list(resumed) == batches  # the next pass is a whole epoch again
 
 
+def test_resumable_loader_after_an_epochs_last_batch_starts_the_next_epoch():
+    ds = list(range(1000))
+    loader = ResumableLoader(ds, _Windows(100), batch_size=8, collate_fn=list)
+    loader.load_state_dict({"epoch": 3, "batches_done": 12})  # all 12 batches of epoch 3 trained
+    assert loader.window_sampler.epoch == 4
+    loader.batch_sampler.sampler.set_epoch(4)  # what Lightning does at the epoch start
+    whole = ResumableLoader(ds, _Windows(100), batch_size=8, collate_fn=list)
+    whole.window_sampler.set_epoch(4)
+    assert list(loader) == list(whole)  # epoch 4 whole, nothing skipped
+
+
+class _Recorder(L.Callback):
+    """Every training sample as (epoch, session, window start, units kept)."""
+
+    def __init__(self):
+        self.seen = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        cu = batch["input"]["cu_seqlens"].tolist()
+        units = batch["input"]["unit_index"]
+        for i, sid in enumerate(batch["session_id"]):
+            kept = tuple(sorted(set(units[cu[i] : cu[i + 1]].tolist())))
+            self.seen.append((trainer.current_epoch, sid, round(float(batch["absolute_start"][i]), 9), kept))
+
+
+def _fit_three_epochs(root, seed):
+    readouts = [ReadoutConfig("cursor_velocity_2d", std=10.0)]
+    dm = DataModule(root, readouts, batch_size=8, num_workers=0, validate=False, seed=seed, unit_dropout={"min_units": 5, "mode_units": 10, "max_units": 20})
+    model = POYO(dim=16, depth=1, dim_head=16, num_latents_per_step=2, cross_heads=1, self_heads=1, unit_ids=dm.unit_ids, session_ids=dm.session_ids)
+    dm.attach(model)
+    module = POYOModule(model, {"name": "adamw", "base_lr": 1e-4}, global_batch_size=8, total_steps=100)
+    rec = _Recorder()
+    trainer = L.Trainer(
+        max_epochs=3, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, use_distributed_sampler=False, callbacks=[rec],
+    )  # fmt: skip
+    trainer.fit(module, datamodule=dm)
+    return rec.seen, dm.train_loader.state_dict()
+
+
+def test_every_epoch_draws_new_windows_and_dropout_reproducibly(synthetic_root):
+    """Through the real Trainer: Lightning's set_epoch reaches the window sampler."""
+    seen, state = _fit_three_epochs(synthetic_root, seed=3)
+    epochs = [[s[1:] for s in seen if s[0] == e] for e in range(3)]
+    assert len(epochs[0]) == len(epochs[1]) == len(epochs[2]) > 0
+    assert state["epoch"] == 2
+    for a, b in ((0, 1), (1, 2), (0, 2)):
+        assert [w[:2] for w in epochs[a]] != [w[:2] for w in epochs[b]]  # other windows or order
+        assert set(w[:2] for w in epochs[a]) != set(w[:2] for w in epochs[b])  # other window offsets
+        assert sorted(len(w[2]) for w in epochs[a]) != sorted(len(w[2]) for w in epochs[b])  # new dropout draws
+    assert all(len(w[2]) <= 20 for e in epochs for w in e)  # dropout kept at most max_units
+    again, _ = _fit_three_epochs(synthetic_root, seed=3)
+    assert again == seen  # deterministic for a seed
+    other, _ = _fit_three_epochs(synthetic_root, seed=4)
+    assert [s[1:3] for s in other] != [s[1:3] for s in seen]
+
+
 def test_history_features_count_spikes_in_bins_before_each_time():
     times = np.array([0.01, 0.04, 0.06, 0.095, 0.12])
     units = np.array([0, 1, 0, 0, 1])
@@ -144,34 +205,81 @@ def test_history_features_count_spikes_in_bins_before_each_time():
     assert x.tolist() == [[2, 1, 0, 1]]
 
 
-def test_training_killed_with_sigkill_resumes_and_finishes(tmp_path):
+def test_training_killed_at_an_epoch_boundary_resumes_and_trains_exactly_the_planned_steps(tmp_path):
+    """SIGKILL right after the checkpoint of an epoch's last batch; the resumed run must start
+    the next epoch (not skip it) and end with the loader where an uninterrupted run ends."""
+    from brainsets_pipelines.synthetic_reaching import SyntheticConfig, ensure
+    from poyo.data import Dataset, RandomFixedWindowSampler
+
+    cfg = SyntheticConfig(num_animals=1, sessions_per_animal=2, duration_s=60.0, min_units=10, max_units=20, random_target_every=3)
+    ensure(tmp_path / "data" / "synthetic_reaching", cfg, progress=False)  # what train.py would generate
+    windows = len(RandomFixedWindowSampler(Dataset(tmp_path / "data", validate=False).sampling_intervals("train"), 1.0))
+    per_epoch = windows // 8
+    steps = 3 * per_epoch + 2
     args = [
         sys.executable, str(ROOT / "train.py"), f"data_root={tmp_path / 'data'}", f"hydra.run.dir={tmp_path / 'run'}",
         "dataset.generate.num_animals=1", "dataset.generate.sessions_per_animal=2", "dataset.generate.duration_s=60",
         "dataset.generate.min_units=10", "dataset.generate.max_units=20", "num_workers=0", "batch_size=8",
-        "trainer.max_steps=60", "trainer.checkpoint_every_n_steps=4", "trainer.check_val_every_n_epoch=100",
+        f"trainer.max_steps={steps}", f"trainer.checkpoint_every_n_steps={per_epoch}", "trainer.check_val_every_n_epoch=100",
     ]  # fmt: skip
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
     deadline = time.time() + 240
-    step = 0
     while time.time() < deadline and proc.poll() is None:
-        if last.exists():
-            try:
-                step = torch.load(last, weights_only=True)["global_step"]
-            except Exception:  # pragma: no cover - a torn file would fail the test below
-                raise
-            if step >= 8:
-                break
-        time.sleep(0.2)
+        if last.exists() and torch.load(last, weights_only=True)["global_step"] >= per_epoch:
+            break
+        time.sleep(0.05)
     assert proc.poll() is None, "training finished before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    killed_at = torch.load(last, weights_only=True)["global_step"]  # intact after the kill
-    assert 8 <= killed_at < 60
+    killed = torch.load(last, weights_only=True)  # intact after the kill
+    assert killed["global_step"] in (per_epoch, 2 * per_epoch, 3 * per_epoch)  # checkpoints fall on epoch ends
+    loader = killed["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]
+    assert loader == {"epoch": killed["global_step"] // per_epoch - 1, "batches_done": per_epoch}
     out = subprocess.run([*args, "resume=true"], capture_output=True, text=True, timeout=400, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"resuming from {last}" in out.stdout
     final = torch.load(last, weights_only=True)
-    assert final["global_step"] == 60
-    assert final["lr_schedulers"][0]["last_epoch"] == 60  # the schedule continued, not restarted
+    assert final["global_step"] == steps
+    assert final["lr_schedulers"][0]["last_epoch"] == steps  # the schedule continued, not restarted
+    # where an uninterrupted run ends: epoch 3, two batches in (an epoch skipped would say 4)
+    assert final["loops"]["fit_loop"]["state_dict"]["combined_loader"][0] == {"epoch": 3, "batches_done": 2}
+
+
+class _Toy(L.LightningModule):
+    """Records every batch it trains on; a checkpoint every step."""
+
+    def __init__(self, seen):
+        super().__init__()
+        self.lin, self.seen = torch.nn.Linear(1, 1), seen
+
+    def training_step(self, batch, batch_idx):
+        self.seen.append((self.current_epoch, batch_idx, tuple(batch)))
+        self.trainer.train_dataloader.batches_done += 1
+        return self.lin(torch.ones(1, 1)).sum()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def train_dataloader(self):
+        return ResumableLoader(list(range(1000)), _Windows(12), batch_size=4, collate_fn=list)
+
+
+def _toy_fit(ckpt_dir, max_steps, resume=None):
+    seen = []
+    cb = L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=1)
+    trainer = L.Trainer(
+        max_steps=max_steps, max_epochs=-1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[cb], use_distributed_sampler=False, accelerator="cpu",
+    )  # fmt: skip
+    trainer.fit(_Toy(seen), ckpt_path=resume)
+    return seen
+
+
+@pytest.mark.parametrize("stop", [2, 3, 4, 6])  # mid-epoch, epoch end, start of the next, epoch end
+def test_a_resumed_run_sees_the_batches_of_an_uninterrupted_one(tmp_path, stop):
+    whole = _toy_fit(tmp_path / "a", 9)
+    assert len({b for _, _, b in whole}) == 9  # 3 epochs of 3 batches, every epoch reshuffled
+    first = _toy_fit(tmp_path / "b", stop)
+    rest = _toy_fit(tmp_path / "b", 9, resume=str(tmp_path / "b" / "last.ckpt"))
+    assert first + rest == whole

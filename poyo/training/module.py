@@ -29,40 +29,49 @@ def collate(samples, layout: str) -> dict:
 class ResumableLoader(torch.utils.data.DataLoader):
     """Training loader whose place in the epoch survives a checkpoint.
 
-    Lightning saves ``state_dict()`` in each checkpoint and hands it back on resume; the
-    loader then skips (by index, reading nothing) the batches the run already trained on.
-    ``batches_done`` is advanced by the training step, after the batch was used.
+    Lightning saves ``state_dict()`` (the epoch and the batches trained in it) in each
+    checkpoint and hands it back on resume; the loader then skips, by index and reading
+    nothing, the batches the run already trained on. A checkpoint taken after an epoch's
+    last batch resumes at the start of the next epoch. ``batches_done`` is advanced by the
+    training step, after the batch was used.
+
+    Lightning calls ``set_epoch`` on ``batch_sampler.sampler`` at every epoch start: that
+    is the window sampler, so every epoch draws new windows and augmentation seeds.
     """
 
     def __init__(self, dataset, sampler: RandomFixedWindowSampler, batch_size: int, **kwargs):
         self.window_sampler = sampler
         self.batches_done = 0
-        self._skip = 0
+        self._resume: tuple[int, int] | None = None  # (epoch, batches to skip in it)
         super().__init__(dataset, batch_sampler=_SkippingBatches(self, batch_size), **kwargs)
 
     def state_dict(self) -> dict:
         return {"epoch": self.window_sampler.epoch, "batches_done": self.batches_done}
 
     def load_state_dict(self, state: dict) -> None:
-        self.window_sampler.set_epoch(int(state["epoch"]))
-        self._skip = self.batches_done = int(state["batches_done"])
+        epoch, done = int(state["epoch"]), int(state["batches_done"])
+        if done >= len(self.batch_sampler):  # saved after the epoch's last batch
+            epoch, done = epoch + 1, 0
+        self.window_sampler.set_epoch(epoch)
+        self._resume = (epoch, done)
 
 
 class _SkippingBatches(torch.utils.data.Sampler):
     def __init__(self, loader: ResumableLoader, batch_size: int):
         self.loader, self.batch_size = loader, batch_size
+        self.sampler = loader.window_sampler  # Lightning's set_epoch reaches it here
 
     def __len__(self) -> int:  # the whole epoch: Lightning's restored progress counts the skipped part
-        return len(self.loader.window_sampler) // self.batch_size
-
-    def set_epoch(self, epoch: int) -> None:  # called by Lightning at every epoch start
-        self.loader.window_sampler.set_epoch(epoch)
+        return len(self.sampler) // self.batch_size
 
     def __iter__(self):
-        skip, self.loader._skip = self.loader._skip, 0
+        skip = 0
+        resume, self.loader._resume = self.loader._resume, None
+        if resume is not None and resume[0] == self.sampler.epoch:
+            skip = resume[1]
         self.loader.batches_done = skip
         batch = []
-        for index in self.loader.window_sampler:
+        for index in self.sampler:
             batch.append(index)
             if len(batch) == self.batch_size:
                 if skip:
