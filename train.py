@@ -19,25 +19,44 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 import warnings
 from pathlib import Path
 
 import hydra
 import lightning as L
 import numpy as np
+from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
 from poyo.data import Dataset, RandomFixedWindowSampler
 from poyo.data import intervals as ivs
+from poyo.data.discover import choose_behaviour, readout_name
 from poyo.model import POYO, ReadoutConfig, load_pretrained, save_pretrained
-from poyo.model.pretrained import FORMAT, FORMAT_VERSION
+from poyo.model.readout import READOUTS
+from poyo.model.pretrained import FORMAT, FORMAT_VERSION, safe_load
 from poyo.training.checkpoint import AtomicCheckpointIO
 from poyo.training.finetune import MODES, BackboneFreezer, adapt_vocabularies, unfreeze_epoch
+from poyo.training.linear import VARIANTS, LinearBaseline
 from poyo.training.module import DataModule, POYOModule
+from poyo.training.normalise import fit_normalisation
 from poyo.training.plots import plot_test_trials
-from poyo.training.wiener import WienerBaseline
+
+CONFIGS = Path(__file__).resolve().parent / "configs"
+
+
+def register_brainset_folders(argv: list[str]) -> None:
+    """``dataset=NAME`` without ``configs/dataset/NAME.yaml`` names a brainset folder below
+    ``data_root``: it gets ``configs/dataset/auto.yaml`` with ``name: NAME`` (readout from
+    the sessions' behaviour, normalisation from the training split)."""
+    for arg in argv:
+        key, eq, value = arg.partition("=")
+        if key.lstrip("+~") == "dataset" and eq and value and not (CONFIGS / "dataset" / f"{value}.yaml").exists():
+            node = OmegaConf.load(CONFIGS / "dataset" / "auto.yaml")
+            node.name = value
+            ConfigStore.instance().store(group="dataset", name=value, node=node)
 
 
 def prepare_data(cfg: DictConfig) -> Path | list[Path]:
@@ -59,15 +78,24 @@ def prepare_data(cfg: DictConfig) -> Path | list[Path]:
     return [data_root / b for b in brainsets] if cfg.dataset.get("brainsets") else data_root / brainsets[0]
 
 
-def readout_configs(cfg: DictConfig) -> list[ReadoutConfig]:
-    return [ReadoutConfig(**r) for r in OmegaConf.to_container(cfg.dataset.readouts)]
+def readout_configs(cfg: DictConfig, root) -> list[ReadoutConfig]:
+    """The dataset's readouts. ``readouts: auto`` decodes the behaviour series the sessions
+    share (``dataset.behaviour`` picks one); a mean or std not given is left to the data."""
+    if cfg.dataset.readouts == "auto":
+        key, dim = choose_behaviour(root, cfg.dataset.get("behaviour"))
+        name = readout_name(key, dim, list(READOUTS.values()))
+        print(f"readout {name}: decoding '{key}' ({dim} dims), normalised by the training split's mean and std")
+        return [ReadoutConfig(name, key=key, mean=None, std=None, dim=dim, kind="continuous")]
+    if not OmegaConf.is_list(cfg.dataset.readouts):
+        raise ValueError(f"dataset.readouts must be a list of readout configs or 'auto', got {cfg.dataset.readouts!r}")
+    return [ReadoutConfig(**{"mean": None, "std": None, **r}) for r in OmegaConf.to_container(cfg.dataset.readouts)]
 
 
-def build_model(cfg: DictConfig, unit_ids, session_ids) -> POYO:
+def build_model(cfg: DictConfig, readouts: list[ReadoutConfig], unit_ids, session_ids) -> POYO:
     """The model named by ``cfg.model`` with these units and sessions in its vocabularies."""
     kwargs = OmegaConf.to_container(cfg.model)
     kwargs.pop("name", None)
-    readouts = list(dict.fromkeys(r.name for r in readout_configs(cfg)))  # one head per name
+    readouts = list(dict.fromkeys(r.name for r in readouts))  # one head per name
     return POYO(**kwargs, readouts=readouts, unit_ids=unit_ids, session_ids=session_ids, seed=cfg.seed)
 
 
@@ -148,46 +176,60 @@ def find_resume(cfg: DictConfig, run_dir: Path) -> Path | None:
     return candidates[-1]
 
 
-def results_table(scores: dict, baseline: dict, readout: str) -> tuple[str, list[dict]]:
+def results_table(scores: dict, baselines: dict, readout: str, sessions: list[str]) -> tuple[str, list[dict]]:
+    """POYO beside the window-matched and causal linear decoders, one row per session; a
+    session without evaluable test samples is listed (n/a) and left out of the means."""
     rows, out = [], []
-    w = max(len(s) for s in scores) if scores else 7
-    head = f"{'session':{w}s} {'POYO R2':>8s} {'Wiener R2':>10s}"
+    w = max(len(s) for s in [*sessions, "mean over sessions"])
+    head = f"{'session':{w}s} {'POYO R2':>8s} {'linear R2':>10s} {'causal R2':>10s}   linear context"
     rows += [head, "-" * len(head)]
-    for sid in sorted(scores):
-        p = scores[sid].get(readout, float("nan"))
-        b = baseline.get(sid, {}).get("r2", float("nan"))
-        rows.append(f"{sid:{w}s} {p:8.3f} {b:10.3f}")
-        out.append({"session": sid, "readout": readout, "poyo_r2": p, "wiener_r2": b})
-    mp = np.nanmean([r["poyo_r2"] for r in out]) if out else float("nan")
-    mb = np.nanmean([r["wiener_r2"] for r in out]) if out else float("nan")
-    rows += ["-" * len(head), f"{'mean over sessions':{w}s} {mp:8.3f} {mb:10.3f}"]
+    fmt = lambda v: f"{v:.3f}" if np.isfinite(v) else "n/a"  # noqa: E731
+    for sid in sorted(sessions):
+        p = scores.get(sid, {}).get(readout, float("nan"))
+        lin, cau = (baselines.get(v, {}).get(sid, {}) for v in VARIANTS)
+        context = f"-{lin['before_s']:g} s .. +{lin['after_s']:g} s" if lin else ""
+        rows.append(f"{sid:{w}s} {fmt(p):>8s} {fmt(lin.get('r2', np.nan)):>10s} {fmt(cau.get('r2', np.nan)):>10s}   {context}")
+        out.append({"session": sid, "readout": readout, "poyo_r2": p, "linear_r2": lin.get("r2", np.nan), "causal_r2": cau.get("r2", np.nan)})
+    mean = {k: np.nanmean([r[k] for r in out]) if any(np.isfinite(r[k]) for r in out) else np.nan for k in ("poyo_r2", "linear_r2", "causal_r2")}
+    rows += ["-" * len(head), f"{'mean over sessions':{w}s} {fmt(mean['poyo_r2']):>8s} {fmt(mean['linear_r2']):>10s} {fmt(mean['causal_r2']):>10s}"]
+    missing = [r["session"] for r in out if not np.isfinite(r["poyo_r2"])]
+    if missing:
+        rows.append(f"n/a: {len(missing)} session(s) without evaluable test samples (no finite behaviour inside the test split"
+                    f" and evaluation intervals), left out of the means: {missing[:3]}")  # fmt: skip
     return "\n".join(rows), out
 
 
-def report(cfg: DictConfig, module: POYOModule, dm: DataModule, readouts, run_dir: Path) -> dict:
-    """Per-session test table (POYO beside the Wiener baseline), CSV and plot."""
+def report(cfg: DictConfig, module: POYOModule, dm: DataModule, readouts, run_dir: Path, checkpoint: str) -> dict:
+    """Per-session test table (POYO beside the linear baselines), CSV, JSON and plot."""
     first = readouts[0]
     head = [r for r in readouts if r.name == first.name]  # one config per brainset, or one for all
-    baseline = {}
+    sessions = [s for s in dm.eval_set.session_ids if any(r.applies_to(s) for r in head)]
+    baselines: dict[str, dict] = {v: {} for v in VARIANTS}
     if first.spec.kind == "continuous":
-        wiener = WienerBaseline(**cfg.baseline)
+        linear = LinearBaseline(**{"context_s": cfg.window_length, **cfg.baseline})
         for r in head:
-            baseline.update(wiener.evaluate(dm.eval_set, r, [s for s in dm.eval_set.session_ids if r.applies_to(s)]))
-    table, rows = results_table(module.last_scores, baseline, first.name)
+            for variant, per in linear.evaluate(dm.eval_set, r, [s for s in sessions if r.applies_to(s)]).items():
+                baselines[variant].update(per)
+    table, rows = results_table(module.last_scores, baselines, first.name, sessions)
     evals = sorted({str(r.eval_intervals) for r in head})
-    print(f"\ntest split, {first.name} (stitched windows, evaluation intervals {', '.join(evals)}):\n{table}")
+    print(
+        f"\ntest split, {first.name} (POYO: {checkpoint}, stitched windows; evaluation intervals {', '.join(evals)}; "
+        f"linear: ridge on {linear.bin_s:g} s bins spanning up to {linear.context_s:g} s around each sample, "
+        f"causal: bins before it only; context and penalty chosen on the validation split):\n{table}"
+        if first.spec.kind == "continuous" else f"\ntest split, {first.name} (POYO: {checkpoint}):\n{table}"
+    )
     with open(run_dir / "test_results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["session", "readout", "poyo_r2", "wiener_r2"])
+        writer = csv.DictWriter(f, fieldnames=["session", "readout", "poyo_r2", "linear_r2", "causal_r2"])
         writer.writeheader()
         writer.writerows(rows)
     if first.spec.kind == "continuous" and module.last_stitched:
-        png = plot_test_trials(run_dir / "test_predictions.png", module.last_stitched, head, baseline, module.last_scores)
+        png = plot_test_trials(run_dir / "test_predictions.png", module.last_stitched, head, baselines["window"], module.last_scores)
         print(f"plot: {png}")
-    summary = {
-        "poyo_mean_r2": float(np.nanmean([r["poyo_r2"] for r in rows])),
-        "wiener_mean_r2": float(np.nanmean([r["wiener_r2"] for r in rows])),
-        "sessions": rows,
-    }
+    summary = {"checkpoint": checkpoint}
+    for k in ("poyo_r2", "linear_r2", "causal_r2"):
+        vals = [r[k] for r in rows if np.isfinite(r[k])]
+        summary[k.replace("_r2", "_mean_r2")] = float(np.mean(vals)) if vals else None
+    summary["sessions"] = [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()} for r in rows]
     (run_dir / "test_results.json").write_text(json.dumps(summary, indent=1))
     return summary
 
@@ -243,15 +285,16 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
     if cfg.finetune.mode not in MODES:
         raise ValueError(f"finetune.mode must be one of {MODES}, got {cfg.finetune.mode!r}")
     root = prepare_data(cfg)
-    readouts = readout_configs(cfg)
+    readouts = readout_configs(cfg, root)
     dm = make_datamodule(cfg, root, readouts, progress=True)
     ds = dm.train_set
     print(f"\n{len(ds.session_ids)} sessions, {len(ds.subject_ids)} subjects, {len(ds.unit_ids)} units in {root}\n")
     print(summary_table(ds))
+    readouts = dm.readouts = fit_normalisation(ds, readouts)
 
     callbacks = []
     if cfg.finetune.mode == "none":
-        model = build_model(cfg, dm.unit_ids, dm.session_ids)
+        model = build_model(cfg, readouts, dm.unit_ids, dm.session_ids)
         name = cfg.model.name
     else:
         model, readouts, freezer = pretrained_for_finetuning(cfg, dm, readouts)
@@ -281,8 +324,9 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
         f"{total} steps ({steps_per_epoch} per epoch)\n"
     )
     ckpt_dir = run_dir / "checkpoints"
+    best = L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/metric", mode="max", save_top_k=1, enable_version_counter=False)
     callbacks += [
-        L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/metric", mode="max", save_top_k=1, enable_version_counter=False),
+        best,
         L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=cfg.trainer.checkpoint_every_n_steps),
         L.pytorch.callbacks.LearningRateMonitor("step"),
     ]
@@ -294,11 +338,30 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None)
         trainer.save_checkpoint(ckpt_dir / "last.ckpt", weights_only=False)  # the final state, whatever the step
-        trainer.test(module, datamodule=dm, verbose=False)
+        chosen, which = choose_checkpoint(trainer, module, dm, best)
+        trainer.test(module, datamodule=dm, verbose=False, ckpt_path=chosen)
     if trainer.is_global_zero:
-        save_pretrained(model, ckpt_dir / "model.pt", readouts=readouts, metadata={"run": str(run_dir), "steps": trainer.global_step})
-        report(cfg, module, dm, readouts, run_dir)
+        step = safe_step(chosen) if chosen else trainer.global_step
+        save_pretrained(model, ckpt_dir / "model.pt", readouts=readouts, metadata={"run": str(run_dir), "steps": step, "chosen": which})
+        report(cfg, module, dm, readouts, run_dir, which)
         print(f"\nrun folder: {run_dir} (the trained model: checkpoints/model.pt; poyo.load_pretrained() reads it)")
+
+
+def choose_checkpoint(trainer: L.Trainer, module: POYOModule, dm: DataModule, best) -> tuple[str | None, str]:
+    """The weights to test, chosen on the validation split: ``best.ckpt`` or the final ones.
+
+    Validation runs every few epochs, so the final weights are validated once more here.
+    Returns (checkpoint path or None for the weights in memory, a description for the table).
+    """
+    final = trainer.validate(module, datamodule=dm, verbose=False)[0].get("val/metric", float("nan"))
+    best_score = float(best.best_model_score) if best.best_model_score is not None else float("nan")
+    if best.best_model_path and Path(best.best_model_path).is_file() and best_score > final:
+        return best.best_model_path, f"best.ckpt, step {safe_step(best.best_model_path)}, chosen on validation (R2 {best_score:.3f}; final weights {final:.3f})"
+    return None, f"final weights, step {trainer.global_step}, chosen on validation (R2 {final:.3f}" + (f"; best.ckpt {best_score:.3f})" if np.isfinite(best_score) else ")")
+
+
+def safe_step(path) -> int:
+    return int(safe_load(path).get("global_step", -1))
 
 
 def evaluate(cfg: DictConfig, run_dir: Path) -> None:
@@ -321,7 +384,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> None:
     trainer = make_trainer(cfg, run_dir, logger=False)
     trainer.test(module, datamodule=dm, verbose=False)
     if trainer.is_global_zero:
-        report(cfg, module, dm, readouts, run_dir)
+        report(cfg, module, dm, readouts, run_dir, f"{Path(path).name}")
 
 
 @hydra.main(config_path="configs", config_name="train", version_base="1.3")
@@ -339,4 +402,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    register_brainset_folders(sys.argv[1:])
     main()

@@ -173,4 +173,4 @@ class StreamingDecoder:
             batch = {k: ({f: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v for f, v in g.items()} if isinstance(g, dict) else g) for k, g in batch.items()}
         with torch.inference_mode():
             pred = self.model(batch)[self.config.name][0].float().cpu().numpy()
-        return pred * self.config._std + self.config._mean
+        return self.config.denormalise(pred)

@@ -1,5 +1,5 @@
 """Training pieces: stitching by sample index, LAMB's sparse rows, the schedule, atomic
-checkpoints, the resumable loader, the Wiener baseline, and resume after SIGKILL."""
+checkpoints, the resumable loader, the linear baselines' features, and resume after SIGKILL."""
 
 import os
 import signal
@@ -19,7 +19,7 @@ from poyo.model import POYO, ReadoutConfig
 from poyo.training.module import DataModule, POYOModule, ResumableLoader
 from poyo.training.optim import Lamb, schedule
 from poyo.training.stitch import Stitcher, r2_score
-from poyo.training.wiener import history_features
+from poyo.training.linear import binned_counts
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -197,12 +197,14 @@ def test_every_epoch_draws_new_windows_and_dropout_reproducibly(synthetic_root):
     assert [s[1:3] for s in other] != [s[1:3] for s in seen]
 
 
-def test_history_features_count_spikes_in_bins_before_each_time():
+def test_binned_counts_count_spikes_in_bins_around_each_time():
     times = np.array([0.01, 0.04, 0.06, 0.095, 0.12])
     units = np.array([0, 1, 0, 0, 1])
-    x = history_features(times, units, 2, np.array([0.1]), bin_s=0.05, lags=2)
-    # unit 0: [0.05, 0.1) has 0.06, 0.095; [0.0, 0.05) has 0.01. unit 1: [0.0, 0.05) has 0.04
-    assert x.tolist() == [[2, 1, 0, 1]]
+    x = binned_counts(times, units, 2, np.array([0.1]), bin_s=0.05, before=2, after=1)
+    # bins [0, 0.05), [0.05, 0.1), [0.1, 0.15): unit 0 has 0.01 | 0.06, 0.095 | -; unit 1 has 0.04 | - | 0.12
+    assert x.tolist() == [[[1, 2, 0], [1, 0, 1]]]
+    centred = binned_counts(times, units, 2, np.array([0.075]), bin_s=0.05, before=1, after=0, offset=0.025)
+    assert centred.tolist() == [[[2], [0]]]  # the bin [0.05, 0.1) centred on 0.075
 
 
 def test_training_killed_at_an_epoch_boundary_resumes_and_trains_exactly_the_planned_steps(tmp_path):

@@ -153,6 +153,20 @@ def describe(brainset: str, source: str, subject: str, session: str, *, species:
     )
 
 
+def safe_name(value, what: str) -> str:
+    """``value`` if it can name a file or folder by itself: no path separators, not ``.``/``..``
+    or hidden, no control characters. Ids reach output paths, so they must not escape them."""
+    v = clean_id(value)
+    if not v or v in (".", "..") or v.startswith(".") or any(c in v for c in "/\\") or any(ord(c) < 32 for c in v):
+        raise ValueError(f"{what} {str(value)!r} cannot name a file: use letters, digits, '_', '-' (no '/', '\\', leading '.' or control characters)")
+    return v
+
+
+def session_path(processed_dir, brainset, session) -> Path:
+    """``<processed_dir>/<brainset>/<session>.h5``, refusing ids that would point elsewhere."""
+    return Path(processed_dir) / safe_name(brainset, "brainset id") / f"{safe_name(session, 'session id')}.h5"
+
+
 def write(data: Data, path: Path) -> Path:
     """Write atomically (temp file, fsync, rename): a crash never leaves a half-written session."""
     path = Path(path)

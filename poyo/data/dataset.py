@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from poyo.data import intervals as ivs
 from poyo.data.session import SPLITS, CachedFile, Session, SessionFormatError, open_file
-from poyo.data.window import Window, WindowIndex
+from poyo.data.window import Series, Window, WindowIndex
 
 Transform = Callable[[Window, np.random.Generator], Window]
 
@@ -150,18 +150,18 @@ class Dataset:
         """Per session, where windows may be drawn: the split's domain, or the whole domain."""
         if split is not None and split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}")
-        out = {}
-        for sid, s in self.sessions.items():
-            if split is None:
-                out[sid] = s.domain
-                continue
-            iv = s.splits[split]
-            if iv is None:
-                raise SessionFormatError(s.path, "missing; cannot draw windows for this split", session=s.local_id, field=f"{split}_domain")
-            if ivs.total_length(iv) <= 0:
-                raise SessionFormatError(s.path, "is empty", session=s.local_id, field=f"{split}_domain")
-            out[sid] = iv
-        return out
+        return {sid: self._intervals(s, split) for sid, s in self.sessions.items()}
+
+    @staticmethod
+    def _intervals(s: Session, split: str | None) -> np.ndarray:
+        if split is None:
+            return s.domain
+        iv = s.splits[split]
+        if iv is None:
+            raise SessionFormatError(s.path, "missing; cannot draw windows for this split", session=s.local_id, field=f"{split}_domain")
+        if ivs.total_length(iv) <= 0:
+            raise SessionFormatError(s.path, "is empty", session=s.local_id, field=f"{split}_domain")
+        return iv
 
     # -- reading ----------------------------------------------------------------------
     def _file(self, session: Session) -> CachedFile:
@@ -188,6 +188,18 @@ class Dataset:
         if not index.end > index.start:
             raise ValueError(f"window end must be after start, got [{index.start}, {index.end})")
         return session.read(self._file(session), index.start, index.end)
+
+    def behaviour(self, session_id: str, key: str, split: str | None = None) -> Series:
+        """A session's behaviour series ``key`` inside a split (or the whole domain), absolute times."""
+        session = self.sessions.get(session_id)
+        if session is None:
+            raise KeyError(f"unknown session '{session_id}'; this dataset has {len(self.sessions)} sessions")
+        if split is not None and split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}")
+        iv = self._intervals(session, split)
+        f = self._file(session)
+        parts = [session.read_behaviour(f, key, float(a), float(b)) for a, b in iv]
+        return Series(*(np.concatenate([getattr(p, k) for p in parts]) for k in ("timestamps", "values", "sample_index")))
 
     def rng(self, index: WindowIndex) -> np.random.Generator:
         return np.random.default_rng([self.seed, int(index.seed) & 0xFFFFFFFFFFFFFFFF])

@@ -327,6 +327,14 @@ class Session:
         reader, _ = self._behaviour[key]
         return reader.rate if isinstance(reader, _Regular) else None
 
+    def read_behaviour(self, f: h5py.File | CachedFile, key: str, start: float, end: float) -> Series:
+        """One behaviour series on ``[start, end)``, timestamps absolute (no spikes are read)."""
+        if key not in self._behaviour:
+            raise KeyError(f"session '{self.id}': behaviour '{key}' was not loaded (loaded: {sorted(self._behaviour)})")
+        reader, name = self._behaviour[key]
+        b0, b1, bt = reader.rows(f, start, end)
+        return Series(bt, f[f"{reader.group}/{name}"][b0:b1], np.arange(b0, b1, dtype=np.int64))
+
     def read(self, f: h5py.File | CachedFile, start: float, end: float) -> Window:
         """Read the window ``[start, end)`` from the open file ``f`` of this session."""
         i0, i1, ts = self._spikes.rows(f, start, end)

@@ -123,6 +123,10 @@ def load_pretrained(path, *, map_location="cpu") -> POYO:
     unknown = sorted(set(settings) - accepted)
     if unknown:
         raise ValueError(f"{path}: model settings {unknown} are unknown to this poyo's POYO (a checkpoint of another model, or of a newer poyo?)")
+    try:  # first: a readout declared in the checkpoint (dim, kind) is registered before the model needs it
+        configs = [ReadoutConfig(**r) for r in readouts]
+    except (TypeError, ValueError, KeyError) as e:
+        raise ValueError(f"{path}: bad readout configs {readouts!r}: {e}") from e
     try:
         model = POYO(**settings)
     except (TypeError, ValueError) as e:
@@ -131,8 +135,5 @@ def load_pretrained(path, *, map_location="cpu") -> POYO:
         model.load_state_dict(dict(state_dict))
     except RuntimeError as e:
         raise RuntimeError(f"{path}: its weights do not fit a POYO with its own settings: {e}") from e
-    try:
-        model.readout_configs = [ReadoutConfig(**r) for r in readouts]
-    except (TypeError, ValueError, KeyError) as e:
-        raise ValueError(f"{path}: bad readout configs {readouts!r}: {e}") from e
+    model.readout_configs = configs
     return model.eval()

@@ -33,7 +33,7 @@ import torch
 
 from poyo.data import intervals as ivs
 from poyo.data.window import Window
-from poyo.model.readout import ReadoutSpec, get_readout
+from poyo.model.readout import READOUTS, ReadoutSpec, get_readout, register_readout
 
 SPIKE, UNIT_START, UNIT_END = 0, 1, 2
 NUM_TOKEN_TYPES = 4  # one spare type, as in the published checkpoints
@@ -42,6 +42,11 @@ NUM_TOKEN_TYPES = 4  # one spare type, as in the published checkpoints
 @dataclass
 class ReadoutConfig:
     """How one readout is fed from a session: which behaviour key, normalisation, weights.
+
+    Continuous targets enter the loss as ``(value - mean) / std`` (per output dim or one
+    number for all). ``None`` leaves them to be computed from the training split
+    (:func:`poyo.training.normalise.fit_normalisation`, which ``train.py`` calls); a config
+    with an unresolved normalisation cannot tokenize.
 
     ``weights`` maps interval keys (e.g. ``"movement_phases.reach_period"``) to factors that
     multiply the weight of the samples inside them. ``eval_intervals`` (one key or a list,
@@ -53,17 +58,31 @@ class ReadoutConfig:
     readout ``name`` (one head) with different keys and normalisations for different datasets,
     as long as no session matches two of them: that is how a multi-dataset model keeps
     per-dataset target normalisation.
+
+    ``dim`` and ``kind`` declare a readout the registry does not know yet (it is registered
+    under ``name``, e.g. ``head_direction_2d``); for a known one they must agree with it.
     """
 
     name: str
     key: str | None = None
-    mean: float | Sequence[float] = 0.0
-    std: float | Sequence[float] = 1.0
+    mean: float | Sequence[float] | None = 0.0
+    std: float | Sequence[float] | None = 1.0
     weights: Mapping[str, float] = field(default_factory=dict)
     eval_intervals: str | Sequence[str] | None = None
     sessions: str | Sequence[str] | None = None
+    dim: int | None = None
+    kind: str | None = None
 
     def __post_init__(self):
+        if self.dim is not None or self.kind is not None:
+            declared = ReadoutSpec(self.name, int(self.dim or 0), self.kind or "continuous", self.key or "")
+            if self.name not in READOUTS:
+                if not self.key:
+                    raise ValueError(f"readout '{self.name}': a new readout needs the behaviour key it reads (e.g. key: head.dir)")
+                register_readout(declared)
+            elif (READOUTS[self.name].dim, READOUTS[self.name].kind) != (declared.dim, declared.kind):
+                known = READOUTS[self.name]
+                raise ValueError(f"readout '{self.name}' is registered with dim {known.dim} ({known.kind}); this config says dim {declared.dim} ({declared.kind})")
         self.spec: ReadoutSpec = get_readout(self.name)
         self.key = self.key or self.spec.key
         if isinstance(self.eval_intervals, str):
@@ -78,19 +97,52 @@ class ReadoutConfig:
         bad = {k: v for k, v in self.weights.items() if not (np.isfinite(v) and v >= 0)}
         if bad:
             raise ValueError(f"readout '{self.name}': weights must be finite and >= 0, got {bad}")
+        self._mean = self._std = None
         if self.spec.kind == "continuous":
-            self._mean = np.broadcast_to(np.asarray(self.mean, np.float64), (self.spec.dim,)).copy()
-            self._std = np.broadcast_to(np.asarray(self.std, np.float64), (self.spec.dim,)).copy()
-            if not (np.all(np.isfinite(self._std)) and np.all(self._std > 0)):
-                raise ValueError(f"readout '{self.name}': std must be positive, got {self.std}")
+            if self.mean is not None:
+                self._mean = self._per_dim(self.mean, "mean")
+                if not np.all(np.isfinite(self._mean)):
+                    raise ValueError(f"readout '{self.name}': mean must be finite, got {self.mean}")
+            if self.std is not None:
+                self._std = self._per_dim(self.std, "std")
+                if not (np.all(np.isfinite(self._std)) and np.all(self._std > 0)):
+                    raise ValueError(f"readout '{self.name}': std must be positive, got {self.std}")
+
+    def _per_dim(self, value, what: str) -> np.ndarray:
+        try:
+            return np.broadcast_to(np.asarray(value, np.float64), (self.spec.dim,)).copy()
+        except (ValueError, TypeError):
+            raise ValueError(f"readout '{self.name}': {what} must be one number or {self.spec.dim} numbers, got {value!r}") from None
+
+    @property
+    def normalised(self) -> bool:
+        """True once mean and std are known (always for categorical readouts)."""
+        return self.spec.kind != "continuous" or (self._mean is not None and self._std is not None)
+
+    def _check_normalised(self) -> None:
+        if not self.normalised:
+            raise ValueError(
+                f"readout '{self.name}': mean/std not set ({self.mean}, {self.std}); give them, or compute them from "
+                "the training data with poyo.training.normalise.fit_normalisation (train.py does)"
+            )
+
+    def normalise(self, values: np.ndarray) -> np.ndarray:
+        """Behaviour values in model units, ``(values - mean) / std``."""
+        self._check_normalised()
+        return (np.asarray(values, np.float64) - self._mean) / self._std
+
+    def denormalise(self, values: np.ndarray) -> np.ndarray:
+        """Model outputs back in the behaviour's own units."""
+        self._check_normalised()
+        return np.asarray(values, np.float64) * self._std + self._mean
 
     def to_dict(self) -> dict:
         """The fields as plain Python values (what checkpoints store)."""
-        plain = lambda v: np.asarray(v, dtype=np.float64).tolist()  # noqa: E731
+        plain = lambda v: None if v is None else np.asarray(v, dtype=np.float64).tolist()  # noqa: E731
         return dict(
             name=self.name, key=self.key, mean=plain(self.mean), std=plain(self.std), weights=dict(self.weights),
             eval_intervals=None if self.eval_intervals is None else list(self.eval_intervals),
-            sessions=None if self.sessions is None else list(self.sessions),
+            sessions=None if self.sessions is None else list(self.sessions), dim=self.spec.dim, kind=self.spec.kind,
         )  # fmt: skip
 
     def interval_keys(self) -> list[str]:
@@ -148,6 +200,8 @@ class Tokenizer:
     ):
         if not readouts:
             raise ValueError("the tokenizer needs at least one readout")
+        for r in readouts:
+            r._check_normalised()
         if not (latent_step > 0 and num_latents_per_step >= 1):
             raise ValueError(f"need latent_step > 0 and num_latents_per_step >= 1, got {latent_step}, {num_latents_per_step}")
         names = [r.name for r in readouts]
@@ -186,7 +240,7 @@ class Tokenizer:
             if values.shape[1] != spec.dim:
                 raise ValueError(f"session '{window.session_id}': '{cfg.key}' has {values.shape[1]} dims, readout '{cfg.name}' needs {spec.dim}")
             bad = ~np.isfinite(values).all(axis=1)
-            values = np.where(bad[:, None], 0.0, (values - cfg._mean) / cfg._std).astype(np.float32)
+            values = np.where(bad[:, None], 0.0, cfg.normalise(values)).astype(np.float32)
         else:
             values = values.reshape(n)
             bad = ~np.isfinite(values.astype(np.float64))
@@ -216,7 +270,7 @@ class Tokenizer:
         }
 
     def _no_targets(self, name: str) -> dict:
-        spec = get_readout(name)
+        spec = next(r.spec for r in self.readouts if r.name == name)  # not the registry: workers may not share it
         values = torch.zeros((0, spec.dim), dtype=torch.float32) if spec.kind == "continuous" else torch.zeros(0, dtype=torch.int64)
         return {
             "timestamps": torch.zeros(0, dtype=torch.float64),

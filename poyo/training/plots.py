@@ -47,7 +47,7 @@ def plot_test_trials(
         order = np.argsort(s["time"])
         t, pred, true, ev = s["time"][order], s["pred"][order], s["target"][order], s["eval"][order]
         cfg = next((r for r in configs if r.name == readout.name and r.applies_to(key[0])), readout)
-        pred, true = pred * cfg._std + cfg._mean, true * cfg._std + cfg._mean
+        pred, true = cfg.denormalise(pred), cfg.denormalise(true)
         base = None
         if baseline and key[0] in baseline:
             b = baseline[key[0]]
@@ -61,14 +61,14 @@ def plot_test_trials(
                 if base is not None:
                     bt = [(tt, base[i][d]) for tt, i in zip(t[run], idx_sorted[run]) if i in base]
                     if bt:
-                        ax.plot(*zip(*bt), color=colour, lw=0.8, ls="--", alpha=0.7, label="Wiener" if d == 0 else None)
+                        ax.plot(*zip(*bt), color=colour, lw=0.8, ls="--", alpha=0.7, label="linear" if d == 0 else None)
             ax.fill_between(t[run], 0, 1, where=ev[run], transform=ax.get_xaxis_transform(), color="grey", alpha=0.12, lw=0)
             ax.set_xlabel("time (s)")
         score = ""
         if scores and key[0] in scores and readout.name in scores[key[0]]:
             score = f"\nPOYO R² {scores[key[0]][readout.name]:.2f}"
             if baseline and key[0] in baseline:
-                score += f", Wiener {baseline[key[0]]['r2']:.2f}"
+                score += f", linear {baseline[key[0]]['r2']:.2f}"
         row[0].set_ylabel(f"{key[0].split('/')[-1]}{score}", fontsize=8)
     axes[0, 0].legend(fontsize=7, loc="upper left")
     fig.suptitle(f"{readout.name} ({', '.join(sorted({r.key for r in configs}))}) on test trials; shaded: evaluated samples", fontsize=10)

@@ -1,0 +1,56 @@
+"""Target normalisation from the data: readouts whose mean or std is not given get the
+training split's, and a given std far from the data's is reported.
+
+A target scale off by orders of magnitude does not fail loudly: the model learns to predict
+the mean (R² near 0) or trains on huge losses. So the scale is measured, not assumed.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+
+from poyo.data.dataset import Dataset
+from poyo.model.tokenizer import ReadoutConfig
+
+FAR = 10.0  # a given std more than this factor from the data's is warned about
+
+
+def behaviour_stats(ds: Dataset, key: str, sessions: Sequence[str], split: str = "train") -> tuple[np.ndarray, np.ndarray, int]:
+    """Mean and std per dim (finite samples only) of ``key`` over the ``split`` of ``sessions``."""
+    values = [np.asarray(ds.behaviour(sid, key, split).values, np.float64) for sid in sessions]
+    x = np.concatenate([v.reshape(len(v), -1) for v in values])
+    x = x[np.isfinite(x).all(axis=1)]
+    if len(x) < 2:
+        raise ValueError(f"behaviour '{key}': fewer than 2 finite samples in the {split} split of {list(sessions)[:3]}; cannot normalise it")
+    return x.mean(0), x.std(0), len(x)
+
+
+def fit_normalisation(ds: Dataset, readouts: Sequence[ReadoutConfig], split: str = "train") -> list[ReadoutConfig]:
+    """``readouts`` with every missing (None) mean and std set from the ``split`` of the sessions
+    each config feeds; warns where a given std is more than ``FAR`` times off the data's."""
+    out = []
+    for r in readouts:
+        sessions = [s for s in ds.session_ids if r.applies_to(s)]
+        if r.spec.kind != "continuous" or not sessions:
+            out.append(r)
+            continue
+        mean, std, n = behaviour_stats(ds, r.key, sessions, split)
+        where = f"the {split} split of {len(sessions)} session(s), {n} samples"
+        if r.std is None and np.any(std <= 0):
+            raise ValueError(f"readout '{r.name}': behaviour '{r.key}' is constant in {where} (std {std.tolist()}); nothing to decode")
+        if r.std is not None:
+            ratio = np.maximum(r._std / np.maximum(std, 1e-12), std / r._std)
+            if np.any(ratio > FAR):
+                warnings.warn(
+                    f"readout '{r.name}': the given std {np.round(r._std, 4).tolist()} is up to {ratio.max():.0f}x off the std of "
+                    f"'{r.key}' in {where} ({np.round(std, 4).tolist()}); the model then learns far-from-unit targets. "
+                    "Leave std out (null) to use the data's.",
+                    stacklevel=2,
+                )
+        if r.mean is None or r.std is None:
+            r = ReadoutConfig(**{**r.to_dict(), "mean": mean.tolist() if r.mean is None else r.mean, "std": std.tolist() if r.std is None else r.std})
+        out.append(r)
+    return out
