@@ -17,8 +17,7 @@ learning-rate schedule and optimiser state).
 
 from __future__ import annotations
 
-import csv
-import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -39,12 +38,15 @@ from poyo.model.readout import READOUTS
 from poyo.model.pretrained import FORMAT, FORMAT_VERSION, safe_load
 from poyo.training.checkpoint import AtomicCheckpointIO
 from poyo.training.finetune import MODES, BackboneFreezer, adapt_vocabularies, unfreeze_epoch
-from poyo.training.linear import VARIANTS, LinearBaseline
+from poyo.training.guards import RunLock, check_settings, resume_problems
+from poyo.training.linear import LinearBaseline
 from poyo.training.module import DataModule, POYOModule
 from poyo.training.normalise import fit_normalisation
-from poyo.training.plots import plot_test_trials
+from poyo.training.report import report
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
+# errors that describe a problem with the settings or the data, printed without a traceback
+USER_ERRORS = (ValueError, KeyError, FileNotFoundError, FileExistsError, FloatingPointError, OSError)
 
 
 def register_brainset_folders(argv: list[str]) -> None:
@@ -176,62 +178,9 @@ def find_resume(cfg: DictConfig, run_dir: Path) -> Path | None:
     return candidates[-1]
 
 
-def results_table(scores: dict, baselines: dict, readout: str, sessions: list[str]) -> tuple[str, list[dict]]:
-    """POYO beside the window-matched and causal linear decoders, one row per session; a
-    session without evaluable test samples is listed (n/a) and left out of the means."""
-    rows, out = [], []
-    w = max(len(s) for s in [*sessions, "mean over sessions"])
-    head = f"{'session':{w}s} {'POYO R2':>8s} {'linear R2':>10s} {'causal R2':>10s}   linear context"
-    rows += [head, "-" * len(head)]
-    fmt = lambda v: f"{v:.3f}" if np.isfinite(v) else "n/a"  # noqa: E731
-    for sid in sorted(sessions):
-        p = scores.get(sid, {}).get(readout, float("nan"))
-        lin, cau = (baselines.get(v, {}).get(sid, {}) for v in VARIANTS)
-        context = f"-{lin['before_s']:g} s .. +{lin['after_s']:g} s" if lin else ""
-        rows.append(f"{sid:{w}s} {fmt(p):>8s} {fmt(lin.get('r2', np.nan)):>10s} {fmt(cau.get('r2', np.nan)):>10s}   {context}")
-        out.append({"session": sid, "readout": readout, "poyo_r2": p, "linear_r2": lin.get("r2", np.nan), "causal_r2": cau.get("r2", np.nan)})
-    mean = {k: np.nanmean([r[k] for r in out]) if any(np.isfinite(r[k]) for r in out) else np.nan for k in ("poyo_r2", "linear_r2", "causal_r2")}
-    rows += ["-" * len(head), f"{'mean over sessions':{w}s} {fmt(mean['poyo_r2']):>8s} {fmt(mean['linear_r2']):>10s} {fmt(mean['causal_r2']):>10s}"]
-    missing = [r["session"] for r in out if not np.isfinite(r["poyo_r2"])]
-    if missing:
-        rows.append(f"n/a: {len(missing)} session(s) without evaluable test samples (no finite behaviour inside the test split"
-                    f" and evaluation intervals), left out of the means: {missing[:3]}")  # fmt: skip
-    return "\n".join(rows), out
-
-
-def report(cfg: DictConfig, module: POYOModule, dm: DataModule, readouts, run_dir: Path, checkpoint: str) -> dict:
-    """Per-session test table (POYO beside the linear baselines), CSV, JSON and plot."""
-    first = readouts[0]
-    head = [r for r in readouts if r.name == first.name]  # one config per brainset, or one for all
-    sessions = [s for s in dm.eval_set.session_ids if any(r.applies_to(s) for r in head)]
-    baselines: dict[str, dict] = {v: {} for v in VARIANTS}
-    if first.spec.kind == "continuous":
-        linear = LinearBaseline(**{"context_s": cfg.window_length, **cfg.baseline})
-        for r in head:
-            for variant, per in linear.evaluate(dm.eval_set, r, [s for s in sessions if r.applies_to(s)]).items():
-                baselines[variant].update(per)
-    table, rows = results_table(module.last_scores, baselines, first.name, sessions)
-    evals = sorted({str(r.eval_intervals) for r in head})
-    print(
-        f"\ntest split, {first.name} (POYO: {checkpoint}, stitched windows; evaluation intervals {', '.join(evals)}; "
-        f"linear: ridge on {linear.bin_s:g} s bins spanning up to {linear.context_s:g} s around each sample, "
-        f"causal: bins before it only; context and penalty chosen on the validation split):\n{table}"
-        if first.spec.kind == "continuous" else f"\ntest split, {first.name} (POYO: {checkpoint}):\n{table}"
-    )
-    with open(run_dir / "test_results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["session", "readout", "poyo_r2", "linear_r2", "causal_r2"])
-        writer.writeheader()
-        writer.writerows(rows)
-    if first.spec.kind == "continuous" and module.last_stitched:
-        png = plot_test_trials(run_dir / "test_predictions.png", module.last_stitched, head, baselines["window"], module.last_scores)
-        print(f"plot: {png}")
-    summary = {"checkpoint": checkpoint}
-    for k in ("poyo_r2", "linear_r2", "causal_r2"):
-        vals = [r[k] for r in rows if np.isfinite(r[k])]
-        summary[k.replace("_r2", "_mean_r2")] = float(np.mean(vals)) if vals else None
-    summary["sessions"] = [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()} for r in rows]
-    (run_dir / "test_results.json").write_text(json.dumps(summary, indent=1))
-    return summary
+def linear_baseline(cfg: DictConfig) -> LinearBaseline:
+    """The linear decoders printed beside POYO; the window one spans at most POYO's window."""
+    return LinearBaseline(**{"context_s": cfg.window_length, **cfg.baseline})
 
 
 def pretrained_normalisation(trained, config: ReadoutConfig, sessions) -> ReadoutConfig | None:
@@ -290,7 +239,16 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
     ds = dm.train_set
     print(f"\n{len(ds.session_ids)} sessions, {len(ds.subject_ids)} subjects, {len(ds.unit_ids)} units in {root}\n")
     print(summary_table(ds))
+    dm.check_splits()
     readouts = dm.readouts = fit_normalisation(ds, readouts)
+    resume = find_resume(cfg, run_dir)
+    if resume is not None:
+        problems = resume_problems(safe_load(resume).get("hyper_parameters") or {}, OmegaConf.to_container(cfg, resolve=True), readouts)
+        if problems:
+            raise ValueError(
+                f"resume={resume}: this run's settings differ from the checkpoint's, so it would not continue the same run:\n  "
+                + "\n  ".join(problems) + "\nresume with the checkpoint's settings, or start a new run without resume"
+            )
 
     callbacks = []
     if cfg.finetune.mode == "none":
@@ -331,7 +289,6 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
         L.pytorch.callbacks.LearningRateMonitor("step"),
     ]
     trainer = make_trainer(cfg, run_dir, callbacks=callbacks)
-    resume = find_resume(cfg, run_dir)
     if resume is not None:
         print(f"resuming from {resume}")
     with warnings.catch_warnings():
@@ -343,7 +300,7 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
     if trainer.is_global_zero:
         step = safe_step(chosen) if chosen else trainer.global_step
         save_pretrained(model, ckpt_dir / "model.pt", readouts=readouts, metadata={"run": str(run_dir), "steps": step, "chosen": which})
-        report(cfg, module, dm, readouts, run_dir, which)
+        report(module, dm, readouts, run_dir, which, linear_baseline(cfg))
         print(f"\nrun folder: {run_dir} (the trained model: checkpoints/model.pt; poyo.load_pretrained() reads it)")
 
 
@@ -384,21 +341,23 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> None:
     trainer = make_trainer(cfg, run_dir, logger=False)
     trainer.test(module, datamodule=dm, verbose=False)
     if trainer.is_global_zero:
-        report(cfg, module, dm, readouts, run_dir, f"{Path(path).name}")
+        report(module, dm, readouts, run_dir, f"{Path(path).name}", linear_baseline(cfg))
 
 
 @hydra.main(config_path="configs", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    if cfg.layout not in ("packed", "padded"):
-        raise ValueError(f"layout must be 'packed' or 'padded', got {cfg.layout!r}")
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    L.seed_everything(cfg.seed, workers=False, verbose=False)
-    if cfg.mode == "train":
-        train(cfg, run_dir)
-    elif cfg.mode == "evaluate":
-        evaluate(cfg, run_dir)
-    else:
-        raise ValueError(f"mode must be 'train' or 'evaluate', got {cfg.mode!r}")
+    try:
+        check_settings(cfg)
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        L.seed_everything(cfg.seed, workers=False, verbose=False)
+        with RunLock(run_dir):
+            (train if cfg.mode == "train" else evaluate)(cfg, run_dir)
+    except USER_ERRORS as e:  # a message for the user, not a traceback (POYO_DEBUG=1 shows it)
+        if os.environ.get("POYO_DEBUG"):
+            raise
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"error: {msg}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,6 @@ def test_train_py_trains_evaluates_and_saves(tmp_path, layout):
 
 def test_train_py_reports_bad_settings(tmp_path):
     out = subprocess.run([sys.executable, str(ROOT / "train.py"), "layout=diagonal", f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert out.returncode != 0 and "layout must be 'packed' or 'padded'" in out.stderr
+    assert out.returncode != 0 and "error: setting layout='diagonal': must be 'packed' or 'padded'" in out.stderr and "Traceback" not in out.stderr
     out = subprocess.run([sys.executable, str(ROOT / "train.py"), "mode=evaluate", f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert out.returncode != 0 and "mode=evaluate needs checkpoint=PATH" in out.stderr

@@ -19,6 +19,7 @@ import argparse
 import fnmatch
 import importlib
 import os
+import sys
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -97,14 +98,32 @@ def build_parser(module) -> argparse.ArgumentParser:
     return p
 
 
+def read_failures(log: Path) -> dict[str, str]:
+    """The entries of a ``failed.log`` (session -> message and traceback)."""
+    if not log.is_file():
+        return {}
+    out = {}
+    for block in log.read_text().split("=== ")[1:]:
+        sid, _, msg = block.partition("\n")
+        out[sid.strip()] = msg.rstrip("\n")
+    return out
+
+
 def run(module, argv=None) -> int:
     """The command line of a pipeline module; returns the exit status."""
-    args = build_parser(module).parse_args(argv)
+    parser = build_parser(module)
+    args = parser.parse_args(argv)
     if args.workers < 1:
-        raise SystemExit("--workers must be >= 1")
+        parser.error("--workers must be >= 1")
     raw, out = args.raw_dir / module.BRAINSET_ID, args.processed_dir / module.BRAINSET_ID
+    if args.local and not raw.is_dir():
+        parser.error(f"--local: no raw folder {raw}; put the raw files there, or drop --local to download them")
     raw.mkdir(parents=True, exist_ok=True)
-    assets = module.manifest(raw, args)
+    try:
+        assets = module.manifest(raw, args)
+    except (FileNotFoundError, OSError, ValueError) as e:  # no raw files, no network, a bad listing
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if args.sessions:
         assets = [a for a in assets if any(fnmatch.fnmatchcase(a.session_id, p) for p in args.sessions)]
         if not assets:
@@ -112,6 +131,12 @@ def run(module, argv=None) -> int:
     ids = [a.session_id for a in assets]
     if len(set(ids)) != len(ids):
         raise SystemExit(f"the manifest names a session twice: {sorted({i for i in ids if ids.count(i) > 1})}")
+    try:  # session ids become file names below the processed folder
+        for i in ids:
+            sess.safe_name(i, "session id")
+    except ValueError as e:
+        print(f"error: the manifest of {module.BRAINSET_ID}: {e}", file=sys.stderr)
+        return 2
     if args.list:
         for a in assets:
             print(a.session_id, a.raw_path)
@@ -121,7 +146,7 @@ def run(module, argv=None) -> int:
     print(f"{module.BRAINSET_ID}: {len(assets)} sessions, {len(assets) - len(todo)} already done, {len(todo)} to do -> {out}")
     failures: dict[str, str] = {}
     start = time.time()
-    jobs = [(module.__name__, a, out / f"{a.session_id}.h5", args.redownload, args.workers == 1, args.download_only) for a in todo]
+    jobs = [(module.__name__, a, sess.session_path(args.processed_dir, module.BRAINSET_ID, a.session_id), args.redownload, args.workers == 1, args.download_only) for a in todo]
     bar = tqdm(total=len(jobs), unit="session", desc=module.BRAINSET_ID)
     if args.workers == 1:
         for job in jobs:
@@ -141,15 +166,22 @@ def run(module, argv=None) -> int:
                 bar.update()
     bar.close()
     log = out / "failed.log"
-    if failures:
+    # sessions this run did not try keep their earlier failure; tried ones are replaced by this run's outcome
+    tried = {a.session_id for a in todo}
+    earlier = {sid: msg for sid, msg in read_failures(log).items() if sid not in tried and not (out / f"{sid}.h5").exists()}
+    everything = {**earlier, **failures}
+    if everything:
         with open(log, "w") as f:
-            for sid, msg in failures.items():
+            for sid, msg in everything.items():
                 f.write(f"=== {sid}\n{msg}\n")
+    elif log.exists():
+        log.unlink()
+    if failures:
         print(f"\n{len(failures)} of {len(todo)} sessions FAILED (details in {log}):")
         for sid, msg in failures.items():
             print(f"  {sid}: {msg.splitlines()[0]}")
-    elif log.exists():
-        log.unlink()
+    if earlier:
+        print(f"{len(earlier)} session(s) that failed in an earlier run were not retried (still in {log}): {sorted(earlier)[:5]}")
     print(f"done in {time.time() - start:.0f} s: {len(todo) - len(failures)} written, {len(failures)} failed")
     return 1 if failures else 0
 

@@ -45,11 +45,19 @@ def spikes_from_trains(trains: list[np.ndarray], ids: list[str], domain: Interva
     """
     if len(trains) != len(ids):
         raise ValueError(f"{len(trains)} spike trains but {len(ids)} unit ids")
+    given = [np.asarray(t, np.float64).ravel() for t in trains]
     if domain is not None:  # session files hold only spikes inside their domain
-        trains = [_inside(np.sort(np.asarray(t, np.float64).ravel()), domain) for t in trains]
+        trains = [_inside(np.sort(t), domain) for t in given]
     keep = [i for i, t in enumerate(trains) if len(t)]
     if not keep:
-        raise ValueError("no unit has any spike")
+        everything = np.concatenate(given) if given else np.zeros(0)
+        everything = everything[np.isfinite(everything)]
+        if not len(everything):
+            raise ValueError("no unit has any spike")
+        raise ValueError(
+            f"no unit has any spike inside the behaviour's time range [{domain.start[0]:.3f}, {domain.end[-1]:.3f}) s: all "
+            f"{len(everything)} spikes lie in [{everything.min():.3f}, {everything.max():.3f}] s (different clocks or units?)"
+        )
     times = np.concatenate([np.asarray(trains[i], np.float64).ravel() for i in keep])
     index = np.concatenate([np.full(len(trains[i]), k, np.int64) for k, i in enumerate(keep)])
     bad = ~np.isfinite(times)

@@ -24,7 +24,7 @@ from temporaldata import Data, IrregularTimeSeries
 from brainsets_pipelines.common.behaviour import series_domain
 from brainsets_pipelines.common.blocks import block_splits
 from brainsets_pipelines.common.nwb import NWBContentError, find_series, open_nwb, series_times, series_values, subject_of, unit_trains
-from brainsets_pipelines.common.session import clean_id, describe, interval, merge, spikes_from_trains, subtract, trial_splits, write
+from brainsets_pipelines.common.session import clean_id, describe, interval, merge, safe_name, session_path, spikes_from_trains, subtract, trial_splits, write
 
 SPLIT_NAMES = {"train": "train", "valid": "valid", "val": "valid", "validation": "valid", "test": "test"}
 
@@ -75,6 +75,12 @@ def convert_file(path, behaviour: dict[str, dict[str, str]], *, brainset: str, s
             for field, name in fields.items():
                 s = find_series(nwb, name, path)
                 ts = series_times(s)
+                bad = np.flatnonzero(~np.isfinite(ts))
+                if bad.size:
+                    raise NWBContentError(f"{path}: {group}.{field} ({name}): {bad.size} NaN or infinite timestamps, first at sample {int(bad[0])}")
+                back = np.flatnonzero(np.diff(ts) <= 0)
+                if back.size:
+                    raise NWBContentError(f"{path}: {group}.{field} ({name}): timestamps must increase; t[{int(back[0])}]={ts[back[0]]:.6f} >= t[{int(back[0]) + 1}]={ts[back[0] + 1]:.6f}")
                 if t is not None and (len(ts) != len(t) or not np.allclose(ts, t)):
                     raise NWBContentError(f"{path}: {group}.{field} ({name}) has other timestamps than the rest of '{group}'; give it its own group")
                 t = ts
@@ -87,9 +93,14 @@ def convert_file(path, behaviour: dict[str, dict[str, str]], *, brainset: str, s
         domain = series_domain(np.sort(first_t)) if len(groups) == 1 else merge(interval([g[0][0] for g in groups.values()], [g[0][-1] for g in groups.values()]))
         splits = _splits(nwb, domain, path, split_column)
     series = {g: IrregularTimeSeries(timestamps=t, domain=domain, **v) for g, (t, v) in groups.items()}
-    spikes, units, dropped = spikes_from_trains(trains, ids, domain=domain)
+    try:
+        spikes, units, dropped = spikes_from_trains(trains, ids, domain=domain)
+    except ValueError as e:
+        raise NWBContentError(f"{path}: {e}") from None
     subject = meta.pop("subject")
-    d = describe(brainset, str(path.name), subject, sid, date=date, species=meta.get("species", "unknown"))
+    d = describe(safe_name(brainset, "brainset id"), str(path.name), subject, safe_name(sid, "session id"), date=date, species=meta.get("species", "unknown"))
+    d["session"].spikes_outside_behaviour = sum(len(t) for t in trains) - len(spikes.timestamps)
+    d["session"].units_dropped = dropped
     return Data(**d, spikes=spikes, units=units, domain=domain, **series, **splits)
 
 
@@ -105,18 +116,26 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.session_id and len(args.nwb) > 1:
         p.error("--session-id needs exactly one file")
-    behaviour = parse_behaviour(args.behaviour)
+    try:
+        behaviour = parse_behaviour(args.behaviour)
+        safe_name(args.brainset, "--brainset")
+    except ValueError as e:
+        p.error(str(e))  # one line and exit status 2, no traceback
     failed = 0
     for f in args.nwb:
         try:
             data = convert_file(f, behaviour, brainset=args.brainset, session_id=args.session_id, split_column=args.split_column)
-            out = args.processed_dir / args.brainset / f"{data.session.id}.h5"
+            out = session_path(args.processed_dir, data.brainset.id, data.session.id)
             if out.exists() and not args.overwrite:
                 print(f"{f}: {out} exists (use --overwrite)")
                 continue
             write(data, out)
+            s = data.session
             print(f"{f} -> {out}: {len(data.units.id)} units, {len(data.spikes.timestamps)} spikes, behaviour {sorted(args.behaviour)}")
-        except (NWBContentError, ValueError, FileNotFoundError) as e:
+            if s.spikes_outside_behaviour or s.units_dropped:
+                print(f"  cut {s.spikes_outside_behaviour} spikes outside the behaviour's time range; dropped {s.units_dropped} units left without spikes")
+        except Exception as e:  # one file's failure is reported with its name and does not stop the others
             failed += 1
-            print(f"FAILED {e}", file=sys.stderr)
+            msg = str(e) if str(f) in str(e) else f"{f}: {e}"
+            print(f"FAILED {msg}" if isinstance(e, (NWBContentError, ValueError, FileNotFoundError)) else f"FAILED {f}: {type(e).__name__}: {e}", file=sys.stderr)
     return 1 if failed else 0

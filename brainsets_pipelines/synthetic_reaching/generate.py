@@ -390,15 +390,37 @@ def is_current(out_dir, cfg: SyntheticConfig) -> bool:
     )
 
 
+def foreign_files(out_dir) -> list[Path]:
+    """Files in ``out_dir`` that no earlier ``generate`` wrote (not in its manifest)."""
+    out_dir = Path(out_dir)
+    try:
+        listed = set(json.loads((out_dir / "manifest.json").read_text()).get("files", [])) | {"manifest.json"}
+    except (OSError, ValueError):
+        listed = set()
+    return sorted(p for p in out_dir.rglob("*") if p.is_file() and p.relative_to(out_dir).as_posix() not in listed)
+
+
 def ensure(out_dir, cfg: SyntheticConfig = SyntheticConfig(), progress: bool = True) -> Path:
     """Generate the set into ``out_dir`` unless an identical one is already there.
 
-    A stale or partial folder is rebuilt in a sibling folder and swapped in, so an
-    interrupted run never leaves a mix of old and new sessions.
+    A set generated with other settings is rebuilt in a sibling folder and swapped in, so an
+    interrupted run never leaves a mix of old and new sessions. A folder holding anything
+    the generator did not write (the user's own files) is never replaced: that raises.
     """
     out_dir = Path(out_dir)
     if is_current(out_dir, cfg):
         return out_dir
+    if out_dir.exists():
+        foreign = foreign_files(out_dir)
+        if foreign:
+            shown = ", ".join(str(p.relative_to(out_dir)) for p in foreign[:3]) + (" ..." if len(foreign) > 3 else "")
+            raise FileExistsError(
+                f"{out_dir} should hold the synthetic set generated with the current settings, but it holds {len(foreign)} file(s) "
+                f"the generator did not write ({shown}); they would be deleted with the old set. Move them elsewhere, or point "
+                "data_root (or dataset.name) at another folder."
+            )
+        if progress:
+            print(f"{out_dir}: generated with other settings; generating it again")
     staging = out_dir.with_name(out_dir.name + ".building")
     shutil.rmtree(staging, ignore_errors=True)
     generate(staging, cfg, progress=progress)

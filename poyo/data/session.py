@@ -68,17 +68,22 @@ class CachedFile:
 
 
 def decode_strings(values) -> np.ndarray:
-    """Stored strings (fixed-length bytes, variable-length bytes or str) as a ``str`` array."""
+    """Stored strings (fixed-length bytes, variable-length bytes or str) as a ``str`` array.
+    Bytes are UTF-8 (what poyo's pipelines write); others (e.g. Latin-1) are read as Latin-1,
+    which maps every byte to one character, so ids stay distinct and stable."""
     arr = np.asarray(values)
-    if arr.dtype.kind == "S":
-        return np.char.decode(arr, "utf-8").astype(str)
-    if arr.dtype.kind == "O":
-        return np.array([v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in arr], dtype=str)
+    if arr.dtype.kind in "SO":
+        return np.array([_as_str(v) for v in arr.ravel()], dtype=str).reshape(arr.shape)
     return arr.astype(str)
 
 
 def _as_str(v) -> str:
-    return v.decode("utf-8") if isinstance(v, bytes) else str(v)
+    if isinstance(v, (bytes, np.bytes_)):
+        try:
+            return bytes(v).decode("utf-8")
+        except UnicodeDecodeError:
+            return bytes(v).decode("latin-1")
+    return str(v)
 
 
 @dataclass
@@ -207,6 +212,8 @@ class Session:
         self._spikes = self._series_reader(f, "spikes", ("unit_index",))
         if not isinstance(self._spikes, _Irregular):
             raise self._error("must be an irregular time series", field="spikes")
+        if self._spikes.n == 0:
+            raise self._error("no spikes at all: there is nothing to decode from", field="spikes.timestamps")
         self._behaviour = {}
         for key in self.behaviour_keys:
             group, name = _split_key(key)

@@ -16,6 +16,7 @@ converted once, on request, by :mod:`poyo.model.torch_brain`.
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -38,11 +39,16 @@ def safe_load(path, map_location="cpu") -> dict:
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        hint = ""
-        if "weights_only" in str(e) or "Unsupported global" in str(e):
-            hint = "; it holds pickled Python objects, which poyo never loads silently. A torch_brain checkpoint? " + TORCH_BRAIN_HINT
-        raise RuntimeError(f"{path}: not a readable poyo checkpoint ({type(e).__name__}: {first}){hint}") from e
+        msg = str(e)
+        pickled = re.search(r"GLOBAL ([\w.]+)", msg)
+        if pickled:  # a well-formed file with Python objects in it: never unpickled silently
+            raise RuntimeError(
+                f"{path}: not a readable poyo checkpoint: it holds a pickled Python object ({pickled.group(1)}), which poyo never "
+                f"loads silently. A torch_brain checkpoint? {TORCH_BRAIN_HINT}"
+            ) from e
+        detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", msg)
+        detail = detail.group(1) if detail else (msg.strip().splitlines() or [""])[0][:160]
+        raise RuntimeError(f"{path}: not a readable checkpoint: the file is damaged, truncated or of another kind ({type(e).__name__}: {detail})") from e
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: expected a checkpoint dict, found a {type(obj).__name__}")
     return obj

@@ -9,6 +9,7 @@ them. ``batch_size`` is the *global* batch; each rank loads ``batch_size / world
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from functools import partial
 
@@ -154,6 +155,12 @@ class DataModule(L.LightningDataModule):
             pin_memory=torch.cuda.is_available(),
         )
 
+    def check_splits(self) -> None:
+        """Raise now, not after training, if a session lacks a usable train, valid or test split."""
+        RandomFixedWindowSampler(self.train_set.sampling_intervals("train"), self.window_length, seed=self.seed)
+        for split in ("valid", "test"):
+            DistributedStitchingSampler(self.eval_set.sampling_intervals(split), self.window_length, step=self.eval_step, drop_short=True)
+
     def train_dataloader(self):
         if self.tokenizer is None:
             raise RuntimeError("DataModule.attach(model) must be called before training")
@@ -192,6 +199,10 @@ class POYOModule(L.LightningModule):
         self.stitcher = Stitcher()
         self.last_scores: dict[str, dict[str, float]] = {}
         self.last_stitched: dict = {}
+        self._fit_start = time.monotonic()
+
+    def on_fit_start(self):
+        self._fit_start = time.monotonic()
 
     def forward(self, batch):
         return self.model(batch)
@@ -199,7 +210,11 @@ class POYOModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         loss, parts = self.model.loss(self.model(batch), batch, global_batch=True)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite training loss {loss.item()} at step {self.global_step}")
+            raise FloatingPointError(
+                f"non-finite training loss {loss.item()} at step {self.global_step}; the batch held windows of sessions "
+                f"{sorted(set(batch['session_id']))}: check their behaviour values (NaN and inf are skipped, huge ones are not), "
+                "the readout's std and the learning rate"
+            )
         bs = len(batch["session_id"])
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         if len(parts) > 1:
@@ -237,6 +252,8 @@ class POYOModule(L.LightningModule):
         values = [v for per in scores.values() for v in per.values()]
         if values:
             self.log(f"{stage}/metric", sum(values) / len(values), prog_bar=True, sync_dist=False, rank_zero_only=False)
+        if stage == "val" and self.trainer.state.fn == "fit":  # wall time of this fit so far, for R² against time
+            self.log("val/elapsed_s", time.monotonic() - self._fit_start, sync_dist=False, rank_zero_only=False)
 
     def on_validation_epoch_start(self):
         self.stitcher = Stitcher()

@@ -19,10 +19,17 @@ FAR = 10.0  # a given std more than this factor from the data's is warned about
 
 
 def behaviour_stats(ds: Dataset, key: str, sessions: Sequence[str], split: str = "train") -> tuple[np.ndarray, np.ndarray, int]:
-    """Mean and std per dim (finite samples only) of ``key`` over the ``split`` of ``sessions``."""
-    values = [np.asarray(ds.behaviour(sid, key, split).values, np.float64) for sid in sessions]
-    x = np.concatenate([v.reshape(len(v), -1) for v in values])
-    x = x[np.isfinite(x).all(axis=1)]
+    """Mean and std per dim (finite samples only) of ``key`` over the ``split`` of ``sessions``;
+    warns about sessions without a single finite sample there (they add nothing to training)."""
+    parts = []
+    for sid in sessions:
+        v = np.asarray(ds.behaviour(sid, key, split).values, np.float64)
+        v = v.reshape(len(v), -1)
+        v = v[np.isfinite(v).all(axis=1)]
+        if not len(v):
+            warnings.warn(f"session '{sid}': no finite '{key}' sample in its {split} split; it adds nothing to training", stacklevel=3)
+        parts.append(v)
+    x = np.concatenate(parts)
     if len(x) < 2:
         raise ValueError(f"behaviour '{key}': fewer than 2 finite samples in the {split} split of {list(sessions)[:3]}; cannot normalise it")
     return x.mean(0), x.std(0), len(x)

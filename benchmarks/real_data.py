@@ -1,0 +1,141 @@
+"""POYO against the linear decoders on a real recording: R² against steps and wall time.
+
+    python benchmarks/real_data.py [--models poyo_mini poyo_1.3M] [--subsets full small short] [--extra key=value ...]
+
+The recording is ``../shared/data/s1_miller/s1_data.mat`` (macaque area 2, 52 units, 50 ms
+spike counts and hand velocity, 29 min; see its README). It is imported exactly as a user
+would (``brainsets_pipelines.arrays.from_binned_counts``: spike times placed uniformly inside
+their bins, seed 0) and trained with ``python train.py dataset=<folder>``, the default
+single-session recipe, with no config written by hand. Subsets test that the recipe is not
+tuned to one file's size: ``small`` keeps 15 random units and the first 9 minutes (a small
+population, like a head-direction recording), ``short`` all units for the first 13 minutes.
+
+For every run: validation R² against steps and seconds, the test R² of the checkpoint chosen
+on validation beside the window-matched and causal linear decoders, and the wall time.
+Writes ``results.json`` and ``r2_vs_steps.png`` (R² against steps and against time) into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from brainsets_pipelines.arrays import from_binned_counts, load_arrays, write_session  # noqa: E402
+
+SUBSETS = {
+    "full": dict(units=None, minutes=None),
+    "small": dict(units=15, minutes=9.0),
+    "short": dict(units=None, minutes=13.0),
+}
+
+
+def import_subset(mat: Path, data_root: Path, name: str) -> str:
+    """Write the S1 recording (or a subset of it) as brainset ``s1_<name>``; returns the brainset."""
+    brainset = f"s1_{name}"
+    if (data_root / brainset).is_dir():
+        return brainset
+    arrays = load_arrays(mat)
+    counts, vel = arrays["spikes"], arrays["vel"]
+    spec = SUBSETS[name]
+    if spec["minutes"]:
+        n = int(spec["minutes"] * 60 / 0.05)
+        counts, vel = counts[:n], vel[:n]
+    if spec["units"]:
+        keep = np.sort(np.random.default_rng(0).choice(counts.shape[1], spec["units"], replace=False))
+        counts = counts[:, keep]
+    data = from_binned_counts(counts, 0.05, {"hand.vel": vel}, brainset=brainset, session_id="s1_data", seed=0)
+    write_session(data, data_root)
+    return brainset
+
+
+def run(brainset: str, model: str, data_root: Path, run_dir: Path, extra: list[str]) -> dict:
+    cmd = [sys.executable, str(ROOT / "train.py"), f"dataset={brainset}", f"model={model}", f"data_root={data_root}", f"hydra.run.dir={run_dir}", *extra]
+    print(" ".join(cmd), flush=True)
+    t0 = time.time()
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.time() - t0
+    (run_dir / "stdout.txt").parent.mkdir(parents=True, exist_ok=True)
+    (run_dir / "stdout.txt").write_text(out.stdout + "\n" + out.stderr)
+    if out.returncode != 0:
+        raise RuntimeError(f"{brainset} / {model} failed:\n{out.stderr[-3000:]}")
+    rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
+    curve = [(int(r["step"]), float(r["val/metric"]), float(r["val/elapsed_s"])) for r in rows if r.get("val/metric") and r.get("val/elapsed_s")]
+    test = json.loads((run_dir / "test_results.json").read_text())
+    return {
+        "brainset": brainset, "model": model, "wall_s": round(wall, 1), "val_curve": curve, "checkpoint": test["checkpoint"],
+        "poyo_r2": test["poyo_mean_r2"], "linear_r2": test["linear_mean_r2"], "causal_r2": test["causal_mean_r2"],
+    }  # fmt: skip
+
+
+def plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sets = list(dict.fromkeys(r["brainset"] for r in results))
+    fig, axes = plt.subplots(len(sets), 2, figsize=(10, 3.2 * len(sets)), squeeze=False)
+    for row, bs in zip(axes, sets):
+        mine = [r for r in results if r["brainset"] == bs]
+        for r in mine:
+            steps, r2, secs = zip(*r["val_curve"]) if r["val_curve"] else ((), (), ())
+            row[0].plot(steps, r2, marker="o", ms=3, label=f"{r['model']} (test {r['poyo_r2']:.3f})")
+            row[1].plot(secs, r2, marker="o", ms=3, label=r["model"])
+        for ax in row:
+            ax.axhline(mine[0]["linear_r2"], color="k", ls="--", lw=1, label=f"linear, window (test {mine[0]['linear_r2']:.3f})")
+            ax.axhline(mine[0]["causal_r2"], color="grey", ls=":", lw=1, label=f"linear, causal (test {mine[0]['causal_r2']:.3f})")
+            ax.set_ylabel(f"{bs}: validation R²")
+            ax.set_ylim(max(0.0, min(ax.get_ylim()[0], 0.4)), 1.0)
+            ax.grid(alpha=0.3)
+        row[0].set_xlabel("training step")
+        row[1].set_xlabel("seconds of training")
+        row[0].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--mat", type=Path, default=ROOT.parent / "shared" / "data" / "s1_miller" / "s1_data.mat")
+    p.add_argument("--out", type=Path, default=ROOT / "outputs" / "benchmark_real_data")
+    p.add_argument("--models", nargs="+", default=["poyo_mini", "poyo_1.3M"])
+    p.add_argument("--subsets", nargs="+", default=["full"], choices=sorted(SUBSETS))
+    p.add_argument("--val-every", type=int, default=4, help="validate every N epochs (the R² curve's resolution)")
+    p.add_argument("--extra", nargs="*", default=[], help="more train.py overrides, for every run")
+    a = p.parse_args()
+    if not a.mat.is_file():
+        sys.exit(f"no recording at {a.mat}; pass --mat PATH (a .mat with 'spikes' (bins, units) and 'vel' (bins, 2) at 50 ms)")
+    import torch
+
+    print(f"machine: {platform.machine()}, {platform.processor() or 'cpu'}, {torch.get_num_threads()} threads, torch {torch.__version__}", flush=True)
+    data_root = a.out / "data"
+    results = []
+    for subset in a.subsets:
+        brainset = import_subset(a.mat, data_root, subset)
+        for model in a.models:
+            r = run(brainset, model, data_root, a.out / "runs" / f"{brainset}_{model}", [f"trainer.check_val_every_n_epoch={a.val_every}", *a.extra])
+            results.append(r)
+            print(f"{brainset:10s} {model:11s} POYO {r['poyo_r2']:.3f}  linear {r['linear_r2']:.3f}  causal {r['causal_r2']:.3f}  {r['wall_s']:.0f} s  ({r['checkpoint']})", flush=True)
+    print(f"\n{'recording':10s} {'model':11s} {'POYO R2':>8s} {'linear R2':>10s} {'causal R2':>10s} {'margin':>7s} {'wall s':>7s}")
+    for r in results:
+        print(f"{r['brainset']:10s} {r['model']:11s} {r['poyo_r2']:8.3f} {r['linear_r2']:10.3f} {r['causal_r2']:10.3f} {r['poyo_r2'] - r['linear_r2']:+7.3f} {r['wall_s']:7.0f}")
+        print("   validation R2 by step: " + ", ".join(f"{s}:{v:.3f}" for s, v, _ in r["val_curve"]))
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / "results.json").write_text(json.dumps(results, indent=1))
+    plot(results, a.out / "r2_vs_steps.png")
+    print(f"\nresults: {a.out / 'results.json'}, plot: {a.out / 'r2_vs_steps.png'}")
+
+
+if __name__ == "__main__":
+    main()

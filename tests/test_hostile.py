@@ -1,0 +1,327 @@
+"""A hostile and careless user: bad files, bad settings, kills, full disks, concurrent runs,
+path tricks and malicious pickles. Each case ends in a clear error (naming the file, session,
+field or setting) or a correct result, and nothing is written where it should not be.
+
+(Epoch reshuffling, resume at an epoch boundary and SIGKILL during training are in
+``test_training.py``; corrupt, truncated and malformed session files in ``test_validation.py``.)
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from brainsets_pipelines.common import runner
+from brainsets_pipelines.common.runner import Asset
+from brainsets_pipelines.nwb import main as nwb_main
+from brainsets_pipelines.synthetic_reaching import SyntheticConfig, ensure
+from poyo.data import Dataset, SessionFormatError
+from poyo.model import POYO, ReadoutConfig, load_pretrained, save_pretrained
+from poyo.model.pretrained import safe_load
+from poyo.training.checkpoint import AtomicCheckpointIO, atomic_save
+from poyo.training.guards import RunLock, SettingError, check_settings, resume_problems
+from poyo.training.module import DataModule, POYOModule
+from poyo.training.report import results_table
+from tests import raw_fixtures as fx
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = OmegaConf.load(ROOT / "configs" / "train.yaml")
+CONFIG.pop("hydra")  # its ${now:} needs a Hydra run
+
+
+def settings(**changes):
+    cfg = OmegaConf.merge(
+        CONFIG, {"optim": OmegaConf.load(ROOT / "configs" / "optim" / "adamw.yaml"), "trainer": OmegaConf.load(ROOT / "configs" / "trainer" / "default.yaml")}
+    )
+    for key, value in changes.items():
+        OmegaConf.update(cfg, key, value, force_add=True)
+    return cfg
+
+
+# --- settings -------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("batch_size", 0, "batch_size=0: must be a positive integer"),
+        ("batch_size", -8, "batch_size=-8: must be a positive integer"),
+        ("batch_size", "big", "batch_size='big'"),
+        ("optim.base_lr", "1e-3x", "optim.base_lr='1e-3x': must be a positive number"),
+        ("train_seconds", "two minutes", "train_seconds='two minutes'"),
+        ("sessions", [], "sessions=[]: must be null"),
+        ("eval_step", 2.0, "eval_step=2.0: must be a number of seconds in (0, window_length=1]"),
+        ("window_length", 0, "window_length=0"),
+        ("trainer.max_steps", 0, "trainer.max_steps=0: must be -1"),
+        ("num_workers", -1, "num_workers=-1"),
+        ("seed", 1.5, "seed=1.5"),
+        ("mode", "predict", "mode='predict'"),
+    ],
+)
+def test_bad_settings_fail_in_one_line_that_names_them(key, value, message):
+    check_settings(settings())  # the defaults are fine
+    with pytest.raises(SettingError) as e:
+        check_settings(settings(**{key: value}))
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_train_py_prints_setting_errors_without_a_traceback(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "train.py"), "batch_size=0", f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 1 and out.stderr.strip() == "error: setting batch_size=0: must be a positive integer (the global batch) (e.g. batch_size=32)"
+
+
+# --- run folders and resuming -----------------------------------------------------------------
+def test_a_second_run_in_the_same_folder_is_refused_and_a_dead_ones_lock_is_taken_over(tmp_path):
+    with RunLock(tmp_path):
+        with pytest.raises(FileExistsError, match=rf"{tmp_path} is in use by another run .*pid {os.getpid()}"):
+            RunLock(tmp_path).acquire()
+    assert not (tmp_path / ".run.lock").exists()  # released
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / ".run.lock").write_text(f"{os.uname().nodename} {dead.pid}")  # a run that was killed
+    with RunLock(tmp_path) as lock:
+        assert lock.held and (tmp_path / ".run.lock").read_text().endswith(str(os.getpid()))
+
+
+def test_resuming_with_other_settings_lists_every_difference():
+    cfg = OmegaConf.to_container(settings(), resolve=True)
+    readouts = [ReadoutConfig("cursor_velocity_2d", std=10.0)]
+    saved = {"config": cfg, "readouts": [r.to_dict() for r in readouts]}
+    assert resume_problems(saved, cfg, readouts) == []
+    changed = OmegaConf.to_container(settings(batch_size=64, seed=3, **{"optim.name": "lamb"}), resolve=True)
+    problems = resume_problems(saved, changed, [ReadoutConfig("cursor_velocity_2d", std=7.0)])
+    text = "\n".join(problems)
+    assert "optim: " in text and "batch_size: 32 in the checkpoint, 64 now" in text and "seed: 0 in the checkpoint, 3 now" in text
+    assert "target normalisation" in text and "10.0" in text and "7.0" in text
+
+
+# --- checkpoints ------------------------------------------------------------------------------
+def test_a_full_disk_says_so_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = atomic_save({"step": 1}, tmp_path / "last.ckpt")
+
+    def full(obj, f, *a, **k):
+        f.write(b"x" * 1000)
+        raise RuntimeError("[enforce fail at inline_container.cc:595] . unexpected pos 4452480 vs 4452372")
+
+    monkeypatch.setattr(torch, "save", full)
+    monkeypatch.setattr("shutil.disk_usage", lambda p: type("U", (), {"free": 300})())
+    with pytest.raises(OSError, match=r"no space left on the disk of .* \(0.0 MB free after writing 0.0 MB\); the previous last.ckpt is intact") as e:
+        atomic_save({"step": 2}, path)
+    assert e.value.errno == errno.ENOSPC
+    monkeypatch.undo()
+    assert safe_load(path) == {"step": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+
+
+def test_temporaries_of_killed_writers_are_removed(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".last.ckpt.{dead.pid}.tmp"
+    stale.write_bytes(b"\0" * 4096)
+    other = tmp_path / ".best.ckpt.1.tmp"  # another file's temporary (pid 1 is alive): left alone
+    other.write_bytes(b"")
+    atomic_save({"step": 1}, tmp_path / "last.ckpt")
+    assert not stale.exists() and other.exists()
+
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_no_loader_runs_a_malicious_pickle(tmp_path):
+    from poyo.model.torch_brain import import_torch_brain
+
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"x": _Evil(marker)}}, evil)
+    loaders = [safe_load, load_pretrained, POYO.from_pretrained, AtomicCheckpointIO().load_checkpoint, import_torch_brain]
+    for load in loaders:
+        with pytest.raises((RuntimeError, ValueError), match="pickled Python object"):
+            load(evil)
+    for args in (["mode=evaluate", f"checkpoint={evil}"], [f"resume={evil}", "trainer.max_steps=1"]):
+        out = subprocess.run([sys.executable, str(ROOT / "train.py"), *args, f"data_root={tmp_path / 'data'}", f"hydra.run.dir={tmp_path / 'run'}",
+                              "dataset.generate.num_animals=1", "dataset.generate.sessions_per_animal=1", "dataset.generate.duration_s=60", "num_workers=0"],
+                             capture_output=True, text=True, timeout=300, cwd=tmp_path)  # fmt: skip
+        assert out.returncode == 1 and "pickled Python object (posix.system)" in out.stderr, out.stderr[-2000:]
+    assert not marker.exists()
+
+
+def test_a_damaged_checkpoint_is_called_damaged_not_a_torch_brain_file(tmp_path):
+    path = atomic_save({"a": torch.ones(3)}, tmp_path / "c.ckpt")
+    data = path.read_bytes()
+    (tmp_path / "half.ckpt").write_bytes(data[: len(data) // 2])
+    (tmp_path / "noise.ckpt").write_bytes(np.random.default_rng(0).bytes(2000))
+    for name in ("half.ckpt", "noise.ckpt"):
+        with pytest.raises(RuntimeError, match="damaged, truncated or of another kind") as e:
+            safe_load(tmp_path / name)
+        assert "torch_brain" not in str(e.value) and name in str(e.value)
+
+
+# --- data -------------------------------------------------------------------------------------
+def test_synthetic_generation_never_deletes_the_users_files(tmp_path):
+    folder = tmp_path / "synthetic_reaching"
+    small = SyntheticConfig(num_animals=1, sessions_per_animal=1, duration_s=30.0, min_units=5, max_units=8)
+    ensure(folder, small, progress=False)
+    mine = folder / "my_recording.h5"
+    mine.write_bytes(b"precious")
+    with pytest.raises(FileExistsError, match=r"1 file\(s\) the generator did not write \(my_recording.h5\)"):
+        ensure(folder, SyntheticConfig(num_animals=1, sessions_per_animal=1, duration_s=40.0, min_units=5, max_units=8), progress=False)
+    assert mine.read_bytes() == b"precious" and len(list(folder.glob("*.h5"))) == 2
+    mine.unlink()
+    ensure(folder, SyntheticConfig(num_animals=1, sessions_per_animal=1, duration_s=40.0, min_units=5, max_units=8), progress=False)  # only ours: rebuilt
+    assert json.loads((folder / "manifest.json").read_text())["config"]["duration_s"] == 40.0
+
+
+def test_a_session_without_spikes_is_refused(make_session):
+    path = make_session("silent")
+    with h5py.File(path, "r+") as f:
+        for k in ("timestamps", "unit_index"):
+            del f[f"spikes/{k}"]
+        f["spikes/timestamps"] = np.zeros(0)
+        f["spikes/unit_index"] = np.zeros(0, np.int64)
+    with pytest.raises(SessionFormatError, match=r"silent.h5: session 'silent': field 'spikes.timestamps': no spikes at all"):
+        Dataset(path.parent, behaviour=["cursor.vel"])
+
+
+def test_latin1_unit_ids_are_read(make_session):
+    path = make_session("latin", n_units=3)
+    with h5py.File(path, "r+") as f:
+        del f["units/id"]
+        f["units/id"] = np.array([b"caf\xe9", b"na\xefve", b"u2"])
+    ds = Dataset(path.parent)
+    assert ds.unit_ids == ["handmade/latin/café", "handmade/latin/naïve", "handmade/latin/u2"]
+
+
+def test_a_missing_split_is_reported_before_training(make_session):
+    path = make_session("nosplit", splits=False)
+    dm = DataModule(path.parent.parent, [ReadoutConfig("cursor_velocity_2d", std=1.0)], num_workers=0, validate=False)
+    with pytest.raises(SessionFormatError, match=r"nosplit.h5: session 'nosplit': field 'train_domain': missing"):
+        dm.check_splits()
+
+
+def test_non_finite_loss_names_the_sessions_in_the_batch(synthetic_root):
+    from poyo.data import SequentialFixedWindowSampler, collate_packed
+
+    ds = Dataset(synthetic_root, behaviour=["cursor.vel"], validate=False)
+    model = POYO(dim=16, depth=0, dim_head=16, num_latents_per_step=2, unit_ids=ds.unit_ids, session_ids=ds.session_ids)
+    with torch.no_grad():
+        model.readout["cursor_velocity_2d"].bias.fill_(float("nan"))
+    tok = model.tokenizer([ReadoutConfig("cursor_velocity_2d", std=10.0)])
+    windows = list(SequentialFixedWindowSampler(ds.sampling_intervals("train"), 1.0, drop_short=True))[:2]
+    batch = collate_packed([tok(ds[w]) for w in windows])
+    module = POYOModule(model, {"name": "adamw", "base_lr": 1e-4}, global_batch_size=2, total_steps=1)
+    with pytest.raises(FloatingPointError, match=rf"non-finite training loss nan at step 0; the batch held windows of sessions \['{windows[0].session}'\]"):
+        module.training_step(batch, 0)
+
+
+def test_a_session_without_evaluable_samples_is_listed_not_dropped():
+    table, rows = results_table(
+        {"b/good": {"r": 0.8}}, {"window": {"b/good": {"r2": 0.7, "before_s": 0.5, "after_s": 0.5}}, "causal": {"b/good": {"r2": 0.6}}}, "r", ["b/good", "b/all_nan"]
+    )
+    assert [r["session"] for r in rows] == ["b/all_nan", "b/good"]
+    assert "b/all_nan" in table and "n/a" in table and "left out of the means" in table
+    assert "mean over sessions    0.800      0.700      0.600" in table
+
+
+# --- importers ----------------------------------------------------------------------------------
+def nwb(tmp_path, name="rec.nwb", t_shift=0.0, nan_at=None):
+    rng = np.random.default_rng(0)
+    t, pos, vel = fx.reaching(30.0, 100.0, rng)
+    t = t.copy()
+    if nan_at is not None:
+        t[nan_at] = np.nan
+    return fx.nwb_file(tmp_path / name, trains=fx.spike_trains(3, 1.0 + t_shift, 31.0 + t_shift, rng), electrodes=False, series=[("Velocity", "cursor_vel", t, vel)])
+
+
+@pytest.mark.parametrize("flag", [["--brainset", "../../escape"], ["--session-id", "../../x"], ["--session-id", "/tmp/abs"]])
+def test_nwb_import_cannot_write_outside_the_processed_folder(tmp_path, flag, capsys):
+    path = nwb(tmp_path)
+    out = tmp_path / "a" / "b" / "processed"
+    rc = nwb_main([str(path), "-b", "cursor.vel=cursor_vel", "--processed-dir", str(out), "--overwrite", *flag]) if flag[0] == "--session-id" else None
+    if flag[0] == "--brainset":
+        with pytest.raises(SystemExit) as e:
+            nwb_main([str(path), "-b", "cursor.vel=cursor_vel", "--processed-dir", str(out), *flag])
+        assert e.value.code == 2
+    else:
+        assert rc == 1
+    assert "cannot name a file" in capsys.readouterr().err
+    assert not list(tmp_path.rglob("*.h5"))
+
+
+def test_nwb_import_reports_each_bad_file_by_name_and_converts_the_others(tmp_path, capsys):
+    good = nwb(tmp_path, "good.nwb")
+    nan = nwb(tmp_path, "nan_time.nwb", nan_at=500)
+    late = nwb(tmp_path, "other_clock.nwb", t_shift=1000.0)
+    rc = nwb_main([str(nan), str(late), str(good), "-b", "cursor.vel=cursor_vel", "--processed-dir", str(tmp_path / "p")])
+    err = capsys.readouterr()
+    assert rc == 1 and (tmp_path / "p" / "my_nwb" / "good.h5").is_file()
+    lines = [line for line in err.err.splitlines() if line.startswith("FAILED")]
+    assert len(lines) == 2 and "Traceback" not in err.err
+    assert str(nan) in lines[0] and "cursor.vel (cursor_vel): 1 NaN or infinite timestamps, first at sample 500" in lines[0]
+    assert str(late) in lines[1] and "no unit has any spike inside the behaviour's time range" in lines[1] and "different clocks" in lines[1]
+
+
+def test_nwb_import_reports_the_spikes_it_cut(tmp_path, capsys):
+    path = nwb(tmp_path, t_shift=10.0)  # spikes run 10 s past the behaviour
+    assert nwb_main([str(path), "-b", "cursor.vel=cursor_vel", "--processed-dir", str(tmp_path / "p")]) == 0
+    out = capsys.readouterr().out
+    assert "cut" in out and "spikes outside the behaviour's time range" in out
+
+
+def test_malformed_command_lines_give_one_line(tmp_path):
+    path = nwb(tmp_path)
+    for args in (["-m", "brainsets_pipelines.nwb", str(path), "-b", "cursor_vel"], ["-m", "brainsets_pipelines.flint_slutzky_accurate_2012", "--local", "--raw-dir", str(tmp_path / "none")]):
+        out = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, timeout=120)
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert not (tmp_path / "none").exists()  # --local does not create the raw folder it was told to read
+
+
+class _FakePipeline:
+    """A pipeline module whose sessions fail on demand."""
+
+    BRAINSET_ID = "fake"
+    __name__ = "fake"
+    fail: set = set()
+
+    @staticmethod
+    def manifest(raw, args):
+        return [Asset(s, raw / f"{s}.raw") for s in ("a", "b", "c")]
+
+    @classmethod
+    def convert(cls, asset):
+        if asset.session_id in cls.fail:
+            raise ValueError(f"{asset.raw_path}: broken")
+        from tests.test_arrays import binned
+        from brainsets_pipelines.arrays import from_binned_counts
+
+        counts, vel = binned(400)
+        return from_binned_counts(counts, 0.05, {"hand.vel": vel}, brainset="fake", session_id=asset.session_id)
+
+
+def test_failed_log_keeps_the_failures_a_later_run_did_not_retry(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "process_one", lambda name, asset, out, *a: __import__("brainsets_pipelines.common.session", fromlist=["write"]).write(_FakePipeline.convert(asset), out))
+    for s in "abc":
+        (tmp_path / "raw" / "fake").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "raw" / "fake" / f"{s}.raw").write_text("")
+    args = ["--raw-dir", str(tmp_path / "raw"), "--processed-dir", str(tmp_path / "p"), "-j", "1", "--local"]
+    _FakePipeline.fail = {"a", "b"}
+    assert runner.run(_FakePipeline, args) == 1
+    log = tmp_path / "p" / "fake" / "failed.log"
+    assert set(runner.read_failures(log)) == {"a", "b"}
+    _FakePipeline.fail = set()
+    assert runner.run(_FakePipeline, [*args, "--sessions", "b"]) == 0  # b retried and fixed; a not retried
+    assert set(runner.read_failures(log)) == {"a"}
+    assert runner.run(_FakePipeline, args) == 0
+    assert not log.exists()
