@@ -1,10 +1,14 @@
 """The one entry point: ``python train.py [overrides]``.
 
 ``mode=train`` (default): prepare the data (the synthetic set is generated when missing),
-pretrain POYO with Lightning, then evaluate on the test split by stitching overlapping
-windows, print per-session R² beside a Wiener-filter baseline, and write into the run
-folder: ``checkpoints/`` (``last.ckpt`` every few steps, ``best.ckpt`` by validation R²),
+pretrain POYO with Lightning, then evaluate the weights chosen on validation on the test
+split by stitching overlapping windows, print per-session R² beside the linear baselines
+(window-matched and causal), and write into the run folder: ``checkpoints/`` (``last.ckpt``
+every few steps, ``best.ckpt`` by validation R², ``model.pt`` the tested weights),
 ``metrics.csv``, ``test_results.csv`` and ``test_predictions.png``.
+
+``dataset=<folder>``: any brainset folder below ``data_root`` without a config of its own
+(``configs/dataset/auto.yaml``: readout and normalisation from the data).
 
 ``mode=evaluate checkpoint=PATH``: the same test evaluation for a saved checkpoint.
 ``finetune=unit_identification|full|gradual finetune.checkpoint=PATH``: adapt a pretrained
@@ -125,7 +129,8 @@ def make_datamodule(cfg: DictConfig, root: Path, readouts, *, progress: bool) ->
         eval_step=cfg.eval_step,
         num_workers=cfg.num_workers,
         layout=cfg.layout,
-        unit_dropout=OmegaConf.to_container(cfg.dataset.unit_dropout),
+        unit_dropout=OmegaConf.to_container(cfg.dataset.unit_dropout) if cfg.dataset.get("unit_dropout") else None,
+        spike_jitter=cfg.dataset.get("spike_jitter") or 0.0,
         seed=cfg.seed,
         validate=cfg.validate_data,
         progress=progress,
@@ -135,7 +140,16 @@ def make_datamodule(cfg: DictConfig, root: Path, readouts, *, progress: bool) ->
     )
 
 
-def make_trainer(cfg: DictConfig, run_dir: Path, *, callbacks=(), logger=True) -> L.Trainer:
+def planned_steps(cfg: DictConfig, steps_per_epoch: int) -> int:
+    """``trainer.max_steps`` if set, else ``max_epochs`` epochs but at least ``min_steps`` steps
+    (a short recording has few windows per epoch, and the model needs a few hundred steps
+    before it starts to decode at all)."""
+    t = cfg.trainer
+    return t.max_steps if t.max_steps > 0 else max(t.max_epochs * steps_per_epoch, t.get("min_steps") or 0)
+
+
+def make_trainer(cfg: DictConfig, run_dir: Path, *, callbacks=(), logger=True, total_steps: int = -1, steps_per_epoch: int = 1) -> L.Trainer:
+    """The Lightning Trainer; it trains ``total_steps`` (shown as the epochs they take)."""
     t = cfg.trainer
     return L.Trainer(
         accelerator=t.accelerator,
@@ -143,8 +157,8 @@ def make_trainer(cfg: DictConfig, run_dir: Path, *, callbacks=(), logger=True) -
         num_nodes=t.num_nodes,
         strategy=t.strategy,
         precision=t.precision,
-        max_epochs=t.max_epochs if t.max_steps <= 0 else -1,
-        max_steps=t.max_steps,
+        max_epochs=-(-total_steps // steps_per_epoch) if total_steps > 0 else t.max_epochs,
+        max_steps=total_steps,
         gradient_clip_val=t.gradient_clip_val,
         check_val_every_n_epoch=t.check_val_every_n_epoch,
         log_every_n_steps=t.log_every_n_steps,
@@ -240,6 +254,7 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
     print(f"\n{len(ds.session_ids)} sessions, {len(ds.subject_ids)} subjects, {len(ds.unit_ids)} units in {root}\n")
     print(summary_table(ds))
     dm.check_splits()
+    warn_short_validation(ds)
     readouts = dm.readouts = fit_normalisation(ds, readouts)
     resume = find_resume(cfg, run_dir)
     if resume is not None:
@@ -265,7 +280,7 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
     steps_per_epoch = windows // cfg.batch_size
     if steps_per_epoch < 1:
         raise ValueError(f"only {windows} training windows: fewer than one global batch of {cfg.batch_size}; lower batch_size")
-    total = cfg.trainer.max_steps if cfg.trainer.max_steps > 0 else cfg.trainer.max_epochs * steps_per_epoch
+    total = planned_steps(cfg, steps_per_epoch)
     hparams = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -279,7 +294,7 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
         f"\nmodel {name}: {model.num_parameters(embeddings=False):,} parameters + "
         f"{model.num_parameters() - model.num_parameters(embeddings=False):,} in the unit/session vocabularies; "
         f"{cfg.optim.name} peak lr {lr:.3g} (= {cfg.optim.base_lr:g} x global batch {cfg.batch_size}), "
-        f"{total} steps ({steps_per_epoch} per epoch)\n"
+        f"{total} steps ({steps_per_epoch} per epoch, {total / steps_per_epoch:.3g} epochs)\n"
     )
     ckpt_dir = run_dir / "checkpoints"
     best = L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/metric", mode="max", save_top_k=1, enable_version_counter=False)
@@ -288,7 +303,7 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
         L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=cfg.trainer.checkpoint_every_n_steps),
         L.pytorch.callbacks.LearningRateMonitor("step"),
     ]
-    trainer = make_trainer(cfg, run_dir, callbacks=callbacks)
+    trainer = make_trainer(cfg, run_dir, callbacks=callbacks, total_steps=total, steps_per_epoch=steps_per_epoch)
     if resume is not None:
         print(f"resuming from {resume}")
     with warnings.catch_warnings():
@@ -304,17 +319,33 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
         print(f"\nrun folder: {run_dir} (the trained model: checkpoints/model.pt; poyo.load_pretrained() reads it)")
 
 
+CHOICE_MARGIN = 0.01  # best.ckpt replaces the final weights only if validation prefers it by more than this
+
+
 def choose_checkpoint(trainer: L.Trainer, module: POYOModule, dm: DataModule, best) -> tuple[str | None, str]:
     """The weights to test, chosen on the validation split: ``best.ckpt`` or the final ones.
 
-    Validation runs every few epochs, so the final weights are validated once more here.
+    Validation runs every few epochs, so the final weights are validated once more here. The
+    schedule ends at a tiny learning rate, so the final weights are kept unless an earlier
+    checkpoint scored more than ``CHOICE_MARGIN`` higher (validation R² is noisy).
     Returns (checkpoint path or None for the weights in memory, a description for the table).
     """
     final = trainer.validate(module, datamodule=dm, verbose=False)[0].get("val/metric", float("nan"))
     best_score = float(best.best_model_score) if best.best_model_score is not None else float("nan")
-    if best.best_model_path and Path(best.best_model_path).is_file() and best_score > final:
+    if best.best_model_path and Path(best.best_model_path).is_file() and best_score > final + CHOICE_MARGIN:
         return best.best_model_path, f"best.ckpt, step {safe_step(best.best_model_path)}, chosen on validation (R2 {best_score:.3f}; final weights {final:.3f})"
     return None, f"final weights, step {trainer.global_step}, chosen on validation (R2 {final:.3f}" + (f"; best.ckpt {best_score:.3f})" if np.isfinite(best_score) else ")")
+
+
+def warn_short_validation(ds: Dataset, least: float = 120.0) -> None:
+    """Validation R² picks the tested checkpoint; on a few seconds of data it is mostly noise."""
+    seconds = sum(ivs.total_length(iv) for iv in ds.sampling_intervals("valid").values())
+    if seconds < least:
+        warnings.warn(
+            f"the validation split holds only {seconds:.0f} s of data (less than {least:.0f} s): its R² is a noisy guide for "
+            "choosing the checkpoint to test. Longer recordings, or splits with more validation time, make it reliable.",
+            stacklevel=2,
+        )
 
 
 def safe_step(path) -> int:

@@ -14,7 +14,8 @@ a new animal with new units. On them, with the earliest 30 s, 2 min and
 * full fine-tuning (everything learns),
 * training from scratch (same architecture, same data),
 
-and every run also fits the Wiener baseline on the same data. All runs are scored on the
+and every run also fits the linear baselines on the same data (ridge on binned counts: the
+window-matched decoder with past and future bins, and the causal one). All runs are scored on the
 same held-out test trials (R² on reach periods, stitched windows, mean over the held-out
 sessions). Prints a table and writes ``results.json`` and ``few_shot.png`` to ``--out``.
 """
@@ -70,7 +71,7 @@ def plot(results: list[dict], png: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for method, style in (("unit_identification", "o-"), ("full", "s-"), ("scratch", "^-"), ("wiener", "x--")):
+    for method, style in (("unit_identification", "o-"), ("full", "s-"), ("scratch", "^-"), ("linear", "x--"), ("causal", "+:")):
         rows = sorted((r for r in results if r["method"] == method), key=lambda r: r["seconds_per_session"])
         if rows:
             ax.plot([r["seconds_per_session"] / 60 for r in rows], [r["r2"] for r in rows], style, label=method.replace("_", " "))
@@ -119,7 +120,7 @@ def main() -> None:
     if not ckpt.is_file():
         print(f"pretraining {a.model} on {len(pre)} sessions of animals {pretrain_animals} for {a.pretrain_steps} steps ...", flush=True)
         r = run_train(pre_dir, common + [sess(pre), f"trainer.max_steps={a.pretrain_steps}"], a.out / "pretrain.log")
-        print(f"  pretraining test R² {r['poyo_mean_r2']:.3f} (Wiener {r['wiener_mean_r2']:.3f}), {r['seconds']:.0f} s", flush=True)
+        print(f"  pretraining test R² {r['poyo_mean_r2']:.3f} (linear {r['linear_mean_r2']:.3f}, causal {r['causal_mean_r2']:.3f}), {r['seconds']:.0f} s", flush=True)
 
     for seconds in a.sizes:
         runs = {
@@ -132,15 +133,16 @@ def main() -> None:
             r = run_train(a.out / name, common + [sess(held), f"train_seconds={seconds}", *extra], a.out / f"{name}.log")
             steps = a.steps if method != "scratch" else a.scratch_steps
             results.append(dict(method=method, seconds_per_session=seconds, r2=r["poyo_mean_r2"], steps=steps, wall_s=round(r["seconds"], 1), sessions=r["sessions"]))
-            print(f"{method:20s} {seconds:6.0f} s/session  R² {r['poyo_mean_r2']:.3f}  (Wiener {r['wiener_mean_r2']:.3f})  {r['seconds']:.0f} s", flush=True)
-        results.append(dict(method="wiener", seconds_per_session=seconds, r2=r["wiener_mean_r2"], steps=0, wall_s=0.0))
+            print(f"{method:20s} {seconds:6.0f} s/session  R² {r['poyo_mean_r2']:.3f}  (linear {r['linear_mean_r2']:.3f}, causal {r['causal_mean_r2']:.3f})  {r['seconds']:.0f} s", flush=True)
+        for baseline in ("linear", "causal"):
+            results.append(dict(method=baseline, seconds_per_session=seconds, r2=r[f"{baseline}_mean_r2"], steps=0, wall_s=0.0))
         (a.out / "results.json").write_text(json.dumps(results, indent=1))
 
     print(f"\nmean test R² over {len(held)} held-out session(s) (new animals, new units):\n")
     sizes = sorted({r["seconds_per_session"] for r in results})
     print("| method | " + " | ".join(f"{s / 60:g} min" for s in sizes) + " |")
     print("|---|" + "---|" * len(sizes))
-    for method in ("unit_identification", "full", "scratch", "wiener"):
+    for method in ("unit_identification", "full", "scratch", "linear", "causal"):
         cells = {r["seconds_per_session"]: r["r2"] for r in results if r["method"] == method}
         print(f"| {method} | " + " | ".join(f"{cells[s]:.3f}" if s in cells else "" for s in sizes) + " |")
     plot(results, a.out / "few_shot.png")

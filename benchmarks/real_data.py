@@ -113,6 +113,9 @@ def main() -> None:
     p.add_argument("--subsets", nargs="+", default=["full"], choices=sorted(SUBSETS))
     p.add_argument("--val-every", type=int, default=4, help="validate every N epochs (the R² curve's resolution)")
     p.add_argument("--extra", nargs="*", default=[], help="more train.py overrides, for every run")
+    p.add_argument("--linear-contexts", nargs="*", type=float, default=[], metavar="S",
+                   help="also fit the window-matched linear decoder with these longest contexts (s), e.g. 1.5 2.0: "
+                        "POYO's stitched predictions average windows that together span up to 2 x window - eval_step")  # fmt: skip
     a = p.parse_args()
     if not a.mat.is_file():
         sys.exit(f"no recording at {a.mat}; pass --mat PATH (a .mat with 'spikes' (bins, units) and 'vel' (bins, 2) at 50 ms)")
@@ -129,11 +132,26 @@ def main() -> None:
             print(f"{brainset:10s} {model:11s} POYO {r['poyo_r2']:.3f}  linear {r['linear_r2']:.3f}  causal {r['causal_r2']:.3f}  {r['wall_s']:.0f} s  ({r['checkpoint']})", flush=True)
     print(f"\n{'recording':10s} {'model':11s} {'POYO R2':>8s} {'linear R2':>10s} {'causal R2':>10s} {'margin':>7s} {'wall s':>7s}")
     for r in results:
+        if "model" not in r:
+            continue
         print(f"{r['brainset']:10s} {r['model']:11s} {r['poyo_r2']:8.3f} {r['linear_r2']:10.3f} {r['causal_r2']:10.3f} {r['poyo_r2'] - r['linear_r2']:+7.3f} {r['wall_s']:7.0f}")
         print("   validation R2 by step: " + ", ".join(f"{s}:{v:.3f}" for s, v, _ in r["val_curve"]))
+    if a.linear_contexts:
+        from poyo.data import Dataset
+        from poyo.model import ReadoutConfig
+        from poyo.training.linear import LinearBaseline
+
+        print("\nwindow-matched linear decoder against its longest context (test R2, context chosen on validation):")
+        for subset in a.subsets:
+            ds = Dataset(data_root / f"s1_{subset}", behaviour=["hand.vel"], validate=False)
+            r = ReadoutConfig("hand_velocity_2d", key="hand.vel")
+            for context in [1.0, *a.linear_contexts]:
+                res = LinearBaseline(context_s=context).evaluate(ds, r)["window"][ds.session_ids[0]]
+                print(f"  s1_{subset:6s} up to {context:.2f} s: R2 {res['r2']:.3f} (chose -{res['before_s']:g} s .. +{res['after_s']:g} s)", flush=True)
+                results.append({"brainset": f"s1_{subset}", "linear_context_s": context, "linear_r2": res["r2"], "before_s": res["before_s"], "after_s": res["after_s"]})
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "results.json").write_text(json.dumps(results, indent=1))
-    plot(results, a.out / "r2_vs_steps.png")
+    plot([r for r in results if "model" in r], a.out / "r2_vs_steps.png")
     print(f"\nresults: {a.out / 'results.json'}, plot: {a.out / 'r2_vs_steps.png'}")
 
 

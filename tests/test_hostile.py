@@ -26,7 +26,7 @@ from brainsets_pipelines.common.runner import Asset
 from brainsets_pipelines.nwb import main as nwb_main
 from brainsets_pipelines.synthetic_reaching import SyntheticConfig, ensure
 from poyo.data import Dataset, SessionFormatError
-from poyo.model import POYO, ReadoutConfig, load_pretrained, save_pretrained
+from poyo.model import POYO, ReadoutConfig, load_pretrained
 from poyo.model.pretrained import safe_load
 from poyo.training.checkpoint import AtomicCheckpointIO, atomic_save
 from poyo.training.guards import RunLock, SettingError, check_settings, resume_problems

@@ -107,3 +107,46 @@ def test_transforms_reproducible_per_sample(synthetic_root):
     assert first == again  # order of reading does not matter
     other = [ds[WindowIndex(i.session, i.start, i.end, i.seed + 1)].unit_ids.tolist() for i in idx]
     assert first != other
+
+
+def test_spike_jitter_moves_each_spike_by_at_most_its_bound_and_keeps_order():
+    from poyo.data import SpikeJitter
+
+    spaced = np.arange(10) * 0.1 + 0.05  # 100 ms apart: a 25 ms shift cannot reorder them
+    w = Window("b/s", 10.0, 11.0, np.array(["b/s/a"]), spaced, np.zeros(10, np.int64))
+    out = SpikeJitter(0.025)(w, np.random.default_rng(1))
+    shift = out.spike_times - spaced
+    assert np.abs(shift).max() <= 0.025 and np.abs(shift).min() > 0 and len(np.unique(shift.round(9))) == 10
+    dense = np.sort(np.random.default_rng(0).uniform(0, 1, 2000))
+    w = Window("b/s", 10.0, 11.0, np.array(["b/s/a", "b/s/b"]), dense, np.arange(2000) % 2)
+    out = SpikeJitter(0.025)(w, np.random.default_rng(1))
+    assert np.all(np.diff(out.spike_times) >= 0) and out.spike_times.min() >= 0 and out.spike_times.max() < 1.0
+    assert 1940 < len(out.spike_times) < 2000  # only spikes pushed out of the window are lost
+    assert np.bincount(out.spike_units).min() > 960  # units travel with their spikes
+    again = SpikeJitter(0.025)(w, np.random.default_rng(1))
+    assert np.array_equal(again.spike_times, out.spike_times)  # reproducible from the sample's generator
+    assert not np.array_equal(SpikeJitter(0.025)(w, np.random.default_rng(2)).spike_times, out.spike_times)
+    with pytest.raises(ValueError, match="positive number of seconds"):
+        SpikeJitter(0.0)
+
+
+def test_fraction_unit_dropout_keeps_half_to_all_units_rising_towards_all():
+    from poyo.data import FractionUnitDropout, unit_dropout
+
+    d = FractionUnitDropout(min_fraction=0.5, peak=4.0)
+    n, p = d.pmf(15)
+    assert n.tolist() == list(range(8, 16)) and p.sum() == pytest.approx(1.0)
+    assert p[-1] / p[0] == pytest.approx(4.0)  # all units 4x as likely as half of them
+    rng = np.random.default_rng(0)
+    w = Window("b/s", 0.0, 1.0, np.array([f"b/s/u{i}" for i in range(15)]), np.sort(rng.uniform(0, 1, 600)), rng.integers(0, 15, 600))
+    kept = [len(d(w, np.random.default_rng(s)).unit_ids) for s in range(4000)]
+    observed = np.bincount(kept, minlength=16)[8:]
+    assert min(kept) >= 8 and max(kept) == 15
+    assert _chi2_pvalue(observed, p * len(kept)) > 1e-3
+    out = d(w, np.random.default_rng(3))
+    assert set(out.spike_units.tolist()) <= set(range(len(out.unit_ids)))  # spikes re-indexed to the kept units
+    assert isinstance(unit_dropout(min_fraction=0.5), FractionUnitDropout) and isinstance(unit_dropout(min_units=30, mode_units=100, max_units=300), UnitDropout)
+    one = Window("b/s", 0.0, 1.0, np.array(["b/s/u0"]), np.array([0.5]), np.array([0]))
+    assert d(one, np.random.default_rng(0)).unit_ids.tolist() == ["b/s/u0"]
+    with pytest.raises(ValueError, match="min_fraction"):
+        FractionUnitDropout(min_fraction=0.0)

@@ -4,12 +4,13 @@ from poyo.data.collate import collate_packed, collate_padded, unpack, unpad
 from poyo.data.dataset import Dataset, find_session_files, seed_worker
 from poyo.data.samplers import DistributedStitchingSampler, RandomFixedWindowSampler, SequentialFixedWindowSampler
 from poyo.data.session import Session, SessionFormatError
-from poyo.data.transforms import Compose, OutputSampler, UnitDropout
+from poyo.data.transforms import Compose, FractionUnitDropout, OutputSampler, SpikeJitter, UnitDropout, unit_dropout
 from poyo.data.window import Series, Window, WindowIndex
 
 __all__ = [
     "Compose",
     "Dataset",
+    "FractionUnitDropout",
     "DistributedStitchingSampler",
     "OutputSampler",
     "RandomFixedWindowSampler",
@@ -17,6 +18,7 @@ __all__ = [
     "Series",
     "Session",
     "SessionFormatError",
+    "SpikeJitter",
     "UnitDropout",
     "Window",
     "WindowIndex",
@@ -24,6 +26,7 @@ __all__ = [
     "collate_padded",
     "find_session_files",
     "seed_worker",
+    "unit_dropout",
     "unpack",
     "unpad",
 ]

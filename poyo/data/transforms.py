@@ -68,15 +68,82 @@ class UnitDropout:
         total = len(window.unit_ids)
         if total <= self.min_units:
             return window
-        n = int(self.sample_count(rng))
-        if n >= total:
-            return window
-        keep = np.sort(rng.choice(total, size=n, replace=False))
-        new_index = np.full(total, -1, dtype=np.int64)
-        new_index[keep] = np.arange(n)
-        mapped = new_index[window.spike_units]
-        kept = mapped >= 0
-        return window.replace(unit_ids=window.unit_ids[keep], spike_times=window.spike_times[kept], spike_units=mapped[kept])
+        return keep_units(window, int(self.sample_count(rng)), rng)
+
+
+class FractionUnitDropout:
+    """Keep a random share of the window's units, whatever the population size.
+
+    The number kept, ``n``, is drawn on ``ceil(min_fraction * U) .. U`` (``U`` the units in
+    the window) with a density rising linearly from 1 to ``peak`` at ``U``: mostly nearly
+    all units, sometimes half. :class:`UnitDropout`'s absolute counts (30 to 300, made for
+    populations of hundreds) leave a population of a few dozen units untouched; a small
+    recording needs the augmentation most.
+    """
+
+    def __init__(self, min_fraction: float = 0.5, peak: float = 4.0):
+        if not 0 < min_fraction <= 1:
+            raise ValueError(f"min_fraction must be in (0, 1], got {min_fraction}")
+        if not peak >= 1.0:
+            raise ValueError(f"peak must be >= 1 (the weight at min_fraction), got {peak}")
+        self.min_fraction, self.peak = float(min_fraction), float(peak)
+        self._cdf: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def pmf(self, units: int) -> tuple[np.ndarray, np.ndarray]:
+        """(counts, probabilities) for a population of ``units``."""
+        lo = max(1, int(np.ceil(self.min_fraction * units)))
+        n = np.arange(lo, units + 1)
+        w = 1 + (self.peak - 1) * (n - lo) / max(units - lo, 1)
+        return n, w / w.sum()
+
+    def __call__(self, window: Window, rng: np.random.Generator) -> Window:
+        total = len(window.unit_ids)
+        if total not in self._cdf:
+            n, p = self.pmf(total)
+            cdf = np.cumsum(p)
+            cdf[-1] = 1.0
+            self._cdf[total] = (n, cdf)
+        n, cdf = self._cdf[total]
+        return keep_units(window, int(n[np.searchsorted(cdf, rng.random(), side="right")]), rng)
+
+
+def keep_units(window: Window, n: int, rng: np.random.Generator) -> Window:
+    """``window`` with a random subset of ``n`` of its units (all of them if ``n`` is not smaller)."""
+    total = len(window.unit_ids)
+    if n >= total:
+        return window
+    keep = np.sort(rng.choice(total, size=n, replace=False))
+    new_index = np.full(total, -1, dtype=np.int64)
+    new_index[keep] = np.arange(n)
+    mapped = new_index[window.spike_units]
+    kept = mapped >= 0
+    return window.replace(unit_ids=window.unit_ids[keep], spike_times=window.spike_times[kept], spike_units=mapped[kept])
+
+
+def unit_dropout(**settings):
+    """The unit dropout a config describes: ``min_fraction`` (and ``peak``) for
+    :class:`FractionUnitDropout`, else ``min_units``/``mode_units``/``max_units`` for :class:`UnitDropout`."""
+    return FractionUnitDropout(**settings) if "min_fraction" in settings else UnitDropout(**settings)
+
+
+class SpikeJitter:
+    """Move every spike by an independent uniform shift in ``[-max_shift, +max_shift]`` seconds.
+
+    Decoding behaviour should not hinge on when exactly inside a few milliseconds a spike
+    fell, and for spikes re-timed from binned counts that position is made up. Shifted
+    spikes that leave the window are dropped; the rest stay sorted.
+    """
+
+    def __init__(self, max_shift: float):
+        if not (np.isfinite(max_shift) and max_shift > 0):
+            raise ValueError(f"max_shift must be a positive number of seconds, got {max_shift}")
+        self.max_shift = float(max_shift)
+
+    def __call__(self, window: Window, rng: np.random.Generator) -> Window:
+        t = window.spike_times + rng.uniform(-self.max_shift, self.max_shift, len(window.spike_times))
+        keep = (t >= 0) & (t < window.duration)
+        order = np.argsort(t[keep], kind="stable")
+        return window.replace(spike_times=t[keep][order], spike_units=window.spike_units[keep][order])
 
 
 class OutputSampler:

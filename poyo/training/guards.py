@@ -14,7 +14,7 @@ from numbers import Integral, Real
 from pathlib import Path
 
 # the settings that define a run's plan: a resume must not change them
-PLAN = ("model", "optim", "dataset", "batch_size", "seed", "window_length", "sessions", "train_seconds", "finetune", "trainer.max_steps", "trainer.max_epochs")
+PLAN = ("model", "optim", "dataset", "batch_size", "seed", "window_length", "sessions", "train_seconds", "finetune", "trainer.max_steps", "trainer.max_epochs", "trainer.min_steps")
 
 
 class SettingError(ValueError):
@@ -69,6 +69,7 @@ def check_settings(cfg: Mapping) -> None:
         need(key, lambda v: v is None or (_number(v) and 0 <= v <= 1), "must be a number in [0, 1]", "0.5")
     need("optim.warmup_steps", lambda v: v is None or (_integer(v) and v >= 0), "must be an integer >= 0", "0")
     need("trainer.max_epochs", lambda v: _integer(v) and v >= 1, "must be a positive integer", "20")
+    need("trainer.min_steps", lambda v: v is None or (_integer(v) and v >= 0), "must be an integer >= 0", "1000")
     need("trainer.max_steps", lambda v: _integer(v) and (v == -1 or v >= 1), "must be -1 (use max_epochs) or a positive integer", "1000")
     for key in ("trainer.check_val_every_n_epoch", "trainer.checkpoint_every_n_steps", "trainer.log_every_n_steps"):
         need(key, lambda v: _integer(v) and v >= 1, "must be a positive integer", "5")

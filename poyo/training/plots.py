@@ -16,6 +16,21 @@ def _trials(time: np.ndarray, gap: float) -> list[np.ndarray]:
     return np.split(np.arange(len(time)), breaks)
 
 
+def segments(time: np.ndarray, n: int, max_seconds: float = 8.0) -> list[np.ndarray]:
+    """Up to ``n`` readable stretches of sorted sample times, in time order: contiguous runs
+    (trials) cut into pieces of at most ``max_seconds``, the longest ones, spread over the recording."""
+    if len(time) < 2:
+        return [np.arange(len(time))] if len(time) else []
+    pieces = []
+    for run in _trials(time, gap=5 * np.median(np.diff(time))):
+        cut = np.floor((time[run] - time[run[0]]) / max_seconds).astype(int)
+        pieces += [run[cut == k] for k in np.unique(cut)]
+    length = np.array([time[p[-1]] - time[p[0]] for p in pieces])
+    long = [p for p, d in zip(pieces, length) if d >= 0.5 * length.max()]  # skip short leftovers
+    pick = np.unique(np.linspace(0, len(long) - 1, min(n, len(long))).round().astype(int))
+    return [long[i] for i in pick]
+
+
 def plot_test_trials(
     path,
     stitched: Mapping[tuple[str, str], Mapping[str, np.ndarray]],
@@ -25,7 +40,8 @@ def plot_test_trials(
     sessions: Sequence[str] | None = None,
     trials_per_session: int = 3,
 ) -> Path:
-    """Write a PNG grid: one row per session, one column per trial, both output dims.
+    """Write a PNG grid: one row per session, one column per test trial (or stretch of at most
+    8 s of a long block, spread over it), both output dims.
 
     ``readout``: the head's config, or several configs of one head for datasets that
     normalise per brainset (each session is de-normalised with the config that fed it).
@@ -53,8 +69,10 @@ def plot_test_trials(
             b = baseline[key[0]]
             base = dict(zip(b["sample_index"].tolist(), b["pred"]))
         idx_sorted = s["sample_index"][order]
-        runs = sorted(_trials(t, gap=5 * np.median(np.diff(t))), key=len, reverse=True)[:trials_per_session]
-        for ax, run in zip(row, sorted(runs, key=lambda r: t[r[0]])):
+        runs = segments(t, trials_per_session)
+        for ax in row[len(runs) :]:
+            ax.set_visible(False)
+        for ax, run in zip(row, runs):
             for d, colour in zip(range(true.shape[1]), ("tab:blue", "tab:orange")):
                 ax.plot(t[run], true[run, d], color="black", lw=1.2, label="true" if d == 0 else None)
                 ax.plot(t[run], pred[run, d], color=colour, lw=1.2, label=f"POYO dim {d}")
