@@ -1,0 +1,96 @@
+"""What train.py derives from the settings before it trains: the steps it plans and the epochs
+it shows, the augmentation a dataset config asks for (or not), the validation-length warning,
+and the readable stretches the test plot draws."""
+
+import importlib.util
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from brainsets_pipelines.arrays import from_binned_counts, write_session
+from poyo.data import Dataset, FractionUnitDropout, SpikeJitter, UnitDropout
+from poyo.model import ReadoutConfig
+from poyo.training.plots import segments
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def train():
+    """train.py as a module (its Hydra entry point is not run)."""
+    spec = importlib.util.spec_from_file_location("poyo_train_entry", ROOT / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def config(*overrides):
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+def recording(root, seconds: float, units: int = 8, seed: int = 0) -> Path:
+    """One session of binned counts (no trials: 10 time blocks dealt 8/1/1)."""
+    rng = np.random.default_rng(seed)
+    bins = int(seconds / 0.05)
+    vel = rng.normal(size=(bins, 2))
+    counts = rng.poisson(1.0, size=(bins, units))
+    write_session(from_binned_counts(counts, 0.05, {"hand.vel": vel}, brainset="lab", session_id="rec", seed=seed), root)
+    return root / "lab"
+
+
+def test_planned_steps_take_min_steps_and_the_progress_bar_shows_the_epochs_they_need(train, tmp_path):
+    cfg = config()
+    assert (cfg.trainer.max_epochs, cfg.trainer.min_steps, cfg.trainer.max_steps) == (20, 1000, -1)
+    assert train.planned_steps(cfg, 42) == 1000  # 20 epochs of 42 batches fall short of min_steps
+    assert train.planned_steps(cfg, 100) == 2000  # 20 epochs are more
+    cfg.trainer.max_steps = 12
+    assert train.planned_steps(cfg, 42) == 12  # max_steps overrides both
+    trainer = train.make_trainer(cfg, tmp_path, logger=False, total_steps=1000, steps_per_epoch=42)
+    # the epoch count shown is the one the steps take (it read "Epoch 31/-2" with max_steps set)
+    assert (trainer.max_epochs, trainer.max_steps) == (24, 1000)
+
+
+def test_a_dataset_config_without_augmentation_keys_trains_without_augmentation(train, tmp_path):
+    root = recording(tmp_path, 300)
+    readouts = [ReadoutConfig("hand_velocity_2d", std=1.0)]
+    cfg = config("num_workers=0", "validate_data=false")
+    OmegaConf.set_struct(cfg, False)
+    del cfg.dataset["unit_dropout"]  # a hand-written dataset YAML that names neither key
+    assert train.make_datamodule(cfg, root, readouts, progress=False).augment == []
+    cfg.dataset.unit_dropout = {"min_fraction": 0.5}
+    cfg.dataset.spike_jitter = 0.02
+    kinds = [type(t) for t in train.make_datamodule(cfg, root, readouts, progress=False).augment]
+    assert kinds == [FractionUnitDropout, SpikeJitter]
+    cfg.dataset.unit_dropout = {"min_units": 3, "mode_units": 5, "max_units": 8}
+    assert type(train.make_datamodule(cfg, root, readouts, progress=False).augment[0]) is UnitDropout
+
+
+def test_a_short_validation_split_is_warned_about(train, tmp_path):
+    short = Dataset(recording(tmp_path / "short", 300), behaviour=["hand.vel"], validate=False)  # 30 s of validation
+    with pytest.warns(UserWarning, match=r"validation split holds only 30 s"):
+        train.warn_short_validation(short)
+    long = Dataset(recording(tmp_path / "long", 1500), behaviour=["hand.vel"], validate=False)  # 150 s
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train.warn_short_validation(long)
+
+
+def test_plot_stretches_are_readable_and_spread_over_a_long_block():
+    t = np.arange(0, 176, 0.05)  # one 176 s test block without trials (the S1 recording's)
+    pieces = segments(t, 3)
+    assert len(pieces) == 3
+    assert all(t[p[-1]] - t[p[0]] <= 8.0 for p in pieces)
+    assert t[pieces[0][0]] < 10 and t[pieces[-1][-1]] > 160  # from the start to the end, in time order
+    assert all(t[a[-1]] < t[b[0]] for a, b in zip(pieces, pieces[1:]))
+
+
+def test_plot_stretches_keep_whole_trials_and_never_invent_panels():
+    t = np.r_[np.arange(0, 2, 0.01), np.arange(10, 12.5, 0.01)]  # two trials, fewer than 3 panels
+    pieces = segments(t, 3)
+    assert [len(p) for p in pieces] == [200, 250]
+    assert segments(np.array([]), 3) == []
