@@ -32,10 +32,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from brainsets_pipelines.synthetic_reaching import SyntheticConfig, ensure  # noqa: E402
-from poyo.model import POYO, ReadoutConfig, targets  # noqa: E402
+from poyo.model import POYO, ReadoutConfig  # noqa: E402
 from poyo.training.module import DataModule  # noqa: E402
 from poyo.training.optim import build_optimizer  # noqa: E402
-from poyo.training.stitch import Stitcher  # noqa: E402
+from poyo.training.stitch import stitch_predictions  # noqa: E402
 
 
 def rescale(model: torch.nn.Module, scale: float, names: tuple[str, ...] | None) -> None:
@@ -50,14 +50,8 @@ def rescale(model: torch.nn.Module, scale: float, names: tuple[str, ...] | None)
 
 
 def validate(model: POYO, dm: DataModule) -> float:
-    model.eval()
-    stitcher = Stitcher()
-    with torch.no_grad():
-        for batch in dm.eval_dataloader("valid"):
-            for name, pred in model(batch).items():
-                stitcher.add(batch["session_id"], name, targets(batch, name), pred, batch["absolute_start"])
-    model.train()
-    return float(np.mean([r2 for per in stitcher.scores().values() for r2 in per.values()]))
+    scores = stitch_predictions(model, dm.eval_dataloader("valid")).scores()
+    return float(np.mean([r2 for per in scores.values() for r2 in per.values()]))
 
 
 def main() -> None:

@@ -23,10 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from brainsets_pipelines.synthetic_reaching import SyntheticConfig, ensure  # noqa: E402
-from poyo.model import POYO, ReadoutConfig, targets  # noqa: E402
+from poyo.model import POYO, ReadoutConfig  # noqa: E402
 from poyo.training.module import DataModule  # noqa: E402
 from poyo.training.optim import build_optimizer  # noqa: E402
-from poyo.training.stitch import Stitcher  # noqa: E402
+from poyo.training.stitch import stitch_predictions  # noqa: E402
 
 
 def main() -> None:
@@ -61,14 +61,7 @@ def main() -> None:
     val = list(dm.eval_dataloader("valid"))
 
     def evaluate() -> float:
-        model.eval()
-        st = Stitcher()
-        with torch.no_grad():
-            for b in val:
-                for n, pr in model(b).items():
-                    st.add(b["session_id"], n, targets(b, n), pr, b["absolute_start"])
-        model.train()
-        return float(np.mean([v[readouts[0].name] for v in st.scores().values()]))
+        return float(np.mean([v[readouts[0].name] for v in stitch_predictions(model, val).scores().values()]))
 
     print(f"{a.opt} lr {a.lr:g} batch {a.bs}: {model.num_parameters(embeddings=False):,} parameters")
     spent, step, epoch, report = 0.0, 0, 0, 50.0

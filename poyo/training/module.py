@@ -18,7 +18,7 @@ import torch
 
 from poyo.data import Compose, Dataset, DistributedStitchingSampler, RandomFixedWindowSampler, SpikeJitter, collate_packed, collate_padded, seed_worker
 from poyo.data import unit_dropout as make_unit_dropout
-from poyo.model import POYO, ReadoutConfig, targets
+from poyo.model import POYO, ReadoutConfig
 from poyo.model.tokenizer import behaviour_keys, interval_keys, readouts_for
 from poyo.training.optim import build_optimizer, schedule
 from poyo.training.stitch import Stitcher
@@ -242,8 +242,7 @@ class POYOModule(L.LightningModule):
     def _eval_step(self, batch, stage: str) -> None:
         preds = self.model(batch)
         loss, _ = self.model.loss(preds, batch)
-        for name, pred in preds.items():
-            self.stitcher.add(batch["session_id"], name, targets(batch, name), pred, batch["absolute_start"])
+        self.stitcher.add_batch(batch, preds)
         self.log(f"{stage}/loss", loss, batch_size=len(batch["session_id"]), sync_dist=True)
 
     def _eval_end(self, stage: str):

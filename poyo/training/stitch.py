@@ -13,11 +13,12 @@ ranks by sample index, so the result equals a single-process evaluation.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
 
+from poyo.model.poyo import targets
 from poyo.model.readout import get_readout
 
 
@@ -51,6 +52,11 @@ class Stitcher:
         for i in np.unique(sample):
             keep = sample == i
             self._chunks[(session_ids[i], readout)].append({k: v[keep] for k, v in arrays.items()})
+
+    def add_batch(self, batch: Mapping, preds: Mapping[str, torch.Tensor]) -> None:
+        """Add a model's predictions (``{readout: tensor}``) for one collated evaluation batch."""
+        for name, pred in preds.items():
+            self.add(batch["session_id"], name, targets(batch, name), pred, batch["absolute_start"])
 
     def gather(self) -> None:
         """Merge the chunks of every rank (no-op without torch.distributed)."""
@@ -101,3 +107,16 @@ class Stitcher:
 
     def __len__(self) -> int:
         return sum(len(c["sample_index"]) for parts in self._chunks.values() for c in parts)
+
+
+def stitch_predictions(model: torch.nn.Module, batches: Iterable[Mapping]) -> Stitcher:
+    """``model``'s predictions on evaluation ``batches`` (eval mode, no gradients), stitched;
+    the model's training mode is restored."""
+    was = model.training
+    model.eval()
+    stitcher = Stitcher()
+    with torch.no_grad():
+        for batch in batches:
+            stitcher.add_batch(batch, model(batch))
+    model.train(was)
+    return stitcher
