@@ -36,7 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from poyo.data import Dataset, RandomFixedWindowSampler
 from poyo.data import intervals as ivs
-from poyo.data.discover import choose_behaviour, readout_name
+from poyo.data.discover import angle_period, choose_behaviour, readout_name
 from poyo.model import POYO, ReadoutConfig, load_pretrained, save_pretrained
 from poyo.model.readout import READOUTS
 from poyo.model.pretrained import FORMAT, FORMAT_VERSION, safe_load
@@ -44,13 +44,14 @@ from poyo.training.checkpoint import AtomicCheckpointIO
 from poyo.training.finetune import MODES, BackboneFreezer, adapt_vocabularies, unfreeze_epoch
 from poyo.training.guards import RunLock, check_settings, resume_problems
 from poyo.training.linear import LinearBaseline
+from poyo.training.loggers import check_logger, make_loggers, quiet_libraries
 from poyo.training.module import DataModule, POYOModule
 from poyo.training.normalise import fit_normalisation
 from poyo.training.report import report
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 # errors that describe a problem with the settings or the data, printed without a traceback
-USER_ERRORS = (ValueError, KeyError, FileNotFoundError, FileExistsError, FloatingPointError, OSError)
+USER_ERRORS = (ValueError, KeyError, FileNotFoundError, FileExistsError, FloatingPointError, OSError, ModuleNotFoundError)
 
 
 def register_brainset_folders(argv: list[str]) -> None:
@@ -69,7 +70,7 @@ def prepare_data(cfg: DictConfig) -> Path | list[Path]:
     """The dataset's folder(s) below ``data_root``: ``dataset.brainsets`` if listed, else ``dataset.name``."""
     data_root = Path(to_absolute_path(cfg.data_root))
     if cfg.dataset.get("generate"):
-        from brainsets_pipelines.synthetic_reaching import SyntheticConfig, ensure
+        from poyo.pipelines.synthetic_reaching import SyntheticConfig, ensure
 
         root = data_root / cfg.dataset.name
         ensure(root, SyntheticConfig(**OmegaConf.to_container(cfg.dataset.generate)))
@@ -79,7 +80,7 @@ def prepare_data(cfg: DictConfig) -> Path | list[Path]:
     if missing:
         raise FileNotFoundError(
             f"dataset '{cfg.dataset.name}' needs the brainset folder(s) {[str(data_root / b) for b in missing]}; prepare each with "
-            f"`python -m brainsets_pipelines.<brainset> --raw-dir data/raw --processed-dir {data_root}` (or set data_root=...)"
+            f"`python -m poyo.pipelines.<brainset> --raw-dir data/raw --processed-dir {data_root}` (or set data_root=...)"
         )
     return [data_root / b for b in brainsets] if cfg.dataset.get("brainsets") else data_root / brainsets[0]
 
@@ -89,6 +90,18 @@ def readout_configs(cfg: DictConfig, root) -> list[ReadoutConfig]:
     share (``dataset.behaviour`` picks one); a mean or std not given is left to the data."""
     if cfg.dataset.readouts == "auto":
         key, dim = choose_behaviour(root, cfg.dataset.get("behaviour"))
+        circular = cfg.dataset.get("circular", "auto")
+        if circular not in ("auto", True, False):
+            raise ValueError(f"dataset.circular must be auto, true or false, got {circular!r}")
+        # guessed for one-dim series only: a 2-D "dir" is more often a (cos, sin) pair already
+        period = angle_period(root, key) if circular is True or (circular == "auto" and dim == 1) else None
+        if circular is True and period is None:
+            period = 2 * np.pi
+        if period is not None:
+            name = readout_name(key, dim, list(READOUTS.values()), "circular")
+            unit = "radians" if np.isclose(period, 2 * np.pi) else "degrees" if period == 360 else f"period {period:g}"
+            print(f"readout {name}: decoding '{key}' as {dim} angle(s) in {unit}, through their cos and sin (dataset.circular=false: as a plain series)")
+            return [ReadoutConfig(name, key=key, dim=dim, kind="circular", period=period)]
         name = readout_name(key, dim, list(READOUTS.values()))
         print(f"readout {name}: decoding '{key}' ({dim} dims), normalised by the training split's mean and std")
         return [ReadoutConfig(name, key=key, mean=None, std=None, dim=dim, kind="continuous")]
@@ -166,7 +179,7 @@ def make_trainer(cfg: DictConfig, run_dir: Path, *, callbacks=(), logger=True, t
         use_distributed_sampler=False,  # our samplers shard by rank themselves
         plugins=[AtomicCheckpointIO()],
         callbacks=list(callbacks),
-        logger=L.pytorch.loggers.CSVLogger(run_dir, name="", version="") if logger else False,
+        logger=make_loggers(cfg.logger, run_dir) if logger else False,
         default_root_dir=run_dir,
         enable_model_summary=False,
     )
@@ -377,8 +390,10 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> None:
 
 @hydra.main(config_path="configs", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    quiet_libraries()
     try:
         check_settings(cfg)
+        check_logger(cfg.logger)
         run_dir = Path(HydraConfig.get().runtime.output_dir)
         L.seed_everything(cfg.seed, workers=False, verbose=False)
         with RunLock(run_dir):

@@ -109,7 +109,7 @@ def main() -> None:
     ckpt = a.pretrained or pre_dir / "checkpoints" / "model.pt"
     results = []
     sys.path.insert(0, str(ROOT))
-    from brainsets_pipelines.synthetic_reaching import SyntheticConfig, ensure
+    from poyo.pipelines.synthetic_reaching import SyntheticConfig, ensure
 
     ensure(a.data_root / name, SyntheticConfig(**generate))
     pre, held = session_ids(a.data_root / name, pretrain_animals, held_animals)

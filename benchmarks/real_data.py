@@ -4,7 +4,7 @@
 
 The recording is ``../shared/data/s1_miller/s1_data.mat`` (macaque area 2, 52 units, 50 ms
 spike counts and hand velocity, 29 min; see its README). It is imported exactly as a user
-would (``brainsets_pipelines.arrays.from_binned_counts``: spike times placed uniformly inside
+would (``poyo.pipelines.arrays.from_binned_counts``: spike times placed uniformly inside
 their bins, seed 0) and trained with ``python train.py dataset=<folder>``, the default
 single-session recipe, with no config written by hand. Subsets test that the recipe is not
 tuned to one file's size: ``small`` keeps 15 random units and the first 9 minutes (a small
@@ -31,7 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from brainsets_pipelines.arrays import from_binned_counts, load_arrays, write_session  # noqa: E402
+from poyo.pipelines.arrays import from_binned_counts, load_arrays, write_session  # noqa: E402
 
 SUBSETS = {
     "full": dict(units=None, minutes=None),

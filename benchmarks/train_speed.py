@@ -28,7 +28,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from brainsets_pipelines.synthetic_reaching import SyntheticConfig, ensure  # noqa: E402
+from poyo.pipelines.synthetic_reaching import SyntheticConfig, ensure  # noqa: E402
 from poyo.data import Compose, Dataset, RandomFixedWindowSampler, UnitDropout, collate_packed, seed_worker  # noqa: E402
 from poyo.model import POYO, ReadoutConfig  # noqa: E402
 from poyo.training.optim import build_optimizer  # noqa: E402

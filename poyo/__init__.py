@@ -4,7 +4,14 @@
 writes one. They import torch on first use, so ``import poyo`` stays cheap.
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("poyo-decoder")  # written once, in pyproject.toml
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
+
+__all__ = ["POYO", "load_pretrained", "save_pretrained", "__version__"]
 
 _LAZY = {"POYO": "poyo.model", "load_pretrained": "poyo.model.pretrained", "save_pretrained": "poyo.model.pretrained"}
 

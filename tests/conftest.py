@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from brainsets_pipelines.synthetic_reaching import SyntheticConfig, generate
+from poyo.pipelines.synthetic_reaching import SyntheticConfig, generate
 
 SMALL = SyntheticConfig(num_animals=2, sessions_per_animal=2, duration_s=60.0, min_units=20, max_units=40, random_target_every=2, seed=7)
 

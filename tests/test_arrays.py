@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from brainsets_pipelines.arrays import ArrayContentError, from_binned_counts, from_spike_times, main, place_spikes, write_session
+from poyo.pipelines.arrays import ArrayContentError, from_binned_counts, from_spike_times, main, place_spikes, write_session
 from poyo.data import Dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -148,7 +148,7 @@ def test_command_converts_npz_and_mat_files(tmp_path, capsys):
 def test_command_errors_are_one_line_without_traceback(tmp_path):
     np.savez(tmp_path / "x.npz", c=-np.ones((10, 2)), v=np.zeros((10, 2)))
     out = subprocess.run(
-        [sys.executable, "-m", "brainsets_pipelines.arrays", str(tmp_path / "x.npz"), "--counts", "c", "--bin-size", "0.05", "-b", "a.v=v", "--processed-dir", str(tmp_path)],
+        [sys.executable, "-m", "poyo.pipelines.arrays", str(tmp_path / "x.npz"), "--counts", "c", "--bin-size", "0.05", "-b", "a.v=v", "--processed-dir", str(tmp_path)],
         capture_output=True, text=True, cwd=ROOT, timeout=120,
     )  # fmt: skip
     assert out.returncode == 1 and "Traceback" not in out.stderr

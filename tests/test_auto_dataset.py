@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from brainsets_pipelines.arrays import from_binned_counts, from_spike_times, write_session
+from poyo.pipelines.arrays import from_binned_counts, from_spike_times, write_session
 from poyo.data import Dataset
 from poyo.data.discover import behaviour_fields, choose_behaviour, readout_name
 from poyo.model import POYO, ReadoutConfig, load_pretrained, save_pretrained

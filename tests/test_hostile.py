@@ -21,10 +21,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from brainsets_pipelines.common import runner
-from brainsets_pipelines.common.runner import Asset
-from brainsets_pipelines.nwb import main as nwb_main
-from brainsets_pipelines.synthetic_reaching import SyntheticConfig, ensure
+from poyo.pipelines.common import runner
+from poyo.pipelines.common.runner import Asset
+from poyo.pipelines.nwb import main as nwb_main
+from poyo.pipelines.synthetic_reaching import SyntheticConfig, ensure
 from poyo.data import Dataset, SessionFormatError
 from poyo.model import POYO, ReadoutConfig, load_pretrained
 from poyo.model.pretrained import safe_load
@@ -277,12 +277,12 @@ def test_nwb_import_reports_the_spikes_it_cut(tmp_path, capsys):
     path = nwb(tmp_path, t_shift=10.0)  # spikes run 10 s past the behaviour
     assert nwb_main([str(path), "-b", "cursor.vel=cursor_vel", "--processed-dir", str(tmp_path / "p")]) == 0
     out = capsys.readouterr().out
-    assert "cut" in out and "spikes outside the behaviour's time range" in out
+    assert "cut " in out and "spikes outside the behaviour's time span (0 before it, " in out
 
 
 def test_malformed_command_lines_give_one_line(tmp_path):
     path = nwb(tmp_path)
-    for args in (["-m", "brainsets_pipelines.nwb", str(path), "-b", "cursor_vel"], ["-m", "brainsets_pipelines.flint_slutzky_accurate_2012", "--local", "--raw-dir", str(tmp_path / "none")]):
+    for args in (["-m", "poyo.pipelines.nwb", str(path), "-b", "cursor_vel"], ["-m", "poyo.pipelines.flint_slutzky_accurate_2012", "--local", "--raw-dir", str(tmp_path / "none")]):
         out = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, timeout=120)
         assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
     assert not (tmp_path / "none").exists()  # --local does not create the raw folder it was told to read
@@ -304,14 +304,14 @@ class _FakePipeline:
         if asset.session_id in cls.fail:
             raise ValueError(f"{asset.raw_path}: broken")
         from tests.test_arrays import binned
-        from brainsets_pipelines.arrays import from_binned_counts
+        from poyo.pipelines.arrays import from_binned_counts
 
         counts, vel = binned(400)
         return from_binned_counts(counts, 0.05, {"hand.vel": vel}, brainset="fake", session_id=asset.session_id)
 
 
 def test_failed_log_keeps_the_failures_a_later_run_did_not_retry(tmp_path, monkeypatch):
-    monkeypatch.setattr(runner, "process_one", lambda name, asset, out, *a: __import__("brainsets_pipelines.common.session", fromlist=["write"]).write(_FakePipeline.convert(asset), out))
+    monkeypatch.setattr(runner, "process_one", lambda name, asset, out, *a: __import__("poyo.pipelines.common.session", fromlist=["write"]).write(_FakePipeline.convert(asset), out))
     for s in "abc":
         (tmp_path / "raw" / "fake").mkdir(parents=True, exist_ok=True)
         (tmp_path / "raw" / "fake" / f"{s}.raw").write_text("")

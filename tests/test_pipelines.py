@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import subprocess
 import sys
@@ -13,17 +14,17 @@ import h5py
 import numpy as np
 import pytest
 
-from brainsets_pipelines import (
+from poyo.pipelines import (
     churchland_shenoy_neural_2012 as churchland,
     flint_slutzky_accurate_2012 as flint,
     odoherty_sabes_nonhuman_2017 as odoherty,
     pei_pandarinath_nlb_2021 as nlb,
     perich_miller_population_2018 as perich,
 )
-from brainsets_pipelines.common import download as dl
-from brainsets_pipelines.common.clock import find_epochs, realign
-from brainsets_pipelines.common.runner import run
-from brainsets_pipelines.nwb import convert_file, main as nwb_main, parse_behaviour
+from poyo.pipelines.common import download as dl
+from poyo.pipelines.common.clock import find_epochs, realign
+from poyo.pipelines.common.runner import run
+from poyo.pipelines.nwb import convert_file, main as nwb_main, parse_behaviour
 from poyo.data import Dataset, WindowIndex
 from poyo.model import ReadoutConfig
 from tests import raw_fixtures as fx
@@ -219,16 +220,81 @@ def test_download_resumes_and_checks_sums(tmp_path):
         server.shutdown()
 
 
-def test_our_pipelines_shadow_the_brainsets_namespace(tmp_path):
-    """brainsets installs a namespace package of the same name; ours must win from any folder."""
-    code = "import brainsets_pipelines, pathlib; print(pathlib.Path(brainsets_pipelines.__file__).resolve())"
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True).stdout.strip()
-    assert Path(out) == REPO / "brainsets_pipelines" / "__init__.py"
+def test_poyo_leaves_brainsets_pipelines_alone(tmp_path):
+    """Installed beside brainsets (or torch_brain 0.2, whose `brainsets` command replaces it), poyo
+    adds no top-level name but `poyo`, and `brainsets list` prints exactly what it prints when
+    poyo cannot be imported at all: brainsets' own pipelines, none of ours."""
+    pytest.importorskip("brainsets")
+    from importlib.metadata import distribution
+
+    assert distribution("poyo-decoder").read_text("top_level.txt").split() == ["poyo"]
+    code = "import brainsets_pipelines, json; print(json.dumps(list(brainsets_pipelines.__path__)))"
+    paths = json.loads(subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True).stdout)
+    own = Path(distribution("brainsets").locate_file("brainsets_pipelines")).resolve()
+    assert [Path(p).resolve() for p in paths] == [own]
+    cli = Path(sys.executable).parent / "brainsets"
+    if not cli.exists():
+        pytest.skip("the brainsets command is not installed in this environment")
+
+    def listed(*prefix) -> list[str]:
+        out = subprocess.run([sys.executable, *prefix, "list"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return [line[2:].strip() for line in out.stdout.splitlines() if line.startswith("- ")]
+
+    with_poyo = listed(str(cli))
+    hidden = f"import sys, runpy; sys.modules['poyo'] = None; sys.argv[0] = {str(cli)!r}; runpy.run_path({str(cli)!r}, run_name='__main__')"
+    without_poyo = listed("-c", hidden)
+    assert with_poyo == without_poyo and len(with_poyo) >= 5
+    assert not {"nwb", "arrays", "common", "synthetic_reaching"} & set(with_poyo)
+
+
+def test_each_brainsets_entry_names_our_distribution():
+    """Every brainsets-CLI entry point declares this project (not the `poyo` YAML parser on the index)."""
+    import re
+
+    name = re.search(r'^name = "([^"]+)"', (REPO / "pyproject.toml").read_text(), re.M).group(1)
+    entries = sorted((REPO / "brainsets_pipelines").glob("*/pipeline.py"))
+    assert len(entries) == 5 and name != "poyo"
+    for entry in entries:
+        text = entry.read_text()
+        assert f'dependencies = ["{name}[dev]"]' in text, entry
+        assert f'brainsets_pipeline("poyo.pipelines.{entry.parent.name}")' in text, entry
+        assert not (entry.parent / "__init__.py").exists()  # not a package: nothing to shadow brainsets' own
+
+
+def _entry(brainset: str):
+    """Load ``brainsets_pipelines/<brainset>/pipeline.py`` the way the brainsets runner does (from its path)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"entry_{brainset}", REPO / "brainsets_pipelines" / brainset / "pipeline.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_brainsets_command_runs_our_pipeline_through_local(tmp_path):
+    """`brainsets prepare brainsets_pipelines/<id> --local --use-active-env ... --offline` converts with our code."""
+    pytest.importorskip("ray")
+    cli = Path(sys.executable).parent / "brainsets"
+    if not cli.exists():
+        pytest.skip("the brainsets command is not installed in this environment")
+    raw, proc = tmp_path / "raw", tmp_path / "proc"
+    fx.perich_file(raw / perich.BRAINSET_ID, "C", "CO", "20131003")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", "RAY_AUTH_MODE": "disabled"}
+    cmd = [str(cli), "prepare", str(REPO / "brainsets_pipelines" / perich.BRAINSET_ID), "--local", "--use-active-env",
+           "--raw-dir", str(raw), "--processed-dir", str(proc), "-c1", "--offline"]  # fmt: skip
+    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    made = proc / perich.BRAINSET_ID / "c_20131003_center_out_reaching.h5"
+    assert made.exists()
+    ds = Dataset(proc / perich.BRAINSET_ID, behaviour=["cursor.vel"])
+    assert ds.session_ids == [f"{perich.BRAINSET_ID}/c_20131003_center_out_reaching"]
 
 
 def test_brainsets_prepare_adapter(tmp_path):
     pytest.importorskip("ray")
-    from brainsets_pipelines.perich_miller_population_2018.pipeline import Pipeline
+    Pipeline = _entry("perich_miller_population_2018").Pipeline
 
     raw = tmp_path / "raw"
     fx.perich_file(raw, "C", "CO", "20131003")
@@ -272,4 +338,16 @@ def test_poyo_1_recipe_trains_on_every_brainset(tmp_path):
     # a missing brainset folder says how to prepare it
     out = subprocess.run([sys.executable, str(REPO / "train.py"), "dataset=poyo_1", f"data_root={tmp_path / 'empty'}", f"hydra.run.dir={tmp_path / 'r2'}"],
                          capture_output=True, text=True, timeout=120, cwd=tmp_path)  # fmt: skip
-    assert out.returncode != 0 and "python -m brainsets_pipelines.<brainset>" in out.stderr
+    assert out.returncode != 0 and "python -m poyo.pipelines.<brainset>" in out.stderr
+
+
+def test_pipeline_base_prefers_torch_brain():
+    """torch_brain 0.2 merged brainsets in: its BrainsetPipeline is used when it imports, brainsets' otherwise."""
+    from poyo.pipelines.common.runner import pipeline_base
+
+    try:
+        from torch_brain.pipeline import BrainsetPipeline as expected
+    except ImportError:
+        brainsets = pytest.importorskip("brainsets.pipeline")
+        expected = brainsets.BrainsetPipeline
+    assert pipeline_base() is expected

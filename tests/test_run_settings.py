@@ -11,7 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from brainsets_pipelines.arrays import from_binned_counts, write_session
+from poyo.pipelines.arrays import from_binned_counts, write_session
 from poyo.data import Dataset, FractionUnitDropout, SpikeJitter, UnitDropout
 from poyo.model import ReadoutConfig
 from poyo.training.plots import segments

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from temporaldata import Data
 
-from brainsets_pipelines.synthetic_reaching import SyntheticConfig, ensure, simulate_session
-from brainsets_pipelines.synthetic_reaching.__main__ import main as cli_main
+from poyo.pipelines.synthetic_reaching import SyntheticConfig, ensure, simulate_session
+from poyo.pipelines.synthetic_reaching.__main__ import main as cli_main
 from poyo.data import Dataset
 from poyo.data import intervals as ivs
 

@@ -210,7 +210,7 @@ def test_binned_counts_count_spikes_in_bins_around_each_time():
 def test_training_killed_at_an_epoch_boundary_resumes_and_trains_exactly_the_planned_steps(tmp_path):
     """SIGKILL right after the checkpoint of an epoch's last batch; the resumed run must start
     the next epoch (not skip it) and end with the loader where an uninterrupted run ends."""
-    from brainsets_pipelines.synthetic_reaching import SyntheticConfig, ensure
+    from poyo.pipelines.synthetic_reaching import SyntheticConfig, ensure
     from poyo.data import Dataset, RandomFixedWindowSampler
 
     cfg = SyntheticConfig(num_animals=1, sessions_per_animal=2, duration_s=60.0, min_units=10, max_units=20, random_target_every=3)

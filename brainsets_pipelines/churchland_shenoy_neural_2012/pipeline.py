@@ -1,9 +1,13 @@
 # /// brainset-pipeline
 # python-version = "3.11"
-# dependencies = ["poyo[dev]"]
+# dependencies = ["poyo-decoder[dev]"]
 # ///
-"""Entry for ``brainsets prepare churchland_shenoy_neural_2012 --local <this folder> --use-active-env``."""
+"""Entry for ``brainsets prepare churchland_shenoy_neural_2012 --local brainsets_pipelines/churchland_shenoy_neural_2012 --use-active-env``.
 
-from brainsets_pipelines.common.runner import brainsets_pipeline
+The pipeline itself is ``poyo.pipelines.churchland_shenoy_neural_2012`` (also ``python -m poyo.pipelines.churchland_shenoy_neural_2012``);
+this folder holds only what the brainsets command line looks for.
+"""
 
-Pipeline = brainsets_pipeline("brainsets_pipelines.churchland_shenoy_neural_2012")
+from poyo.pipelines.common.runner import brainsets_pipeline
+
+Pipeline = brainsets_pipeline("poyo.pipelines.churchland_shenoy_neural_2012")

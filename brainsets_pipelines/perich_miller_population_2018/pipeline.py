@@ -1,9 +1,13 @@
 # /// brainset-pipeline
 # python-version = "3.11"
-# dependencies = ["poyo[dev]"]
+# dependencies = ["poyo-decoder[dev]"]
 # ///
-"""Entry for ``brainsets prepare perich_miller_population_2018 --local <this folder> --use-active-env``."""
+"""Entry for ``brainsets prepare perich_miller_population_2018 --local brainsets_pipelines/perich_miller_population_2018 --use-active-env``.
 
-from brainsets_pipelines.common.runner import brainsets_pipeline
+The pipeline itself is ``poyo.pipelines.perich_miller_population_2018`` (also ``python -m poyo.pipelines.perich_miller_population_2018``);
+this folder holds only what the brainsets command line looks for.
+"""
 
-Pipeline = brainsets_pipeline("brainsets_pipelines.perich_miller_population_2018")
+from poyo.pipelines.common.runner import brainsets_pipeline
+
+Pipeline = brainsets_pipeline("poyo.pipelines.perich_miller_population_2018")

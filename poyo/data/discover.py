@@ -2,7 +2,7 @@
 
 :func:`behaviour_fields` lists the behaviour series of a session file (every time-series
 field but the spikes); :func:`choose_behaviour` picks the one to decode from the fields
-all sessions share.
+all sessions share; :func:`angle_period` says whether that series is an angle.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import h5py
+import numpy as np
 
 from poyo.data.dataset import find_session_files
 from poyo.data.session import open_file
@@ -60,10 +61,45 @@ def choose_behaviour(root, wanted: str | None = None) -> tuple[str, int]:
     return pick[0], widths[pick[0]].pop()
 
 
-def readout_name(key: str, dim: int, known: Sequence) -> str:
-    """A registered readout reading ``key`` with this width, else ``<key with _>_<dim>d``."""
+def readout_name(key: str, dim: int, known: Sequence, kind: str = "continuous") -> str:
+    """A registered readout reading ``key`` with this width and kind, else ``<key with _>_<dim>d``
+    (``<key with _>_angle`` for one angle)."""
     for spec in known:
-        if spec.key == key and spec.dim == dim and spec.kind == "continuous":
+        if spec.key == key and spec.dim == dim and spec.kind == kind:
             return spec.name
+    if kind == "circular":
+        return f"{key.replace('.', '_')}_angle" + (f"_{dim}" if dim > 1 else "")
     return f"{key.replace('.', '_')}_{dim}d"
 
+
+
+ANGLE_WORDS = {"angle", "angles", "dir", "direction", "heading", "orientation", "theta", "phase", "azimuth", "bearing", "yaw", "hd"}
+
+
+def _field_values(path, key: str) -> np.ndarray:
+    group, _, field = key.rpartition(".")
+    with open_file(path) as f:
+        return np.asarray(f[group.replace(".", "/")][field][()], np.float64)
+
+
+def angle_period(root, key: str) -> float | None:
+    """The period of ``key`` if it is an angle, else None.
+
+    An angle is a field whose name says so (a word such as ``dir``, ``angle``, ``heading``,
+    ``theta`` or ``phase`` in ``head.dir`` / ``reach_angle``) and whose values all lie within
+    one turn: radians (``|value| <= 2 pi``, period 2 pi) or degrees (``|value| <= 360``,
+    period 360). Anything else is decoded as an ordinary continuous series.
+    """
+    words = {w for part in key.lower().split(".") for w in part.split("_")}
+    if not words & ANGLE_WORDS:
+        return None
+    finite = [v[np.isfinite(v)] for v in (_field_values(p, key) for p in find_session_files(root))]
+    values = np.concatenate(finite) if finite else np.zeros(0)
+    if not len(values):
+        return None
+    reach = max(values.max() - values.min(), np.abs(values).max())
+    if reach <= 2 * np.pi + 1e-6:
+        return 2 * np.pi
+    if 4 * np.pi < reach <= 360 + 1e-6:  # between one and two turns of radians: unclear, not an angle
+        return 360.0
+    return None

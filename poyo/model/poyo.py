@@ -123,7 +123,7 @@ class POYO(nn.Module):
             self.proc_dropout = nn.Dropout(lin_dropout)
             self.dec_atn = CrossAttention(dim, self.rotary, heads=cross_heads, dim_head=dim_head, dropout=atn_dropout, rotate_value=False)
             self.dec_ffn = FeedForward(dim, dropout=ffn_dropout)
-            self.readout = nn.ModuleDict({s.name: nn.Linear(dim, s.dim) for s in specs})
+            self.readout = nn.ModuleDict({s.name: nn.Linear(dim, s.out_dim) for s in specs})
         self.attention = attention
         # How each head's targets were normalised and weighted when the model was trained
         # (ReadoutConfigs); set by training and by load_pretrained, used by tokenizer().

@@ -3,7 +3,9 @@
 A readout names a behaviour (``"cursor_velocity_2d"``), its size and kind. The model
 holds one linear head per readout; every output query says which head reads it.
 Continuous readouts are trained with a weighted MSE on normalised targets, categorical
-ones with a weighted cross-entropy over ``dim`` classes.
+ones with a weighted cross-entropy over ``dim`` classes. A circular readout decodes
+``dim`` angles (head direction, reach angle): each is predicted as its (cos, sin), so
+the head has ``2 * dim`` outputs and an angle near +180 deg is close to one near -180 deg.
 """
 
 from __future__ import annotations
@@ -13,14 +15,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-KINDS = ("continuous", "categorical")
+KINDS = ("continuous", "categorical", "circular")
 
 
 @dataclass(frozen=True)
 class ReadoutSpec:
     name: str
-    dim: int  # output size (number of classes for a categorical readout)
-    kind: str  # "continuous" | "categorical"
+    dim: int  # values per sample (number of classes for a categorical readout, angles for a circular one)
+    kind: str  # "continuous" | "categorical" | "circular"
     key: str  # default behaviour key in the session files, e.g. "cursor.vel"
 
     def __post_init__(self):
@@ -28,6 +30,11 @@ class ReadoutSpec:
             raise ValueError(f"readout '{self.name}': kind must be one of {KINDS}, got {self.kind!r}")
         if self.dim < 1 or (self.kind == "categorical" and self.dim < 2):
             raise ValueError(f"readout '{self.name}': dim {self.dim} is too small for a {self.kind} readout")
+
+    @property
+    def out_dim(self) -> int:
+        """The head's output size: ``dim``, or (cos, sin) per angle for a circular readout."""
+        return 2 * self.dim if self.kind == "circular" else self.dim
 
 
 READOUTS: dict[str, ReadoutSpec] = {}
@@ -61,14 +68,14 @@ def readout_loss(spec: ReadoutSpec, pred: torch.Tensor, target: torch.Tensor, we
     """Weighted mean of the per-query loss, ``sum(w * l) / sum(w)`` (0 when all weights are 0).
     ``denominator`` replaces ``sum(w)`` (data parallelism: the mean weight sum over ranks).
 
-    Continuous: squared error averaged over dims. Categorical: cross-entropy with integer
+    Continuous and circular (on cos/sin): squared error averaged over dims. Categorical: cross-entropy with integer
     class targets. Queries with zero weight never contribute, even if their target is NaN.
     """
     if pred.shape[0] != target.shape[0] or weight.shape != (pred.shape[0],):
         raise ValueError(f"readout '{spec.name}': {pred.shape[0]} predictions, {target.shape[0]} targets, weights {tuple(weight.shape)}")
     weight = weight.to(pred.dtype if pred.is_floating_point() else torch.float32)
     live = weight > 0
-    if spec.kind == "continuous":
+    if spec.kind != "categorical":
         target = torch.where(live[:, None], target.to(pred.dtype), torch.zeros((), dtype=pred.dtype, device=pred.device))
         per_query = (pred - target).pow(2).mean(-1)
     else:

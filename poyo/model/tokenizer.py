@@ -7,7 +7,7 @@ A tokenized sample is a dict of sequence groups (see :mod:`poyo.data.collate`)::
     latent:  index (which of the K learned latents), timestamps (centres of a
              ``latent_step`` grid: K latents at each grid time)
     output:  timestamps, session_index, readout_index -- one query per behaviour sample
-    target/<readout>: values (normalised; int64 classes for categorical readouts),
+    target/<readout>: values (normalised; [cos, sin] of circular ones; int64 classes of categorical ones),
              weight (float32, 0 = ignore), eval_mask (bool), sample_index (int64),
              timestamps (as the readout's queries)
 
@@ -61,6 +61,10 @@ class ReadoutConfig:
 
     ``dim`` and ``kind`` declare a readout the registry does not know yet (it is registered
     under ``name``, e.g. ``head_direction_2d``); for a known one they must agree with it.
+
+    A ``circular`` readout reads angles, one full turn every ``period`` (2 pi for radians,
+    the default; 360 for degrees), and feeds the model their (cos, sin): it needs no mean
+    or std.
     """
 
     name: str
@@ -72,6 +76,7 @@ class ReadoutConfig:
     sessions: str | Sequence[str] | None = None
     dim: int | None = None
     kind: str | None = None
+    period: float | None = None
 
     def __post_init__(self):
         if self.dim is not None or self.kind is not None:
@@ -98,6 +103,12 @@ class ReadoutConfig:
         if bad:
             raise ValueError(f"readout '{self.name}': weights must be finite and >= 0, got {bad}")
         self._mean = self._std = None
+        if self.spec.kind == "circular":
+            self.period = 2 * np.pi if self.period is None else float(self.period)
+            if not (np.isfinite(self.period) and self.period > 0):
+                raise ValueError(f"readout '{self.name}': period must be positive (2 pi for radians, 360 for degrees), got {self.period}")
+        elif self.period is not None:
+            raise ValueError(f"readout '{self.name}': period is for circular readouts; this one is {self.spec.kind}")
         if self.spec.kind == "continuous":
             if self.mean is not None:
                 self._mean = self._per_dim(self.mean, "mean")
@@ -126,6 +137,24 @@ class ReadoutConfig:
                 "the training data with poyo.training.normalise.fit_normalisation (train.py does)"
             )
 
+    def encode(self, values: np.ndarray) -> np.ndarray:
+        """Behaviour values ``(n, dim)`` as the model's targets: normalised for a continuous
+        readout, ``[cos, sin]`` of each angle ``(n, 2 * dim)`` for a circular one."""
+        if self.spec.kind == "circular":
+            radians = np.asarray(values, np.float64) * (2 * np.pi / self.period)
+            return np.concatenate([np.cos(radians), np.sin(radians)], axis=-1)
+        return self.normalise(values)
+
+    def decode(self, values: np.ndarray) -> np.ndarray:
+        """Model outputs (or encoded targets) back in the behaviour's units; angles of a circular
+        readout come back in ``[-period / 2, period / 2)``."""
+        if self.spec.kind == "circular":
+            values = np.asarray(values, np.float64)
+            d = self.spec.dim
+            turns = np.arctan2(values[..., d:], values[..., :d]) / (2 * np.pi)
+            return (turns + 0.5) % 1.0 * self.period - self.period / 2
+        return self.denormalise(values)
+
     def normalise(self, values: np.ndarray) -> np.ndarray:
         """Behaviour values in model units, ``(values - mean) / std``."""
         self._check_normalised()
@@ -143,6 +172,7 @@ class ReadoutConfig:
             name=self.name, key=self.key, mean=plain(self.mean), std=plain(self.std), weights=dict(self.weights),
             eval_intervals=None if self.eval_intervals is None else list(self.eval_intervals),
             sessions=None if self.sessions is None else list(self.sessions), dim=self.spec.dim, kind=self.spec.kind,
+            **({"period": self.period} if self.spec.kind == "circular" else {}),
         )  # fmt: skip
 
     def interval_keys(self) -> list[str]:
@@ -235,12 +265,12 @@ class Tokenizer:
         series = window.behaviour[cfg.key]
         spec, n = cfg.spec, len(series)
         values = np.asarray(series.values)
-        if spec.kind == "continuous":
+        if spec.kind != "categorical":
             values = values.reshape(n, -1).astype(np.float64)
             if values.shape[1] != spec.dim:
                 raise ValueError(f"session '{window.session_id}': '{cfg.key}' has {values.shape[1]} dims, readout '{cfg.name}' needs {spec.dim}")
             bad = ~np.isfinite(values).all(axis=1)
-            values = np.where(bad[:, None], 0.0, cfg.normalise(values)).astype(np.float32)
+            values = np.where(bad[:, None], 0.0, cfg.encode(np.where(bad[:, None], 0.0, values))).astype(np.float32)
         else:
             values = values.reshape(n)
             bad = ~np.isfinite(values.astype(np.float64))
@@ -271,7 +301,7 @@ class Tokenizer:
 
     def _no_targets(self, name: str) -> dict:
         spec = next(r.spec for r in self.readouts if r.name == name)  # not the registry: workers may not share it
-        values = torch.zeros((0, spec.dim), dtype=torch.float32) if spec.kind == "continuous" else torch.zeros(0, dtype=torch.int64)
+        values = torch.zeros((0, spec.out_dim), dtype=torch.float32) if spec.kind != "categorical" else torch.zeros(0, dtype=torch.int64)
         return {
             "timestamps": torch.zeros(0, dtype=torch.float64),
             "values": values,

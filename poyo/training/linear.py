@@ -19,7 +19,7 @@ from poyo.data import intervals as ivs
 from poyo.data.dataset import Dataset
 from poyo.data.window import WindowIndex
 from poyo.model.tokenizer import ReadoutConfig
-from poyo.training.stitch import r2_score
+from poyo.training.stitch import angular_error_deg, score
 
 # ridge penalties, relative to the mean variance x samples of one feature
 ALPHAS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
@@ -97,11 +97,14 @@ class LinearBaseline:
 
     def evaluate(self, ds: Dataset, readout: ReadoutConfig, sessions: Sequence[str] | None = None) -> dict[str, dict[str, dict]]:
         """``{variant: {session: {"r2", "before_s", "after_s", "alpha", "pred", "sample_index", "time"}}}``."""
-        if readout.spec.kind != "continuous":
-            raise ValueError(f"the linear baselines decode continuous readouts, not '{readout.name}'")
+        if readout.spec.kind == "categorical":
+            raise ValueError(f"the linear baselines decode continuous and circular readouts, not '{readout.name}' (categorical)")
+        spec = readout.spec
         out: dict[str, dict[str, dict]] = {v: {} for v in VARIANTS}
         for sid in sessions if sessions is not None else ds.session_ids:
             w, y, split, ev, t, index = self._session_arrays(ds, sid, readout)
+            if spec.kind == "circular":  # regress each angle's cos and sin
+                y = readout.encode(np.where(np.isfinite(y), y, 0.0))
             tr, va, te = np.flatnonzero(split["train"]), np.flatnonzero(split["valid"] & ev), np.flatnonzero(split["test"] & ev)
             # neighbouring samples closer than a bin add little: fit on about one per bin
             tr = tr[np.unique(np.floor(t[tr] / self.bin_s), return_index=True)[1]]
@@ -122,13 +125,15 @@ class LinearBaseline:
                 for before, after in contexts:
                     c = cols[:, most_before - before : most_before + after].ravel()
                     for alpha, wt in ridge_fits(gram[np.ix_(c, c)], xy[c], self.alphas).items():
-                        score = r2_score((x["valid"][:, c] - mx[c]) @ wt + my, y[va]) if len(va) >= 2 else 0.0
-                        if best is None or score > best[0]:
-                            best = (score, before, after, alpha, c, wt)
+                        fit = score(spec, (x["valid"][:, c] - mx[c]) @ wt + my, y[va]) if len(va) >= 2 else 0.0
+                        if best is None or fit > best[0]:
+                            best = (fit, before, after, alpha, c, wt)
                 _, before, after, alpha, c, wt = best
                 pred = (x["test"][:, c] - mx[c]) @ wt + my
                 out[variant][sid] = {
-                    "r2": r2_score(pred, y[te]), "before_s": before * self.bin_s, "after_s": after * self.bin_s, "alpha": alpha,
+                    "r2": score(spec, pred, y[te]), "before_s": before * self.bin_s, "after_s": after * self.bin_s, "alpha": alpha,
                     "pred": pred, "sample_index": index[te], "time": t[te],
                 }  # fmt: skip
+                if spec.kind == "circular":
+                    out[variant][sid]["angle_error_deg"] = angular_error_deg(pred, y[te], spec.dim)
         return out

@@ -3,8 +3,8 @@
 Evaluation windows overlap (step < window), so most behaviour samples are predicted more
 than once. :class:`Stitcher` collects every prediction with its session, readout and the
 sample's *integer* index in the session's array, averages the predictions of each sample
-(logits, for categorical readouts), and scores each session on its evaluation samples:
-R² (mean over output dims) for continuous readouts, accuracy for categorical ones.
+(logits, for categorical readouts; cos/sin vectors, for circular ones), and scores each
+session on its evaluation samples with :func:`score`.
 
 Under data parallelism each rank stitches what it saw; :meth:`Stitcher.gather` merges the
 ranks by sample index, so the result equals a single-process evaluation.
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from poyo.model.poyo import targets
-from poyo.model.readout import get_readout
+from poyo.model.readout import ReadoutSpec, get_readout
 
 
 def r2_score(pred: np.ndarray, target: np.ndarray) -> float:
@@ -30,6 +30,44 @@ def r2_score(pred: np.ndarray, target: np.ndarray) -> float:
     ss_res = ((target - pred) ** 2).sum(0)
     ss_tot = ((target - target.mean(0)) ** 2).sum(0)
     return float(np.mean(1 - ss_res / np.where(ss_tot > 0, ss_tot, np.nan)))
+
+
+def _vectors(x: np.ndarray, dim: int, unit: bool = False) -> np.ndarray:
+    """``(n, 2 * dim)`` [cos..., sin...] rows as ``(n, dim, 2)`` vectors (scaled to length 1 if ``unit``)."""
+    x = np.asarray(x, np.float64).reshape(len(x), -1)
+    v = np.stack([x[:, :dim], x[:, dim:]], axis=-1)
+    return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12) if unit else v
+
+
+def circular_r2(pred: np.ndarray, target: np.ndarray, dim: int) -> float:
+    """R² of an angle's (cos, sin) taken as one 2-D vector: ``1 - sum|p - u|² / sum|u - mean(u)|²``
+    with ``u`` the true angle's (cos, sin) and ``p`` the model's output for it (what the loss
+    trains), averaged over the ``dim`` angles. 1 is perfect; 0 is what always predicting the
+    mean vector scores. For unit-length predictions ``|p - u|² = 2 - 2 cos(error)``."""
+    p, t = _vectors(pred, dim), _vectors(target, dim)
+    if p.shape != t.shape or len(p) < 2:
+        raise ValueError(f"circular_r2 needs matching (n >= 2, {2 * dim}) arrays, got {np.shape(pred)} and {np.shape(target)}")
+    ss_res = ((p - t) ** 2).sum((0, 2))
+    ss_tot = ((t - t.mean(0)) ** 2).sum((0, 2))
+    return float(np.mean(1 - ss_res / np.where(ss_tot > 0, ss_tot, np.nan)))
+
+
+def angular_error_deg(pred: np.ndarray, target: np.ndarray, dim: int) -> float:
+    """Mean absolute angle between decoded and true directions, in degrees of a full turn
+    (whatever the readout's period), averaged over the ``dim`` angles."""
+    p, t = _vectors(pred, dim, unit=True), _vectors(target, dim, unit=True)
+    cos = np.clip((p * t).sum(-1), -1.0, 1.0)
+    return float(np.degrees(np.arccos(cos)).mean())
+
+
+def score(spec: ReadoutSpec, pred: np.ndarray, target: np.ndarray) -> float:
+    """The headline number of a readout: R² (mean over dims) for continuous, :func:`circular_r2`
+    for circular, accuracy for categorical."""
+    if spec.kind == "continuous":
+        return r2_score(pred, target)
+    if spec.kind == "circular":
+        return circular_r2(pred, target, spec.dim)
+    return float((np.asarray(pred).argmax(-1) == np.asarray(target)).mean())
 
 
 class Stitcher:
@@ -93,16 +131,13 @@ class Stitcher:
         return {k: self._merge(k) for k in sorted(self._chunks)}
 
     def scores(self) -> dict[str, dict[str, float]]:
-        """``{session: {readout: R² or accuracy}}`` on each session's evaluation samples."""
+        """``{session: {readout: score}}`` (:func:`score`) on each session's evaluation samples."""
         out: dict[str, dict[str, float]] = defaultdict(dict)
         for (session, readout), s in self.stitched().items():
             e = s["eval"]
             if e.sum() < 2:
                 continue
-            if get_readout(readout).kind == "continuous":
-                out[session][readout] = r2_score(s["pred"][e], s["target"][e])
-            else:
-                out[session][readout] = float((s["pred"][e].argmax(-1) == s["target"][e]).mean())
+            out[session][readout] = score(get_readout(readout), s["pred"][e], s["target"][e])
         return dict(out)
 
     def __len__(self) -> int:
