@@ -37,9 +37,10 @@ from omegaconf import DictConfig, OmegaConf
 from poyo.data import Dataset, RandomFixedWindowSampler
 from poyo.data import intervals as ivs
 from poyo.data.discover import angle_period, choose_behaviour, readout_name
+from poyo.io import safe_load
 from poyo.model import POYO, ReadoutConfig, load_pretrained, save_pretrained
+from poyo.model.pretrained import FORMAT, FORMAT_VERSION
 from poyo.model.readout import READOUTS
-from poyo.model.pretrained import FORMAT, FORMAT_VERSION, safe_load
 from poyo.training.checkpoint import AtomicCheckpointIO
 from poyo.training.finetune import MODES, BackboneFreezer, adapt_vocabularies, unfreeze_epoch
 from poyo.training.guards import RunLock, check_settings, resume_problems
@@ -51,7 +52,15 @@ from poyo.training.report import report
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 # errors that describe a problem with the settings or the data, printed without a traceback
-USER_ERRORS = (ValueError, KeyError, FileNotFoundError, FileExistsError, FloatingPointError, OSError, ModuleNotFoundError)
+USER_ERRORS = (
+    ValueError,
+    KeyError,
+    FileNotFoundError,
+    FileExistsError,
+    FloatingPointError,
+    OSError,
+    ModuleNotFoundError,
+)
 
 
 def register_brainset_folders(argv: list[str]) -> None:
@@ -100,7 +109,9 @@ def readout_configs(cfg: DictConfig, root) -> list[ReadoutConfig]:
         if period is not None:
             name = readout_name(key, dim, list(READOUTS.values()), "circular")
             unit = "radians" if np.isclose(period, 2 * np.pi) else "degrees" if period == 360 else f"period {period:g}"
-            print(f"readout {name}: decoding '{key}' as {dim} angle(s) in {unit}, through their cos and sin (dataset.circular=false: as a plain series)")
+            print(
+                f"readout {name}: decoding '{key}' as {dim} angle(s) in {unit}, through their cos and sin (dataset.circular=false: as a plain series)"
+            )
             return [ReadoutConfig(name, key=key, dim=dim, kind="circular", period=period)]
         name = readout_name(key, dim, list(READOUTS.values()))
         print(f"readout {name}: decoding '{key}' ({dim} dims), normalised by the training split's mean and std")
@@ -148,7 +159,9 @@ def make_datamodule(cfg: DictConfig, root: Path, readouts, *, progress: bool) ->
         validate=cfg.validate_data,
         progress=progress,
         # top-level `sessions` (few-shot, fine-tuning) replaces the dataset's own selection
-        sessions=list(cfg.sessions) if cfg.sessions else (list(cfg.dataset.include) if cfg.dataset.get("include") else None),
+        sessions=list(cfg.sessions)
+        if cfg.sessions
+        else (list(cfg.dataset.include) if cfg.dataset.get("include") else None),
         train_seconds=cfg.train_seconds,
     )
 
@@ -161,7 +174,9 @@ def planned_steps(cfg: DictConfig, steps_per_epoch: int) -> int:
     return t.max_steps if t.max_steps > 0 else max(t.max_epochs * steps_per_epoch, t.get("min_steps") or 0)
 
 
-def make_trainer(cfg: DictConfig, run_dir: Path, *, callbacks=(), logger=True, total_steps: int = -1, steps_per_epoch: int = 1) -> L.Trainer:
+def make_trainer(
+    cfg: DictConfig, run_dir: Path, *, callbacks=(), logger=True, total_steps: int = -1, steps_per_epoch: int = 1
+) -> L.Trainer:
     """The Lightning Trainer; it trains ``total_steps`` (shown as the epochs they take)."""
     t = cfg.trainer
     return L.Trainer(
@@ -227,7 +242,9 @@ def pretrained_normalisation(trained, config: ReadoutConfig, sessions) -> Readou
     return next(iter(fitting.values())) if len(fitting) == 1 else None
 
 
-def pretrained_for_finetuning(cfg: DictConfig, dm: DataModule, readouts: list[ReadoutConfig]) -> tuple[POYO, list[ReadoutConfig], BackboneFreezer]:
+def pretrained_for_finetuning(
+    cfg: DictConfig, dm: DataModule, readouts: list[ReadoutConfig]
+) -> tuple[POYO, list[ReadoutConfig], BackboneFreezer]:
     """The pretrained model with the dataset's ids in its vocabularies, and the freezing callback."""
     ft = cfg.finetune
     if not ft.checkpoint:
@@ -237,12 +254,16 @@ def pretrained_for_finetuning(cfg: DictConfig, dm: DataModule, readouts: list[Re
     model.attention = cfg.model.get("attention", "auto")
     missing = [r.name for r in readouts if r.name not in model.readout_names]
     if missing:
-        raise ValueError(f"{path}: the pretrained model has no head for readouts {missing} (it has {model.readout_names})")
+        raise ValueError(
+            f"{path}: the pretrained model has no head for readouts {missing} (it has {model.readout_names})"
+        )
     # The pretrained heads were trained on targets normalised their way: keep it.
     for i, r in enumerate(readouts):
         t = pretrained_normalisation(model.readout_configs or (), r, [s for s in dm.session_ids if r.applies_to(s)])
         if t is not None and (not np.allclose(t._mean, r._mean) or not np.allclose(t._std, r._std)):
-            print(f"readout {r.name}: using the pretrained normalisation (mean {t.mean}, std {t.std}) instead of the dataset's ({r.mean}, {r.std})")
+            print(
+                f"readout {r.name}: using the pretrained normalisation (mean {t.mean}, std {t.std}) instead of the dataset's ({r.mean}, {r.std})"
+            )
             readouts[i] = ReadoutConfig(**{**r.to_dict(), "mean": t.mean, "std": t.std})
     before_units, before_sessions = set(model.unit_emb.ids), set(model.session_emb.ids)
     added = adapt_vocabularies(model, dm.unit_ids, dm.session_ids, subset=ft.subset, seed=cfg.seed)
@@ -253,7 +274,9 @@ def pretrained_for_finetuning(cfg: DictConfig, dm: DataModule, readouts: list[Re
     )
     kept_units = sorted(before_units - set(dm.unit_ids)) if not ft.subset else []
     kept_sessions = sorted(before_sessions - set(dm.session_ids)) if not ft.subset else []
-    freezer = BackboneFreezer(model, unfreeze_epoch(ft.mode, ft.unfreeze_epoch), kept_units=kept_units, kept_sessions=kept_sessions)
+    freezer = BackboneFreezer(
+        model, unfreeze_epoch(ft.mode, ft.unfreeze_epoch), kept_units=kept_units, kept_sessions=kept_sessions
+    )
     return model, readouts, freezer
 
 
@@ -271,11 +294,14 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
     readouts = dm.readouts = fit_normalisation(ds, readouts)
     resume = find_resume(cfg, run_dir)
     if resume is not None:
-        problems = resume_problems(safe_load(resume).get("hyper_parameters") or {}, OmegaConf.to_container(cfg, resolve=True), readouts)
+        problems = resume_problems(
+            safe_load(resume).get("hyper_parameters") or {}, OmegaConf.to_container(cfg, resolve=True), readouts
+        )
         if problems:
             raise ValueError(
                 f"resume={resume}: this run's settings differ from the checkpoint's, so it would not continue the same run:\n  "
-                + "\n  ".join(problems) + "\nresume with the checkpoint's settings, or start a new run without resume"
+                + "\n  ".join(problems)
+                + "\nresume with the checkpoint's settings, or start a new run without resume"
             )
 
     callbacks = []
@@ -292,7 +318,9 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
     windows = len(RandomFixedWindowSampler(ds.sampling_intervals("train"), cfg.window_length, seed=cfg.seed))
     steps_per_epoch = windows // cfg.batch_size
     if steps_per_epoch < 1:
-        raise ValueError(f"only {windows} training windows: fewer than one global batch of {cfg.batch_size}; lower batch_size")
+        raise ValueError(
+            f"only {windows} training windows: fewer than one global batch of {cfg.batch_size}; lower batch_size"
+        )
     total = planned_steps(cfg, steps_per_epoch)
     hparams = {
         "format": FORMAT,
@@ -301,7 +329,9 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
         "readouts": [r.to_dict() for r in readouts],
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
-    module = POYOModule(model, OmegaConf.to_container(cfg.optim), global_batch_size=cfg.batch_size, total_steps=total, hparams=hparams)
+    module = POYOModule(
+        model, OmegaConf.to_container(cfg.optim), global_batch_size=cfg.batch_size, total_steps=total, hparams=hparams
+    )
     lr = cfg.optim.base_lr * cfg.batch_size
     print(
         f"\nmodel {name}: {model.num_parameters(embeddings=False):,} parameters + "
@@ -310,10 +340,14 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
         f"{total} steps ({steps_per_epoch} per epoch, {total / steps_per_epoch:.3g} epochs)\n"
     )
     ckpt_dir = run_dir / "checkpoints"
-    best = L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/metric", mode="max", save_top_k=1, enable_version_counter=False)
+    best = L.pytorch.callbacks.ModelCheckpoint(
+        dirpath=ckpt_dir, filename="best", monitor="val/metric", mode="max", save_top_k=1, enable_version_counter=False
+    )
     callbacks += [
         best,
-        L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=cfg.trainer.checkpoint_every_n_steps),
+        L.pytorch.callbacks.ModelCheckpoint(
+            dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=cfg.trainer.checkpoint_every_n_steps
+        ),
         L.pytorch.callbacks.LearningRateMonitor("step"),
     ]
     trainer = make_trainer(cfg, run_dir, callbacks=callbacks, total_steps=total, steps_per_epoch=steps_per_epoch)
@@ -327,7 +361,12 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
         trainer.test(module, datamodule=dm, verbose=False, ckpt_path=chosen)
     if trainer.is_global_zero:
         step = safe_step(chosen) if chosen else trainer.global_step
-        save_pretrained(model, ckpt_dir / "model.pt", readouts=readouts, metadata={"run": str(run_dir), "steps": step, "chosen": which})
+        save_pretrained(
+            model,
+            ckpt_dir / "model.pt",
+            readouts=readouts,
+            metadata={"run": str(run_dir), "steps": step, "chosen": which},
+        )
         report(module, dm, readouts, run_dir, which, linear_baseline(cfg))
         print(f"\nrun folder: {run_dir} (the trained model: checkpoints/model.pt; poyo.load_pretrained() reads it)")
 
@@ -346,8 +385,13 @@ def choose_checkpoint(trainer: L.Trainer, module: POYOModule, dm: DataModule, be
     final = trainer.validate(module, datamodule=dm, verbose=False)[0].get("val/metric", float("nan"))
     best_score = float(best.best_model_score) if best.best_model_score is not None else float("nan")
     if best.best_model_path and Path(best.best_model_path).is_file() and best_score > final + CHOICE_MARGIN:
-        return best.best_model_path, f"best.ckpt, step {safe_step(best.best_model_path)}, chosen on validation (R2 {best_score:.3f}; final weights {final:.3f})"
-    return None, f"final weights, step {trainer.global_step}, chosen on validation (R2 {final:.3f}" + (f"; best.ckpt {best_score:.3f})" if np.isfinite(best_score) else ")")
+        return (
+            best.best_model_path,
+            f"best.ckpt, step {safe_step(best.best_model_path)}, chosen on validation (R2 {best_score:.3f}; final weights {final:.3f})",
+        )
+    return None, f"final weights, step {trainer.global_step}, chosen on validation (R2 {final:.3f}" + (
+        f"; best.ckpt {best_score:.3f})" if np.isfinite(best_score) else ")"
+    )
 
 
 def warn_short_validation(ds: Dataset, least: float = 120.0) -> None:

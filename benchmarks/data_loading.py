@@ -22,10 +22,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from poyo.pipelines.synthetic_reaching import SyntheticConfig, ensure  # noqa: E402
 from poyo.data import Compose, Dataset, RandomFixedWindowSampler, UnitDropout, collate_packed, seed_worker  # noqa: E402
 from poyo.data.session import CachedFile, open_file  # noqa: E402
 from poyo.model import ReadoutConfig, Tokenizer  # noqa: E402
+from poyo.pipelines.synthetic_reaching import SyntheticConfig, ensure  # noqa: E402
 
 
 def stage_times(ds: Dataset, indices, dropout, tokenizer) -> dict[str, float]:
@@ -71,7 +71,13 @@ def read_paths(ds: Dataset, indices) -> tuple[float, float]:
 
 def loader_rate(ds: Dataset, indices, workers: int, batch_size: int = 64) -> float:
     loader = torch.utils.data.DataLoader(
-        ds, sampler=indices, batch_size=batch_size, num_workers=workers, collate_fn=collate_packed, worker_init_fn=seed_worker, prefetch_factor=4 if workers else None
+        ds,
+        sampler=indices,
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=collate_packed,
+        worker_init_fn=seed_worker,
+        prefetch_factor=4 if workers else None,
     )
     it = iter(loader)
     next(it)  # exclude worker start-up
@@ -95,7 +101,11 @@ def main() -> None:
     ds = Dataset(root, behaviour=["cursor.vel"], intervals=["movement_phases.reach_period"])
     readout = ReadoutConfig("cursor_velocity_2d", std=10.0, weights={"movement_phases.reach_period": 5.0})
     tokenizer = Tokenizer(
-        {u: i for i, u in enumerate(ds.unit_ids)}, {s: i for i, s in enumerate(ds.session_ids)}, [readout], ["cursor_velocity_2d"], num_latents_per_step=16
+        {u: i for i, u in enumerate(ds.unit_ids)},
+        {s: i for i, s in enumerate(ds.session_ids)},
+        [readout],
+        ["cursor_velocity_2d"],
+        num_latents_per_step=16,
     )
     ds.transform = Compose([dropout, tokenizer])
     sampler = RandomFixedWindowSampler(ds.sampling_intervals("train"), 1.0, seed=0)
@@ -107,8 +117,12 @@ def main() -> None:
     units = np.mean([len(s.unit_ids) for s in ds.sessions.values()])
     spikes = np.mean([len(ds.read(i).spike_times) for i in indices[:500]])
 
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}")
-    print(f"data: {len(ds.session_ids)} sessions, {units:.0f} units/session, {spikes:.0f} spikes per 1 s window (before dropout)\n")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}"
+    )
+    print(
+        f"data: {len(ds.session_ids)} sessions, {units:.0f} units/session, {spikes:.0f} spikes per 1 s window (before dropout)\n"
+    )
 
     stage_times(ds, indices[:200], dropout, tokenizer)  # warm the page cache
     t = stage_times(ds, indices, dropout, tokenizer)
@@ -117,7 +131,9 @@ def main() -> None:
     for k, v in t.items():
         print(f"  {k:16s} {v * 1e6:8.1f} us  {100 * v / total:5.1f}%")
     plain, cached = read_paths(ds, indices)
-    print(f"\nHDF5 read per window: plain h5py handles {plain * 1e6:.1f} us, cached dataset lookups {cached * 1e6:.1f} us ({plain / cached:.2f}x faster)\n")
+    print(
+        f"\nHDF5 read per window: plain h5py handles {plain * 1e6:.1f} us, cached dataset lookups {cached * 1e6:.1f} us ({plain / cached:.2f}x faster)\n"
+    )
     print(f"{'workers':>7s} {'windows/s':>10s} {'per worker':>10s}")
     for w in args.workers:
         rate = loader_rate(ds, indices, w)

@@ -42,8 +42,12 @@ def animals(pretrain_animals: int) -> tuple[list[str], list[str]]:
 def session_ids(folder: Path, pretrain: list[str], held_out: list[str]) -> tuple[list[str], list[str]]:
     """(pretraining sessions, held-out centre-out sessions) of the generated set."""
     names = sorted(p.stem for p in folder.glob("*.h5"))
-    pre = [f"synthetic_reaching/{n}" for n in names if n.startswith(tuple(a + "_" for a in pretrain))]  # ids carry the brainset, not the folder
-    held = [f"synthetic_reaching/{n}" for n in names if n.startswith(tuple(a + "_" for a in held_out)) and "center_out" in n]
+    pre = [
+        f"synthetic_reaching/{n}" for n in names if n.startswith(tuple(a + "_" for a in pretrain))
+    ]  # ids carry the brainset, not the folder
+    held = [
+        f"synthetic_reaching/{n}" for n in names if n.startswith(tuple(a + "_" for a in held_out)) and "center_out" in n
+    ]
     return pre, held
 
 
@@ -61,7 +65,12 @@ def run_train(run_dir: Path, overrides: list[str], log: Path) -> dict:
 
 
 def dataset_overrides(data_root: Path, name: str, generate: dict) -> list[str]:
-    return [f"data_root={data_root}", f"dataset.name={name}", *(f"dataset.generate.{k}={v}" for k, v in generate.items()), "num_workers=2"]
+    return [
+        f"data_root={data_root}",
+        f"dataset.name={name}",
+        *(f"dataset.generate.{k}={v}" for k, v in generate.items()),
+        "num_workers=2",
+    ]
 
 
 def plot(results: list[dict], png: Path) -> None:
@@ -71,10 +80,21 @@ def plot(results: list[dict], png: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for method, style in (("unit_identification", "o-"), ("full", "s-"), ("scratch", "^-"), ("linear", "x--"), ("causal", "+:")):
+    for method, style in (
+        ("unit_identification", "o-"),
+        ("full", "s-"),
+        ("scratch", "^-"),
+        ("linear", "x--"),
+        ("causal", "+:"),
+    ):
         rows = sorted((r for r in results if r["method"] == method), key=lambda r: r["seconds_per_session"])
         if rows:
-            ax.plot([r["seconds_per_session"] / 60 for r in rows], [r["r2"] for r in rows], style, label=method.replace("_", " "))
+            ax.plot(
+                [r["seconds_per_session"] / 60 for r in rows],
+                [r["r2"] for r in rows],
+                style,
+                label=method.replace("_", " "),
+            )
     ax.set_xscale("log")
     ax.set_xlabel("training data per new session (min)")
     ax.set_ylabel("test R² (held-out sessions)")
@@ -89,21 +109,32 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=ROOT / "outputs" / "few_shot")
     p.add_argument("--data-root", type=Path, default=ROOT / "data" / "processed")
-    p.add_argument("--sizes", type=float, nargs="+", default=[30, 120, 600], help="seconds of training data per held-out session")
+    p.add_argument(
+        "--sizes", type=float, nargs="+", default=[30, 120, 600], help="seconds of training data per held-out session"
+    )
     p.add_argument("--pretrain-steps", type=int, default=2400)
     p.add_argument("--steps", type=int, default=300, help="steps for unit identification and fine-tuning")
     p.add_argument("--scratch-steps", type=int, default=600)
     p.add_argument("--batch-size", type=int, default=16, help="16 lets 30 s of one session make 2 batches")
     p.add_argument("--model", default="poyo_mini")
-    p.add_argument("--pretrain-animals", type=int, default=8, help="animals to pretrain on (2 more are generated and held out)")
+    p.add_argument(
+        "--pretrain-animals", type=int, default=8, help="animals to pretrain on (2 more are generated and held out)"
+    )
     p.add_argument("--held-out", type=int, default=1, choices=[1, 2], help="new sessions (animals) to adapt to")
-    p.add_argument("--pretrained", type=Path, default=None, help="reuse this pretrained model.pt instead of pretraining")
+    p.add_argument(
+        "--pretrained", type=Path, default=None, help="reuse this pretrained model.pt instead of pretraining"
+    )
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     pretrain_animals, held_animals = animals(a.pretrain_animals)
     generate = {**GENERATE, "num_animals": a.pretrain_animals + 2}
     name = "few_shot_synthetic" if a.pretrain_animals == 3 else f"few_shot_synthetic_{a.pretrain_animals}"
-    common = dataset_overrides(a.data_root, name, generate) + [f"model={a.model}", f"batch_size={a.batch_size}", "trainer.check_val_every_n_epoch=100000", "plot_sessions=2"]
+    common = dataset_overrides(a.data_root, name, generate) + [
+        f"model={a.model}",
+        f"batch_size={a.batch_size}",
+        "trainer.check_val_every_n_epoch=100000",
+        "plot_sessions=2",
+    ]
 
     pre_dir = a.out / "pretrain"
     ckpt = a.pretrained or pre_dir / "checkpoints" / "model.pt"
@@ -118,24 +149,50 @@ def main() -> None:
     held = held[: a.held_out]
     sess = lambda ids: "sessions=[" + ",".join(ids) + "]"  # noqa: E731
     if not ckpt.is_file():
-        print(f"pretraining {a.model} on {len(pre)} sessions of animals {pretrain_animals} for {a.pretrain_steps} steps ...", flush=True)
+        print(
+            f"pretraining {a.model} on {len(pre)} sessions of animals {pretrain_animals} for {a.pretrain_steps} steps ...",
+            flush=True,
+        )
         r = run_train(pre_dir, common + [sess(pre), f"trainer.max_steps={a.pretrain_steps}"], a.out / "pretrain.log")
-        print(f"  pretraining test R² {r['poyo_mean_r2']:.3f} (linear {r['linear_mean_r2']:.3f}, causal {r['causal_mean_r2']:.3f}), {r['seconds']:.0f} s", flush=True)
+        print(
+            f"  pretraining test R² {r['poyo_mean_r2']:.3f} (linear {r['linear_mean_r2']:.3f}, causal {r['causal_mean_r2']:.3f}), {r['seconds']:.0f} s",
+            flush=True,
+        )
 
     for seconds in a.sizes:
         runs = {
-            "unit_identification": ["finetune=unit_identification", f"finetune.checkpoint={ckpt}", f"trainer.max_steps={a.steps}"],
+            "unit_identification": [
+                "finetune=unit_identification",
+                f"finetune.checkpoint={ckpt}",
+                f"trainer.max_steps={a.steps}",
+            ],
             "full": ["finetune=full", f"finetune.checkpoint={ckpt}", f"trainer.max_steps={a.steps}"],
             "scratch": [f"trainer.max_steps={a.scratch_steps}"],
         }
         for method, extra in runs.items():
             name = f"{method}_{int(seconds)}s"
-            r = run_train(a.out / name, common + [sess(held), f"train_seconds={seconds}", *extra], a.out / f"{name}.log")
+            r = run_train(
+                a.out / name, common + [sess(held), f"train_seconds={seconds}", *extra], a.out / f"{name}.log"
+            )
             steps = a.steps if method != "scratch" else a.scratch_steps
-            results.append(dict(method=method, seconds_per_session=seconds, r2=r["poyo_mean_r2"], steps=steps, wall_s=round(r["seconds"], 1), sessions=r["sessions"]))
-            print(f"{method:20s} {seconds:6.0f} s/session  R² {r['poyo_mean_r2']:.3f}  (linear {r['linear_mean_r2']:.3f}, causal {r['causal_mean_r2']:.3f})  {r['seconds']:.0f} s", flush=True)
+            results.append(
+                dict(
+                    method=method,
+                    seconds_per_session=seconds,
+                    r2=r["poyo_mean_r2"],
+                    steps=steps,
+                    wall_s=round(r["seconds"], 1),
+                    sessions=r["sessions"],
+                )
+            )
+            print(
+                f"{method:20s} {seconds:6.0f} s/session  R² {r['poyo_mean_r2']:.3f}  (linear {r['linear_mean_r2']:.3f}, causal {r['causal_mean_r2']:.3f})  {r['seconds']:.0f} s",
+                flush=True,
+            )
         for baseline in ("linear", "causal"):
-            results.append(dict(method=baseline, seconds_per_session=seconds, r2=r[f"{baseline}_mean_r2"], steps=0, wall_s=0.0))
+            results.append(
+                dict(method=baseline, seconds_per_session=seconds, r2=r[f"{baseline}_mean_r2"], steps=0, wall_s=0.0)
+            )
         (a.out / "results.json").write_text(json.dumps(results, indent=1))
 
     print(f"\nmean test R² over {len(held)} held-out session(s) (new animals, new units):\n")

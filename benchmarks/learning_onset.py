@@ -31,8 +31,8 @@ from omegaconf import OmegaConf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from poyo.pipelines.synthetic_reaching import SyntheticConfig, ensure  # noqa: E402
 from poyo.model import POYO, ReadoutConfig  # noqa: E402
+from poyo.pipelines.synthetic_reaching import SyntheticConfig, ensure  # noqa: E402
 from poyo.training.module import DataModule  # noqa: E402
 from poyo.training.optim import build_optimizer  # noqa: E402
 from poyo.training.stitch import stitch_predictions  # noqa: E402
@@ -42,7 +42,11 @@ def rescale(model: torch.nn.Module, scale: float, names: tuple[str, ...] | None)
     """Re-initialise linear layers (those called ``names``, or all) with std = scale / √fan-in."""
     gen = torch.Generator().manual_seed(0)
     for module in model.modules():
-        layers = [getattr(module, n, None) for n in names] if names else ([module] if isinstance(module, torch.nn.Linear) else [])
+        layers = (
+            [getattr(module, n, None) for n in names]
+            if names
+            else ([module] if isinstance(module, torch.nn.Linear) else [])
+        )
         for lin in layers:
             if isinstance(lin, torch.nn.Linear):
                 with torch.no_grad():
@@ -61,9 +65,16 @@ def main() -> None:
     p.add_argument("--every", type=int, default=100, help="validate every N steps")
     p.add_argument("--lr", type=float, default=1e-3, help="constant learning rate (AdamW, batch 32)")
     p.add_argument("--warmup", type=int, default=0, help="linear warm-up steps")
-    p.add_argument("--qk-scale", type=float, default=None, help="re-initialise the q/k/v projections with std = scale / sqrt(fan-in)")
+    p.add_argument(
+        "--qk-scale",
+        type=float,
+        default=None,
+        help="re-initialise the q/k/v projections with std = scale / sqrt(fan-in)",
+    )
     p.add_argument("--linear-scale", type=float, default=None, help="re-initialise every linear layer likewise")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="model config overrides, e.g. lin_dropout=0")
+    p.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="model config overrides, e.g. lin_dropout=0"
+    )
     p.add_argument("--seed", type=int, default=0, help="model initialisation seed (the data order is fixed)")
     p.add_argument("--data-root", type=Path, default=ROOT / "data" / "processed")
     p.add_argument("--out", type=Path, default=None, help="write the curve here as JSON")
@@ -83,8 +94,18 @@ def main() -> None:
         model_cfg[key] = type(model_cfg[key])(value)
 
     readouts = [ReadoutConfig(**r) for r in OmegaConf.to_container(ds_cfg.readouts)]
-    dm = DataModule(root, readouts, batch_size=32, num_workers=1, unit_dropout=OmegaConf.to_container(ds_cfg.unit_dropout), seed=0, validate=False)
-    model = POYO(**model_cfg, readouts=[r.name for r in readouts], unit_ids=dm.unit_ids, session_ids=dm.session_ids, seed=a.seed)
+    dm = DataModule(
+        root,
+        readouts,
+        batch_size=32,
+        num_workers=1,
+        unit_dropout=OmegaConf.to_container(ds_cfg.unit_dropout),
+        seed=0,
+        validate=False,
+    )
+    model = POYO(
+        **model_cfg, readouts=[r.name for r in readouts], unit_ids=dm.unit_ids, session_ids=dm.session_ids, seed=a.seed
+    )
     if a.linear_scale is not None:
         rescale(model, a.linear_scale, None)
     if a.qk_scale is not None:
@@ -109,14 +130,25 @@ def main() -> None:
             losses.append(loss.item())
             step += 1
             if step % a.every == 0:
-                point = dict(step=step, val_r2=validate(model, dm), train_loss=float(np.mean(losses[-a.every :])), seconds=time.monotonic() - t0)
+                point = dict(
+                    step=step,
+                    val_r2=validate(model, dm),
+                    train_loss=float(np.mean(losses[-a.every :])),
+                    seconds=time.monotonic() - t0,
+                )
                 curve.append(point)
-                print(f"{step:6d} {point['val_r2']:7.3f} {point['train_loss']:10.3f} {point['seconds']:8.0f}", flush=True)
+                print(
+                    f"{step:6d} {point['val_r2']:7.3f} {point['train_loss']:10.3f} {point['seconds']:8.0f}", flush=True
+                )
             if step >= a.steps:
                 break
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(json.dumps(dict(settings=vars(a) | {"data_root": str(a.data_root), "out": str(a.out)}, curve=curve), indent=1))
+        a.out.write_text(
+            json.dumps(
+                dict(settings=vars(a) | {"data_root": str(a.data_root), "out": str(a.out)}, curve=curve), indent=1
+            )
+        )
 
 
 if __name__ == "__main__":

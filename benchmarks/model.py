@@ -87,14 +87,19 @@ def largest_batch(fits, start: int = 16, limit: int = 1 << 16) -> int:
 def windows(spikes: int, batch_size: int, seed: int) -> list[Window]:
     rng = np.random.default_rng(seed)
     out = []
-    for b in range(batch_size):
+    for _ in range(batch_size):
         n = int(rng.integers(spikes // 2, spikes * 3 // 2 + 1))
         t = np.sort(rng.uniform(0, 1, n))
         bt = np.arange(0.005, 1.0, 0.01)
         out.append(
             Window(
-                session_id="bench/s0", start=0.0, end=1.0, unit_ids=np.array([f"bench/s0/u{i}" for i in range(UNITS)]),
-                spike_times=t, spike_units=rng.integers(0, UNITS, n), behaviour={"cursor.vel": Series(bt, rng.normal(size=(len(bt), 2)), np.arange(len(bt)))},
+                session_id="bench/s0",
+                start=0.0,
+                end=1.0,
+                unit_ids=np.array([f"bench/s0/u{i}" for i in range(UNITS)]),
+                spike_times=t,
+                spike_units=rng.integers(0, UNITS, n),
+                behaviour={"cursor.vel": Series(bt, rng.normal(size=(len(bt), 2)), np.arange(len(bt)))},
             )  # fmt: skip
         )
     return out
@@ -137,12 +142,23 @@ def model_flops(model: POYO, samples: list, device: str) -> int:
     return counter.get_total_flops()
 
 
-def measure(model_name: str, backend: str, spikes: int, batch_size: int, device: str, precision: str, repeats: int, atn_dropout: float | None) -> dict:
+def measure(
+    model_name: str,
+    backend: str,
+    spikes: int,
+    batch_size: int,
+    device: str,
+    precision: str,
+    repeats: int,
+    atn_dropout: float | None,
+) -> dict:
     """Time and peak memory of forward+backward for one configuration (run in its own process on CPU)."""
     torch.manual_seed(0)
     model = build(model_name, atn_dropout=atn_dropout).to(device).train()
     model.attention = backend
-    samples = [model.tokenizer([ReadoutConfig("cursor_velocity_2d")])(w) for w in windows(spikes, batch_size, seed=spikes)]
+    samples = [
+        model.tokenizer([ReadoutConfig("cursor_velocity_2d")])(w) for w in windows(spikes, batch_size, seed=spikes)
+    ]
     batch = collate_padded(samples) if backend == "sdpa" else collate_packed(samples)
     batch = to_device(batch, device)
     tokens = sum(len(s["input"]["unit_index"]) for s in samples)
@@ -174,7 +190,9 @@ def measure(model_name: str, backend: str, spikes: int, batch_size: int, device:
     )  # fmt: skip
 
 
-def fits_on_gpu(model_name: str, backend: str, spikes: int, batch_size: int, precision: str, atn_dropout: float | None) -> bool:
+def fits_on_gpu(
+    model_name: str, backend: str, spikes: int, batch_size: int, precision: str, atn_dropout: float | None
+) -> bool:
     """Whether one training step of this batch size runs without a CUDA out-of-memory error."""
 
     def one_step():
@@ -182,7 +200,12 @@ def fits_on_gpu(model_name: str, backend: str, spikes: int, batch_size: int, pre
         model.attention = backend
         tok = model.tokenizer([ReadoutConfig("cursor_velocity_2d")])
         samples = [tok(w) for w in windows(spikes, batch_size, seed=spikes)]
-        training_step(model, to_device(collate_padded(samples) if backend == "sdpa" else collate_packed(samples), "cuda"), "cuda", precision)
+        training_step(
+            model,
+            to_device(collate_padded(samples) if backend == "sdpa" else collate_packed(samples), "cuda"),
+            "cuda",
+            precision,
+        )
 
     try:
         one_step()
@@ -224,7 +247,9 @@ def linearity(results: list[dict]) -> None:
         x, y = np.array(pts, dtype=float).T
         slope, intercept = np.polyfit(x, y, 1)
         worst = np.max(np.abs(y - (slope * x + intercept))) / np.max(y)
-        lines.append(f"  {precision:>5s} {backend:>9s}: {intercept:7.0f} MB + {slope * 1000:6.1f} MB per 1,000 spikes/window; largest residual {worst:.1%} of the peak")
+        lines.append(
+            f"  {precision:>5s} {backend:>9s}: {intercept:7.0f} MB + {slope * 1000:6.1f} MB per 1,000 spikes/window; largest residual {worst:.1%} of the peak"
+        )
     if lines:
         print("\npeak memory vs spikes per window (linear fit):\n" + "\n".join(lines))
 
@@ -236,19 +261,36 @@ def main() -> None:
     parser.add_argument("--spikes", type=int, nargs="+", default=[250, 1000, 4000], help="mean spikes per 1 s window")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--backends", nargs="+", default=["sdpa", "loop", "nested", "varlen", "xformers"])
-    parser.add_argument("--precision", nargs="+", default=None, help="fp32 and/or bf16 (default: fp32 on CPU, both on CUDA)")
-    parser.add_argument("--atn-dropout", type=float, default=None, help="override the config's attention dropout (varlen needs 0)")
+    parser.add_argument(
+        "--precision", nargs="+", default=None, help="fp32 and/or bf16 (default: fp32 on CPU, both on CUDA)"
+    )
+    parser.add_argument(
+        "--atn-dropout", type=float, default=None, help="override the config's attention dropout (varlen needs 0)"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
-    parser.add_argument("--peak-tflops", type=float, default=None, help="the device's peak TFLOP/s for MFU (default: data-sheet table for known GPUs)")
-    parser.add_argument("--max-batch", action="store_true", help="CUDA: also find the largest batch that fits, per backend and precision")
+    parser.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        help="the device's peak TFLOP/s for MFU (default: data-sheet table for known GPUs)",
+    )
+    parser.add_argument(
+        "--max-batch",
+        action="store_true",
+        help="CUDA: also find the largest batch that fits, per backend and precision",
+    )
     parser.add_argument("--max-batch-spikes", type=int, default=1000, help="mean spikes per window for --max-batch")
     args = parser.parse_args()
     batch_size = args.batch_size or (128 if args.device == "cuda" else 16)
     precisions = args.precision or (["fp32", "bf16"] if args.device == "cuda" else ["fp32"])
 
     dev = torch.device(args.device)
-    name = torch.cuda.get_device_name() if args.device == "cuda" else f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    name = (
+        torch.cuda.get_device_name()
+        if args.device == "cuda"
+        else f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    )
     print(f"machine: {name}; Python {platform.python_version()}, torch {torch.__version__}")
     model = build(args.model, atn_dropout=args.atn_dropout)
     print(
@@ -269,7 +311,16 @@ def main() -> None:
                 if why:
                     print(f"{spikes:10d} {precision:>5s} {backend:>9s}   skipped: {why}")
                     continue
-                kwargs = dict(model_name=args.model, backend=backend, spikes=spikes, batch_size=batch_size, device=args.device, precision=precision, repeats=args.repeats, atn_dropout=args.atn_dropout)
+                kwargs = dict(
+                    model_name=args.model,
+                    backend=backend,
+                    spikes=spikes,
+                    batch_size=batch_size,
+                    device=args.device,
+                    precision=precision,
+                    repeats=args.repeats,
+                    atn_dropout=args.atn_dropout,
+                )
                 r = run_isolated(kwargs) if args.device == "cpu" else measure(**kwargs)
                 results.append(r)
                 if "error" in r:
@@ -280,23 +331,44 @@ def main() -> None:
                 peak = peak_tflops(name, precision, args.peak_tflops)
                 r["mfu"] = r["tflops_per_s"] / peak if peak else None
                 mfu = f"{r['mfu']:6.1%}" if peak else f"{'n/a':>6s}"
-                print(f"{spikes:10d} {precision:>5s} {backend:>9s} {layout:>7s} {r['ms']:9.1f} {r['peak_mb']:8.0f} {r['tokens_per_s']:10.0f} {waste:9.0%} {r['tflops_per_s']:8.3f} {mfu}")
+                print(
+                    f"{spikes:10d} {precision:>5s} {backend:>9s} {layout:>7s} {r['ms']:9.1f} {r['peak_mb']:8.0f} {r['tokens_per_s']:10.0f} {waste:9.0%} {r['tflops_per_s']:8.3f} {mfu}"
+                )
     linearity(results)
     if args.max_batch:
         if args.device != "cuda":
             print("\n--max-batch runs on CUDA only (on CPU it would only measure swap)")
         else:
-            print(f"\nlargest batch that fits in {torch.cuda.get_device_properties(0).total_memory / 2**30:.0f} GiB, {args.max_batch_spikes} spikes/window:")
+            print(
+                f"\nlargest batch that fits in {torch.cuda.get_device_properties(0).total_memory / 2**30:.0f} GiB, {args.max_batch_spikes} spikes/window:"
+            )
             for precision in precisions:
                 for backend in args.backends:
-                    if available(backend, dev) or (backend == "varlen" and (precision != "bf16" or args.atn_dropout != 0)):
+                    if available(backend, dev) or (
+                        backend == "varlen" and (precision != "bf16" or args.atn_dropout != 0)
+                    ):
                         continue
-                    fits = lambda b: fits_on_gpu(args.model, backend, args.max_batch_spikes, b, precision, args.atn_dropout)  # noqa: E731
+                    fits = lambda b, backend=backend, precision=precision: fits_on_gpu(
+                        args.model, backend, args.max_batch_spikes, b, precision, args.atn_dropout
+                    )
                     b = largest_batch(fits, start=batch_size)
-                    results.append(dict(max_batch=b, backend=backend, precision=precision, spikes=args.max_batch_spikes))
+                    results.append(
+                        dict(max_batch=b, backend=backend, precision=precision, spikes=args.max_batch_spikes)
+                    )
                     print(f"  {precision:>5s} {backend:>9s}: {b}")
     if args.json:
-        args.json.write_text(json.dumps({"machine": name, "torch": torch.__version__, "model": args.model, "batch_size": batch_size, "results": results}, indent=1))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "machine": name,
+                    "torch": torch.__version__,
+                    "model": args.model,
+                    "batch_size": batch_size,
+                    "results": results,
+                },
+                indent=1,
+            )
+        )
 
 
 if __name__ == "__main__":

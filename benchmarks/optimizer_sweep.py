@@ -22,8 +22,8 @@ from omegaconf import OmegaConf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from poyo.pipelines.synthetic_reaching import SyntheticConfig, ensure  # noqa: E402
 from poyo.model import POYO, ReadoutConfig  # noqa: E402
+from poyo.pipelines.synthetic_reaching import SyntheticConfig, ensure  # noqa: E402
 from poyo.training.module import DataModule  # noqa: E402
 from poyo.training.optim import build_optimizer  # noqa: E402
 from poyo.training.stitch import stitch_predictions  # noqa: E402

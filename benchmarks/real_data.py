@@ -60,7 +60,15 @@ def import_subset(mat: Path, data_root: Path, name: str) -> str:
 
 
 def run(brainset: str, model: str, data_root: Path, run_dir: Path, extra: list[str]) -> dict:
-    cmd = [sys.executable, str(ROOT / "train.py"), f"dataset={brainset}", f"model={model}", f"data_root={data_root}", f"hydra.run.dir={run_dir}", *extra]
+    cmd = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        f"dataset={brainset}",
+        f"model={model}",
+        f"data_root={data_root}",
+        f"hydra.run.dir={run_dir}",
+        *extra,
+    ]
     print(" ".join(cmd), flush=True)
     t0 = time.time()
     out = subprocess.run(cmd, capture_output=True, text=True)
@@ -70,7 +78,11 @@ def run(brainset: str, model: str, data_root: Path, run_dir: Path, extra: list[s
     if out.returncode != 0:
         raise RuntimeError(f"{brainset} / {model} failed:\n{out.stderr[-3000:]}")
     rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
-    curve = [(int(r["step"]), float(r["val/metric"]), float(r["val/elapsed_s"])) for r in rows if r.get("val/metric") and r.get("val/elapsed_s")]
+    curve = [
+        (int(r["step"]), float(r["val/metric"]), float(r["val/elapsed_s"]))
+        for r in rows
+        if r.get("val/metric") and r.get("val/elapsed_s")
+    ]
     test = json.loads((run_dir / "test_results.json").read_text())
     return {
         "brainset": brainset, "model": model, "wall_s": round(wall, 1), "val_curve": curve, "checkpoint": test["checkpoint"],
@@ -93,8 +105,20 @@ def plot(results: list[dict], path: Path) -> None:
             row[0].plot(steps, r2, marker="o", ms=3, label=f"{r['model']} (test {r['poyo_r2']:.3f})")
             row[1].plot(secs, r2, marker="o", ms=3, label=r["model"])
         for ax in row:
-            ax.axhline(mine[0]["linear_r2"], color="k", ls="--", lw=1, label=f"linear, window (test {mine[0]['linear_r2']:.3f})")
-            ax.axhline(mine[0]["causal_r2"], color="grey", ls=":", lw=1, label=f"linear, causal (test {mine[0]['causal_r2']:.3f})")
+            ax.axhline(
+                mine[0]["linear_r2"],
+                color="k",
+                ls="--",
+                lw=1,
+                label=f"linear, window (test {mine[0]['linear_r2']:.3f})",
+            )
+            ax.axhline(
+                mine[0]["causal_r2"],
+                color="grey",
+                ls=":",
+                lw=1,
+                label=f"linear, causal (test {mine[0]['causal_r2']:.3f})",
+            )
             ax.set_ylabel(f"{bs}: validation R²")
             ax.set_ylim(max(0.0, min(ax.get_ylim()[0], 0.4)), 1.0)
             ax.grid(alpha=0.3)
@@ -118,23 +142,41 @@ def main() -> None:
                         "POYO's stitched predictions average windows that together span up to 2 x window - eval_step")  # fmt: skip
     a = p.parse_args()
     if not a.mat.is_file():
-        sys.exit(f"no recording at {a.mat}; pass --mat PATH (a .mat with 'spikes' (bins, units) and 'vel' (bins, 2) at 50 ms)")
+        sys.exit(
+            f"no recording at {a.mat}; pass --mat PATH (a .mat with 'spikes' (bins, units) and 'vel' (bins, 2) at 50 ms)"
+        )
     import torch
 
-    print(f"machine: {platform.machine()}, {platform.processor() or 'cpu'}, {torch.get_num_threads()} threads, torch {torch.__version__}", flush=True)
+    print(
+        f"machine: {platform.machine()}, {platform.processor() or 'cpu'}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        flush=True,
+    )
     data_root = a.out / "data"
     results = []
     for subset in a.subsets:
         brainset = import_subset(a.mat, data_root, subset)
         for model in a.models:
-            r = run(brainset, model, data_root, a.out / "runs" / f"{brainset}_{model}", [f"trainer.check_val_every_n_epoch={a.val_every}", *a.extra])
+            r = run(
+                brainset,
+                model,
+                data_root,
+                a.out / "runs" / f"{brainset}_{model}",
+                [f"trainer.check_val_every_n_epoch={a.val_every}", *a.extra],
+            )
             results.append(r)
-            print(f"{brainset:10s} {model:11s} POYO {r['poyo_r2']:.3f}  linear {r['linear_r2']:.3f}  causal {r['causal_r2']:.3f}  {r['wall_s']:.0f} s  ({r['checkpoint']})", flush=True)
-    print(f"\n{'recording':10s} {'model':11s} {'POYO R2':>8s} {'linear R2':>10s} {'causal R2':>10s} {'margin':>7s} {'wall s':>7s}")
+            print(
+                f"{brainset:10s} {model:11s} POYO {r['poyo_r2']:.3f}  linear {r['linear_r2']:.3f}  causal {r['causal_r2']:.3f}  {r['wall_s']:.0f} s  ({r['checkpoint']})",
+                flush=True,
+            )
+    print(
+        f"\n{'recording':10s} {'model':11s} {'POYO R2':>8s} {'linear R2':>10s} {'causal R2':>10s} {'margin':>7s} {'wall s':>7s}"
+    )
     for r in results:
         if "model" not in r:
             continue
-        print(f"{r['brainset']:10s} {r['model']:11s} {r['poyo_r2']:8.3f} {r['linear_r2']:10.3f} {r['causal_r2']:10.3f} {r['poyo_r2'] - r['linear_r2']:+7.3f} {r['wall_s']:7.0f}")
+        print(
+            f"{r['brainset']:10s} {r['model']:11s} {r['poyo_r2']:8.3f} {r['linear_r2']:10.3f} {r['causal_r2']:10.3f} {r['poyo_r2'] - r['linear_r2']:+7.3f} {r['wall_s']:7.0f}"
+        )
         print("   validation R2 by step: " + ", ".join(f"{s}:{v:.3f}" for s, v, _ in r["val_curve"]))
     if a.linear_contexts:
         from poyo.data import Dataset
@@ -147,8 +189,19 @@ def main() -> None:
             r = ReadoutConfig("hand_velocity_2d", key="hand.vel")
             for context in [1.0, *a.linear_contexts]:
                 res = LinearBaseline(context_s=context).evaluate(ds, r)["window"][ds.session_ids[0]]
-                print(f"  s1_{subset:6s} up to {context:.2f} s: R2 {res['r2']:.3f} (chose -{res['before_s']:g} s .. +{res['after_s']:g} s)", flush=True)
-                results.append({"brainset": f"s1_{subset}", "linear_context_s": context, "linear_r2": res["r2"], "before_s": res["before_s"], "after_s": res["after_s"]})
+                print(
+                    f"  s1_{subset:6s} up to {context:.2f} s: R2 {res['r2']:.3f} (chose -{res['before_s']:g} s .. +{res['after_s']:g} s)",
+                    flush=True,
+                )
+                results.append(
+                    {
+                        "brainset": f"s1_{subset}",
+                        "linear_context_s": context,
+                        "linear_r2": res["r2"],
+                        "before_s": res["before_s"],
+                        "after_s": res["after_s"],
+                    }
+                )
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "results.json").write_text(json.dumps(results, indent=1))
     plot([r for r in results if "model" in r], a.out / "r2_vs_steps.png")

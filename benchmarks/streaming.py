@@ -44,7 +44,9 @@ def build(name: str, units: list[str], session: str) -> POYO:
     return model.eval()
 
 
-def run(name: str, n_units: int, rate: float, step: float, updates: int, warmup: int, seed: int, compile: bool = False) -> dict:
+def run(
+    name: str, n_units: int, rate: float, step: float, updates: int, warmup: int, seed: int, compile: bool = False
+) -> dict:
     session = "bench/session"
     units = [f"{session}/u{i}" for i in range(n_units)]
     dec = StreamingDecoder(build(name, units, session), session_id=session, unit_ids=units)
@@ -66,7 +68,14 @@ def run(name: str, n_units: int, rate: float, step: float, updates: int, warmup:
             lat.append(dt)
             spikes.append(dec.buffered)
     lat = np.array(lat) * 1e3
-    return dict(model=name, units=n_units, spikes_in_window=float(np.mean(spikes)), p50_ms=float(np.percentile(lat, 50)), p99_ms=float(np.percentile(lat, 99)), max_ms=float(lat.max()))
+    return dict(
+        model=name,
+        units=n_units,
+        spikes_in_window=float(np.mean(spikes)),
+        p50_ms=float(np.percentile(lat, 50)),
+        p99_ms=float(np.percentile(lat, 99)),
+        max_ms=float(lat.max()),
+    )
 
 
 def main() -> None:
@@ -90,21 +99,45 @@ def main() -> None:
         r = run(c["model"], c["units"], a.rate, a.step, a.updates, a.warmup, a.seed, c["compile"])
         print(json.dumps(r))
         return
-    print(f"{platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"updates every {a.step * 1e3:g} ms, {a.rate:g} Hz per unit, {a.updates} timed updates after {a.warmup} warm-up, one process per row\n")
-    print(f"{'model':12s} {'units':>6s} {'allocator':>9s} {'mode':>8s} {'spikes/window':>14s} {'p50 ms':>8s} {'p99 ms':>8s} {'max ms':>8s}")
-    passthrough = ["--rate", str(a.rate), "--step", str(a.step), "--updates", str(a.updates), "--warmup", str(a.warmup), "--seed", str(a.seed)]
+    print(
+        f"{platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"updates every {a.step * 1e3:g} ms, {a.rate:g} Hz per unit, {a.updates} timed updates after {a.warmup} warm-up, one process per row\n"
+    )
+    print(
+        f"{'model':12s} {'units':>6s} {'allocator':>9s} {'mode':>8s} {'spikes/window':>14s} {'p50 ms':>8s} {'p99 ms':>8s} {'max ms':>8s}"
+    )
+    passthrough = [
+        "--rate",
+        str(a.rate),
+        "--step",
+        str(a.step),
+        "--updates",
+        str(a.updates),
+        "--warmup",
+        str(a.warmup),
+        "--seed",
+        str(a.seed),
+    ]
     for _ in range(a.repeats):
         for name in a.models:
             for n in a.units:
-                for alloc, compiled in [(al, c) for al in a.allocator for c in ([False, True] if a.compile else [False])]:
+                for alloc, compiled in [
+                    (al, c) for al in a.allocator for c in ([False, True] if a.compile else [False])
+                ]:
                     mode = "compiled" if compiled else "eager"
                     child = json.dumps({"model": name, "units": n, "allocator": alloc, "compile": compiled})
-                    out = subprocess.run([sys.executable, __file__, *passthrough, "--child", child], capture_output=True, text=True)
+                    out = subprocess.run(
+                        [sys.executable, __file__, *passthrough, "--child", child], capture_output=True, text=True
+                    )
                     if out.returncode:
                         raise SystemExit(f"{name}, {n} units, {alloc} allocator, {mode} failed:\n{out.stderr}")
                     r = json.loads(out.stdout.strip().splitlines()[-1])
-                    print(f"{r['model']:12s} {r['units']:6d} {alloc:>9s} {mode:>8s} {r['spikes_in_window']:14.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['max_ms']:8.2f}", flush=True)
+                    print(
+                        f"{r['model']:12s} {r['units']:6d} {alloc:>9s} {mode:>8s} {r['spikes_in_window']:14.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['max_ms']:8.2f}",
+                        flush=True,
+                    )
 
 
 if __name__ == "__main__":

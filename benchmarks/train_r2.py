@@ -33,7 +33,11 @@ def main() -> None:
     p.add_argument("--run-dir", type=Path, default=ROOT / "outputs" / "benchmark_train_r2")
     p.add_argument("--extra", nargs="*", default=[], help="more train.py overrides")
     a = p.parse_args()
-    data = [] if a.animals == 3 else [f"dataset.generate.num_animals={a.animals}", f"dataset.name=synthetic_reaching_{a.animals}"]
+    data = (
+        []
+        if a.animals == 3
+        else [f"dataset.generate.num_animals={a.animals}", f"dataset.name=synthetic_reaching_{a.animals}"]
+    )
     cmd = [
         sys.executable, str(ROOT / "train.py"), f"model={a.model}", f"optim={a.optim}", f"batch_size={a.batch_size}", *data,
         f"trainer.max_steps={a.steps}", f"trainer.check_val_every_n_epoch={a.val_every}", f"hydra.run.dir={a.run_dir}", *a.extra,
@@ -41,19 +45,30 @@ def main() -> None:
     print(" ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
     rows = list(csv.DictReader(open(a.run_dir / "metrics.csv")))
-    points = [(int(r["step"]), float(r["val/metric"]), float(r["val/elapsed_s"] or "nan")) for r in rows if r.get("val/metric") and r.get("val/elapsed_s")]
+    points = [
+        (int(r["step"]), float(r["val/metric"]), float(r["val/elapsed_s"] or "nan"))
+        for r in rows
+        if r.get("val/metric") and r.get("val/elapsed_s")
+    ]
     print(f"\n{a.model}, {a.optim}, batch {a.batch_size}\n{'step':>6s} {'val R2':>7s} {'seconds':>8s}")
     for step, r2, secs in points:
         print(f"{step:6d} {r2:7.3f} {secs:8.0f}")
     test = json.loads((a.run_dir / "test_results.json").read_text())
-    print(f"test R2 {test['poyo_mean_r2']:.3f} ({test['checkpoint']}); linear {test['linear_mean_r2']:.3f}, causal (Wiener) {test['causal_mean_r2']:.3f}")
+    print(
+        f"test R2 {test['poyo_mean_r2']:.3f} ({test['checkpoint']}); linear {test['linear_mean_r2']:.3f}, causal (Wiener) {test['causal_mean_r2']:.3f}"
+    )
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
-    ax.plot([s for s, _, _ in points], [r for _, r, _ in points], marker="o", label=f"{a.model} ({a.optim}, batch {a.batch_size})")
+    ax.plot(
+        [s for s, _, _ in points],
+        [r for _, r, _ in points],
+        marker="o",
+        label=f"{a.model} ({a.optim}, batch {a.batch_size})",
+    )
     ax.axhline(test["linear_mean_r2"], color="k", ls="--", lw=1, label="linear, window (test)")
     ax.axhline(test["causal_mean_r2"], color="grey", ls=":", lw=1, label="linear, causal (test)")
     ax.set_xlabel("training step")

@@ -28,12 +28,17 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from poyo.pipelines.synthetic_reaching import SyntheticConfig, ensure  # noqa: E402
 from poyo.data import Compose, Dataset, RandomFixedWindowSampler, UnitDropout, collate_packed, seed_worker  # noqa: E402
 from poyo.model import POYO, ReadoutConfig  # noqa: E402
+from poyo.pipelines.synthetic_reaching import SyntheticConfig, ensure  # noqa: E402
 from poyo.training.optim import build_optimizer  # noqa: E402
 
-READOUT = ReadoutConfig("cursor_velocity_2d", std=10.0, weights={"movement_phases.reach_period": 5.0}, eval_intervals=["movement_phases.reach_period"])
+READOUT = ReadoutConfig(
+    "cursor_velocity_2d",
+    std=10.0,
+    weights={"movement_phases.reach_period": 5.0},
+    eval_intervals=["movement_phases.reach_period"],
+)
 
 
 def dataset(root: Path) -> Dataset:
@@ -69,14 +74,31 @@ def model_rate(name: str, ds: Dataset, batch_size: int, steps: int, warmup: int,
         if k >= warmup:
             tokens += int((batch["input"]["token_type"] == 0).sum())
     dt = time.perf_counter() - t0
-    return dict(model=name + (" compiled" if compile else ""), warmup_s=t0 - start, params=model.num_parameters(embeddings=False), step_s=dt / steps, samples_s=steps * batch_size / dt, spike_tokens_s=tokens / dt)
+    return dict(
+        model=name + (" compiled" if compile else ""),
+        warmup_s=t0 - start,
+        params=model.num_parameters(embeddings=False),
+        step_s=dt / steps,
+        samples_s=steps * batch_size / dt,
+        spike_tokens_s=tokens / dt,
+    )
 
 
 def loader_rate(ds: Dataset, name: str, batch_size: int, workers: int, batches: int) -> float:
     model = model_for(name, ds)
-    ds.transform = Compose([UnitDropout(min_units=30, mode_units=100, max_units=300, peak=4.0), model.tokenizer([READOUT])])
+    ds.transform = Compose(
+        [UnitDropout(min_units=30, mode_units=100, max_units=300, peak=4.0), model.tokenizer([READOUT])]
+    )
     sampler = list(RandomFixedWindowSampler(ds.sampling_intervals("train"), 1.0, seed=1))
-    loader = torch.utils.data.DataLoader(ds, sampler=sampler, batch_size=batch_size, num_workers=workers, collate_fn=collate_packed, worker_init_fn=seed_worker, drop_last=True)
+    loader = torch.utils.data.DataLoader(
+        ds,
+        sampler=sampler,
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=collate_packed,
+        worker_init_fn=seed_worker,
+        drop_last=True,
+    )
     it = iter(loader)
     next(it)  # worker start-up is not throughput
     t0 = time.perf_counter()
@@ -105,17 +127,24 @@ def main() -> None:
     a = p.parse_args()
     torch.manual_seed(0)
     ds = dataset(a.root)
-    print(f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads; batch {a.batch_size}, packed\n")
+    print(
+        f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads; batch {a.batch_size}, packed\n"
+    )
     rates = {w: loader_rate(ds, a.models[0], a.batch_size, w, a.loader_batches) for w in a.workers}
     print("data loader (read, unit dropout, tokenize, collate):")
     for w, r in rates.items():
         print(f"  {w} workers: {r:8.0f} windows/s" + (f" ({r / w:.0f} per worker)" if w else ""))
-    print(f"\n{'model':20s} {'params':>11s} {'s/step':>7s} {'samples/s':>10s} {'spike tok/s':>12s}  data loading with {max(a.workers)} workers")
+    print(
+        f"\n{'model':20s} {'params':>11s} {'s/step':>7s} {'samples/s':>10s} {'spike tok/s':>12s}  data loading with {max(a.workers)} workers"
+    )
     for name, compiled in [(n, c) for n in a.models for c in ([False, True] if a.compile else [False])]:
         r = model_rate(name, ds, a.batch_size, a.steps, max(a.warmup, 4) if compiled else a.warmup, compiled)
         spare = rates[max(a.workers)] / r["samples_s"]
         verdict = f"keeps up ({spare:.0f}x what training takes)" if spare >= 1 else f"STARVES ({spare:.2f}x)"
-        print(f"{r['model']:20s} {r['params']:11,d} {r['step_s']:7.3f} {r['samples_s']:10.1f} {r['spike_tokens_s']:12,.0f}  {verdict}", flush=True)
+        print(
+            f"{r['model']:20s} {r['params']:11,d} {r['step_s']:7.3f} {r['samples_s']:10.1f} {r['spike_tokens_s']:12,.0f}  {verdict}",
+            flush=True,
+        )
         if compiled:
             print(f"{'':20s} (warm-up steps incl. compilation: {r['warmup_s']:.1f} s)")
     print("\n(on CPU the loader's workers share the cores with training; the ratio is an upper bound)")

@@ -32,7 +32,6 @@ from poyo.data.window import Series, Window
 from poyo.model import POYO, ReadoutConfig
 from poyo.model.tokenizer import readouts_for
 
-
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
 
 
@@ -53,7 +52,9 @@ def keep_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 256 
     if platform.libc_ver()[0] != "glibc":
         return False
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    return bool(libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, trim_threshold))
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(
+        libc.mallopt(_M_TRIM_THRESHOLD, trim_threshold)
+    )
 
 
 class StreamingDecoder:
@@ -105,7 +106,11 @@ class StreamingDecoder:
         self.tokenizer(self._window(end, np.zeros(0), np.zeros(0, np.int64)))
 
     def _window(self, end: float, times: np.ndarray, units: np.ndarray) -> Window:
-        query = Series(timestamps=np.array([self.window]), values=np.full((1, self.config.spec.dim), np.nan), sample_index=np.zeros(1, np.int64))
+        query = Series(
+            timestamps=np.array([self.window]),
+            values=np.full((1, self.config.spec.dim), np.nan),
+            sample_index=np.zeros(1, np.int64),
+        )
         return Window(
             session_id=self.session_id, start=end - self.window, end=end, unit_ids=self.unit_ids,
             spike_times=times - (end - self.window), spike_units=units,
@@ -127,7 +132,9 @@ class StreamingDecoder:
         if not np.isfinite(times).all():
             raise ValueError("push: spike times must be finite")
         if times[0] < self._last_t or np.any(np.diff(times) < 0):
-            raise ValueError(f"push: spike times must not go back in time (last seen {self._last_t:.6f} s, got {times.min():.6f} s)")
+            raise ValueError(
+                f"push: spike times must not go back in time (last seen {self._last_t:.6f} s, got {times.min():.6f} s)"
+            )
         if units.dtype.kind in "iu":
             if units.min() < 0 or units.max() >= len(self.unit_ids):
                 raise ValueError(f"push: unit positions must be in 0..{len(self.unit_ids) - 1}")
@@ -170,7 +177,17 @@ class StreamingDecoder:
         sample = self.tokenizer(self._window(t_now, times, units))
         batch = collate_packed([sample])
         if self.device.type != "cpu":
-            batch = {k: ({f: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v for f, v in g.items()} if isinstance(g, dict) else g) for k, g in batch.items()}
+            batch = {
+                k: (
+                    {
+                        f: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+                        for f, v in g.items()
+                    }
+                    if isinstance(g, dict)
+                    else g
+                )
+                for k, g in batch.items()
+            }
         with torch.inference_mode():
             pred = self.model(batch)[self.config.name][0].float().cpu().numpy()
         return self.config.denormalise(pred)

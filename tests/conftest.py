@@ -10,7 +10,9 @@ import pytest
 
 from poyo.pipelines.synthetic_reaching import SyntheticConfig, generate
 
-SMALL = SyntheticConfig(num_animals=2, sessions_per_animal=2, duration_s=60.0, min_units=20, max_units=40, random_target_every=2, seed=7)
+SMALL = SyntheticConfig(
+    num_animals=2, sessions_per_animal=2, duration_s=60.0, min_units=20, max_units=40, random_target_every=2, seed=7
+)
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +31,9 @@ def synthetic_copy(synthetic_root, tmp_path):
     return dst
 
 
-def write_session(path, *, session_id="s0", n_units=5, duration=10.0, rate=20.0, seed=0, irregular_behaviour=False, splits=True):
+def write_session(
+    path, *, session_id="s0", n_units=5, duration=10.0, rate=20.0, seed=0, irregular_behaviour=False, splits=True
+):
     """Write a small, valid session with temporaldata; returns the path."""
     from temporaldata import ArrayDict, Data, Interval, IrregularTimeSeries, RegularTimeSeries
 

@@ -23,7 +23,18 @@ def spike_trains(n_units: int, t0: float, t1: float, rng, rate: float = 20.0) ->
     return [np.sort(rng.uniform(t0, t1, rng.poisson(rate * (t1 - t0)))) for _ in range(n_units)]
 
 
-def nwb_file(path: Path, *, trains, unit_names=None, electrodes=True, series=(), trials=None, subject="C", species="Macaca mulatta", start=dt.datetime(2013, 10, 3, tzinfo=dt.timezone.utc)):
+def nwb_file(
+    path: Path,
+    *,
+    trains,
+    unit_names=None,
+    electrodes=True,
+    series=(),
+    trials=None,
+    subject="C",
+    species="Macaca mulatta",
+    start=dt.datetime(2013, 10, 3, tzinfo=dt.timezone.utc),
+):
     """An NWB file: Units (optionally linked to electrode groups), behaviour series under
     processing/behavior (``("Position", "cursor_pos", t, data)``; container None for a bare
     series; data with ``rate`` instead of timestamps when t is a float), and a trials table
@@ -49,7 +60,12 @@ def nwb_file(path: Path, *, trains, unit_names=None, electrodes=True, series=(),
         module = nwb.create_processing_module("behavior", "behaviour")
         containers = {}
         for container, name, t, data in series:
-            ts = TimeSeries(name=name, data=data, unit="cm", **({"rate": 1000.0, "starting_time": t} if np.isscalar(t) else {"timestamps": t}))
+            ts = TimeSeries(
+                name=name,
+                data=data,
+                unit="cm",
+                **({"rate": 1000.0, "starting_time": t} if np.isscalar(t) else {"timestamps": t}),
+            )
             if container is None:
                 module.add(ts)
             else:
@@ -78,12 +94,21 @@ def perich_file(raw: Path, subject="C", task="CO", date="20131003", seed=0, seco
     trains.append(np.zeros(0))  # a unit with no spikes
     starts = np.arange(t[0] + 0.5, t[-1] - 3, 3.0)
     n = len(starts)
-    trials = {"start_time": starts, "stop_time": starts + 2.5, "result": np.array(["R"] * (n - 1) + ["F"]), "go_cue_time": starts + 0.8}
+    trials = {
+        "start_time": starts,
+        "stop_time": starts + 2.5,
+        "result": np.array(["R"] * (n - 1) + ["F"]),
+        "go_cue_time": starts + 0.8,
+    }
     if task == "CO":
         trials |= {"target_on_time": starts + 0.2, "target_id": np.arange(n, dtype=float) % 8}
     else:
         trials |= {"num_attempted": np.full(n, 4)}
-    series = [("Position", "cursor_pos", t, pos), ("Velocity", "cursor_vel", t, vel), ("Acceleration", "cursor_acc", t, acc)]
+    series = [
+        ("Position", "cursor_pos", t, pos),
+        ("Velocity", "cursor_vel", t, vel),
+        ("Acceleration", "cursor_acc", t, acc),
+    ]
     path = raw / f"sub-{subject}" / f"sub-{subject}_ses-{task}-{date}_behavior+ecephys.nwb"
     path.parent.mkdir(parents=True, exist_ok=True)
     return nwb_file(path, trains=trains, series=series, trials=trials, subject=subject)
@@ -94,8 +119,8 @@ def churchland_file(raw: Path, seed=0) -> Path:
     One unit's second run of spikes fits no epoch (it must be dropped, and counted)."""
     rng = np.random.default_rng(seed)
     t1, pos1, _ = reaching(20.0, 1000.0, rng)  # 1.0 .. 21.0
-    t2 = t1[: 15000] - 0.5  # restarts: 0.5 .. 15.5
-    pos2 = pos1[: 15000] * 0.5
+    t2 = t1[:15000] - 0.5  # restarts: 0.5 .. 15.5
+    pos2 = pos1[:15000] * 0.5
     t, pos = np.concatenate([t1, t2]), np.concatenate([pos1, pos2])
     trials = {"start_time": [], "stop_time": []}
     for a, b in ((1.0, 21.0), (0.5, 15.5)):
@@ -142,7 +167,10 @@ def odoherty_file(raw: Path, name="indy_20160407_02", seed=0, seconds=60.0) -> P
                 ds.attrs["MATLAB_empty"] = np.uint8(1)
             return ds.ref
 
-        names = np.array([[put(f"c{i}", np.array([ord(ch) for ch in c], np.uint16)[:, None])] for i, c in enumerate(chans)], dtype=ref_dtype).T
+        names = np.array(
+            [[put(f"c{i}", np.array([ord(ch) for ch in c], np.uint16)[:, None])] for i, c in enumerate(chans)],
+            dtype=ref_dtype,
+        ).T
         f.create_dataset("chan_names", data=names, dtype=ref_dtype)
         spikes = np.empty((3, len(chans)), dtype=object)  # unsorted, sorted_01, sorted_02
         for j in range(3):
@@ -168,8 +196,15 @@ def flint_file(raw: Path, n=2, seed=0) -> Path:
         for i in range(4):
             spikes = np.sort(rng.uniform(t[0], t[-1], 20))[:, None] if i != 3 else np.zeros((0, 1))
             neurons[i, 0] = {"Spike": spikes}
-        trials[k, 0] = {"Time": t[:, None], "HandPos": np.zeros((len(t), 3)), "HandVel": np.stack([np.sin(t), np.cos(t), 0 * t], 1), "Neuron": neurons}
-    rec = np.empty((len(trials), 1), dtype=[("Time", object), ("HandPos", object), ("HandVel", object), ("Neuron", object)])
+        trials[k, 0] = {
+            "Time": t[:, None],
+            "HandPos": np.zeros((len(t), 3)),
+            "HandVel": np.stack([np.sin(t), np.cos(t), 0 * t], 1),
+            "Neuron": neurons,
+        }
+    rec = np.empty(
+        (len(trials), 1), dtype=[("Time", object), ("HandPos", object), ("HandVel", object), ("Neuron", object)]
+    )
     for k in range(len(trials)):
         d = trials[k, 0]
         neur = np.empty((4, 1), dtype=[("Spike", object)])
@@ -205,4 +240,6 @@ def nlb_file(raw: Path, dataset="mc_maze_small", seed=0, maze=True) -> Path:
     path = raw / dataset / "sub-Jenkins" / "sub-Jenkins_ses-small_desc-train_behavior+ecephys.nwb"
     path.parent.mkdir(parents=True, exist_ok=True)
     names = ["unit_ä0", b"unit_1".decode(), "unit_2", "unit_3", "unit_4"]
-    return nwb_file(path, trains=trains, series=series, trials=trials, subject="Jenkins", electrodes=False, unit_names=names)
+    return nwb_file(
+        path, trains=trains, series=series, trials=trials, subject="Jenkins", electrodes=False, unit_names=names
+    )

@@ -8,8 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from poyo.pipelines.arrays import ArrayContentError, from_binned_counts, from_spike_times, main, place_spikes, write_session
 from poyo.data import Dataset
+from poyo.pipelines.arrays import (
+    ArrayContentError,
+    from_binned_counts,
+    from_spike_times,
+    main,
+    place_spikes,
+    write_session,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,7 +38,10 @@ def test_placed_spikes_rebin_to_the_counts(placement):
         rebinned = np.bincount(np.floor((t - 10.0) / 0.05 + 1e-9).astype(int), minlength=300)
         assert rebinned.tolist() == counts[:, u].tolist()
     if placement == "uniform":  # seeded: the same seed, the same times; another seed, others
-        assert all(np.array_equal(a, b) for a, b in zip(trains, place_spikes(counts.astype(np.int64), 0.05, 10.0, "uniform", seed=3)))
+        assert all(
+            np.array_equal(a, b)
+            for a, b in zip(trains, place_spikes(counts.astype(np.int64), 0.05, 10.0, "uniform", seed=3))
+        )
         assert not np.array_equal(trains[0], place_spikes(counts.astype(np.int64), 0.05, 10.0, "uniform", seed=4)[0])
 
 
@@ -64,7 +74,9 @@ def test_spike_times_with_unit_ids_or_per_unit_trains_give_the_same_session(tmp_
     assert list(one.units.id) == list(two.units.id) == ["a", "b", "c"]
     np.testing.assert_array_equal(one.spikes.timestamps, two.spikes.timestamps)
     np.testing.assert_array_equal(one.spikes.unit_index, two.spikes.unit_index)
-    late = from_spike_times(np.append(t, [75.0, 80.0]), np.append(u, ["a", "a"]), beh, brainset="mouse", session_id="hd1")
+    late = from_spike_times(
+        np.append(t, [75.0, 80.0]), np.append(u, ["a", "a"]), beh, brainset="mouse", session_id="hd1"
+    )
     assert late.session.spikes_outside_behaviour == 2  # cut, and counted
 
 
@@ -74,8 +86,17 @@ def test_spike_times_with_unit_ids_or_per_unit_trains_give_the_same_session(tmp_
         (dict(counts=np.ones((100, 3), np.int64), behaviour={"hand.vel": np.zeros((99, 2))}), "99 samples but 100"),
         (dict(counts=-np.ones((100, 3), np.int64), behaviour={"hand.vel": np.zeros((100, 2))}), "negative count"),
         (dict(counts=np.full((100, 3), 0.5), behaviour={"hand.vel": np.zeros((100, 2))}), "whole numbers"),
-        (dict(counts=np.ones((100, 3), np.int64), behaviour={"hand.vel": np.full((100, 2), np.nan)}), "every sample is NaN"),
-        (dict(counts=np.ones((100, 3), np.int64), behaviour={"hand.vel": np.r_[np.zeros((50, 2)), np.full((50, 2), np.nan)]}), "50 of 100 samples are NaN"),
+        (
+            dict(counts=np.ones((100, 3), np.int64), behaviour={"hand.vel": np.full((100, 2), np.nan)}),
+            "every sample is NaN",
+        ),
+        (
+            dict(
+                counts=np.ones((100, 3), np.int64),
+                behaviour={"hand.vel": np.r_[np.zeros((50, 2)), np.full((50, 2), np.nan)]},
+            ),
+            "50 of 100 samples are NaN",
+        ),
         (dict(counts=np.zeros((0, 3), np.int64), behaviour={"hand.vel": np.zeros((0, 2))}), "empty recording"),
         (dict(counts=np.zeros((100, 3), np.int64), behaviour={"hand.vel": np.zeros((100, 2))}), "no spikes"),
         (dict(counts=np.ones((100, 3), np.int64), behaviour={"vel": np.zeros((100, 2))}), "GROUP.FIELD"),
@@ -96,13 +117,33 @@ def test_nan_behaviour_is_kept_when_allowed(tmp_path):
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda: from_spike_times([0.1, 0.2], [0], {"a.b": ([0, 1], [0, 1])}, brainset="b", session_id="s"), "one unit id per spike"),
+        (
+            lambda: from_spike_times([0.1, 0.2], [0], {"a.b": ([0, 1], [0, 1])}, brainset="b", session_id="s"),
+            "one unit id per spike",
+        ),
         (lambda: from_spike_times([], [], {"a.b": ([0, 1], [0, 1])}, brainset="b", session_id="s"), "no spikes"),
-        (lambda: from_spike_times([0.1, np.nan], [0, 1], {"a.b": ([0, 1], [0, 1])}, brainset="b", session_id="s"), "NaN or infinite spike"),
-        (lambda: from_spike_times([0.1, 0.2], [0, 1], {"a.b": ([0, np.nan], [0, 1])}, brainset="b", session_id="s"), "NaN or infinite timestamps"),
-        (lambda: from_spike_times([0.1, 0.2], [0, 1], {"a.b": ([1, 0], [0, 1])}, brainset="b", session_id="s"), "increase strictly"),
-        (lambda: from_spike_times([0.1, 0.2], [0, 1], {"a.b": ([0, 1, 2], [0, 1])}, brainset="b", session_id="s"), "2 samples but 3"),
-        (lambda: from_spike_times([50.0, 60.0], [0, 1], {"a.b": (np.arange(10.0), np.zeros(10))}, brainset="b", session_id="s"), "no unit has any spike inside"),
+        (
+            lambda: from_spike_times([0.1, np.nan], [0, 1], {"a.b": ([0, 1], [0, 1])}, brainset="b", session_id="s"),
+            "NaN or infinite spike",
+        ),
+        (
+            lambda: from_spike_times([0.1, 0.2], [0, 1], {"a.b": ([0, np.nan], [0, 1])}, brainset="b", session_id="s"),
+            "NaN or infinite timestamps",
+        ),
+        (
+            lambda: from_spike_times([0.1, 0.2], [0, 1], {"a.b": ([1, 0], [0, 1])}, brainset="b", session_id="s"),
+            "increase strictly",
+        ),
+        (
+            lambda: from_spike_times([0.1, 0.2], [0, 1], {"a.b": ([0, 1, 2], [0, 1])}, brainset="b", session_id="s"),
+            "2 samples but 3",
+        ),
+        (
+            lambda: from_spike_times(
+                [50.0, 60.0], [0, 1], {"a.b": (np.arange(10.0), np.zeros(10))}, brainset="b", session_id="s"
+            ),
+            "no unit has any spike inside",
+        ),
     ],
 )
 def test_bad_spike_time_input_names_what_is_wrong(call, message):
@@ -110,7 +151,9 @@ def test_bad_spike_time_input_names_what_is_wrong(call, message):
         call()
 
 
-@pytest.mark.parametrize("brainset, session", [("../escape", "s"), ("b", "../../x"), ("b", "/abs"), (".hidden", "s"), ("b", "..")])
+@pytest.mark.parametrize(
+    "brainset, session", [("../escape", "s"), ("b", "../../x"), ("b", "/abs"), (".hidden", "s"), ("b", "..")]
+)
 def test_ids_cannot_write_outside_the_processed_folder(tmp_path, brainset, session):
     counts, vel = binned(400)
     with pytest.raises(ArrayContentError, match="cannot name a file"):
@@ -129,14 +172,47 @@ def test_command_converts_npz_and_mat_files(tmp_path, capsys):
     counts, vel = binned(1500)
     savemat(tmp_path / "s1.mat", {"spikes": counts, "vel": vel, "pos": np.cumsum(vel, 0)})
     out = tmp_path / "processed"
-    assert main([str(tmp_path / "s1.mat"), "--counts", "spikes", "--bin-size", "0.05", "-b", "hand.vel=vel", "-b", "hand.pos=pos", "--brainset", "lab", "--processed-dir", str(out)]) == 0
+    assert (
+        main(
+            [
+                str(tmp_path / "s1.mat"),
+                "--counts",
+                "spikes",
+                "--bin-size",
+                "0.05",
+                "-b",
+                "hand.vel=vel",
+                "-b",
+                "hand.pos=pos",
+                "--brainset",
+                "lab",
+                "--processed-dir",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
-    assert "6 units" in printed and "uniform random inside each bin (seed 0)" in printed and "python train.py dataset=lab" in printed
+    assert (
+        "6 units" in printed
+        and "uniform random inside each bin (seed 0)" in printed
+        and "python train.py dataset=lab" in printed
+    )
     assert (out / "lab" / "s1.h5").is_file()
 
     t = np.sort(np.random.default_rng(2).uniform(0, 30, 500))
     np.savez(tmp_path / "rec.npz", t=t, unit=np.arange(500) % 4, bt=np.arange(0, 30, 0.02), hd=np.zeros((1500, 2)))
-    args = [str(tmp_path / "rec.npz"), "--spike-times", "t", "--unit-ids", "unit", "--brainset", "mouse", "--processed-dir", str(out)]
+    args = [
+        str(tmp_path / "rec.npz"),
+        "--spike-times",
+        "t",
+        "--unit-ids",
+        "unit",
+        "--brainset",
+        "mouse",
+        "--processed-dir",
+        str(out),
+    ]
     assert main([*args, "-b", "head.dir=hd@bt"]) == 0
     assert (out / "mouse" / "rec.h5").is_file()
     assert main([*args, "-b", "head.dir=hd"]) == 1  # spike times need the behaviour's timestamps

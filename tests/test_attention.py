@@ -142,7 +142,9 @@ def test_xformers_plumbing_with_a_stand_in_kernel(monkeypatch):
         for nq, nk in zip(attn_bias.q, attn_bias.k):
             bias[qs : qs + nq, ks : ks + nk] = 0
             qs, ks = qs + nq, ks + nk
-        out = torch.nn.functional.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=bias)
+        out = torch.nn.functional.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=bias
+        )
         return out.transpose(1, 2)
 
     ops = types.ModuleType("xformers.ops")

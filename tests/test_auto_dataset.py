@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from poyo.pipelines.arrays import from_binned_counts, from_spike_times, write_session
 from poyo.data import Dataset
 from poyo.data.discover import behaviour_fields, choose_behaviour, readout_name
 from poyo.model import POYO, ReadoutConfig, load_pretrained, save_pretrained
 from poyo.model.readout import READOUTS
+from poyo.pipelines.arrays import from_binned_counts, from_spike_times, write_session
 from poyo.training.linear import LinearBaseline
 from poyo.training.normalise import fit_normalisation
 
@@ -31,7 +31,9 @@ def binned_session(root, brainset="lab", session="s1", bins=6000, units=12, seed
     rate = np.exp(0.5 + 0.08 * (vel @ np.stack([np.cos(pref), np.sin(pref)])))
     counts = rng.poisson(rate * 0.05 * 20)
     behaviour = behaviour or {"hand.vel": vel * 3 + 100.0}
-    return write_session(from_binned_counts(counts, 0.05, behaviour, brainset=brainset, session_id=session, seed=seed), root)
+    return write_session(
+        from_binned_counts(counts, 0.05, behaviour, brainset=brainset, session_id=session, seed=seed), root
+    )
 
 
 def test_choose_behaviour_takes_the_only_series_or_the_only_velocity(tmp_path):
@@ -40,10 +42,15 @@ def test_choose_behaviour_takes_the_only_series_or_the_only_velocity(tmp_path):
     assert behaviour_fields(tmp_path / "a" / "lab" / "s1.h5") == {"hand.vel": 2, "hand.pos": 2, "eye.x": 1}
     assert choose_behaviour(tmp_path / "a" / "lab") == ("hand.vel", 2)
     assert choose_behaviour(tmp_path / "a" / "lab", "eye.x") == ("eye.x", 1)
-    with pytest.raises(KeyError, match=r"behaviour 'eye\.y' is not in every session .* shared series: \['eye.x', 'hand.pos', 'hand.vel'\]"):
+    with pytest.raises(
+        KeyError,
+        match=r"behaviour 'eye\.y' is not in every session .* shared series: \['eye.x', 'hand.pos', 'hand.vel'\]",
+    ):
         choose_behaviour(tmp_path / "a" / "lab", "eye.y")
     binned_session(tmp_path / "b", bins=2000, **{"hand.pos": vel, "eye.pos": vel})
-    with pytest.raises(KeyError, match=r"several behaviour series \['eye.pos', 'hand.pos'\]; pick one with dataset.behaviour=KEY"):
+    with pytest.raises(
+        KeyError, match=r"several behaviour series \['eye.pos', 'hand.pos'\]; pick one with dataset.behaviour=KEY"
+    ):
         choose_behaviour(tmp_path / "b" / "lab")
     specs = list(READOUTS.values())
     assert readout_name("hand.vel", 2, specs) == "hand_velocity_2d" and readout_name("eye.x", 1, specs) == "eye_x_1d"
@@ -61,10 +68,14 @@ def test_normalisation_comes_from_the_training_split_and_far_off_stds_are_report
         fit_normalisation(ds, [ReadoutConfig("hand_velocity_2d", std=1000.0)])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        (kept,) = fit_normalisation(ds, [ReadoutConfig("hand_velocity_2d", std=float(train.std()))])  # close: silent, kept
+        (kept,) = fit_normalisation(
+            ds, [ReadoutConfig("hand_velocity_2d", std=float(train.std()))]
+        )  # close: silent, kept
     assert kept._mean.tolist() == [0.0, 0.0]
     with pytest.raises(ValueError, match="mean/std not set"):
-        POYO(readouts=["hand_velocity_2d"], unit_ids=ds.unit_ids, session_ids=ds.session_ids).tokenizer([ReadoutConfig("hand_velocity_2d", std=None)])
+        POYO(readouts=["hand_velocity_2d"], unit_ids=ds.unit_ids, session_ids=ds.session_ids).tokenizer(
+            [ReadoutConfig("hand_velocity_2d", std=None)]
+        )
 
 
 def test_a_declared_readout_is_registered_and_travels_with_the_checkpoint(tmp_path):
@@ -72,7 +83,15 @@ def test_a_declared_readout_is_registered_and_travels_with_the_checkpoint(tmp_pa
     assert READOUTS["pupil_area_1d"].dim == 1
     with pytest.raises(ValueError, match="registered with dim 2"):
         ReadoutConfig("cursor_velocity_2d", dim=3)
-    model = POYO(dim=16, depth=0, dim_head=16, num_latents_per_step=2, readouts=["pupil_area_1d"], unit_ids=["u"], session_ids=["s"])
+    model = POYO(
+        dim=16,
+        depth=0,
+        dim_head=16,
+        num_latents_per_step=2,
+        readouts=["pupil_area_1d"],
+        unit_ids=["u"],
+        session_ids=["s"],
+    )
     save_pretrained(model, tmp_path / "m.pt", readouts=[cfg])
     code = (
         "from poyo.model import load_pretrained; m = load_pretrained(r'%s'); r = m.readout_configs[0];"
@@ -90,7 +109,9 @@ def test_the_window_decoder_sees_the_future_and_the_causal_one_does_not(tmp_path
     spikes = [np.sort(rng.uniform(0, duration, int(duration * r))) for r in (30.0, 10.0, 10.0)]
     t = np.arange(0.0, duration, 0.02)
     ahead = np.searchsorted(spikes[0], t + 0.3) - np.searchsorted(spikes[0], t + 0.1)
-    data = from_spike_times(spikes, ["a", "b", "c"], {"x.count": (t, ahead.astype(float))}, brainset="lab", session_id="future")
+    data = from_spike_times(
+        spikes, ["a", "b", "c"], {"x.count": (t, ahead.astype(float))}, brainset="lab", session_id="future"
+    )
     write_session(data, tmp_path)
     ds = Dataset(tmp_path, behaviour=["x.count"])
     cfg = ReadoutConfig("x_count_1d", key="x.count", dim=1)
@@ -104,7 +125,11 @@ def test_the_window_decoder_sees_the_future_and_the_causal_one_does_not(tmp_path
 @pytest.mark.slow
 def test_train_py_on_an_imported_folder_needs_no_config(tmp_path):
     data = tmp_path / "data"
-    binned_session(data, brainset="my_rec", **{"head.dir": np.stack([np.cos(np.arange(6000) / 50), np.sin(np.arange(6000) / 50)], 1) * 3})
+    binned_session(
+        data,
+        brainset="my_rec",
+        **{"head.dir": np.stack([np.cos(np.arange(6000) / 50), np.sin(np.arange(6000) / 50)], 1) * 3},
+    )
     args = [
         sys.executable, str(ROOT / "train.py"), "dataset=my_rec", f"data_root={data}", f"hydra.run.dir={tmp_path / 'run'}",
         "num_workers=0", "batch_size=16", "trainer.max_steps=20", "trainer.check_val_every_n_epoch=1",

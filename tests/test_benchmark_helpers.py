@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-spec = importlib.util.spec_from_file_location("bench_model", Path(__file__).resolve().parents[1] / "benchmarks" / "model.py")
+spec = importlib.util.spec_from_file_location(
+    "bench_model", Path(__file__).resolve().parents[1] / "benchmarks" / "model.py"
+)
 bench = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(bench)
 

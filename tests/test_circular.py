@@ -45,7 +45,9 @@ def test_scores_see_across_the_wrap():
     enc = lambda a: np.stack([np.cos(a), np.sin(a)], 1)  # noqa: E731
     assert circular_r2(enc(truth), enc(truth), 1) == pytest.approx(1.0)
     # +179 deg against -179 deg is 2 deg apart, not 358
-    assert angular_error_deg(enc(np.radians([179.0, -179.0])), enc(np.radians([-179.0, 179.0])), 1) == pytest.approx(2.0)
+    assert angular_error_deg(enc(np.radians([179.0, -179.0])), enc(np.radians([-179.0, 179.0])), 1) == pytest.approx(
+        2.0
+    )
     # a fixed 10 deg offset: error 10 deg, R² = 1 - 2(1 - cos 10°) / (1 - |mean u|²)
     off = angular_error_deg(enc(truth + np.radians(10)), enc(truth), 1)
     assert off == pytest.approx(10.0, abs=1e-6)
@@ -73,14 +75,26 @@ def test_tokenizer_feeds_cos_sin_and_model_head_matches():
     tgt = s["target/test_angle_tok"]
     assert tgt["values"].shape == (len(t), 2)
     keep = np.isfinite(angle)
-    np.testing.assert_allclose(tgt["values"].numpy()[keep], np.stack([np.cos(angle), np.sin(angle)], 1)[keep], atol=1e-6)
+    np.testing.assert_allclose(
+        tgt["values"].numpy()[keep], np.stack([np.cos(angle), np.sin(angle)], 1)[keep], atol=1e-6
+    )
     assert tgt["weight"][5] == 0 and not tgt["eval_mask"][5]
-    model = POYO(dim=16, depth=1, dim_head=8, num_latents_per_step=2, readouts=["test_angle_tok"], unit_ids=["b/s/u0"], session_ids=["b/s"])
+    model = POYO(
+        dim=16,
+        depth=1,
+        dim_head=8,
+        num_latents_per_step=2,
+        readouts=["test_angle_tok"],
+        unit_ids=["b/s/u0"],
+        session_ids=["b/s"],
+    )
     assert model.readout["test_angle_tok"].out_features == 2
     # the MSE on (cos, sin) is zero for a perfect prediction and counts both components
     perfect = readout_loss(cfg.spec, tgt["values"], tgt["values"], tgt["weight"])
     assert float(perfect) == 0.0
-    assert float(readout_loss(cfg.spec, torch.zeros_like(tgt["values"]), tgt["values"], tgt["weight"])) == pytest.approx(0.5, rel=1e-5)
+    assert float(
+        readout_loss(cfg.spec, torch.zeros_like(tgt["values"]), tgt["values"], tgt["weight"])
+    ) == pytest.approx(0.5, rel=1e-5)
 
 
 def _file_with(path, key, values):

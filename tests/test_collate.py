@@ -10,8 +10,15 @@ from poyo.data import Dataset, SequentialFixedWindowSampler, collate_packed, col
 def _sample(window, session_index):
     beh = window.behaviour["cursor.vel"]
     return {
-        "input": {"timestamps": torch.from_numpy(window.spike_times.astype(np.float32)), "unit_index": torch.from_numpy(window.spike_units)},
-        "output": {"timestamps": beh.timestamps.astype(np.float32), "values": beh.values, "sample_index": beh.sample_index},
+        "input": {
+            "timestamps": torch.from_numpy(window.spike_times.astype(np.float32)),
+            "unit_index": torch.from_numpy(window.spike_units),
+        },
+        "output": {
+            "timestamps": beh.timestamps.astype(np.float32),
+            "values": beh.values,
+            "sample_index": beh.sample_index,
+        },
         "session_index": session_index,
         "absolute_start": window.start,
         "session_id": window.session_id,

@@ -87,7 +87,9 @@ def test_session_selection_and_bad_indices(synthetic_root):
     # glob patterns select by brainset, animal or task; each entry must match something
     co = Dataset(synthetic_root, sessions=["synthetic_reaching/*center_out*"])
     assert co.session_ids == [s for s in ds.session_ids if "center_out" in s] and len(co.session_ids) == 2
-    assert Dataset(synthetic_root, sessions=["*/monkey_a_*", keep[0]]).session_ids == [s for s in ds.session_ids if "monkey_a_" in s]
+    assert Dataset(synthetic_root, sessions=["*/monkey_a_*", keep[0]]).session_ids == [
+        s for s in ds.session_ids if "monkey_a_" in s
+    ]
     with pytest.raises(KeyError, match=r"no session matches \['nope/nothing'\]"):
         Dataset(synthetic_root, sessions=["nope/nothing"])
     with pytest.raises(KeyError, match="no session matches"):

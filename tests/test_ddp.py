@@ -22,7 +22,9 @@ def test_two_process_ddp_matches_one_process(tmp_path):
         "dataset.generate.min_units=10", "dataset.generate.max_units=20", "num_workers=0", "batch_size=16",
         "trainer.max_steps=4", "trainer.check_val_every_n_epoch=100", "model.ffn_dropout=0", "model.lin_dropout=0",
     ]  # fmt: skip
-    one = subprocess.run([*common, f"hydra.run.dir={tmp_path / 'one'}"], capture_output=True, text=True, timeout=400, cwd=tmp_path)
+    one = subprocess.run(
+        [*common, f"hydra.run.dir={tmp_path / 'one'}"], capture_output=True, text=True, timeout=400, cwd=tmp_path
+    )
     assert one.returncode == 0, one.stderr[-3000:]
     two = subprocess.run(
         [*common, f"hydra.run.dir={tmp_path / 'two'}", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp"],

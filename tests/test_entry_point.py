@@ -28,10 +28,18 @@ def test_train_py_trains_evaluates_and_saves(tmp_path, layout):
     out = run(tmp_path, f"hydra.run.dir={tmp_path / 'run'}", f"layout={layout}")
     assert out.returncode == 0, out.stderr[-3000:]
     assert "2 sessions, 1 subjects" in out.stdout and "model poyo_mini" in out.stdout
-    assert "POYO R2" in out.stdout and "linear R2" in out.stdout and "causal R2" in out.stdout and "mean over sessions" in out.stdout
+    assert (
+        "POYO R2" in out.stdout
+        and "linear R2" in out.stdout
+        and "causal R2" in out.stdout
+        and "mean over sessions" in out.stdout
+    )
     run_dir = tmp_path / "run"
     rows = list(csv.DictReader(open(run_dir / "test_results.csv")))
-    assert len(rows) == 2 and all(-5 < float(r["poyo_r2"]) <= 1 and 0 < float(r["linear_r2"]) <= 1 and 0 < float(r["causal_r2"]) <= 1 for r in rows)
+    assert len(rows) == 2 and all(
+        -5 < float(r["poyo_r2"]) <= 1 and 0 < float(r["linear_r2"]) <= 1 and 0 < float(r["causal_r2"]) <= 1
+        for r in rows
+    )
     assert (run_dir / "test_predictions.png").stat().st_size > 10_000
     assert (run_dir / "metrics.csv").exists()
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)  # no pickle needed
@@ -43,14 +51,36 @@ def test_train_py_trains_evaluates_and_saves(tmp_path, layout):
     summary = json.loads((run_dir / "test_results.json").read_text())
     assert "chosen on validation" in summary["checkpoint"] and "chosen on validation" in out.stdout
     # model.pt holds the weights the test table was computed with
-    ev = run(tmp_path, f"hydra.run.dir={tmp_path / 'eval'}", "mode=evaluate", f"checkpoint={run_dir / 'checkpoints' / 'model.pt'}", f"layout={layout}")
+    ev = run(
+        tmp_path,
+        f"hydra.run.dir={tmp_path / 'eval'}",
+        "mode=evaluate",
+        f"checkpoint={run_dir / 'checkpoints' / 'model.pt'}",
+        f"layout={layout}",
+    )
     assert ev.returncode == 0, ev.stderr[-3000:]
     same = json.loads((tmp_path / "eval" / "test_results.json").read_text())["poyo_mean_r2"]
     assert abs(same - summary["poyo_mean_r2"]) < 1e-6
 
 
 def test_train_py_reports_bad_settings(tmp_path):
-    out = subprocess.run([sys.executable, str(ROOT / "train.py"), "layout=diagonal", f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert out.returncode != 0 and "error: setting layout='diagonal': must be 'packed' or 'padded'" in out.stderr and "Traceback" not in out.stderr
-    out = subprocess.run([sys.executable, str(ROOT / "train.py"), "mode=evaluate", f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "layout=diagonal", f"hydra.run.dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert (
+        out.returncode != 0
+        and "error: setting layout='diagonal': must be 'packed' or 'padded'" in out.stderr
+        and "Traceback" not in out.stderr
+    )
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "mode=evaluate", f"hydra.run.dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert out.returncode != 0 and "mode=evaluate needs checkpoint=PATH" in out.stderr

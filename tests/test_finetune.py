@@ -18,7 +18,9 @@ from poyo.training.finetune import BackboneFreezer, adapt_vocabularies, backbone
 from poyo.training.module import DataModule, POYOModule
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(dim=32, depth=1, dim_head=16, num_latents_per_step=4, cross_heads=1, self_heads=2, ffn_dropout=0.1, lin_dropout=0.1)
+TINY = dict(
+    dim=32, depth=1, dim_head=16, num_latents_per_step=4, cross_heads=1, self_heads=2, ffn_dropout=0.1, lin_dropout=0.1
+)
 READOUTS = [ReadoutConfig("cursor_velocity_2d", std=10.0, weights={"movement_phases.reach_period": 5.0})]
 
 
@@ -37,7 +39,9 @@ def pretrained(synthetic_root, sessions):
 
 
 def predict_sessions(model, root, sessions, n=4):
-    ds = Dataset(root, sessions=sessions, behaviour=["cursor.vel"], intervals=["movement_phases.reach_period"], validate=False)
+    ds = Dataset(
+        root, sessions=sessions, behaviour=["cursor.vel"], intervals=["movement_phases.reach_period"], validate=False
+    )
     tok = model.tokenizer()
     windows = list(SequentialFixedWindowSampler(ds.sampling_intervals("test"), 1.0, step=0.5))
     batch = collate_packed([tok(ds[windows[i]]) for i in np.linspace(0, len(windows) - 1, n).astype(int)])
@@ -52,7 +56,9 @@ def predict_sessions(model, root, sessions, n=4):
 def fit(model, root, sessions, callbacks, *, steps=6, weight_decay=0.1):
     dm = DataModule(root, READOUTS, batch_size=8, num_workers=0, sessions=sessions, validate=False, seed=1)
     dm.attach(model)
-    module = POYOModule(model, {"name": "adamw", "base_lr": 1e-3, "weight_decay": weight_decay}, global_batch_size=8, total_steps=steps)
+    module = POYOModule(
+        model, {"name": "adamw", "base_lr": 1e-3, "weight_decay": weight_decay}, global_batch_size=8, total_steps=steps
+    )
     trainer = L.Trainer(
         max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, use_distributed_sampler=False, callbacks=callbacks,
@@ -94,7 +100,9 @@ def test_unit_identification_trains_only_the_new_embeddings(synthetic_root, spli
     ds_new = Dataset(synthetic_root, sessions=new, validate=False)
     adapt_vocabularies(model, ds_new.unit_ids, ds_new.session_ids, subset=False)
     before = snapshot(model)
-    freezer = BackboneFreezer(model, unfreeze_epoch("unit_identification"), kept_units=old_units, kept_sessions=old_sessions)
+    freezer = BackboneFreezer(
+        model, unfreeze_epoch("unit_identification"), kept_units=old_units, kept_sessions=old_sessions
+    )
     fit(model, synthetic_root, new, [freezer], weight_decay=0.5)  # strong decay: frozen must mean frozen
     after = snapshot(model)
     for k in before:
@@ -155,7 +163,9 @@ def test_train_py_unit_identification_end_to_end(synthetic_root, split, tmp_path
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     n_units = len(Dataset(synthetic_root, sessions=[new[0]], validate=False).unit_ids)
-    assert f"fine-tuning (unit_identification) {tmp_path / 'pre.pt'}: {n_units} new units and 1 new sessions" in out.stdout
+    assert (
+        f"fine-tuning (unit_identification) {tmp_path / 'pre.pt'}: {n_units} new units and 1 new sessions" in out.stdout
+    )
     tuned = load_pretrained(tmp_path / "ft" / "checkpoints" / "model.pt")
     assert tuned.session_emb.ids == [new[0]] and len(tuned.unit_emb) == n_units
     ref = model.state_dict()
@@ -170,5 +180,17 @@ def test_train_py_unit_identification_end_to_end(synthetic_root, split, tmp_path
     r2 = [json.loads((tmp_path / d / "test_results.json").read_text())["poyo_mean_r2"] for d in ("ft", "ev")]
     assert abs(r2[0] - r2[1]) < 1e-6
     # A session the model has not been adapted to is refused with the way forward.
-    ev = subprocess.run([*args[:-2], f"sessions=[{new[1]}]", "mode=evaluate", f"checkpoint={tmp_path / 'ft' / 'checkpoints' / 'model.pt'}", f"hydra.run.dir={tmp_path / 'ev2'}"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    ev = subprocess.run(
+        [
+            *args[:-2],
+            f"sessions=[{new[1]}]",
+            "mode=evaluate",
+            f"checkpoint={tmp_path / 'ft' / 'checkpoints' / 'model.pt'}",
+            f"hydra.run.dir={tmp_path / 'ev2'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert ev.returncode != 0 and "finetune=unit_identification" in ev.stderr

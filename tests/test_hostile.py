@@ -21,14 +21,14 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from poyo.data import Dataset, SessionFormatError
+from poyo.io import atomic_save, safe_load
+from poyo.model import POYO, ReadoutConfig, load_pretrained
 from poyo.pipelines.common import runner
 from poyo.pipelines.common.runner import Asset
 from poyo.pipelines.nwb import main as nwb_main
 from poyo.pipelines.synthetic_reaching import SyntheticConfig, ensure
-from poyo.data import Dataset, SessionFormatError
-from poyo.model import POYO, ReadoutConfig, load_pretrained
-from poyo.model.pretrained import safe_load
-from poyo.training.checkpoint import AtomicCheckpointIO, atomic_save
+from poyo.training.checkpoint import AtomicCheckpointIO
 from poyo.training.guards import RunLock, SettingError, check_settings, resume_problems
 from poyo.training.module import DataModule, POYOModule
 from poyo.training.report import results_table
@@ -41,7 +41,11 @@ CONFIG.pop("hydra")  # its ${now:} needs a Hydra run
 
 def settings(**changes):
     cfg = OmegaConf.merge(
-        CONFIG, {"optim": OmegaConf.load(ROOT / "configs" / "optim" / "adamw.yaml"), "trainer": OmegaConf.load(ROOT / "configs" / "trainer" / "default.yaml")}
+        CONFIG,
+        {
+            "optim": OmegaConf.load(ROOT / "configs" / "optim" / "adamw.yaml"),
+            "trainer": OmegaConf.load(ROOT / "configs" / "trainer" / "default.yaml"),
+        },
     )
     for key, value in changes.items():
         OmegaConf.update(cfg, key, value, force_add=True)
@@ -74,8 +78,18 @@ def test_bad_settings_fail_in_one_line_that_names_them(key, value, message):
 
 
 def test_train_py_prints_setting_errors_without_a_traceback(tmp_path):
-    out = subprocess.run([sys.executable, str(ROOT / "train.py"), "batch_size=0", f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert out.returncode == 1 and out.stderr.strip() == "error: setting batch_size=0: must be a positive integer (the global batch) (e.g. batch_size=32)"
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "batch_size=0", f"hydra.run.dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert (
+        out.returncode == 1
+        and out.stderr.strip()
+        == "error: setting batch_size=0: must be a positive integer (the global batch) (e.g. batch_size=32)"
+    )
 
 
 # --- run folders and resuming -----------------------------------------------------------------
@@ -99,7 +113,11 @@ def test_resuming_with_other_settings_lists_every_difference():
     changed = OmegaConf.to_container(settings(batch_size=64, seed=3, **{"optim.name": "lamb"}), resolve=True)
     problems = resume_problems(saved, changed, [ReadoutConfig("cursor_velocity_2d", std=7.0)])
     text = "\n".join(problems)
-    assert "optim: " in text and "batch_size: 32 in the checkpoint, 64 now" in text and "seed: 0 in the checkpoint, 3 now" in text
+    assert (
+        "optim: " in text
+        and "batch_size: 32 in the checkpoint, 64 now" in text
+        and "seed: 0 in the checkpoint, 3 now" in text
+    )
     assert "target normalisation" in text and "10.0" in text and "7.0" in text
 
 
@@ -113,7 +131,10 @@ def test_a_full_disk_says_so_and_keeps_the_previous_checkpoint(tmp_path, monkeyp
 
     monkeypatch.setattr(torch, "save", full)
     monkeypatch.setattr("shutil.disk_usage", lambda p: type("U", (), {"free": 300})())
-    with pytest.raises(OSError, match=r"no space left on the disk of .* \(0.0 MB free after writing 0.0 MB\); the previous last.ckpt is intact") as e:
+    with pytest.raises(
+        OSError,
+        match=r"no space left on the disk of .* \(0.0 MB free after writing 0.0 MB\); the previous last.ckpt is intact",
+    ) as e:
         atomic_save({"step": 2}, path)
     assert e.value.errno == errno.ENOSPC
     monkeypatch.undo()
@@ -146,7 +167,13 @@ def test_no_loader_runs_a_malicious_pickle(tmp_path):
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.ckpt"
     torch.save({"state_dict": {}, "hyper_parameters": {"x": _Evil(marker)}}, evil)
-    loaders = [safe_load, load_pretrained, POYO.from_pretrained, AtomicCheckpointIO().load_checkpoint, import_torch_brain]
+    loaders = [
+        safe_load,
+        load_pretrained,
+        POYO.from_pretrained,
+        AtomicCheckpointIO().load_checkpoint,
+        import_torch_brain,
+    ]
     for load in loaders:
         with pytest.raises((RuntimeError, ValueError), match="pickled Python object"):
             load(evil)
@@ -177,10 +204,18 @@ def test_synthetic_generation_never_deletes_the_users_files(tmp_path):
     mine = folder / "my_recording.h5"
     mine.write_bytes(b"precious")
     with pytest.raises(FileExistsError, match=r"1 file\(s\) the generator did not write \(my_recording.h5\)"):
-        ensure(folder, SyntheticConfig(num_animals=1, sessions_per_animal=1, duration_s=40.0, min_units=5, max_units=8), progress=False)
+        ensure(
+            folder,
+            SyntheticConfig(num_animals=1, sessions_per_animal=1, duration_s=40.0, min_units=5, max_units=8),
+            progress=False,
+        )
     assert mine.read_bytes() == b"precious" and len(list(folder.glob("*.h5"))) == 2
     mine.unlink()
-    ensure(folder, SyntheticConfig(num_animals=1, sessions_per_animal=1, duration_s=40.0, min_units=5, max_units=8), progress=False)  # only ours: rebuilt
+    ensure(
+        folder,
+        SyntheticConfig(num_animals=1, sessions_per_animal=1, duration_s=40.0, min_units=5, max_units=8),
+        progress=False,
+    )  # only ours: rebuilt
     assert json.loads((folder / "manifest.json").read_text())["config"]["duration_s"] == 40.0
 
 
@@ -191,7 +226,9 @@ def test_a_session_without_spikes_is_refused(make_session):
             del f[f"spikes/{k}"]
         f["spikes/timestamps"] = np.zeros(0)
         f["spikes/unit_index"] = np.zeros(0, np.int64)
-    with pytest.raises(SessionFormatError, match=r"silent.h5: session 'silent': field 'spikes.timestamps': no spikes at all"):
+    with pytest.raises(
+        SessionFormatError, match=r"silent.h5: session 'silent': field 'spikes.timestamps': no spikes at all"
+    ):
         Dataset(path.parent, behaviour=["cursor.vel"])
 
 
@@ -222,13 +259,19 @@ def test_non_finite_loss_names_the_sessions_in_the_batch(synthetic_root):
     windows = list(SequentialFixedWindowSampler(ds.sampling_intervals("train"), 1.0, drop_short=True))[:2]
     batch = collate_packed([tok(ds[w]) for w in windows])
     module = POYOModule(model, {"name": "adamw", "base_lr": 1e-4}, global_batch_size=2, total_steps=1)
-    with pytest.raises(FloatingPointError, match=rf"non-finite training loss nan at step 0; the batch held windows of sessions \['{windows[0].session}'\]"):
+    with pytest.raises(
+        FloatingPointError,
+        match=rf"non-finite training loss nan at step 0; the batch held windows of sessions \['{windows[0].session}'\]",
+    ):
         module.training_step(batch, 0)
 
 
 def test_a_session_without_evaluable_samples_is_listed_not_dropped():
     table, rows = results_table(
-        {"b/good": {"r": 0.8}}, {"window": {"b/good": {"r2": 0.7, "before_s": 0.5, "after_s": 0.5}}, "causal": {"b/good": {"r2": 0.6}}}, "r", ["b/good", "b/all_nan"]
+        {"b/good": {"r": 0.8}},
+        {"window": {"b/good": {"r2": 0.7, "before_s": 0.5, "after_s": 0.5}}, "causal": {"b/good": {"r2": 0.6}}},
+        "r",
+        ["b/good", "b/all_nan"],
     )
     assert [r["session"] for r in rows] == ["b/all_nan", "b/good"]
     assert "b/all_nan" in table and "n/a" in table and "left out of the means" in table
@@ -242,14 +285,25 @@ def nwb(tmp_path, name="rec.nwb", t_shift=0.0, nan_at=None):
     t = t.copy()
     if nan_at is not None:
         t[nan_at] = np.nan
-    return fx.nwb_file(tmp_path / name, trains=fx.spike_trains(3, 1.0 + t_shift, 31.0 + t_shift, rng), electrodes=False, series=[("Velocity", "cursor_vel", t, vel)])
+    return fx.nwb_file(
+        tmp_path / name,
+        trains=fx.spike_trains(3, 1.0 + t_shift, 31.0 + t_shift, rng),
+        electrodes=False,
+        series=[("Velocity", "cursor_vel", t, vel)],
+    )
 
 
-@pytest.mark.parametrize("flag", [["--brainset", "../../escape"], ["--session-id", "../../x"], ["--session-id", "/tmp/abs"]])
+@pytest.mark.parametrize(
+    "flag", [["--brainset", "../../escape"], ["--session-id", "../../x"], ["--session-id", "/tmp/abs"]]
+)
 def test_nwb_import_cannot_write_outside_the_processed_folder(tmp_path, flag, capsys):
     path = nwb(tmp_path)
     out = tmp_path / "a" / "b" / "processed"
-    rc = nwb_main([str(path), "-b", "cursor.vel=cursor_vel", "--processed-dir", str(out), "--overwrite", *flag]) if flag[0] == "--session-id" else None
+    rc = (
+        nwb_main([str(path), "-b", "cursor.vel=cursor_vel", "--processed-dir", str(out), "--overwrite", *flag])
+        if flag[0] == "--session-id"
+        else None
+    )
     if flag[0] == "--brainset":
         with pytest.raises(SystemExit) as e:
             nwb_main([str(path), "-b", "cursor.vel=cursor_vel", "--processed-dir", str(out), *flag])
@@ -264,13 +318,22 @@ def test_nwb_import_reports_each_bad_file_by_name_and_converts_the_others(tmp_pa
     good = nwb(tmp_path, "good.nwb")
     nan = nwb(tmp_path, "nan_time.nwb", nan_at=500)
     late = nwb(tmp_path, "other_clock.nwb", t_shift=1000.0)
-    rc = nwb_main([str(nan), str(late), str(good), "-b", "cursor.vel=cursor_vel", "--processed-dir", str(tmp_path / "p")])
+    rc = nwb_main(
+        [str(nan), str(late), str(good), "-b", "cursor.vel=cursor_vel", "--processed-dir", str(tmp_path / "p")]
+    )
     err = capsys.readouterr()
     assert rc == 1 and (tmp_path / "p" / "my_nwb" / "good.h5").is_file()
     lines = [line for line in err.err.splitlines() if line.startswith("FAILED")]
     assert len(lines) == 2 and "Traceback" not in err.err
-    assert str(nan) in lines[0] and "cursor.vel (cursor_vel): 1 NaN or infinite timestamps, first at sample 500" in lines[0]
-    assert str(late) in lines[1] and "no unit has any spike inside the behaviour's time range" in lines[1] and "different clocks" in lines[1]
+    assert (
+        str(nan) in lines[0]
+        and "cursor.vel (cursor_vel): 1 NaN or infinite timestamps, first at sample 500" in lines[0]
+    )
+    assert (
+        str(late) in lines[1]
+        and "no unit has any spike inside the behaviour's time range" in lines[1]
+        and "different clocks" in lines[1]
+    )
 
 
 def test_nwb_import_reports_the_spikes_it_cut(tmp_path, capsys):
@@ -282,7 +345,10 @@ def test_nwb_import_reports_the_spikes_it_cut(tmp_path, capsys):
 
 def test_malformed_command_lines_give_one_line(tmp_path):
     path = nwb(tmp_path)
-    for args in (["-m", "poyo.pipelines.nwb", str(path), "-b", "cursor_vel"], ["-m", "poyo.pipelines.flint_slutzky_accurate_2012", "--local", "--raw-dir", str(tmp_path / "none")]):
+    for args in (
+        ["-m", "poyo.pipelines.nwb", str(path), "-b", "cursor_vel"],
+        ["-m", "poyo.pipelines.flint_slutzky_accurate_2012", "--local", "--raw-dir", str(tmp_path / "none")],
+    ):
         out = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, timeout=120)
         assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
     assert not (tmp_path / "none").exists()  # --local does not create the raw folder it was told to read
@@ -303,15 +369,21 @@ class _FakePipeline:
     def convert(cls, asset):
         if asset.session_id in cls.fail:
             raise ValueError(f"{asset.raw_path}: broken")
-        from tests.test_arrays import binned
         from poyo.pipelines.arrays import from_binned_counts
+        from tests.test_arrays import binned
 
         counts, vel = binned(400)
         return from_binned_counts(counts, 0.05, {"hand.vel": vel}, brainset="fake", session_id=asset.session_id)
 
 
 def test_failed_log_keeps_the_failures_a_later_run_did_not_retry(tmp_path, monkeypatch):
-    monkeypatch.setattr(runner, "process_one", lambda name, asset, out, *a: __import__("poyo.pipelines.common.session", fromlist=["write"]).write(_FakePipeline.convert(asset), out))
+    monkeypatch.setattr(
+        runner,
+        "process_one",
+        lambda name, asset, out, *a: __import__("poyo.pipelines.common.session", fromlist=["write"]).write(
+            _FakePipeline.convert(asset), out
+        ),
+    )
     for s in "abc":
         (tmp_path / "raw" / "fake").mkdir(parents=True, exist_ok=True)
         (tmp_path / "raw" / "fake" / f"{s}.raw").write_text("")

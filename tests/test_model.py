@@ -33,7 +33,11 @@ def test_named_configs_have_the_reference_parameter_counts(name, expected):
 
 @pytest.fixture(scope="module")
 def dataset(synthetic_root):
-    return Dataset(synthetic_root, behaviour=["cursor.vel"], intervals=["movement_phases.reach_period", "movement_phases.random_period"])
+    return Dataset(
+        synthetic_root,
+        behaviour=["cursor.vel"],
+        intervals=["movement_phases.reach_period", "movement_phases.random_period"],
+    )
 
 
 def build(dataset, **kw):
@@ -41,7 +45,9 @@ def build(dataset, **kw):
 
 
 def samples(dataset, model, n=6, readouts=None):
-    tok = model.tokenizer(readouts or [ReadoutConfig("cursor_velocity_2d", std=10.0, weights={"movement_phases.reach_period": 5.0})])
+    tok = model.tokenizer(
+        readouts or [ReadoutConfig("cursor_velocity_2d", std=10.0, weights={"movement_phases.reach_period": 5.0})]
+    )
     windows = list(SequentialFixedWindowSampler(dataset.sampling_intervals("valid"), 1.0, step=0.5))
     pick = np.linspace(0, len(windows) - 1, n).astype(int)  # spread over sessions
     return [tok(dataset[windows[i]]) for i in pick]
@@ -82,14 +88,26 @@ def test_packed_backends_match_padded_model_outputs_and_gradients(dataset, devic
 
 
 def move(batch, device):
-    return {k: ({f: (t.to(device) if isinstance(t, torch.Tensor) else t) for f, t in v.items()} if isinstance(v, dict) else v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+    return {
+        k: (
+            {f: (t.to(device) if isinstance(t, torch.Tensor) else t) for f, t in v.items()}
+            if isinstance(v, dict)
+            else v.to(device)
+            if isinstance(v, torch.Tensor)
+            else v
+        )
+        for k, v in batch.items()
+    }
 
 
 @pytest.mark.parametrize("shift", [0.37, -3.0, 250.0])
 def test_shifting_all_timestamps_leaves_predictions_unchanged(dataset, shift):
     model = build(dataset).eval()
     batch = collate_packed(samples(dataset, model))
-    shifted = {**batch, **{g: {**batch[g], "timestamps": batch[g]["timestamps"] + shift} for g in ("input", "latent", "output")}}
+    shifted = {
+        **batch,
+        **{g: {**batch[g], "timestamps": batch[g]["timestamps"] + shift} for g in ("input", "latent", "output")},
+    }
     with torch.no_grad():
         a, b = predict(model, batch), predict(model, shifted)
     torch.testing.assert_close(b, a, atol=2e-5, rtol=1e-4)
@@ -108,7 +126,9 @@ def test_spike_token_order_does_not_matter(dataset):
         order = torch.randperm(len(s["input"]["unit_index"]), generator=g)
         perm.append({**s, "input": {f: t[order] for f, t in s["input"].items()}})
     with torch.no_grad():
-        torch.testing.assert_close(predict(model, collate_packed(perm)), predict(model, collate_packed(ss)), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(
+            predict(model, collate_packed(perm)), predict(model, collate_packed(ss)), atol=1e-5, rtol=1e-4
+        )
 
 
 def test_padded_junk_changes_nothing(dataset):
@@ -132,7 +152,12 @@ def test_padded_junk_changes_nothing(dataset):
 
 
 def test_predictions_line_up_with_targets_per_readout(dataset):
-    model = POYO(**TINY, readouts=["reach_target_8", "cursor_velocity_2d"], unit_ids=dataset.unit_ids, session_ids=dataset.session_ids)
+    model = POYO(
+        **TINY,
+        readouts=["reach_target_8", "cursor_velocity_2d"],
+        unit_ids=dataset.unit_ids,
+        session_ids=dataset.session_ids,
+    )
     ss = samples(dataset, model, n=3, readouts=[ReadoutConfig("cursor_velocity_2d")])
     for batch in (collate_packed(ss), collate_padded(ss)):
         preds = model(batch)

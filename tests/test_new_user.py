@@ -40,7 +40,10 @@ def recordings(raw: Path) -> dict[str, dict]:
     raw.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     t = np.arange(0.0, 150.0, 1 / FS) + 2.0
-    vel = np.stack([np.sin(2 * np.pi * 0.23 * t) + 0.5 * np.sin(2 * np.pi * 0.61 * t), np.cos(2 * np.pi * 0.17 * t)], 1) * 0.06  # m/s
+    vel = (
+        np.stack([np.sin(2 * np.pi * 0.23 * t) + 0.5 * np.sin(2 * np.pi * 0.61 * t), np.cos(2 * np.pi * 0.17 * t)], 1)
+        * 0.06
+    )  # m/s
     angle = np.angle(np.exp(1j * np.cumsum(rng.normal(0, 0.08, len(t)))))  # wrapped radians
     out = {}
 
@@ -72,7 +75,20 @@ def test_a_new_users_recordings_import_and_train_without_a_config(tmp_path):
     proc = tmp_path / "data" / "processed"
     for brainset, rec in recordings(tmp_path / "raw").items():
         # 1. import, with the README's command
-        out = run(["-m", "poyo.pipelines.nwb", str(rec["file"]), "-b", rec["arg"], "--brainset", brainset, "--processed-dir", str(proc)], tmp_path)
+        out = run(
+            [
+                "-m",
+                "poyo.pipelines.nwb",
+                str(rec["file"]),
+                "-b",
+                rec["arg"],
+                "--brainset",
+                brainset,
+                "--processed-dir",
+                str(proc),
+            ],
+            tmp_path,
+        )
         session = proc / brainset / f"{rec['file'].stem}.h5"
         with h5py.File(session) as f:
             kept = len(f["spikes"]["timestamps"])
@@ -82,7 +98,9 @@ def test_a_new_users_recordings_import_and_train_without_a_config(tmp_path):
         assert kept + cut == rec["spikes"] and samples == rec["samples"]  # nothing lost that is not counted
         assert f"16 units, {kept} spikes" in out.stdout
         if cut:
-            where = f"{rec['before']} before it, {rec['after']} after it" + (f", {rec['gaps']} in its 1 gap" if rec["gaps"] else "")
+            where = f"{rec['before']} before it, {rec['after']} after it" + (
+                f", {rec['gaps']} in its 1 gap" if rec["gaps"] else ""
+            )
             assert f"cut {cut} spikes outside the behaviour's time span ({where})" in out.stdout, out.stdout
         else:
             assert "cut " not in out.stdout
@@ -93,15 +111,27 @@ def test_a_new_users_recordings_import_and_train_without_a_config(tmp_path):
         out = run(["-u", str(ROOT / "train.py"), f"dataset={brainset}", f"data_root={proc}", f"hydra.run.dir={run_dir}", "num_workers=0",
                    "batch_size=16", "trainer.min_steps=0", "trainer.max_steps=40", "trainer.check_val_every_n_epoch=1"], tmp_path)  # fmt: skip
         if brainset == "lab_hd":
-            assert "readout head_dir_angle: decoding 'head.dir' as 1 angle(s) in radians, through their cos and sin" in out.stdout
+            assert (
+                "readout head_dir_angle: decoding 'head.dir' as 1 angle(s) in radians, through their cos and sin"
+                in out.stdout
+            )
             assert re.search(r"POYO R2 +linear R2 +causal R2 +POYO err +linear err +causal err", out.stdout)
         else:
-            assert "readout hand_velocity_2d: decoding 'hand.vel' (2 dims), normalised by the training split's mean and std" in out.stdout
+            assert (
+                "readout hand_velocity_2d: decoding 'hand.vel' (2 dims), normalised by the training split's mean and std"
+                in out.stdout
+            )
         assert f"1 sessions, 1 subjects, 16 units in {proc / brainset}" in out.stdout
-        row = [line for line in out.stdout.splitlines() if line.startswith(f"{brainset}/{rec['file'].stem} ")][-1]  # the results table's
-        assert len(re.findall(r"-?\d+\.\d{3}", row)) == (6 if brainset == "lab_hd" else 3)  # POYO and both baselines scored
+        row = [line for line in out.stdout.splitlines() if line.startswith(f"{brainset}/{rec['file'].stem} ")][
+            -1
+        ]  # the results table's
+        assert len(re.findall(r"-?\d+\.\d{3}", row)) == (
+            6 if brainset == "lab_hd" else 3
+        )  # POYO and both baselines scored
         result = json.loads((run_dir / "test_results.json").read_text())
-        assert [r["session"] for r in result["sessions"]] == [f"{brainset}/{rec['file'].stem}"] and np.isfinite(result["linear_mean_r2"])
+        assert [r["session"] for r in result["sessions"]] == [f"{brainset}/{rec['file'].stem}"] and np.isfinite(
+            result["linear_mean_r2"]
+        )
         assert (run_dir / "test_predictions.png").stat().st_size > 10_000
         assert f"plot: {run_dir / 'test_predictions.png'}" in out.stdout
         # the only warning a user sees here is one about them: 15 s of validation is too short to choose on

@@ -14,19 +14,28 @@ import h5py
 import numpy as np
 import pytest
 
+from poyo.data import Dataset, WindowIndex
+from poyo.model import ReadoutConfig
 from poyo.pipelines import (
     churchland_shenoy_neural_2012 as churchland,
+)
+from poyo.pipelines import (
     flint_slutzky_accurate_2012 as flint,
+)
+from poyo.pipelines import (
     odoherty_sabes_nonhuman_2017 as odoherty,
+)
+from poyo.pipelines import (
     pei_pandarinath_nlb_2021 as nlb,
+)
+from poyo.pipelines import (
     perich_miller_population_2018 as perich,
 )
 from poyo.pipelines.common import download as dl
 from poyo.pipelines.common.clock import find_epochs, realign
 from poyo.pipelines.common.runner import run
-from poyo.pipelines.nwb import convert_file, main as nwb_main, parse_behaviour
-from poyo.data import Dataset, WindowIndex
-from poyo.model import ReadoutConfig
+from poyo.pipelines.nwb import convert_file, parse_behaviour
+from poyo.pipelines.nwb import main as nwb_main
 from tests import raw_fixtures as fx
 
 pytest.importorskip("pynwb")
@@ -43,28 +52,53 @@ def test_perich_sessions_phases_outliers_and_splits(tmp_path):
     fx.perich_file(raw, "C", "CO", "20131003")
     fx.perich_file(raw, "T", "RT", "20130821", seed=1)
     rc, out = convert(perich, tmp_path, "-j", "2")  # two worker processes
-    assert rc == 0 and sorted(p.name for p in out.glob("*.h5")) == ["c_20131003_center_out_reaching.h5", "t_20130821_random_target_reaching.h5"]
-    keys = ["movement_phases.reach_period", "movement_phases.random_period", "movement_phases.hold_period", "cursor_outlier_segments"]
+    assert rc == 0 and sorted(p.name for p in out.glob("*.h5")) == [
+        "c_20131003_center_out_reaching.h5",
+        "t_20130821_random_target_reaching.h5",
+    ]
+    keys = [
+        "movement_phases.reach_period",
+        "movement_phases.random_period",
+        "movement_phases.hold_period",
+        "cursor_outlier_segments",
+    ]
     ds = Dataset(out, behaviour=["cursor.vel"], intervals=keys)  # validates splits, spikes and domains
-    co, rt = ds.sessions[f"{perich.BRAINSET_ID}/c_20131003_center_out_reaching"], ds.sessions[f"{perich.BRAINSET_ID}/t_20130821_random_target_reaching"]
+    co, rt = (
+        ds.sessions[f"{perich.BRAINSET_ID}/c_20131003_center_out_reaching"],
+        ds.sessions[f"{perich.BRAINSET_ID}/t_20130821_random_target_reaching"],
+    )
     assert len(co.unit_ids) == 6  # the unit with no spikes is dropped
     out_iv = co.intervals["cursor_outlier_segments"]
     assert len(out_iv) == 1 and out_iv[0, 0] < 16.0 < out_iv[0, 1]  # the acceleration burst at t = 16 s
     reach = co.intervals["movement_phases.reach_period"]
     assert not ((reach[:, 0] < out_iv[0, 1]) & (reach[:, 1] > out_iv[0, 0])).any()  # phases exclude outliers
-    assert co.intervals["movement_phases.reach_period"] is not None and rt.intervals["movement_phases.reach_period"] is None
+    assert (
+        co.intervals["movement_phases.reach_period"] is not None
+        and rt.intervals["movement_phases.reach_period"] is None
+    )
     for s in (co, rt):
         # held-out trials are whole trials, train keeps 1 s away from them
         held = np.concatenate([s.splits["valid"], s.splits["test"]])
         gaps = [abs(a - b) for a in s.splits["train"].ravel() for b in held.ravel()]
         assert min(gaps) >= 1.0 - 1e-9
     with h5py.File(co.path) as f:
-        assert f["session"].attrs["id"] == "c_20131003_center_out_reaching" and f["subject"].attrs["species"] == "Macaca mulatta"
-        np.testing.assert_allclose(f["cursor/vel"][:100, 0], np.gradient(5 * np.sin(2 * np.pi * 0.4 * (np.arange(100) / 100 + 1.0)), 0.01)[:100], rtol=0.05, atol=0.2)
+        assert (
+            f["session"].attrs["id"] == "c_20131003_center_out_reaching"
+            and f["subject"].attrs["species"] == "Macaca mulatta"
+        )
+        np.testing.assert_allclose(
+            f["cursor/vel"][:100, 0],
+            np.gradient(5 * np.sin(2 * np.pi * 0.4 * (np.arange(100) / 100 + 1.0)), 0.01)[:100],
+            rtol=0.05,
+            atol=0.2,
+        )
     # re-runs skip finished sessions; --reprocess redoes them
     mtime = os.stat(co.path).st_mtime_ns
     assert convert(perich, tmp_path, "-j", "1")[0] == 0 and os.stat(co.path).st_mtime_ns == mtime
-    assert convert(perich, tmp_path, "-j", "1", "--reprocess", "--sessions", "c_*")[0] == 0 and os.stat(co.path).st_mtime_ns != mtime
+    assert (
+        convert(perich, tmp_path, "-j", "1", "--reprocess", "--sessions", "c_*")[0] == 0
+        and os.stat(co.path).st_mtime_ns != mtime
+    )
 
 
 def test_failed_session_is_reported_and_others_are_written(tmp_path, capsys):
@@ -74,7 +108,11 @@ def test_failed_session_is_reported_and_others_are_written(tmp_path, capsys):
     bad.parent.mkdir(parents=True)
     bad.write_bytes(b"not an nwb file")
     rc, out = convert(perich, tmp_path, "-j", "1")
-    assert rc == 1 and (out / "c_20131003_center_out_reaching.h5").exists() and not (out / "m_20140101_center_out_reaching.h5").exists()
+    assert (
+        rc == 1
+        and (out / "c_20131003_center_out_reaching.h5").exists()
+        and not (out / "m_20140101_center_out_reaching.h5").exists()
+    )
     log = (out / "failed.log").read_text()
     assert "m_20140101_center_out_reaching" in log and "cannot be read as NWB" in log and str(bad) in log
     assert "1 of 2 sessions FAILED" in capsys.readouterr().out
@@ -112,7 +150,15 @@ def test_odoherty_mat_v73(tmp_path):
     assert rc == 0
     s = next(iter(Dataset(out, behaviour=["cursor.vel", "finger.vel_3d"]).sessions.values()))
     assert s.local_id == "indy_20160407_02"
-    assert s.local_unit_ids.tolist() == ["M1 001/unsorted", "M1 002/unsorted", "S1 003/unsorted", "M1 001/sorted_01", "M1 002/sorted_01", "S1 003/sorted_01", "M1 001/sorted_02"]
+    assert s.local_unit_ids.tolist() == [
+        "M1 001/unsorted",
+        "M1 002/unsorted",
+        "S1 003/unsorted",
+        "M1 001/sorted_01",
+        "M1 002/sorted_01",
+        "S1 003/sorted_01",
+        "M1 001/sorted_02",
+    ]
     lengths = {k: sum(b - a for a, b in v) for k, v in s.splits.items()}
     assert lengths["valid"] == pytest.approx(6.0) and lengths["test"] == pytest.approx(6.0)  # 1 of 10 blocks each
     assert lengths["train"] == pytest.approx(60.0 - 12.0 - 4.0, abs=0.01)  # 8 blocks minus 1 s guards
@@ -141,7 +187,9 @@ def test_nlb_nan_gaps_eval_intervals_and_nlb_splits(tmp_path):
     with h5py.File(s.path) as f:
         vel = f["hand/vel"][()]
         onsets = f["nlb_eval_intervals/start"][()] + 0.05
-    assert np.isnan(vel[5000:5200]).all() and np.isnan(vel[8000:8100]).all() and np.isfinite(vel[:5000]).all()  # gap, NaN values
+    assert (
+        np.isnan(vel[5000:5200]).all() and np.isnan(vel[8000:8100]).all() and np.isfinite(vel[:5000]).all()
+    )  # gap, NaN values
     np.testing.assert_allclose(onsets, np.arange(1.5, 29.0, 1.2) + 0.3)
     test_trials = np.arange(1.5, 29.0, 1.2)[-6:-3]  # NLB "val" trials are our test set; NLB "test" trials are not used
     np.testing.assert_allclose(s.splits["test"][:, 0], test_trials)
@@ -149,11 +197,25 @@ def test_nlb_nan_gaps_eval_intervals_and_nlb_splits(tmp_path):
     from poyo.model import POYO
 
     cfg = ReadoutConfig("cursor_velocity_2d", key="hand.vel", std=100.0, eval_intervals="nlb_eval_intervals")
-    model = POYO(dim=16, depth=1, dim_head=8, cross_heads=1, self_heads=1, num_latents_per_step=2, unit_ids=s.unit_ids.tolist(), session_ids=[s.id], readouts=["cursor_velocity_2d"])
+    model = POYO(
+        dim=16,
+        depth=1,
+        dim_head=8,
+        cross_heads=1,
+        self_heads=1,
+        num_latents_per_step=2,
+        unit_ids=s.unit_ids.tolist(),
+        session_ids=[s.id],
+        readouts=["cursor_velocity_2d"],
+    )
     sample = model.tokenizer([cfg])(ds.read(WindowIndex(s.id, 8.7, 9.7)))
     tgt = sample["target/cursor_velocity_2d"]
     nan_rows = np.isnan(ds.read(WindowIndex(s.id, 8.7, 9.7)).behaviour["hand.vel"].values).any(1)
-    assert nan_rows.sum() == 100 and (tgt["weight"].numpy()[nan_rows] == 0).all() and not tgt["eval_mask"].numpy()[nan_rows].any()
+    assert (
+        nan_rows.sum() == 100
+        and (tgt["weight"].numpy()[nan_rows] == 0).all()
+        and not tgt["eval_mask"].numpy()[nan_rows].any()
+    )
 
 
 def test_bring_your_own_nwb(tmp_path, capsys):
@@ -165,7 +227,19 @@ def test_bring_your_own_nwb(tmp_path, capsys):
         parse_behaviour(["cursor_vel"])
     with pytest.raises(ValueError, match=r"no time series 'hand_vel'.*processing/behavior/Velocity/cursor_vel"):
         convert_file(path, parse_behaviour(["hand.vel=hand_vel"]), brainset="lab")
-    rc = nwb_main([str(path), "-b", "cursor.vel=Velocity/cursor_vel", "-b", "cursor.pos=cursor_pos", "--brainset", "lab", "--processed-dir", str(tmp_path / "proc")])
+    rc = nwb_main(
+        [
+            str(path),
+            "-b",
+            "cursor.vel=Velocity/cursor_vel",
+            "-b",
+            "cursor.pos=cursor_pos",
+            "--brainset",
+            "lab",
+            "--processed-dir",
+            str(tmp_path / "proc"),
+        ]
+    )
     assert rc == 0
     ds = Dataset(tmp_path / "proc" / "lab", behaviour=["cursor.vel", "cursor.pos"])
     s = next(iter(ds.sessions.values()))
@@ -229,7 +303,9 @@ def test_poyo_leaves_brainsets_pipelines_alone(tmp_path):
 
     assert distribution("poyo-decoder").read_text("top_level.txt").split() == ["poyo"]
     code = "import brainsets_pipelines, json; print(json.dumps(list(brainsets_pipelines.__path__)))"
-    paths = json.loads(subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True).stdout)
+    paths = json.loads(
+        subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    )
     own = Path(distribution("brainsets").locate_file("brainsets_pipelines")).resolve()
     assert [Path(p).resolve() for p in paths] == [own]
     cli = Path(sys.executable).parent / "brainsets"
@@ -237,7 +313,9 @@ def test_poyo_leaves_brainsets_pipelines_alone(tmp_path):
         pytest.skip("the brainsets command is not installed in this environment")
 
     def listed(*prefix) -> list[str]:
-        out = subprocess.run([sys.executable, *prefix, "list"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        out = subprocess.run(
+            [sys.executable, *prefix, "list"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+        )
         assert out.returncode == 0, out.stderr
         return [line[2:].strip() for line in out.stdout.splitlines() if line.startswith("- ")]
 
@@ -266,7 +344,9 @@ def _entry(brainset: str):
     """Load ``brainsets_pipelines/<brainset>/pipeline.py`` the way the brainsets runner does (from its path)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(f"entry_{brainset}", REPO / "brainsets_pipelines" / brainset / "pipeline.py")
+    spec = importlib.util.spec_from_file_location(
+        f"entry_{brainset}", REPO / "brainsets_pipelines" / brainset / "pipeline.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -281,7 +361,11 @@ def test_brainsets_command_runs_our_pipeline_through_local(tmp_path):
         pytest.skip("the brainsets command is not installed in this environment")
     raw, proc = tmp_path / "raw", tmp_path / "proc"
     fx.perich_file(raw / perich.BRAINSET_ID, "C", "CO", "20131003")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", "RAY_AUTH_MODE": "disabled"}
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "RAY_AUTH_MODE": "disabled",
+    }
     cmd = [str(cli), "prepare", str(REPO / "brainsets_pipelines" / perich.BRAINSET_ID), "--local", "--use-active-env",
            "--raw-dir", str(raw), "--processed-dir", str(proc), "-c1", "--offline"]  # fmt: skip
     out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
@@ -334,7 +418,13 @@ def test_poyo_1_recipe_trains_on_every_brainset(tmp_path):
     assert len(rows) == 7 and all(np.isfinite(r["poyo_r2"]) for r in rows)
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "model.pt", weights_only=True)
     stds = {r["sessions"][0].split("/")[0]: float(np.ravel(r["std"])[0]) for r in ckpt["readouts"]}
-    assert stds == {perich.BRAINSET_ID: 20.0, churchland.BRAINSET_ID: 800.0, odoherty.BRAINSET_ID: 200.0, flint.BRAINSET_ID: 0.4, nlb.BRAINSET_ID: 100.0}
+    assert stds == {
+        perich.BRAINSET_ID: 20.0,
+        churchland.BRAINSET_ID: 800.0,
+        odoherty.BRAINSET_ID: 200.0,
+        flint.BRAINSET_ID: 0.4,
+        nlb.BRAINSET_ID: 100.0,
+    }
     # a missing brainset folder says how to prepare it
     out = subprocess.run([sys.executable, str(REPO / "train.py"), "dataset=poyo_1", f"data_root={tmp_path / 'empty'}", f"hydra.run.dir={tmp_path / 'r2'}"],
                          capture_output=True, text=True, timeout=120, cwd=tmp_path)  # fmt: skip

@@ -107,7 +107,9 @@ def torch_brain_checkpoint(model: POYO, *, permute_vocab=True, extra_hparams=Non
 
     def vocab(emb):
         ids = list(emb.ids)
-        order = list(reversed(range(len(ids)))) if permute_vocab else list(range(len(ids)))  # their row order differs from ours
+        order = (
+            list(reversed(range(len(ids)))) if permute_vocab else list(range(len(ids)))
+        )  # their row order differs from ours
         weight = torch.cat([torch.zeros(1, c["dim"]), emb.weight.detach()[order]])  # row 0: the reserved "NA"
         return weight, OrderedDict([("NA", 0)] + [(ids[j], i + 1) for i, j in enumerate(order)])
 
@@ -119,6 +121,7 @@ def torch_brain_checkpoint(model: POYO, *, permute_vocab=True, extra_hparams=Non
     f = c["dim_head"] // 4
     omega[:f] = torch.tensor([2 * math.pi / (1e-4 * (t_max / 1e-4) ** (i / (f - 1))) for i in range(f)])
     sd["rotary_emb.omega"] = omega
+
     def put(prefix, module):
         for k, v in module.state_dict().items():
             sd[f"{prefix}.{k}"] = v
@@ -167,7 +170,9 @@ def test_torch_brain_checkpoint_imports_to_identical_predictions(dataset, tmp_pa
 
 def test_torch_brain_import_needs_consent_for_pickle_and_checks_what_it_reads(dataset, tmp_path, capsys):
     model = trained_like(dataset)
-    torch.save(torch_brain_checkpoint(model, extra_hparams={"args": argparse.Namespace(lr=1)}), tmp_path / "pickled.ckpt")
+    torch.save(
+        torch_brain_checkpoint(model, extra_hparams={"args": argparse.Namespace(lr=1)}), tmp_path / "pickled.ckpt"
+    )
     with pytest.raises(RuntimeError, match="pickled Python object.*allow_pickle=True"):
         import_torch_brain(tmp_path / "pickled.ckpt")
     import_main([str(tmp_path / "pickled.ckpt"), str(tmp_path / "out.pt"), "--allow-pickle", "--std", "10"])

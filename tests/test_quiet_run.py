@@ -15,11 +15,19 @@ from poyo.training import loggers
 
 ROOT = Path(__file__).resolve().parents[1]
 # what a library prints that a user did not ask for
-NOISE = re.compile(r"warn|deprecat|tip:|💡|gpu available|tpu available|litlogger|will be deleted|traceback|stopped:", re.IGNORECASE)
+NOISE = re.compile(
+    r"warn|deprecat|tip:|💡|gpu available|tpu available|litlogger|will be deleted|traceback|stopped:", re.IGNORECASE
+)
 
 
 def train_py(tmp_path, *args, timeout=400):
-    cmd = [sys.executable, str(ROOT / "train.py"), f"data_root={tmp_path / 'data'}", f"hydra.run.dir={tmp_path / 'run'}", *args]
+    cmd = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        f"data_root={tmp_path / 'data'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=tmp_path)
 
 
@@ -35,7 +43,10 @@ def test_quick_start_prints_no_warnings(tmp_path):
         assert expected in out.stdout, expected
 
 
-@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None and importlib.util.find_spec("tensorboardX") is None, reason="tensorboard is not installed")
+@pytest.mark.skipif(
+    importlib.util.find_spec("tensorboard") is None and importlib.util.find_spec("tensorboardX") is None,
+    reason="tensorboard is not installed",
+)
 def test_tensorboard_logger_writes_event_files(tmp_path, synthetic_root):
     out = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), f"data_root={synthetic_root}", "dataset=synthetic_reaching", "dataset.generate=null",
@@ -50,7 +61,9 @@ def test_tensorboard_logger_writes_event_files(tmp_path, synthetic_root):
 
 def test_a_missing_logger_package_is_named_with_its_extra(tmp_path, monkeypatch):
     monkeypatch.setattr(loggers.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(ModuleNotFoundError, match=r"logger=wandb needs the 'wandb' package: pip install -e \"\.\[wandb\]\""):
+    with pytest.raises(
+        ModuleNotFoundError, match=r"logger=wandb needs the 'wandb' package: pip install -e \"\.\[wandb\]\""
+    ):
         loggers.check_logger({"name": "wandb"})
     with pytest.raises(ModuleNotFoundError, match=r"\.\[tensorboard\]"):
         loggers.check_logger({"name": "tensorboard"})
@@ -62,7 +75,11 @@ def test_a_missing_logger_package_is_named_with_its_extra(tmp_path, monkeypatch)
 @pytest.mark.skipif(importlib.util.find_spec("wandb") is not None, reason="wandb is installed here")
 def test_train_py_stops_before_training_when_wandb_is_missing(tmp_path):
     out = train_py(tmp_path, "logger=wandb")
-    assert out.returncode == 1 and "error: logger=wandb needs the 'wandb' package" in out.stderr and "Traceback" not in out.stderr
+    assert (
+        out.returncode == 1
+        and "error: logger=wandb needs the 'wandb' package" in out.stderr
+        and "Traceback" not in out.stderr
+    )
     assert not (tmp_path / "data").exists()  # stopped before generating or reading data
 
 

@@ -9,7 +9,24 @@ import torch
 from poyo.model.rotary import RotaryTime, periods
 
 # Periods (s) of the published POYO checkpoints for 64-dim heads (reference notes, 3 s.f.).
-PUBLISHED = [1e-4, 1.94e-4, 3.76e-4, 7.29e-4, 1.41e-3, 2.74e-3, 5.32e-3, 1.03e-2, 2.00e-2, 3.88e-2, 7.52e-2, 0.146, 0.283, 0.549, 1.064, 2.063]
+PUBLISHED = [
+    1e-4,
+    1.94e-4,
+    3.76e-4,
+    7.29e-4,
+    1.41e-3,
+    2.74e-3,
+    5.32e-3,
+    1.03e-2,
+    2.00e-2,
+    3.88e-2,
+    7.52e-2,
+    0.146,
+    0.283,
+    0.549,
+    1.064,
+    2.063,
+]
 
 
 def test_periods_match_published_checkpoints():

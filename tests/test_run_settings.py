@@ -11,9 +11,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from poyo.pipelines.arrays import from_binned_counts, write_session
 from poyo.data import Dataset, FractionUnitDropout, SpikeJitter, UnitDropout
 from poyo.model import ReadoutConfig
+from poyo.pipelines.arrays import from_binned_counts, write_session
 from poyo.training.plots import segments
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +39,9 @@ def recording(root, seconds: float, units: int = 8, seed: int = 0) -> Path:
     bins = int(seconds / 0.05)
     vel = rng.normal(size=(bins, 2))
     counts = rng.poisson(1.0, size=(bins, units))
-    write_session(from_binned_counts(counts, 0.05, {"hand.vel": vel}, brainset="lab", session_id="rec", seed=seed), root)
+    write_session(
+        from_binned_counts(counts, 0.05, {"hand.vel": vel}, brainset="lab", session_id="rec", seed=seed), root
+    )
     return root / "lab"
 
 

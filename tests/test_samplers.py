@@ -91,7 +91,10 @@ def test_sequential_short_intervals():
 @pytest.mark.parametrize("replicas", [1, 2, 3, 5])
 def test_stitching_sampler_partitions_whole_intervals(replicas):
     full = SequentialFixedWindowSampler(INTERVALS, 1.0, step=0.5, drop_short=True)
-    parts = [DistributedStitchingSampler(INTERVALS, 1.0, step=0.5, drop_short=True, num_replicas=replicas, rank=r) for r in range(replicas)]
+    parts = [
+        DistributedStitchingSampler(INTERVALS, 1.0, step=0.5, drop_short=True, num_replicas=replicas, rank=r)
+        for r in range(replicas)
+    ]
     merged = Counter(w for p in parts for w in p)
     assert merged == Counter(full)  # nothing lost, nothing twice
     owner = {}

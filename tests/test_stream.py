@@ -94,7 +94,10 @@ print(libc.mallinfo2().hblkhd - before)
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc only")
 def test_keep_freed_memory_serves_large_blocks_from_the_heap():
-    grown = {mode: int(subprocess.check_output([sys.executable, "-c", MMAPPED_GROWTH, mode], text=True)) for mode in ("default", "keep")}
+    grown = {
+        mode: int(subprocess.check_output([sys.executable, "-c", MMAPPED_GROWTH, mode], text=True))
+        for mode in ("default", "keep")
+    }
     assert grown["default"] >= 20 << 20  # glibc's default: a fresh mmap, returned to the system on free
     assert grown["keep"] == 0
     with pytest.raises(ValueError, match="32 MiB"):

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from temporaldata import Data
 
-from poyo.pipelines.synthetic_reaching import SyntheticConfig, ensure, simulate_session
-from poyo.pipelines.synthetic_reaching.__main__ import main as cli_main
 from poyo.data import Dataset
 from poyo.data import intervals as ivs
+from poyo.pipelines.synthetic_reaching import SyntheticConfig, ensure, simulate_session
+from poyo.pipelines.synthetic_reaching.__main__ import main as cli_main
 
 from .conftest import SMALL
 
@@ -72,7 +72,10 @@ def test_kinematics(sessions):
 
 def test_splits_are_disjoint_with_a_guard_gap(sessions):
     for d in sessions.values():
-        iv = {k: ivs.as_intervals(getattr(d, f"{k}_domain").start, getattr(d, f"{k}_domain").end) for k in ("train", "valid", "test")}
+        iv = {
+            k: ivs.as_intervals(getattr(d, f"{k}_domain").start, getattr(d, f"{k}_domain").end)
+            for k in ("train", "valid", "test")
+        }
         for k, v in iv.items():
             assert ivs.problem(v) is None and len(v) > 0, k
         held = np.concatenate([iv["valid"], iv["test"]])
@@ -119,7 +122,22 @@ def test_ensure_generates_once_and_rebuilds_on_change(tmp_path):
 
 
 def test_cli_and_bad_settings(tmp_path, capsys):
-    cli_main(["--processed-dir", str(tmp_path), "--num-animals", "1", "--sessions-per-animal", "1", "--duration-s", "30", "--max-units", "10", "--min-units", "5"])
+    cli_main(
+        [
+            "--processed-dir",
+            str(tmp_path),
+            "--num-animals",
+            "1",
+            "--sessions-per-animal",
+            "1",
+            "--duration-s",
+            "30",
+            "--max-units",
+            "10",
+            "--min-units",
+            "5",
+        ]
+    )
     assert "wrote 1 sessions" in capsys.readouterr().out
     assert len(list((tmp_path / "synthetic_reaching").glob("*.h5"))) == 1
     with pytest.raises(ValueError, match="min_units=50"):

@@ -36,7 +36,9 @@ def test_input_tokens_delimiters_then_spikes():
     rows = {u: 10 + i for i, u in enumerate(reversed(UNITS))}
     u_rows = [rows[u] for u in UNITS]
     # two delimiters per unit at the window bounds, then one token per spike
-    assert inp["unit_index"].tolist() == [u_rows[0], u_rows[0], u_rows[1], u_rows[1], u_rows[2], u_rows[2]] + [u_rows[i] for i in (2, 0, 2, 1)]
+    assert inp["unit_index"].tolist() == [u_rows[0], u_rows[0], u_rows[1], u_rows[1], u_rows[2], u_rows[2]] + [
+        u_rows[i] for i in (2, 0, 2, 1)
+    ]
     assert inp["token_type"].tolist() == [UNIT_START, UNIT_END] * 3 + [SPIKE] * 4
     assert inp["timestamps"].tolist() == [0.0, 1.0] * 3 + [0.1, 0.2, 0.25, 0.9]
     assert inp["timestamps"].dtype == torch.float64
@@ -63,7 +65,9 @@ def test_output_queries_targets_weights_and_eval_mask():
     expected = (w.behaviour["cursor.vel"].values - np.array([1.0, -1.0])) / 20.0
     np.testing.assert_allclose(tgt["values"].numpy(), expected, rtol=1e-6)
     in_reach, in_hold = bt < 0.5, (bt >= 0.3) & (bt < 0.7)
-    np.testing.assert_allclose(tgt["weight"].numpy(), np.where(in_reach, 5.0, 1.0) * np.where(in_hold, 0.1, 1.0), rtol=1e-6)
+    np.testing.assert_allclose(
+        tgt["weight"].numpy(), np.where(in_reach, 5.0, 1.0) * np.where(in_hold, 0.1, 1.0), rtol=1e-6
+    )
     np.testing.assert_array_equal(tgt["eval_mask"].numpy(), in_hold)
     np.testing.assert_array_equal(tgt["sample_index"].numpy(), 500 + np.arange(len(bt)))
 
@@ -84,7 +88,10 @@ def test_categorical_readout_alongside_a_continuous_one():
         [ReadoutConfig("cursor_velocity_2d"), ReadoutConfig("reach_target_8")], ["reach_target_8", "cursor_velocity_2d"],
     )  # fmt: skip
     s = tok(window(target=[3, 7]))
-    assert s["target/reach_target_8"]["values"].tolist() == [3, 7] and s["target/reach_target_8"]["values"].dtype == torch.int64
+    assert (
+        s["target/reach_target_8"]["values"].tolist() == [3, 7]
+        and s["target/reach_target_8"]["values"].dtype == torch.int64
+    )
     # queries of each readout form a block, with the model's head index
     assert s["output"]["readout_index"].tolist() == [1] * 100 + [0] * 2
     with pytest.raises(ValueError, match="classes outside 0..7"):
@@ -94,7 +101,10 @@ def test_categorical_readout_alongside_a_continuous_one():
 def test_errors_name_the_session_and_field():
     tok = tokenizer(weights={"reach": 2.0})
     w = window()
-    with pytest.raises(KeyError, match="session 'b/s': 1 of its 3 units are not in the model's unit vocabulary.*finetune=unit_identification"):
+    with pytest.raises(
+        KeyError,
+        match="session 'b/s': 1 of its 3 units are not in the model's unit vocabulary.*finetune=unit_identification",
+    ):
         tok(w.replace(unit_ids=np.array(["b/s/u0", "b/s/u1", "b/s/new"])))
     with pytest.raises(KeyError, match="session 'b/new' is not in the model's session vocabulary"):
         tok(w.replace(session_id="b/new"))
@@ -103,7 +113,11 @@ def test_errors_name_the_session_and_field():
     with pytest.raises(KeyError, match="interval 'reach' was not loaded"):
         tok(w.replace(intervals={}))
     with pytest.raises(ValueError, match="at least one unit"):
-        tok(w.replace(unit_ids=np.array([], dtype=str), spike_times=np.array([]), spike_units=np.array([], dtype=np.int64)))
+        tok(
+            w.replace(
+                unit_ids=np.array([], dtype=str), spike_times=np.array([]), spike_units=np.array([], dtype=np.int64)
+            )
+        )
     with pytest.raises(ValueError, match="weights must be finite"):
         ReadoutConfig("cursor_velocity_2d", weights={"reach": -1})
     with pytest.raises(KeyError, match="unknown readout 'eye_position'"):
@@ -114,14 +128,25 @@ def test_errors_name_the_session_and_field():
 
 def test_tokenizer_as_last_transform_on_real_windows(synthetic_root):
     ds = Dataset(synthetic_root, behaviour=["cursor.vel"], intervals=["movement_phases.reach_period"])
-    model = POYO(dim=32, depth=1, num_latents_per_step=2, cross_heads=1, self_heads=1, dim_head=16, unit_ids=ds.unit_ids, session_ids=ds.session_ids)
+    model = POYO(
+        dim=32,
+        depth=1,
+        num_latents_per_step=2,
+        cross_heads=1,
+        self_heads=1,
+        dim_head=16,
+        unit_ids=ds.unit_ids,
+        session_ids=ds.session_ids,
+    )
     tok = model.tokenizer([{"name": "cursor_velocity_2d", "weights": {"movement_phases.reach_period": 5.0}}])
     ds.transform = Compose([UnitDropout(min_units=5, mode_units=10, max_units=15), tok])
     sid = ds.session_ids[0]
     s = ds[WindowIndex(sid, 10.0, 11.0, seed=3)]
     raw = ds.read(WindowIndex(sid, 10.0, 11.0))
     n_units = int((s["input"]["token_type"] == UNIT_START).sum())
-    assert 5 <= n_units <= 15 and len(s["input"]["unit_index"]) == 2 * n_units + int((s["input"]["token_type"] == SPIKE).sum())
+    assert 5 <= n_units <= 15 and len(s["input"]["unit_index"]) == 2 * n_units + int(
+        (s["input"]["token_type"] == SPIKE).sum()
+    )
     spikes = s["input"]["token_type"] == SPIKE
     kept = set(s["input"]["unit_index"][~spikes].tolist())
     assert set(s["input"]["unit_index"][spikes].tolist()) <= kept  # spikes only from kept units
@@ -139,14 +164,21 @@ def test_per_brainset_readout_configs_share_one_head():
     cursor = ReadoutConfig("cursor_velocity_2d", key="cursor.vel", std=20.0, sessions="b/*")
     hand = ReadoutConfig("cursor_velocity_2d", key="hand.vel", std=100.0, weights={"reach": 3.0}, sessions=["nlb/*"])
     lookup = {u: i for i, u in enumerate(UNITS + ["nlb/s/u0", "nlb/s/u1", "nlb/s/u2"])}
-    tok = Tokenizer(lookup, {"b/s": 0, "nlb/s": 1, "other/s": 2}, [cursor, hand], ["cursor_velocity_2d"], num_latents_per_step=2)
+    tok = Tokenizer(
+        lookup, {"b/s": 0, "nlb/s": 1, "other/s": 2}, [cursor, hand], ["cursor_velocity_2d"], num_latents_per_step=2
+    )
     a = window()
     vel = a.behaviour["cursor.vel"]
-    b = replace(a, session_id="nlb/s", unit_ids=np.array(["nlb/s/u0", "nlb/s/u1", "nlb/s/u2"]), behaviour={"hand.vel": vel})
+    b = replace(
+        a, session_id="nlb/s", unit_ids=np.array(["nlb/s/u0", "nlb/s/u1", "nlb/s/u2"]), behaviour={"hand.vel": vel}
+    )
     sa, sb = tok(a), tok(b)
     np.testing.assert_allclose(sa["target/cursor_velocity_2d"]["values"].numpy(), vel.values / 20.0, rtol=1e-6)
     np.testing.assert_allclose(sb["target/cursor_velocity_2d"]["values"].numpy(), vel.values / 100.0, rtol=1e-6)
-    assert sa["target/cursor_velocity_2d"]["weight"].max() == 1.0 and sb["target/cursor_velocity_2d"]["weight"].max() == 3.0
+    assert (
+        sa["target/cursor_velocity_2d"]["weight"].max() == 1.0
+        and sb["target/cursor_velocity_2d"]["weight"].max() == 3.0
+    )
     assert tok.readouts_for("nlb/s") == [hand]
     collate_packed([sa, sb])  # both feed the same head, so they batch together
     with pytest.raises(ValueError, match="no readout config applies"):
@@ -158,7 +190,9 @@ def test_per_brainset_readout_configs_share_one_head():
     two = Tokenizer(lookup, {"b/s": 0, "nlb/s": 1}, [cursor, ReadoutConfig("cursor_position_2d", key="hand.vel", sessions="nlb/*")],
                     ["cursor_velocity_2d", "cursor_position_2d"])  # fmt: skip
     ta, tb = two(a), two(b)
-    assert len(ta["target/cursor_position_2d"]["values"]) == 0 and ta["target/cursor_position_2d"]["values"].shape[1] == 2
+    assert (
+        len(ta["target/cursor_position_2d"]["values"]) == 0 and ta["target/cursor_position_2d"]["values"].shape[1] == 2
+    )
     assert len(tb["target/cursor_velocity_2d"]["weight"]) == 0
     batch = collate_packed([ta, tb])
     assert len(batch["output"]["timestamps"]) == len(vel) * 2

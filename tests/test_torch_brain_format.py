@@ -23,7 +23,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _torch_brain_session(path: Path, seed: int = 0) -> Path:
-    tb = pytest.importorskip("torch_brain.data", reason="needs torch_brain 0.2: pip install --no-deps torch_brain==0.2.1")
+    tb = pytest.importorskip(
+        "torch_brain.data", reason="needs torch_brain 0.2: pip install --no-deps torch_brain==0.2.1"
+    )
     rng = np.random.default_rng(seed)
     duration, fs, n_units = 120.0, 100.0, 12
     t = np.arange(0, duration, 1 / fs)
@@ -36,11 +38,15 @@ def _torch_brain_session(path: Path, seed: int = 0) -> Path:
     times = np.repeat(np.repeat(t, n_units), counts.ravel()) + rng.uniform(0, 1 / fs, counts.sum())
     order = np.argsort(times)
     data = tb.Data(
-        brainset=tb.BrainsetDescription(id="tb_lab", origin_version="0", derived_version="1", source="test", description="torch_brain 0.2 writer"),
+        brainset=tb.BrainsetDescription(
+            id="tb_lab", origin_version="0", derived_version="1", source="test", description="torch_brain 0.2 writer"
+        ),
         subject=tb.SubjectDescription(id="m1", species="Mus musculus"),
         session=tb.SessionDescription(id="rec1", recording_date=dt.datetime(2025, 1, 2)),
         units=tb.ArrayDict(id=np.array([f"u{i}" for i in range(n_units)])),
-        spikes=tb.IrregularTimeSeries(timestamps=times[order], unit_index=unit[order], domain=tb.Interval(0.0, duration)),
+        spikes=tb.IrregularTimeSeries(
+            timestamps=times[order], unit_index=unit[order], domain=tb.Interval(0.0, duration)
+        ),
         hand=tb.RegularTimeSeries(vel=vel.astype(np.float32), sampling_rate=fs, domain_start=0.0),
         train_domain=tb.Interval(np.array([0.0]), np.array([84.0])),
         valid_domain=tb.Interval(np.array([84.0]), np.array([102.0])),

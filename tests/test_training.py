@@ -13,13 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from poyo.model.pretrained import safe_load
-from poyo.training.checkpoint import atomic_save
+from poyo.io import atomic_save, safe_load
 from poyo.model import POYO, ReadoutConfig
+from poyo.training.linear import binned_counts
 from poyo.training.module import DataModule, POYOModule, ResumableLoader
 from poyo.training.optim import Lamb, schedule
 from poyo.training.stitch import Stitcher, r2_score
-from poyo.training.linear import binned_counts
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -167,8 +166,25 @@ class _Recorder(L.Callback):
 
 def _fit_three_epochs(root, seed):
     readouts = [ReadoutConfig("cursor_velocity_2d", std=10.0)]
-    dm = DataModule(root, readouts, batch_size=8, num_workers=0, validate=False, seed=seed, unit_dropout={"min_units": 5, "mode_units": 10, "max_units": 20})
-    model = POYO(dim=16, depth=1, dim_head=16, num_latents_per_step=2, cross_heads=1, self_heads=1, unit_ids=dm.unit_ids, session_ids=dm.session_ids)
+    dm = DataModule(
+        root,
+        readouts,
+        batch_size=8,
+        num_workers=0,
+        validate=False,
+        seed=seed,
+        unit_dropout={"min_units": 5, "mode_units": 10, "max_units": 20},
+    )
+    model = POYO(
+        dim=16,
+        depth=1,
+        dim_head=16,
+        num_latents_per_step=2,
+        cross_heads=1,
+        self_heads=1,
+        unit_ids=dm.unit_ids,
+        session_ids=dm.session_ids,
+    )
     dm.attach(model)
     module = POYOModule(model, {"name": "adamw", "base_lr": 1e-4}, global_batch_size=8, total_steps=100)
     rec = _Recorder()
@@ -210,10 +226,12 @@ def test_binned_counts_count_spikes_in_bins_around_each_time():
 def test_training_killed_at_an_epoch_boundary_resumes_and_trains_exactly_the_planned_steps(tmp_path):
     """SIGKILL right after the checkpoint of an epoch's last batch; the resumed run must start
     the next epoch (not skip it) and end with the loader where an uninterrupted run ends."""
-    from poyo.pipelines.synthetic_reaching import SyntheticConfig, ensure
     from poyo.data import Dataset, RandomFixedWindowSampler
+    from poyo.pipelines.synthetic_reaching import SyntheticConfig, ensure
 
-    cfg = SyntheticConfig(num_animals=1, sessions_per_animal=2, duration_s=60.0, min_units=10, max_units=20, random_target_every=3)
+    cfg = SyntheticConfig(
+        num_animals=1, sessions_per_animal=2, duration_s=60.0, min_units=10, max_units=20, random_target_every=3
+    )
     ensure(tmp_path / "data" / "synthetic_reaching", cfg, progress=False)  # what train.py would generate
     windows = len(RandomFixedWindowSampler(Dataset(tmp_path / "data", validate=False).sampling_intervals("train"), 1.0))
     per_epoch = windows // 8

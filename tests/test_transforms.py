@@ -3,7 +3,16 @@
 import numpy as np
 import pytest
 
-from poyo.data import Compose, Dataset, OutputSampler, RandomFixedWindowSampler, Series, UnitDropout, Window, WindowIndex
+from poyo.data import (
+    Compose,
+    Dataset,
+    OutputSampler,
+    RandomFixedWindowSampler,
+    Series,
+    UnitDropout,
+    Window,
+    WindowIndex,
+)
 
 
 def _chi2_pvalue(observed, expected):
@@ -29,7 +38,9 @@ def test_sampled_counts_follow_the_triangle():
     # Bins of 10 counts so every expected cell is large.
     edges = np.arange(30, 311, 10)
     observed, _ = np.histogram(draws, bins=edges)
-    expected = np.array([d.pmf[(d.support >= a) & (d.support < b)].sum() for a, b in zip(edges[:-1], edges[1:])]) * len(draws)
+    expected = np.array([d.pmf[(d.support >= a) & (d.support < b)].sum() for a, b in zip(edges[:-1], edges[1:])]) * len(
+        draws
+    )
     assert _chi2_pvalue(observed, expected) > 1e-3
     # A rejection sampler with a random proposal (the reference's) flattens the peak to
     # about 2.3x the ends; ours keeps the intended 4x.
@@ -63,7 +74,9 @@ def test_dropout_on_windows_keeps_spikes_of_kept_units():
     counts = np.array(counts)
     edges = np.arange(30, 311, 20)
     observed, _ = np.histogram(counts, bins=edges)
-    expected = np.array([d.pmf[(d.support >= a) & (d.support < b)].sum() for a, b in zip(edges[:-1], edges[1:])]) * len(counts)
+    expected = np.array([d.pmf[(d.support >= a) & (d.support < b)].sum() for a, b in zip(edges[:-1], edges[1:])]) * len(
+        counts
+    )
     assert _chi2_pvalue(observed, expected) > 1e-3
 
 
@@ -138,14 +151,23 @@ def test_fraction_unit_dropout_keeps_half_to_all_units_rising_towards_all():
     assert n.tolist() == list(range(8, 16)) and p.sum() == pytest.approx(1.0)
     assert p[-1] / p[0] == pytest.approx(4.0)  # all units 4x as likely as half of them
     rng = np.random.default_rng(0)
-    w = Window("b/s", 0.0, 1.0, np.array([f"b/s/u{i}" for i in range(15)]), np.sort(rng.uniform(0, 1, 600)), rng.integers(0, 15, 600))
+    w = Window(
+        "b/s",
+        0.0,
+        1.0,
+        np.array([f"b/s/u{i}" for i in range(15)]),
+        np.sort(rng.uniform(0, 1, 600)),
+        rng.integers(0, 15, 600),
+    )
     kept = [len(d(w, np.random.default_rng(s)).unit_ids) for s in range(4000)]
     observed = np.bincount(kept, minlength=16)[8:]
     assert min(kept) >= 8 and max(kept) == 15
     assert _chi2_pvalue(observed, p * len(kept)) > 1e-3
     out = d(w, np.random.default_rng(3))
     assert set(out.spike_units.tolist()) <= set(range(len(out.unit_ids)))  # spikes re-indexed to the kept units
-    assert isinstance(unit_dropout(min_fraction=0.5), FractionUnitDropout) and isinstance(unit_dropout(min_units=30, mode_units=100, max_units=300), UnitDropout)
+    assert isinstance(unit_dropout(min_fraction=0.5), FractionUnitDropout) and isinstance(
+        unit_dropout(min_units=30, mode_units=100, max_units=300), UnitDropout
+    )
     one = Window("b/s", 0.0, 1.0, np.array(["b/s/u0"]), np.array([0.5]), np.array([0]))
     assert d(one, np.random.default_rng(0)).unit_ids.tolist() == ["b/s/u0"]
     with pytest.raises(ValueError, match="min_fraction"):

@@ -30,6 +30,7 @@ def test_unsorted_spike_times(make_session):
     def swap(f):
         ts = f["spikes/timestamps"]
         ts[10], ts[11] = ts[11] + 0.5, ts[10]
+
     _damage(p, swap)
     _expect(p.parents[1], field="spikes.timestamps", match="not sorted")
 
@@ -68,6 +69,7 @@ def test_mismatched_lengths(make_session):
         ui = f["spikes/unit_index"][:-3]
         del f["spikes/unit_index"]
         f["spikes/unit_index"] = ui
+
     _damage(p, cut)
     _expect(p.parents[1], field="spikes.unit_index", match="rows but spikes.timestamps has")
 
@@ -111,6 +113,7 @@ def test_empty_or_missing_split(make_session):
         for k in ("start", "end"):
             del f[f"valid_domain/{k}"]
             f[f"valid_domain/{k}"] = np.zeros(0)
+
     _damage(q, empty)
     ds = Dataset(q.parent, sessions=["handmade/s1"])
     with pytest.raises(SessionFormatError, match=r"s1.h5: session 's1': field 'valid_domain': is empty"):
@@ -126,7 +129,10 @@ def test_unsorted_or_inverted_domain(make_session):
 def test_window_longer_than_session(make_session):
     p = make_session(duration=10.0)
     ds = Dataset(p.parents[1])
-    with pytest.raises(ValueError, match=r"session 'handmade/s0': window_length 20 s is longer than every sampling interval \(longest 10.000 s"):
+    with pytest.raises(
+        ValueError,
+        match=r"session 'handmade/s0': window_length 20 s is longer than every sampling interval \(longest 10.000 s",
+    ):
         RandomFixedWindowSampler(ds.sampling_intervals(), 20.0)
     with pytest.raises(ValueError, match="handmade/s0.*longer than every"):
         SequentialFixedWindowSampler(ds.sampling_intervals("valid"), 3.0)

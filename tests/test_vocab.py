@@ -85,7 +85,16 @@ def test_load_with_other_ids_fails_clearly():
 
 
 def test_model_round_trip_extend_subset_save_load(tmp_path):
-    model = POYO(dim=32, depth=1, num_latents_per_step=2, cross_heads=1, self_heads=1, dim_head=16, unit_ids=IDS, session_ids=["b/s0", "b/s1"])
+    model = POYO(
+        dim=32,
+        depth=1,
+        num_latents_per_step=2,
+        cross_heads=1,
+        self_heads=1,
+        dim_head=16,
+        unit_ids=IDS,
+        session_ids=["b/s0", "b/s1"],
+    )
     model.init_vocabs(["b/s2/u0"], ["b/s2"])
     model.unit_emb.subset(["b/s2/u0", "b/s0/u1"])
     torch.save(model.state_dict(), tmp_path / "m.pt")

@@ -30,7 +30,12 @@ def test_two_workers_match_single_process(synthetic_root, method):
     expected = [ds[i] for i in idx]  # the main process opens files too, before forking
     assert ds.open_files()
     loader = torch.utils.data.DataLoader(
-        Probe(ds), sampler=idx, batch_size=None, num_workers=2, multiprocessing_context=method, worker_init_fn=seed_worker
+        Probe(ds),
+        sampler=idx,
+        batch_size=None,
+        num_workers=2,
+        multiprocessing_context=method,
+        worker_init_fn=seed_worker,
     )
     got = list(loader)
     pids = {g[2] for g in got}

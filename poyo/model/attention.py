@@ -31,7 +31,7 @@ from __future__ import annotations
 import importlib.util
 import warnings
 from dataclasses import dataclass
-from functools import cached_property, lru_cache
+from functools import cache, cached_property
 
 import torch
 import torch.nn.functional as F
@@ -52,16 +52,18 @@ class Layout:
     total: int | None = None  # packed: number of tokens
 
     @classmethod
-    def padded(cls, mask: torch.Tensor) -> "Layout":
+    def padded(cls, mask: torch.Tensor) -> Layout:
         if mask.dim() != 2 or mask.dtype != torch.bool:
             raise ValueError(f"a padded layout needs a (B, N) bool mask, got {tuple(mask.shape)} {mask.dtype}")
         return cls(batch_size=mask.shape[0], mask=mask)
 
     @classmethod
-    def packed(cls, cu_seqlens: torch.Tensor, max_seqlen: int, total: int) -> "Layout":
+    def packed(cls, cu_seqlens: torch.Tensor, max_seqlen: int, total: int) -> Layout:
         if cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2:
             raise ValueError(f"cu_seqlens must be 1-D with B + 1 >= 2 entries, got shape {tuple(cu_seqlens.shape)}")
-        return cls(batch_size=cu_seqlens.numel() - 1, cu_seqlens=cu_seqlens, max_seqlen=int(max_seqlen), total=int(total))
+        return cls(
+            batch_size=cu_seqlens.numel() - 1, cu_seqlens=cu_seqlens, max_seqlen=int(max_seqlen), total=int(total)
+        )
 
     @property
     def is_packed(self) -> bool:
@@ -88,12 +90,12 @@ class Layout:
         return [e - s for s, e in zip(b[:-1], b[1:])]
 
 
-@lru_cache(maxsize=None)
+@cache
 def xformers_available() -> bool:
     return importlib.util.find_spec("xformers") is not None
 
 
-@lru_cache(maxsize=None)
+@cache
 def varlen_available() -> bool:
     return importlib.util.find_spec("torch.nn.attention.varlen") is not None
 
@@ -132,13 +134,19 @@ def resolve(backend: str, layout: Layout, q: torch.Tensor, dropout_p: float) -> 
         raise ValueError(f"attention backend '{backend}' cannot run a {want} batch; use one of {fit} or 'auto'")
     if backend == "varlen":
         if q.dtype not in (torch.float16, torch.bfloat16):
-            raise RuntimeError(f"attention backend 'varlen' (flash) needs fp16/bf16 inputs, got {q.dtype}: use bf16 autocast or another backend")
+            raise RuntimeError(
+                f"attention backend 'varlen' (flash) needs fp16/bf16 inputs, got {q.dtype}: use bf16 autocast or another backend"
+            )
         if dropout_p > 0:
-            raise RuntimeError("attention backend 'varlen' has no attention dropout: set atn_dropout=0, evaluate, or use 'xformers'/'nested'")
+            raise RuntimeError(
+                "attention backend 'varlen' has no attention dropout: set atn_dropout=0, evaluate, or use 'xformers'/'nested'"
+            )
     return backend
 
 
-def attend(q, k, v, q_layout: Layout, kv_layout: Layout, *, dropout_p: float = 0.0, backend: str = "auto") -> torch.Tensor:
+def attend(
+    q, k, v, q_layout: Layout, kv_layout: Layout, *, dropout_p: float = 0.0, backend: str = "auto"
+) -> torch.Tensor:
     """Softmax attention of each sample's queries over that sample's keys (scale 1/sqrt(D)).
 
     Padded: q ``(B, Nq, H, D)``, k/v ``(B, Nk, H, D)``; packed: q ``(Tq, H, D)``, k/v
@@ -156,7 +164,9 @@ def attend(q, k, v, q_layout: Layout, kv_layout: Layout, *, dropout_p: float = 0
 
 def _sdpa(q, k, v, q_layout, kv_layout, p):
     mask = None if kv_layout.full else kv_layout.mask[:, None, None, :]
-    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask, dropout_p=p)
+    out = F.scaled_dot_product_attention(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask, dropout_p=p
+    )
     return out.transpose(1, 2)
 
 
@@ -164,14 +174,21 @@ def _loop(q, k, v, q_layout, kv_layout, p):
     if q_layout.uniform and kv_layout.uniform:  # one batched call, no mask needed
         b = q_layout.batch_size
         out = F.scaled_dot_product_attention(
-            q.unflatten(0, (b, -1)).transpose(1, 2), k.unflatten(0, (b, -1)).transpose(1, 2), v.unflatten(0, (b, -1)).transpose(1, 2), dropout_p=p
+            q.unflatten(0, (b, -1)).transpose(1, 2),
+            k.unflatten(0, (b, -1)).transpose(1, 2),
+            v.unflatten(0, (b, -1)).transpose(1, 2),
+            dropout_p=p,
         )
         return out.transpose(1, 2).flatten(0, 1)
     # split (not slicing): its backward concatenates the per-sample gradients once, where
     # slices would each scatter into a zero-filled copy of the whole batch.
     qs, ks, vs = q.split(q_layout.seqlens), k.split(kv_layout.seqlens), v.split(kv_layout.seqlens)
     outs = [
-        F.scaled_dot_product_attention(qi.transpose(0, 1), ki.transpose(0, 1), vi.transpose(0, 1), dropout_p=p).transpose(0, 1) if len(qi) else qi
+        F.scaled_dot_product_attention(
+            qi.transpose(0, 1), ki.transpose(0, 1), vi.transpose(0, 1), dropout_p=p
+        ).transpose(0, 1)
+        if len(qi)
+        else qi
         for qi, ki, vi in zip(qs, ks, vs)
     ]
     return torch.cat(outs)
@@ -180,11 +197,15 @@ def _loop(q, k, v, q_layout, kv_layout, p):
 def _nested(q, k, v, q_layout, kv_layout, p):
     def jagged(x, layout):
         offsets = layout.cu_seqlens.to(device=x.device, dtype=torch.int64)
-        return torch.nested.nested_tensor_from_jagged(x.contiguous(), offsets, max_seqlen=layout.max_seqlen).transpose(1, 2)
+        return torch.nested.nested_tensor_from_jagged(x.contiguous(), offsets, max_seqlen=layout.max_seqlen).transpose(
+            1, 2
+        )
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*nested tensors is in prototype stage.*")
-        out = F.scaled_dot_product_attention(jagged(q, q_layout), jagged(k, kv_layout), jagged(v, kv_layout), dropout_p=p)
+        out = F.scaled_dot_product_attention(
+            jagged(q, q_layout), jagged(k, kv_layout), jagged(v, kv_layout), dropout_p=p
+        )
     return out.transpose(1, 2).values()
 
 

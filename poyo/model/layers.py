@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from poyo.model.attention import Layout, attend
-from poyo.model.rotary import Rotation, RotaryTime
+from poyo.model.rotary import RotaryTime, Rotation
 
 
 class FeedForward(nn.Module):
@@ -65,7 +65,17 @@ class _RotaryAttention(nn.Module):
 class CrossAttention(_RotaryAttention):
     """Queries ``x`` attend to a context (keys/values) of another sequence group."""
 
-    def __init__(self, dim: int, rotary: RotaryTime, *, context_dim: int | None = None, heads: int, dim_head: int = 64, dropout: float = 0.0, rotate_value: bool):
+    def __init__(
+        self,
+        dim: int,
+        rotary: RotaryTime,
+        *,
+        context_dim: int | None = None,
+        heads: int,
+        dim_head: int = 64,
+        dropout: float = 0.0,
+        rotate_value: bool,
+    ):
         super().__init__(rotary, heads, dim_head, dropout, rotate_value)
         context_dim = context_dim or dim
         inner = heads * dim_head
@@ -89,7 +99,16 @@ class CrossAttention(_RotaryAttention):
 class SelfAttention(_RotaryAttention):
     """Tokens of one sequence group attend to each other."""
 
-    def __init__(self, dim: int, rotary: RotaryTime, *, heads: int, dim_head: int = 64, dropout: float = 0.0, rotate_value: bool = True):
+    def __init__(
+        self,
+        dim: int,
+        rotary: RotaryTime,
+        *,
+        heads: int,
+        dim_head: int = 64,
+        dropout: float = 0.0,
+        rotate_value: bool = True,
+    ):
         super().__init__(rotary, heads, dim_head, dropout, rotate_value)
         self.norm = nn.LayerNorm(dim)
         self.to_qkv = nn.Linear(dim, 3 * heads * dim_head, bias=False)

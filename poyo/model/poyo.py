@@ -26,7 +26,9 @@ def layout_of(group: Mapping) -> Layout:
     if "mask" in group:
         return Layout.padded(group["mask"])
     if "cu_seqlens" in group:
-        any_field = next(v for k, v in group.items() if isinstance(v, torch.Tensor) and k not in ("cu_seqlens", "batch_index"))
+        any_field = next(
+            v for k, v in group.items() if isinstance(v, torch.Tensor) and k not in ("cu_seqlens", "batch_index")
+        )
         return Layout.packed(group["cu_seqlens"], group["max_seqlen"], any_field.shape[0])
     raise ValueError(f"not a collated sequence group (no 'mask' or 'cu_seqlens'): fields {sorted(group)}")
 
@@ -42,7 +44,9 @@ def targets(batch: Mapping, name: str) -> dict[str, torch.Tensor]:
     plus ``sample``: which sample of the batch each row belongs to."""
     key = f"target/{name}"
     if key not in batch:
-        raise KeyError(f"batch has no targets for readout '{name}' (has {sorted(k for k in batch if k.startswith('target/'))})")
+        raise KeyError(
+            f"batch has no targets for readout '{name}' (has {sorted(k for k in batch if k.startswith('target/'))})"
+        )
     group = batch[key]
     out = {f: _flat(group, f) for f in ("values", "weight", "eval_mask", "sample_index", "timestamps")}
     out["sample"] = group["mask"].nonzero()[:, 0] if "mask" in group else group["batch_index"]
@@ -82,9 +86,17 @@ class POYO(nn.Module):
         seed: int = 0,
     ):
         super().__init__()
-        for name, value in (("dim", dim), ("depth", depth), ("num_latents_per_step", num_latents_per_step), ("cross_heads", cross_heads), ("self_heads", self_heads)):
+        for name, value in (
+            ("dim", dim),
+            ("depth", depth),
+            ("num_latents_per_step", num_latents_per_step),
+            ("cross_heads", cross_heads),
+            ("self_heads", self_heads),
+        ):
             if not (isinstance(value, int) and value >= (0 if name == "depth" else 1)):
-                raise ValueError(f"{name} must be a {'non-negative' if name == 'depth' else 'positive'} integer, got {value!r}")
+                raise ValueError(
+                    f"{name} must be a {'non-negative' if name == 'depth' else 'positive'} integer, got {value!r}"
+                )
         for name, value in (("ffn_dropout", ffn_dropout), ("lin_dropout", lin_dropout), ("atn_dropout", atn_dropout)):
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {value}")
@@ -104,7 +116,9 @@ class POYO(nn.Module):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.unit_emb = VocabEmbedding(dim, unit_ids, init_scale=emb_init_scale, seed=seed, name="unit vocabulary")
-            self.session_emb = VocabEmbedding(dim, session_ids, init_scale=emb_init_scale, seed=seed + 1, name="session vocabulary")
+            self.session_emb = VocabEmbedding(
+                dim, session_ids, init_scale=emb_init_scale, seed=seed + 1, name="session vocabulary"
+            )
             self.token_type_emb = nn.Embedding(NUM_TOKEN_TYPES, dim)
             self.latent_emb = nn.Embedding(num_latents_per_step, dim)
             # Several readouts share a time and session: tell their queries apart.
@@ -114,14 +128,21 @@ class POYO(nn.Module):
                     nn.init.normal_(emb.weight, std=emb_init_scale)
 
             self.rotary = RotaryTime(dim_head, t_min, t_max)
-            self.enc_atn = CrossAttention(dim, self.rotary, heads=cross_heads, dim_head=dim_head, dropout=atn_dropout, rotate_value=True)
+            self.enc_atn = CrossAttention(
+                dim, self.rotary, heads=cross_heads, dim_head=dim_head, dropout=atn_dropout, rotate_value=True
+            )
             self.enc_ffn = FeedForward(dim, dropout=ffn_dropout)
             self.proc_atn = nn.ModuleList(
-                SelfAttention(dim, self.rotary, heads=self_heads, dim_head=dim_head, dropout=atn_dropout, rotate_value=True) for _ in range(depth)
+                SelfAttention(
+                    dim, self.rotary, heads=self_heads, dim_head=dim_head, dropout=atn_dropout, rotate_value=True
+                )
+                for _ in range(depth)
             )
             self.proc_ffn = nn.ModuleList(FeedForward(dim, dropout=ffn_dropout) for _ in range(depth))
             self.proc_dropout = nn.Dropout(lin_dropout)
-            self.dec_atn = CrossAttention(dim, self.rotary, heads=cross_heads, dim_head=dim_head, dropout=atn_dropout, rotate_value=False)
+            self.dec_atn = CrossAttention(
+                dim, self.rotary, heads=cross_heads, dim_head=dim_head, dropout=atn_dropout, rotate_value=False
+            )
             self.dec_ffn = FeedForward(dim, dropout=ffn_dropout)
             self.readout = nn.ModuleDict({s.name: nn.Linear(dim, s.out_dim) for s in specs})
         self.attention = attention
@@ -130,7 +151,7 @@ class POYO(nn.Module):
         self.readout_configs: list[ReadoutConfig] | None = None
 
     @classmethod
-    def from_pretrained(cls, path, *, map_location="cpu") -> "POYO":
+    def from_pretrained(cls, path, *, map_location="cpu") -> POYO:
         """A model from :func:`poyo.model.pretrained.load_pretrained` (poyo checkpoints only)."""
         from poyo.model.pretrained import load_pretrained
 
@@ -181,7 +202,9 @@ class POYO(nn.Module):
             readouts = self.readout_configs if self.readout_configs is not None else self.readout_names
         configs = []
         for r in readouts:
-            configs.append(r if isinstance(r, ReadoutConfig) else ReadoutConfig(r) if isinstance(r, str) else ReadoutConfig(**r))
+            configs.append(
+                r if isinstance(r, ReadoutConfig) else ReadoutConfig(r) if isinstance(r, str) else ReadoutConfig(**r)
+            )
         return Tokenizer(
             self.unit_emb.lookup(),
             self.session_emb.lookup(),
@@ -215,7 +238,11 @@ class POYO(nn.Module):
         if self.readout_emb is not None:
             queries = queries + self.readout_emb(out["readout_index"])
 
-        in_rot, lat_rot, out_rot = self.rotary(inp["timestamps"]), self.rotary(lat["timestamps"]), self.rotary(out["timestamps"])
+        in_rot, lat_rot, out_rot = (
+            self.rotary(inp["timestamps"]),
+            self.rotary(lat["timestamps"]),
+            self.rotary(out["timestamps"]),
+        )
 
         latents = latents + self.enc_atn(latents, x, lat_rot, in_rot, lat_layout, in_layout)
         latents = latents + self.enc_ffn(latents)
@@ -233,7 +260,9 @@ class POYO(nn.Module):
         which = _flat(out, "readout_index")
         return {n: self.readout[n](tokens[which == self.readout_names.index(n)]) for n in asked}
 
-    def loss(self, preds: Mapping[str, torch.Tensor], batch: Mapping, *, global_batch: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(
+        self, preds: Mapping[str, torch.Tensor], batch: Mapping, *, global_batch: bool = False
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Sum over readouts of each readout's weighted loss; also returns them per readout.
 
         ``global_batch=True`` under torch.distributed: each readout is normalised by the

@@ -16,50 +16,31 @@ converted once, on request, by :mod:`poyo.model.torch_brain`.
 from __future__ import annotations
 
 import inspect
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 
 import poyo
+from poyo.io import TORCH_BRAIN_HINT, atomic_save, safe_load
 from poyo.model.poyo import POYO
 from poyo.model.tokenizer import ReadoutConfig
 
 FORMAT = "poyo"
 FORMAT_VERSION = 1
-TORCH_BRAIN_HINT = "convert it once with `python -m poyo.model.torch_brain IN.ckpt OUT.pt` (see poyo.model.torch_brain)"
 
 
-def safe_load(path, map_location="cpu") -> dict:
-    """``torch.load(weights_only=True)`` with errors that name the file and the likely cause."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}" + (" (it is a folder)" if path.is_dir() else ""))
-    try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:
-        msg = str(e)
-        pickled = re.search(r"GLOBAL ([\w.]+)", msg)
-        if pickled:  # a well-formed file with Python objects in it: never unpickled silently
-            raise RuntimeError(
-                f"{path}: not a readable poyo checkpoint: it holds a pickled Python object ({pickled.group(1)}), which poyo never "
-                f"loads silently. A torch_brain checkpoint? {TORCH_BRAIN_HINT}"
-            ) from e
-        detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", msg)
-        detail = detail.group(1) if detail else (msg.strip().splitlines() or [""])[0][:160]
-        raise RuntimeError(f"{path}: not a readable checkpoint: the file is damaged, truncated or of another kind ({type(e).__name__}: {detail})") from e
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path}: expected a checkpoint dict, found a {type(obj).__name__}")
-    return obj
-
-
-def pretrained_payload(model: POYO, readouts: Sequence[ReadoutConfig | Mapping] | None = None, metadata: Mapping | None = None) -> dict:
+def pretrained_payload(
+    model: POYO, readouts: Sequence[ReadoutConfig | Mapping] | None = None, metadata: Mapping | None = None
+) -> dict:
     """The dict :func:`save_pretrained` writes (also what ``train.py`` puts in its hyper-parameters)."""
     if not isinstance(model, POYO):
         raise TypeError(f"expected a POYO model, got {type(model).__name__}")
     readouts = readouts if readouts is not None else model.readout_configs or model.readout_names
-    configs = [r if isinstance(r, ReadoutConfig) else ReadoutConfig(r) if isinstance(r, str) else ReadoutConfig(**r) for r in readouts]
+    configs = [
+        r if isinstance(r, ReadoutConfig) else ReadoutConfig(r) if isinstance(r, str) else ReadoutConfig(**r)
+        for r in readouts
+    ]
     unknown = [r.name for r in configs if r.name not in model.readout_names]
     if unknown:
         raise ValueError(f"readouts {unknown} are not heads of this model (it has {model.readout_names})")
@@ -75,10 +56,11 @@ def pretrained_payload(model: POYO, readouts: Sequence[ReadoutConfig | Mapping] 
 
 def save_pretrained(model: POYO, path, *, readouts=None, metadata: Mapping | None = None) -> Path:
     """Write ``model`` (weights, vocabularies, settings, readout normalisation) to ``path``, atomically."""
-    from poyo.training.checkpoint import atomic_save  # one writer for every checkpoint
 
     payload = pretrained_payload(model, readouts, metadata)
-    payload["state_dict"] = {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in model.state_dict().items()}
+    payload["state_dict"] = {
+        k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in model.state_dict().items()
+    }
     return atomic_save(payload, path)
 
 
@@ -111,9 +93,15 @@ def _unpack(path: Path, ckpt: dict) -> tuple[dict, list[dict], dict]:
             raise ValueError(f"{path}: this is a torch_brain POYO checkpoint, not a poyo one; {TORCH_BRAIN_HINT}")
         if "model" in hp and "readouts" in hp and isinstance(sd.get("model.unit_emb.vocab"), list):
             _check_version(path, hp.get("format_version", 1))
-            return hp["model"], hp["readouts"], {k.removeprefix("model."): v for k, v in sd.items() if k.startswith("model.")}
+            return (
+                hp["model"],
+                hp["readouts"],
+                {k.removeprefix("model."): v for k, v in sd.items() if k.startswith("model.")},
+            )
     keys = sorted(ckpt)[:8]
-    raise ValueError(f"{path}: not a POYO checkpoint: no poyo model settings and weights in it (top-level keys: {keys})")
+    raise ValueError(
+        f"{path}: not a POYO checkpoint: no poyo model settings and weights in it (top-level keys: {keys})"
+    )
 
 
 def load_pretrained(path, *, map_location="cpu") -> POYO:
@@ -128,7 +116,9 @@ def load_pretrained(path, *, map_location="cpu") -> POYO:
     accepted = set(inspect.signature(POYO.__init__).parameters) - {"self", "unit_ids", "session_ids", "seed"}
     unknown = sorted(set(settings) - accepted)
     if unknown:
-        raise ValueError(f"{path}: model settings {unknown} are unknown to this poyo's POYO (a checkpoint of another model, or of a newer poyo?)")
+        raise ValueError(
+            f"{path}: model settings {unknown} are unknown to this poyo's POYO (a checkpoint of another model, or of a newer poyo?)"
+        )
     try:  # first: a readout declared in the checkpoint (dim, kind) is registered before the model needs it
         configs = [ReadoutConfig(**r) for r in readouts]
     except (TypeError, ValueError, KeyError) as e:

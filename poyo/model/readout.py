@@ -50,7 +50,9 @@ def register_readout(spec: ReadoutSpec, *, replace: bool = False) -> ReadoutSpec
 
 def get_readout(name: str) -> ReadoutSpec:
     if name not in READOUTS:
-        raise KeyError(f"unknown readout '{name}'; registered: {sorted(READOUTS)} (add one with poyo.model.register_readout)")
+        raise KeyError(
+            f"unknown readout '{name}'; registered: {sorted(READOUTS)} (add one with poyo.model.register_readout)"
+        )
     return READOUTS[name]
 
 
@@ -64,7 +66,13 @@ for _spec in (
     register_readout(_spec)
 
 
-def readout_loss(spec: ReadoutSpec, pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, denominator: torch.Tensor | None = None) -> torch.Tensor:
+def readout_loss(
+    spec: ReadoutSpec,
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor,
+    denominator: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Weighted mean of the per-query loss, ``sum(w * l) / sum(w)`` (0 when all weights are 0).
     ``denominator`` replaces ``sum(w)`` (data parallelism: the mean weight sum over ranks).
 
@@ -72,11 +80,15 @@ def readout_loss(spec: ReadoutSpec, pred: torch.Tensor, target: torch.Tensor, we
     class targets. Queries with zero weight never contribute, even if their target is NaN.
     """
     if pred.shape[0] != target.shape[0] or weight.shape != (pred.shape[0],):
-        raise ValueError(f"readout '{spec.name}': {pred.shape[0]} predictions, {target.shape[0]} targets, weights {tuple(weight.shape)}")
+        raise ValueError(
+            f"readout '{spec.name}': {pred.shape[0]} predictions, {target.shape[0]} targets, weights {tuple(weight.shape)}"
+        )
     weight = weight.to(pred.dtype if pred.is_floating_point() else torch.float32)
     live = weight > 0
     if spec.kind != "categorical":
-        target = torch.where(live[:, None], target.to(pred.dtype), torch.zeros((), dtype=pred.dtype, device=pred.device))
+        target = torch.where(
+            live[:, None], target.to(pred.dtype), torch.zeros((), dtype=pred.dtype, device=pred.device)
+        )
         per_query = (pred - target).pow(2).mean(-1)
     else:
         per_query = F.cross_entropy(pred.float(), torch.where(live, target.long(), 0), reduction="none")

@@ -31,7 +31,7 @@ class Rotation(NamedTuple):
 
     phase: torch.Tensor
 
-    def inverse(self) -> "Rotation":
+    def inverse(self) -> Rotation:
         return Rotation(self.phase.conj())
 
 
@@ -52,7 +52,9 @@ class RotaryTime(nn.Module):
     def __init__(self, head_dim: int, t_min: float = 1e-4, t_max: float = 2.0627):
         super().__init__()
         if head_dim < 4 or head_dim % 4:
-            raise ValueError(f"head_dim must be a positive multiple of 4 (half of it rotated, in pairs), got {head_dim}")
+            raise ValueError(
+                f"head_dim must be a positive multiple of 4 (half of it rotated, in pairs), got {head_dim}"
+            )
         self.head_dim, self.t_min, self.t_max = head_dim, float(t_min), float(t_max)
         self.num_freqs = head_dim // 4
         omega = torch.zeros(head_dim // 2, dtype=torch.float64)  # angle 0 (phase 1) on the unrotated half

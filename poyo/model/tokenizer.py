@@ -83,11 +83,15 @@ class ReadoutConfig:
             declared = ReadoutSpec(self.name, int(self.dim or 0), self.kind or "continuous", self.key or "")
             if self.name not in READOUTS:
                 if not self.key:
-                    raise ValueError(f"readout '{self.name}': a new readout needs the behaviour key it reads (e.g. key: head.dir)")
+                    raise ValueError(
+                        f"readout '{self.name}': a new readout needs the behaviour key it reads (e.g. key: head.dir)"
+                    )
                 register_readout(declared)
             elif (READOUTS[self.name].dim, READOUTS[self.name].kind) != (declared.dim, declared.kind):
                 known = READOUTS[self.name]
-                raise ValueError(f"readout '{self.name}' is registered with dim {known.dim} ({known.kind}); this config says dim {declared.dim} ({declared.kind})")
+                raise ValueError(
+                    f"readout '{self.name}' is registered with dim {known.dim} ({known.kind}); this config says dim {declared.dim} ({declared.kind})"
+                )
         self.spec: ReadoutSpec = get_readout(self.name)
         self.key = self.key or self.spec.key
         if isinstance(self.eval_intervals, str):
@@ -106,7 +110,9 @@ class ReadoutConfig:
         if self.spec.kind == "circular":
             self.period = 2 * np.pi if self.period is None else float(self.period)
             if not (np.isfinite(self.period) and self.period > 0):
-                raise ValueError(f"readout '{self.name}': period must be positive (2 pi for radians, 360 for degrees), got {self.period}")
+                raise ValueError(
+                    f"readout '{self.name}': period must be positive (2 pi for radians, 360 for degrees), got {self.period}"
+                )
         elif self.period is not None:
             raise ValueError(f"readout '{self.name}': period is for circular readouts; this one is {self.spec.kind}")
         if self.spec.kind == "continuous":
@@ -123,7 +129,9 @@ class ReadoutConfig:
         try:
             return np.broadcast_to(np.asarray(value, np.float64), (self.spec.dim,)).copy()
         except (ValueError, TypeError):
-            raise ValueError(f"readout '{self.name}': {what} must be one number or {self.spec.dim} numbers, got {value!r}") from None
+            raise ValueError(
+                f"readout '{self.name}': {what} must be one number or {self.spec.dim} numbers, got {value!r}"
+            ) from None
 
     @property
     def normalised(self) -> bool:
@@ -233,7 +241,9 @@ class Tokenizer:
         for r in readouts:
             r._check_normalised()
         if not (latent_step > 0 and num_latents_per_step >= 1):
-            raise ValueError(f"need latent_step > 0 and num_latents_per_step >= 1, got {latent_step}, {num_latents_per_step}")
+            raise ValueError(
+                f"need latent_step > 0 and num_latents_per_step >= 1, got {latent_step}, {num_latents_per_step}"
+            )
         names = [r.name for r in readouts]
         everywhere = [r.name for r in readouts if r.sessions is None]
         if len(set(everywhere)) != len(everywhere):
@@ -261,14 +271,18 @@ class Tokenizer:
 
     def _targets(self, window: Window, cfg: ReadoutConfig) -> dict:
         if cfg.key not in window.behaviour:
-            raise KeyError(f"session '{window.session_id}': no behaviour '{cfg.key}' for readout '{cfg.name}' (window has {sorted(window.behaviour)})")
+            raise KeyError(
+                f"session '{window.session_id}': no behaviour '{cfg.key}' for readout '{cfg.name}' (window has {sorted(window.behaviour)})"
+            )
         series = window.behaviour[cfg.key]
         spec, n = cfg.spec, len(series)
         values = np.asarray(series.values)
         if spec.kind != "categorical":
             values = values.reshape(n, -1).astype(np.float64)
             if values.shape[1] != spec.dim:
-                raise ValueError(f"session '{window.session_id}': '{cfg.key}' has {values.shape[1]} dims, readout '{cfg.name}' needs {spec.dim}")
+                raise ValueError(
+                    f"session '{window.session_id}': '{cfg.key}' has {values.shape[1]} dims, readout '{cfg.name}' needs {spec.dim}"
+                )
             bad = ~np.isfinite(values).all(axis=1)
             values = np.where(bad[:, None], 0.0, cfg.encode(np.where(bad[:, None], 0.0, values))).astype(np.float32)
         else:
@@ -277,7 +291,9 @@ class Tokenizer:
             classes = np.where(bad, 0, values).astype(np.int64)
             out_of_range = ~bad & ((classes < 0) | (classes >= spec.dim) | (classes != values))
             if out_of_range.any():
-                raise ValueError(f"session '{window.session_id}': '{cfg.key}' has classes outside 0..{spec.dim - 1}: {np.unique(values[out_of_range])[:5]}")
+                raise ValueError(
+                    f"session '{window.session_id}': '{cfg.key}' has classes outside 0..{spec.dim - 1}: {np.unique(values[out_of_range])[:5]}"
+                )
             values = classes
         t = series.timestamps
         weight = np.ones(n, np.float64)
@@ -301,7 +317,11 @@ class Tokenizer:
 
     def _no_targets(self, name: str) -> dict:
         spec = next(r.spec for r in self.readouts if r.name == name)  # not the registry: workers may not share it
-        values = torch.zeros((0, spec.out_dim), dtype=torch.float32) if spec.kind != "categorical" else torch.zeros(0, dtype=torch.int64)
+        values = (
+            torch.zeros((0, spec.out_dim), dtype=torch.float32)
+            if spec.kind != "categorical"
+            else torch.zeros(0, dtype=torch.int64)
+        )
         return {
             "timestamps": torch.zeros(0, dtype=torch.float64),
             "values": values,
@@ -316,14 +336,18 @@ class Tokenizer:
         if chosen is None:
             chosen = readouts_for(self.readouts, session_id)
             if not chosen:
-                raise ValueError(f"session '{session_id}': no readout config applies to it (patterns: {[r.sessions for r in self.readouts]})")
+                raise ValueError(
+                    f"session '{session_id}': no readout config applies to it (patterns: {[r.sessions for r in self.readouts]})"
+                )
             self._chosen[session_id] = chosen
         return chosen
 
     @staticmethod
     def _interval(window: Window, key: str) -> np.ndarray:
         if key not in window.intervals:
-            raise KeyError(f"session '{window.session_id}': interval '{key}' was not loaded; add it to the dataset's intervals (loaded: {sorted(window.intervals)})")
+            raise KeyError(
+                f"session '{window.session_id}': interval '{key}' was not loaded; add it to the dataset's intervals (loaded: {sorted(window.intervals)})"
+            )
         return window.intervals[key]
 
     def __call__(self, window: Window, rng: np.random.Generator | None = None) -> dict:
@@ -332,13 +356,17 @@ class Tokenizer:
         if len(window.unit_ids) == 0:
             raise ValueError(f"session '{window.session_id}': a window needs at least one unit")
         if window.session_id not in self.sessions:
-            raise KeyError(f"session '{window.session_id}' is not in the model's session vocabulary ({len(self.sessions)} sessions); extend it first")
+            raise KeyError(
+                f"session '{window.session_id}' is not in the model's session vocabulary ({len(self.sessions)} sessions); extend it first"
+            )
         duration = window.duration
         rows = self._unit_rows(window)
         u = len(rows)
         # [u0 start, u0 end, u1 start, u1 end, ...] then one token per spike
         unit_index = np.concatenate([np.repeat(rows, 2), rows[window.spike_units]])
-        token_type = np.concatenate([np.tile(np.array([UNIT_START, UNIT_END], np.int64), u), np.full(len(window.spike_times), SPIKE, np.int64)])
+        token_type = np.concatenate(
+            [np.tile(np.array([UNIT_START, UNIT_END], np.int64), u), np.full(len(window.spike_times), SPIKE, np.int64)]
+        )
         timestamps = np.concatenate([np.tile(np.array([0.0, duration]), u), np.asarray(window.spike_times, np.float64)])
 
         latent_index, latent_times = latent_grid(duration, self.latent_step, self.num_latents_per_step)
@@ -346,11 +374,19 @@ class Tokenizer:
         chosen = {r.name: r for r in self.readouts_for(window.session_id)}
         # every head gets an entry (empty where this session does not feed it) so that
         # windows of differently-labelled datasets collate into one batch
-        targets = {n: self._targets(window, chosen[n]) if n in chosen else self._no_targets(n) for n in self.readout_index}
+        targets = {
+            n: self._targets(window, chosen[n]) if n in chosen else self._no_targets(n) for n in self.readout_index
+        }
         out_t = np.concatenate([t["timestamps"] for t in targets.values()])
-        readout_index = np.concatenate([np.full(len(t["weight"]), self.readout_index[name], np.int64) for name, t in targets.items()])
+        readout_index = np.concatenate(
+            [np.full(len(t["weight"]), self.readout_index[name], np.int64) for name, t in targets.items()]
+        )
         sample = {
-            "input": {"unit_index": torch.from_numpy(unit_index), "token_type": torch.from_numpy(token_type), "timestamps": torch.from_numpy(timestamps)},
+            "input": {
+                "unit_index": torch.from_numpy(unit_index),
+                "token_type": torch.from_numpy(token_type),
+                "timestamps": torch.from_numpy(timestamps),
+            },
             "latent": {"index": torch.from_numpy(latent_index), "timestamps": torch.from_numpy(latent_times)},
             "output": {
                 "timestamps": torch.from_numpy(out_t),

@@ -48,7 +48,16 @@ _RENAMES = [
     (r"((?:enc|dec)_atn\.(?:norm|norm_context|to_q|to_kv|to_out)\.(?:weight|bias))", r"\1"),
     (r"(token_type_emb|latent_emb)\.weight", r"\1.weight"),
 ]
-_DEFAULTS = dict(dim_head=64, latent_step=0.125, ffn_dropout=0.2, lin_dropout=0.4, atn_dropout=0.0, emb_init_scale=0.02, t_min=1e-4, t_max=2.0627)
+_DEFAULTS = dict(
+    dim_head=64,
+    latent_step=0.125,
+    ffn_dropout=0.2,
+    lin_dropout=0.4,
+    atn_dropout=0.0,
+    emb_init_scale=0.02,
+    t_min=1e-4,
+    t_max=2.0627,
+)
 
 
 def read_checkpoint(path, *, allow_pickle: bool = False) -> dict:
@@ -73,7 +82,9 @@ def _vocab(state: Mapping, name: str, path: Path) -> tuple[list[str], torch.Tens
         raise ValueError(f"{path}: no {name} vocabulary ({name}.vocab as an id -> row dict, and {name}.weight)")
     rows = sorted((int(r), str(i)) for i, r in vocab.items())
     if [r for r, _ in rows] != list(range(len(rows))) or len(rows) != weight.shape[0]:
-        raise ValueError(f"{path}: {name}.vocab rows are not 0..{weight.shape[0] - 1} for a weight of {weight.shape[0]} rows")
+        raise ValueError(
+            f"{path}: {name}.vocab rows are not 0..{weight.shape[0] - 1} for a weight of {weight.shape[0]} rows"
+        )
     keep = [(r, i) for r, i in rows if not (r == 0 and i == "NA")]  # torch_brain's reserved padding id
     return [i for _, i in keep], weight[[r for r, _ in keep]].clone()
 
@@ -91,11 +102,15 @@ def _settings(hp: Mapping, state: Mapping, path: Path) -> dict:
         num_latents_per_step=state["latent_emb.weight"].shape[0],
         depth=depth,
         cross_heads=state["enc_atn.to_q.weight"].shape[0] // dim_head,
-        self_heads=state["proc_layers.0.0.to_qkv.weight"].shape[0] // (3 * dim_head) if depth else int(hp.get("self_heads", 8)),
+        self_heads=state["proc_layers.0.0.to_qkv.weight"].shape[0] // (3 * dim_head)
+        if depth
+        else int(hp.get("self_heads", 8)),
     )
     clash = {k: (hp[k], v) for k, v in shapes.items() if k in hp and int(hp[k]) != v}
     if clash:
-        raise ValueError(f"{path}: hyper-parameters disagree with the weight shapes (setting: (hyper-parameter, from weights)): {clash}")
+        raise ValueError(
+            f"{path}: hyper-parameters disagree with the weight shapes (setting: (hyper-parameter, from weights)): {clash}"
+        )
     s.update({k: int(v) for k, v in shapes.items()})
     s["latent_step"], s["t_min"], s["t_max"] = float(s["latent_step"]), float(s["t_min"]), float(s["t_max"])
     return s
@@ -109,7 +124,9 @@ def _check_rotary(state: Mapping, settings: dict, path: Path) -> None:
     theirs = omega.double().flatten()
     theirs = theirs[theirs != 0]
     if theirs.shape != ours.shape or not torch.allclose(theirs, ours, rtol=1e-4):
-        raise ValueError(f"{path}: rotary frequencies differ from poyo's for t_min={settings['t_min']}, t_max={settings['t_max']}: {theirs.tolist()[:4]}...")
+        raise ValueError(
+            f"{path}: rotary frequencies differ from poyo's for t_min={settings['t_min']}, t_max={settings['t_max']}: {theirs.tolist()[:4]}..."
+        )
 
 
 def convert(ckpt: Mapping, *, readout: str = "cursor_velocity_2d", path: Path = Path("<checkpoint>")) -> POYO:
@@ -126,14 +143,24 @@ def convert(ckpt: Mapping, *, readout: str = "cursor_velocity_2d", path: Path = 
     spec = get_readout(readout)
     dim_out = state["readout.weight"].shape[0]
     if spec.dim != dim_out:
-        raise ValueError(f"{path}: the checkpoint's readout has {dim_out} outputs, readout '{readout}' has {spec.dim}; pick a readout with {dim_out}")
+        raise ValueError(
+            f"{path}: the checkpoint's readout has {dim_out} outputs, readout '{readout}' has {spec.dim}; pick a readout with {dim_out}"
+        )
 
     ours: dict = {}
     for name in ("unit_emb", "session_emb"):
         ids, weight = _vocab(state, name, path)
         ours[f"{name}.vocab"], ours[f"{name}.weight"] = ids, weight
     ours[f"readout.{readout}.weight"], ours[f"readout.{readout}.bias"] = state["readout.weight"], state["readout.bias"]
-    handled = {"unit_emb.vocab", "unit_emb.weight", "session_emb.vocab", "session_emb.weight", "readout.weight", "readout.bias", "rotary_emb.omega"}
+    handled = {
+        "unit_emb.vocab",
+        "unit_emb.weight",
+        "session_emb.vocab",
+        "session_emb.weight",
+        "readout.weight",
+        "readout.bias",
+        "rotary_emb.omega",
+    }
     unknown = []
     for key, value in state.items():
         if key in handled:
@@ -145,7 +172,9 @@ def convert(ckpt: Mapping, *, readout: str = "cursor_velocity_2d", path: Path = 
         else:
             unknown.append(key)
     if unknown:
-        raise ValueError(f"{path}: weights poyo's POYO has no place for (is this POYO+ or another model?): {unknown[:6]}")
+        raise ValueError(
+            f"{path}: weights poyo's POYO has no place for (is this POYO+ or another model?): {unknown[:6]}"
+        )
     model = POYO(**settings, readouts=[readout])
     try:
         model.load_state_dict(ours)
@@ -154,7 +183,9 @@ def convert(ckpt: Mapping, *, readout: str = "cursor_velocity_2d", path: Path = 
     return model.eval()
 
 
-def import_torch_brain(path, out=None, *, readout: str = "cursor_velocity_2d", mean=0.0, std=1.0, allow_pickle: bool = False) -> POYO:
+def import_torch_brain(
+    path, out=None, *, readout: str = "cursor_velocity_2d", mean=0.0, std=1.0, allow_pickle: bool = False
+) -> POYO:
     """Convert a torch_brain POYO checkpoint; with ``out``, also save it in poyo's format.
 
     ``mean``/``std``: how the checkpoint's training normalised the readout's targets
@@ -170,15 +201,23 @@ def import_torch_brain(path, out=None, *, readout: str = "cursor_velocity_2d", m
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("checkpoint", help="torch_brain Lightning .ckpt")
     p.add_argument("out", help="where to write the poyo pretrained file (.pt)")
     p.add_argument("--readout", default="cursor_velocity_2d", help="poyo readout name for the checkpoint's linear head")
     p.add_argument("--mean", type=float, default=0.0, help="target mean used in the checkpoint's training")
     p.add_argument("--std", type=float, default=1.0, help="target std used in the checkpoint's training (POYO-MP: 20)")
-    p.add_argument("--allow-pickle", action="store_true", help="unpickle the file if it needs it (runs code from it: trusted files only)")
+    p.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="unpickle the file if it needs it (runs code from it: trusted files only)",
+    )
     a = p.parse_args(argv)
-    model = import_torch_brain(a.checkpoint, a.out, readout=a.readout, mean=a.mean, std=a.std, allow_pickle=a.allow_pickle)
+    model = import_torch_brain(
+        a.checkpoint, a.out, readout=a.readout, mean=a.mean, std=a.std, allow_pickle=a.allow_pickle
+    )
     print(
         f"{a.out}: POYO dim={model.config['dim']} depth={model.config['depth']}, {len(model.unit_emb)} units, "
         f"{len(model.session_emb)} sessions, readout {a.readout}; load it with poyo.load_pretrained({a.out!r})"

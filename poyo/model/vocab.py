@@ -41,7 +41,9 @@ def _examples(ids: Iterable[str], n: int = 5) -> str:
 class VocabEmbedding(nn.Module):
     """``nn.Embedding`` with named rows: ``extend``, ``subset`` and ``index`` work by id."""
 
-    def __init__(self, dim: int, ids: Iterable[str] = (), *, init_scale: float = 0.02, seed: int = 0, name: str = "vocabulary"):
+    def __init__(
+        self, dim: int, ids: Iterable[str] = (), *, init_scale: float = 0.02, seed: int = 0, name: str = "vocabulary"
+    ):
         super().__init__()
         if dim < 1:
             raise ValueError(f"dim must be positive, got {dim}")
@@ -97,7 +99,9 @@ class VocabEmbedding(nn.Module):
             return np.fromiter((self._lookup[i] for i in ids), dtype=np.int64, count=len(ids))
         except KeyError:
             missing = [i for i in ids if i not in self._lookup]
-            raise KeyError(f"{len(missing)} ids not in the {self.name} ({len(self.ids)} ids): {_examples(missing)}") from None
+            raise KeyError(
+                f"{len(missing)} ids not in the {self.name} ({len(self.ids)} ids): {_examples(missing)}"
+            ) from None
 
     @property
     def fingerprint(self) -> str:
@@ -120,7 +124,9 @@ class VocabEmbedding(nn.Module):
         super()._save_to_state_dict(destination, prefix, keep_vars)
         destination[prefix + "vocab"] = list(self.ids)
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
         key = prefix + "vocab"
         if key not in state_dict:
             missing_keys.append(key)
@@ -134,7 +140,9 @@ class VocabEmbedding(nn.Module):
             return
         if weight is None or weight.shape != (len(ids), self.dim):
             shape = None if weight is None else tuple(weight.shape)
-            error_msgs.append(f"{prefix}weight: expected shape ({len(ids)}, {self.dim}) for {len(ids)} ids, got {shape}")
+            error_msgs.append(
+                f"{prefix}weight: expected shape ({len(ids)}, {self.dim}) for {len(ids)} ids, got {shape}"
+            )
             return
         if not self.ids:  # adopt the checkpoint's vocabulary
             self._set(ids, torch.empty(len(ids), self.dim, dtype=self.weight.dtype, device=self.weight.device))
@@ -150,4 +158,6 @@ class VocabEmbedding(nn.Module):
         else:  # same ids, maybe another order: reorder the checkpoint's rows to ours
             pos = {i: r for r, i in enumerate(ids)}
             state_dict[prefix + "weight"] = weight[torch.tensor([pos[i] for i in self.ids], dtype=torch.long)]
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )

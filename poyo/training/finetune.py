@@ -27,13 +27,18 @@ from poyo.model import POYO
 MODES = ("none", "unit_identification", "full", "gradual")
 
 
-def adapt_vocabularies(model: POYO, unit_ids: Iterable[str], session_ids: Iterable[str], *, subset: bool = True, seed: int = 0) -> dict[str, list[str]]:
+def adapt_vocabularies(
+    model: POYO, unit_ids: Iterable[str], session_ids: Iterable[str], *, subset: bool = True, seed: int = 0
+) -> dict[str, list[str]]:
     """Add the new ids (existing rows untouched); with ``subset``, keep only these ids.
 
     Returns the ids that were added, per vocabulary. Build a new tokenizer afterwards.
     """
     unit_ids, session_ids = list(unit_ids), list(session_ids)
-    added = {"units": model.unit_emb.extend(unit_ids, seed=seed), "sessions": model.session_emb.extend(session_ids, seed=seed + 1)}
+    added = {
+        "units": model.unit_emb.extend(unit_ids, seed=seed),
+        "sessions": model.session_emb.extend(session_ids, seed=seed + 1),
+    }
     if subset:
         model.unit_emb.subset(unit_ids)
         model.session_emb.subset(session_ids)
@@ -66,10 +71,15 @@ class BackboneFreezer(L.Callback):
     backbone is frozen (the pretrained ids, when the vocabulary was not subset).
     """
 
-    def __init__(self, model: POYO, unfreeze_at: int | None, *, kept_units: Iterable[str] = (), kept_sessions: Iterable[str] = ()):
+    def __init__(
+        self, model: POYO, unfreeze_at: int | None, *, kept_units: Iterable[str] = (), kept_sessions: Iterable[str] = ()
+    ):
         self.model, self.unfreeze_at = model, unfreeze_at
         self.frozen_params = backbone_parameters(model)
-        self.kept = [(model.unit_emb, model.unit_emb.index(list(kept_units))), (model.session_emb, model.session_emb.index(list(kept_sessions)))]
+        self.kept = [
+            (model.unit_emb, model.unit_emb.index(list(kept_units))),
+            (model.session_emb, model.session_emb.index(list(kept_sessions))),
+        ]
         self.kept = [(emb, torch.as_tensor(rows)) for emb, rows in self.kept if len(rows)]
         self.saved: list[torch.Tensor] = []
         self.frozen = unfreeze_at != 0

@@ -13,8 +13,23 @@ from collections.abc import Mapping
 from numbers import Integral, Real
 from pathlib import Path
 
+from poyo.io import pid_alive
+
 # the settings that define a run's plan: a resume must not change them
-PLAN = ("model", "optim", "dataset", "batch_size", "seed", "window_length", "sessions", "train_seconds", "finetune", "trainer.max_steps", "trainer.max_epochs", "trainer.min_steps")
+PLAN = (
+    "model",
+    "optim",
+    "dataset",
+    "batch_size",
+    "seed",
+    "window_length",
+    "sessions",
+    "train_seconds",
+    "finetune",
+    "trainer.max_steps",
+    "trainer.max_epochs",
+    "trainer.min_steps",
+)
 
 
 class SettingError(ValueError):
@@ -54,26 +69,59 @@ def check_settings(cfg: Mapping) -> None:
     need("num_workers", lambda v: _integer(v) and v >= 0, "must be an integer >= 0", "2")
     need("window_length", lambda v: _number(v) and v > 0, "must be a positive number of seconds", "1.0")
     window = float(_get(cfg, "window_length"))
-    need("eval_step", lambda v: _number(v) and 0 < v <= window, f"must be a number of seconds in (0, window_length={window:g}]", "0.5")
-    need("train_seconds", lambda v: v is None or (_number(v) and v > 0), "must be null or a positive number of seconds", "120")
+    need(
+        "eval_step",
+        lambda v: _number(v) and 0 < v <= window,
+        f"must be a number of seconds in (0, window_length={window:g}]",
+        "0.5",
+    )
+    need(
+        "train_seconds",
+        lambda v: v is None or (_number(v) and v > 0),
+        "must be null or a positive number of seconds",
+        "120",
+    )
     need(
         "sessions",
-        lambda v: v is None or (not isinstance(v, (str, bytes)) and hasattr(v, "__len__") and len(v) > 0 and all(isinstance(s, str) and s for s in v)),
+        lambda v: (
+            v is None
+            or (
+                not isinstance(v, (str, bytes))
+                and hasattr(v, "__len__")
+                and len(v) > 0
+                and all(isinstance(s, str) and s for s in v)
+            )
+        ),
         "must be null (every session) or a non-empty list of session ids or patterns",
         "[brainset/session_a]",
     )
     need("optim.name", lambda v: v in ("adamw", "lamb"), "must be adamw or lamb", "adamw")
-    need("optim.base_lr", lambda v: _number(v) and v > 0, "must be a positive number (the peak lr is base_lr x batch_size)", "3.125e-5")
+    need(
+        "optim.base_lr",
+        lambda v: _number(v) and v > 0,
+        "must be a positive number (the peak lr is base_lr x batch_size)",
+        "3.125e-5",
+    )
     need("optim.weight_decay", lambda v: v is None or (_number(v) and v >= 0), "must be a number >= 0", "1e-4")
     for key in ("optim.constant_fraction", "optim.final_factor"):
         need(key, lambda v: v is None or (_number(v) and 0 <= v <= 1), "must be a number in [0, 1]", "0.5")
     need("optim.warmup_steps", lambda v: v is None or (_integer(v) and v >= 0), "must be an integer >= 0", "0")
     need("trainer.max_epochs", lambda v: _integer(v) and v >= 1, "must be a positive integer", "20")
     need("trainer.min_steps", lambda v: v is None or (_integer(v) and v >= 0), "must be an integer >= 0", "1000")
-    need("trainer.max_steps", lambda v: _integer(v) and (v == -1 or v >= 1), "must be -1 (use max_epochs) or a positive integer", "1000")
+    need(
+        "trainer.max_steps",
+        lambda v: _integer(v) and (v == -1 or v >= 1),
+        "must be -1 (use max_epochs) or a positive integer",
+        "1000",
+    )
     for key in ("trainer.check_val_every_n_epoch", "trainer.checkpoint_every_n_steps", "trainer.log_every_n_steps"):
         need(key, lambda v: _integer(v) and v >= 1, "must be a positive integer", "5")
-    need("trainer.gradient_clip_val", lambda v: v is None or (_number(v) and v > 0), "must be null or a positive number", "1.0")
+    need(
+        "trainer.gradient_clip_val",
+        lambda v: v is None or (_number(v) and v > 0),
+        "must be null or a positive number",
+        "1.0",
+    )
 
 
 def plan_differences(saved: Mapping, current: Mapping) -> list[str]:
@@ -110,7 +158,7 @@ class RunLock:
         self.path = Path(run_dir) / ".run.lock"
         self.held = False
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         if any(os.environ.get(k, "0") != "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK")):
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -120,7 +168,11 @@ class RunLock:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 owner = self.path.read_text().split() if self.path.is_file() else []
-                if len(owner) == 2 and owner[1].isdigit() and (owner[0] != socket.gethostname() or pid_alive(int(owner[1]))):
+                if (
+                    len(owner) == 2
+                    and owner[1].isdigit()
+                    and (owner[0] != socket.gethostname() or pid_alive(int(owner[1])))
+                ):
                     raise FileExistsError(
                         f"{self.path.parent} is in use by another run (host {owner[0]}, pid {owner[1]}); wait for it to finish, "
                         "or give this run its own folder (hydra.run.dir=...)"
@@ -138,19 +190,8 @@ class RunLock:
             self.path.unlink(missing_ok=True)
             self.held = False
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:
         self.release()
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this id runs on this machine."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

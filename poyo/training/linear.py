@@ -27,7 +27,14 @@ VARIANTS = ("window", "causal")
 
 
 def binned_counts(
-    spike_times: np.ndarray, spike_units: np.ndarray, n_units: int, t: np.ndarray, bin_s: float, before: int, after: int, offset: float = 0.0
+    spike_times: np.ndarray,
+    spike_units: np.ndarray,
+    n_units: int,
+    t: np.ndarray,
+    bin_s: float,
+    before: int,
+    after: int,
+    offset: float = 0.0,
 ) -> np.ndarray:
     """``(len(t), n_units, before + after)`` spike counts of each unit in ``bin_s`` bins around
     each time: ``before`` bins ending at ``t + offset``, then ``after`` bins starting there."""
@@ -60,10 +67,19 @@ class LinearBaseline:
         alphas: relative ridge penalties to choose from.
     """
 
-    def __init__(self, bin_s: float = 0.05, context_s: float = 1.0, step_s: float = 0.25, alphas: Sequence[float] = ALPHAS):
+    def __init__(
+        self, bin_s: float = 0.05, context_s: float = 1.0, step_s: float = 0.25, alphas: Sequence[float] = ALPHAS
+    ):
         if not (bin_s > 0 and context_s >= bin_s and step_s >= bin_s and alphas):
-            raise ValueError(f"need bin_s > 0, context_s >= bin_s, step_s >= bin_s and some alphas, got {bin_s}, {context_s}, {step_s}, {alphas}")
-        self.bin_s, self.context_s, self.step_s, self.alphas = float(bin_s), float(context_s), float(step_s), tuple(alphas)
+            raise ValueError(
+                f"need bin_s > 0, context_s >= bin_s, step_s >= bin_s and some alphas, got {bin_s}, {context_s}, {step_s}, {alphas}"
+            )
+        self.bin_s, self.context_s, self.step_s, self.alphas = (
+            float(bin_s),
+            float(context_s),
+            float(step_s),
+            tuple(alphas),
+        )
 
     def contexts(self, variant: str) -> list[tuple[int, int]]:
         """Candidate (bins before, bins after) for a variant."""
@@ -92,20 +108,31 @@ class LinearBaseline:
                 if iv is None:
                     raise KeyError(f"session '{sid}': interval '{key}' was not loaded by the dataset")
                 ev |= ivs.contains(iv + w.start, t)  # window intervals are relative to its start
-        split = {k: ivs.contains(s.splits[k], t) & ok if s.splits[k] is not None else np.zeros(len(t), bool) for k in ("train", "valid", "test")}
+        split = {
+            k: ivs.contains(s.splits[k], t) & ok if s.splits[k] is not None else np.zeros(len(t), bool)
+            for k in ("train", "valid", "test")
+        }
         return w, y, split, ev, t, series.sample_index
 
-    def evaluate(self, ds: Dataset, readout: ReadoutConfig, sessions: Sequence[str] | None = None) -> dict[str, dict[str, dict]]:
+    def evaluate(
+        self, ds: Dataset, readout: ReadoutConfig, sessions: Sequence[str] | None = None
+    ) -> dict[str, dict[str, dict]]:
         """``{variant: {session: {"r2", "before_s", "after_s", "alpha", "pred", "sample_index", "time"}}}``."""
         if readout.spec.kind == "categorical":
-            raise ValueError(f"the linear baselines decode continuous and circular readouts, not '{readout.name}' (categorical)")
+            raise ValueError(
+                f"the linear baselines decode continuous and circular readouts, not '{readout.name}' (categorical)"
+            )
         spec = readout.spec
         out: dict[str, dict[str, dict]] = {v: {} for v in VARIANTS}
         for sid in sessions if sessions is not None else ds.session_ids:
             w, y, split, ev, t, index = self._session_arrays(ds, sid, readout)
             if spec.kind == "circular":  # regress each angle's cos and sin
                 y = readout.encode(np.where(np.isfinite(y), y, 0.0))
-            tr, va, te = np.flatnonzero(split["train"]), np.flatnonzero(split["valid"] & ev), np.flatnonzero(split["test"] & ev)
+            tr, va, te = (
+                np.flatnonzero(split["train"]),
+                np.flatnonzero(split["valid"] & ev),
+                np.flatnonzero(split["test"] & ev),
+            )
             # neighbouring samples closer than a bin add little: fit on about one per bin
             tr = tr[np.unique(np.floor(t[tr] / self.bin_s), return_index=True)[1]]
             if len(tr) <= 10 or len(te) < 2:
@@ -116,7 +143,12 @@ class LinearBaseline:
                 most_before, most_after = max(b for b, _ in contexts), max(a for _, a in contexts)
                 # causal: bins end at the sample; window: the bin holding the sample is centred on it
                 offset = 0.0 if variant == "causal" else self.bin_s / 2
-                x = {k: binned_counts(*spikes, t[rows], self.bin_s, most_before, most_after, offset).reshape(len(rows), -1) for k, rows in (("train", tr), ("valid", va), ("test", te))}
+                x = {
+                    k: binned_counts(*spikes, t[rows], self.bin_s, most_before, most_after, offset).reshape(
+                        len(rows), -1
+                    )
+                    for k, rows in (("train", tr), ("valid", va), ("test", te))
+                }
                 mx, my = x["train"].mean(0, dtype=np.float64), y[tr].mean(0)
                 xt = x["train"] - mx
                 gram, xy = xt.T @ xt, xt.T @ (y[tr] - my)

@@ -62,7 +62,9 @@ def check_logger(settings: Mapping) -> None:
         raise ValueError(f"logger must be one of {LOGGERS}, got {name!r}")
     modules = NEEDS.get(name, ())
     if modules and not any(importlib.util.find_spec(m) is not None for m in modules):
-        raise ModuleNotFoundError(f"logger={name} needs the '{modules[0]}' package: pip install -e \".[{name}]\" (or pip install {modules[0]}); logger=csv needs nothing")
+        raise ModuleNotFoundError(
+            f"logger={name} needs the '{modules[0]}' package: pip install -e \".[{name}]\" (or pip install {modules[0]}); logger=csv needs nothing"
+        )
 
 
 def make_loggers(settings: Mapping, run_dir: Path) -> list:

@@ -16,7 +16,16 @@ from functools import partial
 import lightning as L
 import torch
 
-from poyo.data import Compose, Dataset, DistributedStitchingSampler, RandomFixedWindowSampler, SpikeJitter, collate_packed, collate_padded, seed_worker
+from poyo.data import (
+    Compose,
+    Dataset,
+    DistributedStitchingSampler,
+    RandomFixedWindowSampler,
+    SpikeJitter,
+    collate_packed,
+    collate_padded,
+    seed_worker,
+)
 from poyo.data import unit_dropout as make_unit_dropout
 from poyo.model import POYO, ReadoutConfig
 from poyo.model.tokenizer import behaviour_keys, interval_keys, readouts_for
@@ -110,10 +119,18 @@ class DataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size or batch_size)
         self.window_length, self.eval_step = float(window_length), float(eval_step)
         self.num_workers, self.layout, self.seed = int(num_workers), layout, int(seed)
-        augment = [make_unit_dropout(**unit_dropout) if unit_dropout else None, SpikeJitter(spike_jitter) if spike_jitter else None]
+        augment = [
+            make_unit_dropout(**unit_dropout) if unit_dropout else None,
+            SpikeJitter(spike_jitter) if spike_jitter else None,
+        ]
         self.augment = [t for t in augment if t is not None]  # training windows only
         # each session reads what its own readout configs need (datasets may mix brainsets)
-        kw = dict(behaviour=partial(behaviour_keys, self.readouts), intervals=partial(interval_keys, self.readouts), seed=seed, train_seconds=train_seconds)
+        kw = dict(
+            behaviour=partial(behaviour_keys, self.readouts),
+            intervals=partial(interval_keys, self.readouts),
+            seed=seed,
+            train_seconds=train_seconds,
+        )
         self.train_set = Dataset(root, validate=validate, progress=progress, sessions=sessions, **kw)
         unfed = [sid for sid in self.train_set.session_ids if not readouts_for(self.readouts, sid)]
         if unfed:
@@ -162,16 +179,26 @@ class DataModule(L.LightningDataModule):
         """Raise now, not after training, if a session lacks a usable train, valid or test split."""
         RandomFixedWindowSampler(self.train_set.sampling_intervals("train"), self.window_length, seed=self.seed)
         for split in ("valid", "test"):
-            DistributedStitchingSampler(self.eval_set.sampling_intervals(split), self.window_length, step=self.eval_step, drop_short=True)
+            DistributedStitchingSampler(
+                self.eval_set.sampling_intervals(split), self.window_length, step=self.eval_step, drop_short=True
+            )
 
     def train_dataloader(self):
         if self.tokenizer is None:
             raise RuntimeError("DataModule.attach(model) must be called before training")
         world, rank = self._ranks()
-        sampler = RandomFixedWindowSampler(self.train_set.sampling_intervals("train"), self.window_length, seed=self.seed, num_replicas=world, rank=rank)
+        sampler = RandomFixedWindowSampler(
+            self.train_set.sampling_intervals("train"),
+            self.window_length,
+            seed=self.seed,
+            num_replicas=world,
+            rank=rank,
+        )
         if self.trainer is not None:
             sampler.set_epoch(self.trainer.current_epoch)
-        self.train_loader = ResumableLoader(self.train_set, sampler, self.per_rank(self.batch_size), **self._loader_kwargs())
+        self.train_loader = ResumableLoader(
+            self.train_set, sampler, self.per_rank(self.batch_size), **self._loader_kwargs()
+        )
         return self.train_loader
 
     def eval_dataloader(self, split: str):
@@ -179,9 +206,19 @@ class DataModule(L.LightningDataModule):
             raise RuntimeError("DataModule.attach(model) must be called before evaluation")
         world, rank = self._ranks()
         sampler = DistributedStitchingSampler(
-            self.eval_set.sampling_intervals(split), self.window_length, step=self.eval_step, drop_short=True, num_replicas=world, rank=rank
+            self.eval_set.sampling_intervals(split),
+            self.window_length,
+            step=self.eval_step,
+            drop_short=True,
+            num_replicas=world,
+            rank=rank,
         )
-        return torch.utils.data.DataLoader(self.eval_set, sampler=sampler, batch_size=self.per_rank(self.eval_batch_size) if world > 1 else self.eval_batch_size, **{**self._loader_kwargs(), "persistent_workers": False})
+        return torch.utils.data.DataLoader(
+            self.eval_set,
+            sampler=sampler,
+            batch_size=self.per_rank(self.eval_batch_size) if world > 1 else self.eval_batch_size,
+            **{**self._loader_kwargs(), "persistent_workers": False},
+        )
 
     def val_dataloader(self):
         return self.eval_dataloader("valid")
@@ -193,7 +230,9 @@ class DataModule(L.LightningDataModule):
 class POYOModule(L.LightningModule):
     """Trains a :class:`POYO` with weighted per-readout losses; evaluates by stitching."""
 
-    def __init__(self, model: POYO, optim: Mapping, *, global_batch_size: int, total_steps: int, hparams: Mapping | None = None):
+    def __init__(
+        self, model: POYO, optim: Mapping, *, global_batch_size: int, total_steps: int, hparams: Mapping | None = None
+    ):
         super().__init__()
         self.model = model
         self.optim = dict(optim)
@@ -235,8 +274,13 @@ class POYOModule(L.LightningModule):
             global_batch_size=self.global_batch_size,
             weight_decay=self.optim.get("weight_decay", 1e-4),
         )
-        factor = schedule(self.total_steps, self.optim.get("constant_fraction", 0.5), self.optim.get("final_factor", 1e-4))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, factor), "interval": "step"}}
+        factor = schedule(
+            self.total_steps, self.optim.get("constant_fraction", 0.5), self.optim.get("final_factor", 1e-4)
+        )
+        return {
+            "optimizer": opt,
+            "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, factor), "interval": "step"},
+        }
 
     # --- evaluation ------------------------------------------------------------------------
     def _eval_step(self, batch, stage: str) -> None:

@@ -18,7 +18,9 @@ from poyo.model.tokenizer import ReadoutConfig
 FAR = 10.0  # a given std more than this factor from the data's is warned about
 
 
-def behaviour_stats(ds: Dataset, key: str, sessions: Sequence[str], split: str = "train") -> tuple[np.ndarray, np.ndarray, int]:
+def behaviour_stats(
+    ds: Dataset, key: str, sessions: Sequence[str], split: str = "train"
+) -> tuple[np.ndarray, np.ndarray, int]:
     """Mean and std per dim (finite samples only) of ``key`` over the ``split`` of ``sessions``;
     warns about sessions without a single finite sample there (they add nothing to training)."""
     parts = []
@@ -27,11 +29,16 @@ def behaviour_stats(ds: Dataset, key: str, sessions: Sequence[str], split: str =
         v = v.reshape(len(v), -1)
         v = v[np.isfinite(v).all(axis=1)]
         if not len(v):
-            warnings.warn(f"session '{sid}': no finite '{key}' sample in its {split} split; it adds nothing to training", stacklevel=3)
+            warnings.warn(
+                f"session '{sid}': no finite '{key}' sample in its {split} split; it adds nothing to training",
+                stacklevel=3,
+            )
         parts.append(v)
     x = np.concatenate(parts)
     if len(x) < 2:
-        raise ValueError(f"behaviour '{key}': fewer than 2 finite samples in the {split} split of {list(sessions)[:3]}; cannot normalise it")
+        raise ValueError(
+            f"behaviour '{key}': fewer than 2 finite samples in the {split} split of {list(sessions)[:3]}; cannot normalise it"
+        )
     return x.mean(0), x.std(0), len(x)
 
 
@@ -47,7 +54,9 @@ def fit_normalisation(ds: Dataset, readouts: Sequence[ReadoutConfig], split: str
         mean, std, n = behaviour_stats(ds, r.key, sessions, split)
         where = f"the {split} split of {len(sessions)} session(s), {n} samples"
         if r.std is None and np.any(std <= 0):
-            raise ValueError(f"readout '{r.name}': behaviour '{r.key}' is constant in {where} (std {std.tolist()}); nothing to decode")
+            raise ValueError(
+                f"readout '{r.name}': behaviour '{r.key}' is constant in {where} (std {std.tolist()}); nothing to decode"
+            )
         if r.std is not None:
             ratio = np.maximum(r._std / np.maximum(std, 1e-12), std / r._std)
             if np.any(ratio > FAR):
@@ -58,6 +67,12 @@ def fit_normalisation(ds: Dataset, readouts: Sequence[ReadoutConfig], split: str
                     stacklevel=2,
                 )
         if r.mean is None or r.std is None:
-            r = ReadoutConfig(**{**r.to_dict(), "mean": mean.tolist() if r.mean is None else r.mean, "std": std.tolist() if r.std is None else r.std})
+            r = ReadoutConfig(
+                **{
+                    **r.to_dict(),
+                    "mean": mean.tolist() if r.mean is None else r.mean,
+                    "std": std.tolist() if r.std is None else r.std,
+                }
+            )
         out.append(r)
     return out

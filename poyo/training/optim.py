@@ -20,14 +20,24 @@ from torch import nn
 
 
 class Lamb(torch.optim.Optimizer):
-    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-6, weight_decay: float = 0.0, clamp: float = 10.0):
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas=(0.9, 0.999),
+        eps: float = 1e-6,
+        weight_decay: float = 0.0,
+        clamp: float = 10.0,
+    ):
         if not lr > 0:
             raise ValueError(f"lr must be > 0, got {lr}")
         if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
             raise ValueError(f"betas must be in [0, 1), got {betas}")
         if eps <= 0 or weight_decay < 0 or clamp <= 0:
             raise ValueError(f"need eps > 0, weight_decay >= 0, clamp > 0; got {eps}, {weight_decay}, {clamp}")
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, clamp=clamp, sparse=False))
+        super().__init__(
+            params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, clamp=clamp, sparse=False)
+        )
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -42,7 +52,9 @@ class Lamb(torch.optim.Optimizer):
                     continue
                 g = p.grad
                 if g.is_sparse:
-                    raise RuntimeError("Lamb does not take sparse gradient tensors; use dense embeddings with a 'sparse' group")
+                    raise RuntimeError(
+                        "Lamb does not take sparse gradient tensors; use dense embeddings with a 'sparse' group"
+                    )
                 state = self.state[p]
                 if not state:
                     state["exp_avg"] = torch.zeros_like(p)
@@ -72,7 +84,9 @@ def _trust(w: torch.Tensor, update: torch.Tensor, clamp: float) -> torch.Tensor:
 def schedule(total_steps: int, constant_fraction: float = 0.5, final_factor: float = 1e-4):
     """Multiplier of the peak learning rate at each step (for ``LambdaLR``)."""
     if total_steps < 1 or not 0 <= constant_fraction <= 1 or not 0 <= final_factor <= 1:
-        raise ValueError(f"bad schedule: total_steps={total_steps}, constant_fraction={constant_fraction}, final_factor={final_factor}")
+        raise ValueError(
+            f"bad schedule: total_steps={total_steps}, constant_fraction={constant_fraction}, final_factor={final_factor}"
+        )
     hold = int(round(constant_fraction * total_steps))
 
     def factor(step: int) -> float:
@@ -89,11 +103,23 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     vocab = [model.unit_emb.weight, model.session_emb.weight]
     ids = {id(p) for p in vocab}
     rest = [p for p in model.parameters() if id(p) not in ids and p.requires_grad]
-    groups = [dict(params=[p for p in vocab if p.requires_grad], sparse=True, weight_decay=weight_decay), dict(params=rest, weight_decay=weight_decay)]
+    groups = [
+        dict(params=[p for p in vocab if p.requires_grad], sparse=True, weight_decay=weight_decay),
+        dict(params=rest, weight_decay=weight_decay),
+    ]
     return [g for g in groups if g["params"]]
 
 
-def build_optimizer(model: nn.Module, *, name: str, base_lr: float, global_batch_size: int, weight_decay: float = 1e-4, betas=(0.9, 0.999), eps: float = 1e-6):
+def build_optimizer(
+    model: nn.Module,
+    *,
+    name: str,
+    base_lr: float,
+    global_batch_size: int,
+    weight_decay: float = 1e-4,
+    betas=(0.9, 0.999),
+    eps: float = 1e-6,
+):
     """LAMB (``name="lamb"``) or AdamW with peak lr = ``base_lr * global_batch_size``."""
     if global_batch_size < 1:
         raise ValueError(f"global_batch_size must be >= 1, got {global_batch_size}")

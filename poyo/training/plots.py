@@ -72,9 +72,23 @@ def plot_test_trials(
             base = dict(zip(b["sample_index"].tolist(), cfg.decode(b["pred"]) if circular else np.asarray(b["pred"])))
         t = s["time"][order]
         runs = segments(t, trials_per_session)
-        prepared.append((key, cfg, t, cfg.decode(s["pred"][order]), cfg.decode(s["target"][order]), s["eval"][order], s["sample_index"][order], base, runs))
+        prepared.append(
+            (
+                key,
+                cfg,
+                t,
+                cfg.decode(s["pred"][order]),
+                cfg.decode(s["target"][order]),
+                s["eval"][order],
+                s["sample_index"][order],
+                base,
+                runs,
+            )
+        )
     columns = max(1, max(len(p[-1]) for p in prepared))
-    fig, axes = plt.subplots(len(keys) * dims, columns, figsize=(3.8 * columns + 0.8, 1.9 * len(keys) * dims + 0.6), squeeze=False)
+    fig, axes = plt.subplots(
+        len(keys) * dims, columns, figsize=(3.8 * columns + 0.8, 1.9 * len(keys) * dims + 0.6), squeeze=False
+    )
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for k, (key, cfg, t, pred, true, ev, idx, base, runs) in enumerate(prepared):
         to_deg = 360.0 / cfg.period if circular else 1.0
@@ -90,8 +104,16 @@ def plot_test_trials(
                 if base is not None:
                     bt = [(tt, base[i][d] * to_deg) for tt, i in zip(t[run], idx[run]) if i in base]
                     if bt:
-                        ax.plot(*zip(*bt), color="grey", alpha=0.8, label="linear", **({**style, "ms": 1.5} if circular else dict(lw=0.8, ls="--")))
-                ax.fill_between(t[run], 0, 1, where=ev[run], transform=ax.get_xaxis_transform(), color="grey", alpha=0.12, lw=0)
+                        ax.plot(
+                            *zip(*bt),
+                            color="grey",
+                            alpha=0.8,
+                            label="linear",
+                            **({**style, "ms": 1.5} if circular else dict(lw=0.8, ls="--")),
+                        )
+                ax.fill_between(
+                    t[run], 0, 1, where=ev[run], transform=ax.get_xaxis_transform(), color="grey", alpha=0.12, lw=0
+                )
                 ax.tick_params(labelsize=7)
                 if circular:
                     ax.set_ylim(-185, 185)
@@ -108,7 +130,10 @@ def plot_test_trials(
         for ax in axes[(k + 1) * dims - 1]:
             ax.set_xlabel("time (s)", fontsize=8)
     axes[0, 0].legend(fontsize=7, loc="upper right", markerscale=3 if circular else 1)
-    fig.suptitle(f"{readout.name} ({', '.join(sorted({r.key for r in configs}))}) on test data; shaded: evaluated samples", fontsize=10)
+    fig.suptitle(
+        f"{readout.name} ({', '.join(sorted({r.key for r in configs}))}) on test data; shaded: evaluated samples",
+        fontsize=10,
+    )
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)

@@ -16,30 +16,48 @@ from poyo.training.plots import plot_test_trials
 from poyo.training.stitch import angular_error_deg
 
 
-def results_table(scores: dict, baselines: dict, readout: str, sessions: list[str], errors: dict | None = None) -> tuple[str, list[dict]]:
+def results_table(
+    scores: dict, baselines: dict, readout: str, sessions: list[str], errors: dict | None = None
+) -> tuple[str, list[dict]]:
     """POYO beside the window-matched and causal linear decoders, one row per session; a
     session without evaluable test samples is listed (n/a) and left out of the means.
     ``errors`` (``{session: degrees}``, circular readouts) adds mean angular error columns."""
     rows, out = [], []
     cols = [("poyo_r2", "POYO R2", 8), ("linear_r2", "linear R2", 10), ("causal_r2", "causal R2", 10)]
     if errors is not None:
-        cols += [("poyo_err_deg", "POYO err", 9), ("linear_err_deg", "linear err", 10), ("causal_err_deg", "causal err", 10)]
+        cols += [
+            ("poyo_err_deg", "POYO err", 9),
+            ("linear_err_deg", "linear err", 10),
+            ("causal_err_deg", "causal err", 10),
+        ]
     w = max(len(s) for s in [*sessions, "mean over sessions"])
     head = f"{'session':{w}s} " + " ".join(f"{name:>{n}s}" for _, name, n in cols) + "   linear context"
     rows += [head, "-" * len(head)]
     fmt = lambda v: f"{v:.3f}" if np.isfinite(v) else "n/a"  # noqa: E731
     for sid in sorted(sessions):
         lin, cau = (baselines.get(v, {}).get(sid, {}) for v in VARIANTS)
-        row = {"session": sid, "readout": readout, "poyo_r2": scores.get(sid, {}).get(readout, float("nan")), "linear_r2": lin.get("r2", np.nan), "causal_r2": cau.get("r2", np.nan)}
+        row = {
+            "session": sid,
+            "readout": readout,
+            "poyo_r2": scores.get(sid, {}).get(readout, float("nan")),
+            "linear_r2": lin.get("r2", np.nan),
+            "causal_r2": cau.get("r2", np.nan),
+        }
         if errors is not None:
-            row.update(poyo_err_deg=errors.get(sid, np.nan), linear_err_deg=lin.get("angle_error_deg", np.nan), causal_err_deg=cau.get("angle_error_deg", np.nan))
+            row.update(
+                poyo_err_deg=errors.get(sid, np.nan),
+                linear_err_deg=lin.get("angle_error_deg", np.nan),
+                causal_err_deg=cau.get("angle_error_deg", np.nan),
+            )
         context = f"-{lin['before_s']:g} s .. +{lin['after_s']:g} s" if lin else ""
         rows.append(f"{sid:{w}s} " + " ".join(f"{fmt(row[k]):>{n}s}" for k, _, n in cols) + f"   {context}")
         out.append(row)
     mean = {k: np.nanmean([r[k] for r in out]) if any(np.isfinite(r[k]) for r in out) else np.nan for k, _, _ in cols}
     rows += ["-" * len(head), f"{'mean over sessions':{w}s} " + " ".join(f"{fmt(mean[k]):>{n}s}" for k, _, n in cols)]
     if errors is not None:
-        rows.append("angles: R2 of each angle's (cos, sin) as one vector (0: always the mean vector); err: mean absolute angular error in degrees")
+        rows.append(
+            "angles: R2 of each angle's (cos, sin) as one vector (0: always the mean vector); err: mean absolute angular error in degrees"
+        )
     missing = [r["session"] for r in out if not np.isfinite(r["poyo_r2"])]
     if missing:
         rows.append(f"n/a: {len(missing)} session(s) without evaluable test samples (no finite behaviour inside the test split"
@@ -47,7 +65,14 @@ def results_table(scores: dict, baselines: dict, readout: str, sessions: list[st
     return "\n".join(rows), out
 
 
-def report(module: POYOModule, dm: DataModule, readouts: list[ReadoutConfig], run_dir: Path, checkpoint: str, linear: LinearBaseline) -> dict:
+def report(
+    module: POYOModule,
+    dm: DataModule,
+    readouts: list[ReadoutConfig],
+    run_dir: Path,
+    checkpoint: str,
+    linear: LinearBaseline,
+) -> dict:
     """Print the per-session test table (POYO beside the linear baselines); write it as
     ``test_results.csv`` and ``.json``, and ``test_predictions.png``. ``checkpoint`` says
     which weights POYO was tested with."""
@@ -73,19 +98,28 @@ def report(module: POYOModule, dm: DataModule, readouts: list[ReadoutConfig], ru
         f"\ntest split, {first.name} (POYO: {checkpoint}, stitched windows; evaluation intervals {', '.join(evals)}; "
         f"linear: ridge on {linear.bin_s:g} s bins spanning up to {linear.context_s:g} s around each sample, "
         f"causal: bins before it only; context and penalty chosen on the validation split):\n{table}"
-        if decodable else f"\ntest split, {first.name} (POYO: {checkpoint}):\n{table}"
+        if decodable
+        else f"\ntest split, {first.name} (POYO: {checkpoint}):\n{table}"
     )
     with open(run_dir / "test_results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["session", "readout", "poyo_r2", "linear_r2", "causal_r2"])
+        writer = csv.DictWriter(
+            f, fieldnames=list(rows[0]) if rows else ["session", "readout", "poyo_r2", "linear_r2", "causal_r2"]
+        )
         writer.writeheader()
         writer.writerows(rows)
     if decodable and module.last_stitched:
-        png = plot_test_trials(run_dir / "test_predictions.png", module.last_stitched, head, baselines["window"], module.last_scores)
+        png = plot_test_trials(
+            run_dir / "test_predictions.png", module.last_stitched, head, baselines["window"], module.last_scores
+        )
         print(f"plot: {png}")
     summary = {"checkpoint": checkpoint}
     for k in [k for k in (rows[0] if rows else ()) if k.endswith(("_r2", "_err_deg"))]:
         vals = [r[k] for r in rows if np.isfinite(r[k])]
-        summary[k.replace("_r2", "_mean_r2").replace("_err_deg", "_mean_err_deg")] = float(np.mean(vals)) if vals else None
-    summary["sessions"] = [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()} for r in rows]
+        summary[k.replace("_r2", "_mean_r2").replace("_err_deg", "_mean_err_deg")] = (
+            float(np.mean(vals)) if vals else None
+        )
+    summary["sessions"] = [
+        {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()} for r in rows
+    ]
     (run_dir / "test_results.json").write_text(json.dumps(summary, indent=1))
     return summary

@@ -24,7 +24,10 @@ from poyo.model.readout import ReadoutSpec, get_readout
 
 def r2_score(pred: np.ndarray, target: np.ndarray) -> float:
     """Coefficient of determination per output dim, averaged uniformly over dims."""
-    pred, target = np.asarray(pred, np.float64).reshape(len(pred), -1), np.asarray(target, np.float64).reshape(len(target), -1)
+    pred, target = (
+        np.asarray(pred, np.float64).reshape(len(pred), -1),
+        np.asarray(target, np.float64).reshape(len(target), -1),
+    )
     if pred.shape != target.shape or len(pred) < 2:
         raise ValueError(f"r2_score needs matching (n >= 2, d) arrays, got {pred.shape} and {target.shape}")
     ss_res = ((target - pred) ** 2).sum(0)
@@ -46,7 +49,9 @@ def circular_r2(pred: np.ndarray, target: np.ndarray, dim: int) -> float:
     mean vector scores. For unit-length predictions ``|p - u|² = 2 - 2 cos(error)``."""
     p, t = _vectors(pred, dim), _vectors(target, dim)
     if p.shape != t.shape or len(p) < 2:
-        raise ValueError(f"circular_r2 needs matching (n >= 2, {2 * dim}) arrays, got {np.shape(pred)} and {np.shape(target)}")
+        raise ValueError(
+            f"circular_r2 needs matching (n >= 2, {2 * dim}) arrays, got {np.shape(pred)} and {np.shape(target)}"
+        )
     ss_res = ((p - t) ** 2).sum((0, 2))
     ss_tot = ((t - t.mean(0)) ** 2).sum((0, 2))
     return float(np.mean(1 - ss_res / np.where(ss_tot > 0, ss_tot, np.nan)))
@@ -76,7 +81,14 @@ class Stitcher:
     def __init__(self):
         self._chunks: dict[tuple[str, str], list[dict]] = defaultdict(list)
 
-    def add(self, session_ids: Sequence[str], readout: str, rows: Mapping[str, torch.Tensor], pred: torch.Tensor, absolute_start: torch.Tensor | None = None) -> None:
+    def add(
+        self,
+        session_ids: Sequence[str],
+        readout: str,
+        rows: Mapping[str, torch.Tensor],
+        pred: torch.Tensor,
+        absolute_start: torch.Tensor | None = None,
+    ) -> None:
         """Add one batch of one readout. ``rows`` is :func:`poyo.model.targets` of the batch
         (values, eval_mask, sample_index, sample, timestamps); ``pred`` lines up with it."""
         sample = rows["sample"].cpu().numpy()
@@ -85,7 +97,8 @@ class Stitcher:
             "pred": pred.detach().float().cpu().numpy(),
             "target": rows["values"].cpu().numpy(),
             "eval": rows["eval_mask"].cpu().numpy(),
-            "time": rows["timestamps"].double().cpu().numpy() + (absolute_start.double().cpu().numpy()[sample] if absolute_start is not None else 0.0),
+            "time": rows["timestamps"].double().cpu().numpy()
+            + (absolute_start.double().cpu().numpy()[sample] if absolute_start is not None else 0.0),
         }
         for i in np.unique(sample):
             keep = sample == i
@@ -98,7 +111,10 @@ class Stitcher:
 
     def gather(self) -> None:
         """Merge the chunks of every rank (no-op without torch.distributed)."""
-        if not (torch.distributed.is_available() and torch.distributed.is_initialized()) or torch.distributed.get_world_size() == 1:
+        if (
+            not (torch.distributed.is_available() and torch.distributed.is_initialized())
+            or torch.distributed.get_world_size() == 1
+        ):
             return
         mine = {k: self._merge(k) for k in self._chunks}
         everyone = [None] * torch.distributed.get_world_size()

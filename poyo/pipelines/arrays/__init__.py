@@ -39,7 +39,18 @@ from temporaldata import Data, IrregularTimeSeries, RegularTimeSeries
 
 from poyo.pipelines.common.behaviour import series_domain
 from poyo.pipelines.common.blocks import block_splits
-from poyo.pipelines.common.session import clean_id, cut_counts, describe, import_summary, interval, safe_name, session_path, spikes_from_trains, trial_splits, write
+from poyo.pipelines.common.session import (
+    clean_id,
+    cut_counts,
+    describe,
+    import_summary,
+    interval,
+    safe_name,
+    session_path,
+    spikes_from_trains,
+    trial_splits,
+    write,
+)
 
 PLACEMENTS = ("uniform", "even", "centre")
 
@@ -80,17 +91,26 @@ def _times(name: str, t) -> np.ndarray:
     if len(t) == 0:
         raise ArrayContentError(f"{name}: no timestamps (an empty recording)")
     if not np.isfinite(t).all():
-        raise ArrayContentError(f"{name}: {int((~np.isfinite(t)).sum())} NaN or infinite timestamps (first at index {int(np.flatnonzero(~np.isfinite(t))[0])})")
+        raise ArrayContentError(
+            f"{name}: {int((~np.isfinite(t)).sum())} NaN or infinite timestamps (first at index {int(np.flatnonzero(~np.isfinite(t))[0])})"
+        )
     back = np.flatnonzero(np.diff(t) <= 0)
     if back.size:
         i = int(back[0])
-        raise ArrayContentError(f"{name}: timestamps must increase strictly; t[{i}]={t[i]:.6f} >= t[{i + 1}]={t[i + 1]:.6f}")
+        raise ArrayContentError(
+            f"{name}: timestamps must increase strictly; t[{i}]={t[i]:.6f} >= t[{i + 1}]={t[i + 1]:.6f}"
+        )
     return t
 
 
 def _trains(spike_times, unit_ids) -> tuple[list[np.ndarray], list[str]]:
     """One sorted spike-time array per unit, and the unit names."""
-    if unit_ids is None or (isinstance(unit_ids, Sequence) and not isinstance(unit_ids, str) and len(unit_ids) == len(spike_times) and _is_ragged(spike_times)):
+    if unit_ids is None or (
+        isinstance(unit_ids, Sequence)
+        and not isinstance(unit_ids, str)
+        and len(unit_ids) == len(spike_times)
+        and _is_ragged(spike_times)
+    ):
         trains = [np.asarray(t, np.float64).ravel() for t in spike_times]  # one array per unit
         names = [clean_id(u) for u in unit_ids] if unit_ids is not None else [str(i) for i in range(len(trains))]
         if len(names) != len(trains):
@@ -99,7 +119,9 @@ def _trains(spike_times, unit_ids) -> tuple[list[np.ndarray], list[str]]:
         times = np.asarray(spike_times, np.float64).ravel()
         units = np.asarray(unit_ids).ravel()
         if len(units) != len(times):
-            raise ArrayContentError(f"unit_ids: {len(units)} entries but spike_times has {len(times)} spikes; give one unit id per spike")
+            raise ArrayContentError(
+                f"unit_ids: {len(units)} entries but spike_times has {len(times)} spikes; give one unit id per spike"
+            )
         keys, index = np.unique(units, return_inverse=True)
         trains = [times[index == k] for k in range(len(keys))]
         names = [clean_id(k) for k in keys]
@@ -107,9 +129,13 @@ def _trains(spike_times, unit_ids) -> tuple[list[np.ndarray], list[str]]:
         raise ArrayContentError("spike_times: no spikes (an empty recording)")
     for name, t in zip(names, trains):
         if not np.isfinite(t).all():
-            raise ArrayContentError(f"spike_times: unit '{name}' has {int((~np.isfinite(t)).sum())} NaN or infinite spike times")
+            raise ArrayContentError(
+                f"spike_times: unit '{name}' has {int((~np.isfinite(t)).sum())} NaN or infinite spike times"
+            )
     if len(set(names)) != len(names):
-        raise ArrayContentError(f"unit_ids: duplicate unit names, e.g. {sorted({n for n in names if names.count(n) > 1})[:3]}")
+        raise ArrayContentError(
+            f"unit_ids: duplicate unit names, e.g. {sorted({n for n in names if names.count(n) > 1})[:3]}"
+        )
     return [np.sort(t) for t in trains], names
 
 
@@ -126,14 +152,29 @@ def _session(trains, names, series: dict, domain, *, brainset, session_id, subje
     try:
         spikes, units, dropped = spikes_from_trains(trains, names, domain=domain)
     except ValueError as e:
-        raise ArrayContentError(f"spike_times: {e} inside the behaviour's span [{domain.start[0]:.3f}, {domain.end[-1]:.3f}) s") from None
+        raise ArrayContentError(
+            f"spike_times: {e} inside the behaviour's span [{domain.start[0]:.3f}, {domain.end[-1]:.3f}) s"
+        ) from None
     if trials is not None:
         tr = np.asarray(trials, np.float64).reshape(-1, 2)
         splits = trial_splits(domain, interval(tr[:, 0], tr[:, 1]), (0.7, 0.1, 0.2), seed=42, gap=1.0)
     else:
         splits = block_splits(domain, 10, (8, 1, 1), seed=42)
-    meta = describe(brainset, "arrays", subject or session_id, session_id, species="unknown", task="unknown", recording_tech="unknown")
-    for k, v in {**extra, "spikes_outside_behaviour": given - len(spikes.timestamps), "units_dropped": dropped, **cut_counts(trains, domain)}.items():
+    meta = describe(
+        brainset,
+        "arrays",
+        subject or session_id,
+        session_id,
+        species="unknown",
+        task="unknown",
+        recording_tech="unknown",
+    )
+    for k, v in {
+        **extra,
+        "spikes_outside_behaviour": given - len(spikes.timestamps),
+        "units_dropped": dropped,
+        **cut_counts(trains, domain),
+    }.items():
         setattr(meta["session"], k, v)
     return Data(**meta, spikes=spikes, units=units, domain=domain, **series, **splits)
 
@@ -172,14 +213,28 @@ def from_spike_times(
         if group in groups:
             t0 = groups[group][0]
             if len(t0) != len(t) or not np.allclose(t0, t):
-                raise ArrayContentError(f"behaviour '{key}': other timestamps than the rest of group '{group}'; give it a group of its own")
+                raise ArrayContentError(
+                    f"behaviour '{key}': other timestamps than the rest of group '{group}'; give it a group of its own"
+                )
         groups.setdefault(group, (t, {}))[1][field] = v
     domain = series_domain(np.sort(np.concatenate([t for t, _ in groups.values()])))
     series = {g: IrregularTimeSeries(timestamps=t, domain=domain, **v) for g, (t, v) in groups.items()}
-    return _session(trains, names, series, domain, brainset=brainset, session_id=clean_id(session_id), subject=subject, trials=trials, extra={})
+    return _session(
+        trains,
+        names,
+        series,
+        domain,
+        brainset=brainset,
+        session_id=clean_id(session_id),
+        subject=subject,
+        trials=trials,
+        extra={},
+    )
 
 
-def place_spikes(counts: np.ndarray, bin_size: float, start: float = 0.0, placement: str = "uniform", seed: int = 0) -> list[np.ndarray]:
+def place_spikes(
+    counts: np.ndarray, bin_size: float, start: float = 0.0, placement: str = "uniform", seed: int = 0
+) -> list[np.ndarray]:
     """Per unit, spike times for a ``(bins, units)`` count matrix (see the module docstring)."""
     if placement not in PLACEMENTS:
         raise ArrayContentError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
@@ -230,7 +285,9 @@ def from_binned_counts(
     if c.dtype.kind not in "iuf" or (c.dtype.kind == "f" and not (np.isfinite(c).all() and (c == np.round(c)).all())):
         raise ArrayContentError(f"counts: spike counts must be whole numbers (dtype {c.dtype})")
     if (c < 0).any():
-        raise ArrayContentError(f"counts: {int((c < 0).sum())} negative count(s), first at (bin, unit) {tuple(int(i) for i in np.argwhere(c < 0)[0])}")
+        raise ArrayContentError(
+            f"counts: {int((c < 0).sum())} negative count(s), first at (bin, unit) {tuple(int(i) for i in np.argwhere(c < 0)[0])}"
+        )
     if c.sum() == 0:
         raise ArrayContentError("counts: every count is 0 (no spikes)")
     if not (np.isfinite(bin_size) and bin_size > 0):
@@ -246,11 +303,28 @@ def from_binned_counts(
     if len(names) != c.shape[1]:
         raise ArrayContentError(f"unit_ids: {len(names)} names for {c.shape[1]} units (columns of counts)")
     domain = interval([start], [start + len(c) * bin_size])
-    series = {g: RegularTimeSeries(sampling_rate=1.0 / bin_size, domain_start=start + bin_size / 2, **v) for g, v in groups.items()}
+    series = {
+        g: RegularTimeSeries(sampling_rate=1.0 / bin_size, domain_start=start + bin_size / 2, **v)
+        for g, v in groups.items()
+    }
     trains = place_spikes(c, bin_size, start, placement, seed)
-    rule = {"uniform": f"uniform random inside each bin (seed {seed})", "even": "evenly spaced inside each bin", "centre": "at the bin centre"}[placement]
+    rule = {
+        "uniform": f"uniform random inside each bin (seed {seed})",
+        "even": "evenly spaced inside each bin",
+        "centre": "at the bin centre",
+    }[placement]
     extra = {"spike_placement": rule, "bin_size_s": float(bin_size), "placement_seed": int(seed)}
-    return _session(trains, names, series, domain, brainset=brainset, session_id=clean_id(session_id), subject=subject, trials=trials, extra=extra)
+    return _session(
+        trains,
+        names,
+        series,
+        domain,
+        brainset=brainset,
+        session_id=clean_id(session_id),
+        subject=subject,
+        trials=trials,
+        extra=extra,
+    )
 
 
 def write_session(data: Data, processed_dir, *, overwrite: bool = False) -> Path:
@@ -292,12 +366,16 @@ def _parse_behaviour(specs: list[str], binned: bool) -> dict[str, tuple[str, str
         key, sep, source = spec.partition("=")
         values, at, times = source.partition("@")
         if not (sep and values) or (at and not times):
-            raise ArrayContentError(f"-b {spec!r}: expected GROUP.FIELD=KEY{'' if binned else '@TIMES_KEY'}, e.g. hand.vel=vel")
+            raise ArrayContentError(
+                f"-b {spec!r}: expected GROUP.FIELD=KEY{'' if binned else '@TIMES_KEY'}, e.g. hand.vel=vel"
+            )
         _field_key(key)
         if binned and at:
             raise ArrayContentError(f"-b {spec!r}: binned behaviour is stamped at the bin centres; drop '@{times}'")
         if not binned and not at:
-            raise ArrayContentError(f"-b {spec!r}: with --spike-times, name the behaviour's timestamps too: {key}={values}@TIMES_KEY")
+            raise ArrayContentError(
+                f"-b {spec!r}: with --spike-times, name the behaviour's timestamps too: {key}={values}@TIMES_KEY"
+            )
         if key in out:
             raise ArrayContentError(f"-b: {key} given twice")
         out[key] = (values, times or None)
@@ -308,19 +386,41 @@ def main(argv=None) -> int:
     import argparse
     import sys
 
-    p = argparse.ArgumentParser(prog="python -m poyo.pipelines.arrays", description="Turn arrays in a .npz or .mat file into a poyo session.")
+    p = argparse.ArgumentParser(
+        prog="python -m poyo.pipelines.arrays", description="Turn arrays in a .npz or .mat file into a poyo session."
+    )
     p.add_argument("file", type=Path, help=".npz or .mat file holding the arrays")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--counts", metavar="KEY", help="(bins, units) spike-count matrix")
-    src.add_argument("--spike-times", metavar="KEY", help="spike times in seconds (with --unit-ids: one unit per spike)")
+    src.add_argument(
+        "--spike-times", metavar="KEY", help="spike times in seconds (with --unit-ids: one unit per spike)"
+    )
     p.add_argument("--unit-ids", metavar="KEY", help="with --spike-times: each spike's unit")
     p.add_argument("--bin-size", type=float, help="with --counts: bin width in seconds")
     p.add_argument("--start", type=float, default=0.0, help="with --counts: start time of the first bin (s, default 0)")
-    p.add_argument("--placement", choices=PLACEMENTS, default="uniform", help="with --counts: where spikes go inside a bin (default uniform)")
-    p.add_argument("--seed", type=int, default=0, help="with --counts --placement uniform: seed of the spike times (default 0)")
-    p.add_argument("--behaviour", "-b", action="append", required=True, metavar="GROUP.FIELD=KEY[@TIMES_KEY]", help="a behaviour series, e.g. hand.vel=vel (repeatable)")
-    p.add_argument("--trials", metavar="KEY", help="(n, 2) trial start/end times: split by trials instead of time blocks")
-    p.add_argument("--allow-nan", action="store_true", help="keep NaN behaviour samples (ignored in training and evaluation)")
+    p.add_argument(
+        "--placement",
+        choices=PLACEMENTS,
+        default="uniform",
+        help="with --counts: where spikes go inside a bin (default uniform)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="with --counts --placement uniform: seed of the spike times (default 0)"
+    )
+    p.add_argument(
+        "--behaviour",
+        "-b",
+        action="append",
+        required=True,
+        metavar="GROUP.FIELD=KEY[@TIMES_KEY]",
+        help="a behaviour series, e.g. hand.vel=vel (repeatable)",
+    )
+    p.add_argument(
+        "--trials", metavar="KEY", help="(n, 2) trial start/end times: split by trials instead of time blocks"
+    )
+    p.add_argument(
+        "--allow-nan", action="store_true", help="keep NaN behaviour samples (ignored in training and evaluation)"
+    )
     p.add_argument("--brainset", default="my_arrays", help="folder and id prefix of the session (default my_arrays)")
     p.add_argument("--session-id", help="session id (default: the file name without extension)")
     p.add_argument("--subject", help="subject id (default: the session id)")
@@ -344,7 +444,15 @@ def main(argv=None) -> int:
                       trials=get(args.trials) if args.trials else None, allow_nan=args.allow_nan)  # fmt: skip
         if args.counts:
             behaviour = {k: get(v) for k, (v, _) in spec.items()}
-            data = from_binned_counts(get(args.counts), args.bin_size, behaviour, start=args.start, placement=args.placement, seed=args.seed, **common)
+            data = from_binned_counts(
+                get(args.counts),
+                args.bin_size,
+                behaviour,
+                start=args.start,
+                placement=args.placement,
+                seed=args.seed,
+                **common,
+            )
         else:
             behaviour = {k: (get(t), get(v)) for k, (v, t) in spec.items()}
             data = from_spike_times(get(args.spike_times), get(args.unit_ids), behaviour, **common)
@@ -353,10 +461,15 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     s = data.session
-    print(f"{args.file} -> {out}: {len(data.units.id)} units, {len(data.spikes.timestamps)} spikes, behaviour {sorted(spec)}")
+    print(
+        f"{args.file} -> {out}: {len(data.units.id)} units, {len(data.spikes.timestamps)} spikes, behaviour {sorted(spec)}"
+    )
     if getattr(s, "spike_placement", None):
         print(f"  spike times placed {s.spike_placement}, {s.bin_size_s:g} s bins")
     for line in import_summary(data, spec):
         print(line)
-    print(f"  train with: python train.py dataset={data.brainset.id}" + (f" data_root={args.processed_dir}" if args.processed_dir != Path("data/processed") else ""))
+    print(
+        f"  train with: python train.py dataset={data.brainset.id}"
+        + (f" data_root={args.processed_dir}" if args.processed_dir != Path("data/processed") else "")
+    )
     return 0

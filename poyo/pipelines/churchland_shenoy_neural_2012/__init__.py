@@ -17,7 +17,15 @@ from temporaldata import Data, IrregularTimeSeries
 
 from poyo.pipelines.common.behaviour import derivative, mask_to_intervals
 from poyo.pipelines.common.clock import Unplaceable, find_epochs, realign
-from poyo.pipelines.common.nwb import find_series, open_nwb, series_times, series_values, subject_of, trials_table, unit_trains
+from poyo.pipelines.common.nwb import (
+    find_series,
+    open_nwb,
+    series_times,
+    series_values,
+    subject_of,
+    trials_table,
+    unit_trains,
+)
 from poyo.pipelines.common.runner import Asset, dandi_manifest
 from poyo.pipelines.common.session import describe, interval, merge, spikes_from_trains, split_indices, subtract
 
@@ -74,12 +82,27 @@ def convert(asset: Asset) -> Data:
     t, cursor_pos, hand_pos, eye_pos = t[order], cursor_pos[order], hand_pos[order], eye_pos[order]
     vel = derivative(t, cursor_pos)
     acc = derivative(t, vel)
-    cursor = IrregularTimeSeries(timestamps=t, pos=cursor_pos.astype(np.float32), vel=vel.astype(np.float32), acc=acc.astype(np.float32), domain=domain)
-    hand = IrregularTimeSeries(timestamps=t, pos_2d=hand_pos.astype(np.float32), vel_2d=derivative(t, hand_pos).astype(np.float32), domain=domain)
+    cursor = IrregularTimeSeries(
+        timestamps=t,
+        pos=cursor_pos.astype(np.float32),
+        vel=vel.astype(np.float32),
+        acc=acc.astype(np.float32),
+        domain=domain,
+    )
+    hand = IrregularTimeSeries(
+        timestamps=t,
+        pos_2d=hand_pos.astype(np.float32),
+        vel_2d=derivative(t, hand_pos).astype(np.float32),
+        domain=domain,
+    )
     eye = IrregularTimeSeries(timestamps=t, pos=eye_pos.astype(np.float32), domain=domain)
     outliers = mask_to_intervals(t, np.linalg.norm(np.nan_to_num(acc), axis=1) > ACC_LIMIT, pad=0.05)
 
-    valid = np.isfinite(times["go_cue_time"]) & np.isfinite(times["move_begins_time"]) & np.isfinite(times["move_ends_time"])
+    valid = (
+        np.isfinite(times["go_cue_time"])
+        & np.isfinite(times["move_begins_time"])
+        & np.isfinite(times["move_ends_time"])
+    )
     for flag in ("discard_trial", "is_discarded"):
         if flag in tr:
             valid &= ~tr[flag].astype(bool)
@@ -98,10 +121,20 @@ def convert(asset: Asset) -> Data:
     _, va, te = split_indices(len(idx), (0.7, 0.1, 0.2), seed=42)
     valid_dom = merge(interval(start[idx[va]], stop[idx[va]]))
     test_dom = subtract(merge(interval(start[idx[te]], stop[idx[te]])), valid_dom)
-    held = interval(np.concatenate([valid_dom.start, test_dom.start]) - 1.0, np.concatenate([valid_dom.end, test_dom.end]) + 1.0)
+    held = interval(
+        np.concatenate([valid_dom.start, test_dom.start]) - 1.0, np.concatenate([valid_dom.end, test_dom.end]) + 1.0
+    )
     train_dom = subtract(domain, held)  # 1 s away from every held-out trial
     subject = meta.pop("subject")
-    d = describe(BRAINSET_ID, SOURCE, subject, asset.session_id, date=date, species=meta.get("species", "unknown"), recording_tech="UTAH_ARRAY_THRESHOLD_CROSSINGS")
+    d = describe(
+        BRAINSET_ID,
+        SOURCE,
+        subject,
+        asset.session_id,
+        date=date,
+        species=meta.get("species", "unknown"),
+        recording_tech="UTAH_ARRAY_THRESHOLD_CROSSINGS",
+    )
     d["session"].units_dropped = int(dropped + silent)
     d["session"].clock_epochs = int(epochs.count)
     return Data(

@@ -42,4 +42,3 @@ def series_domain(t: np.ndarray) -> Interval:
     step = np.median(np.diff(t)) if len(t) > 1 else 1e-3
     blocks = contiguous_blocks(t)
     return merge(interval([t[b[0]] for b in blocks], [t[b[-1]] + step for b in blocks]))
-

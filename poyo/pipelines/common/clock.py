@@ -62,7 +62,9 @@ def realign(times: np.ndarray, epochs: Epochs, slack: float = 1.0) -> tuple[np.n
         # the next epoch (in order) this run overlaps most; runs never go back to an earlier epoch
         overlap = np.minimum(hi, epochs.end[e:] + slack) - np.maximum(lo, epochs.start[e:] - slack)
         if len(overlap) == 0 or overlap.max() <= 0:
-            raise Unplaceable(f"a run of {len(piece)} samples in [{lo:.3f}, {hi:.3f}] s overlaps no remaining clock epoch")
+            raise Unplaceable(
+                f"a run of {len(piece)} samples in [{lo:.3f}, {hi:.3f}] s overlaps no remaining clock epoch"
+            )
         e += int(np.argmax(overlap))
         inside = (times[piece] >= epochs.start[e] - slack) & (times[piece] <= epochs.end[e] + slack)
         out[piece] += epochs.shift[e]

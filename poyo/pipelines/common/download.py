@@ -129,9 +129,18 @@ def fetch(remote: RemoteFile, dest: Path, *, opener=None, redownload: bool = Fal
             if have and response.status != 206:  # the server ignored the range: start over
                 have = 0
             total = remote.size if remote.size is not None else None
-            with open(part, "ab" if have else "wb") as f, tqdm(
-                total=total, initial=have, unit="B", unit_scale=True, desc=dest.name, disable=not progress, leave=False
-            ) as bar:
+            with (
+                open(part, "ab" if have else "wb") as f,
+                tqdm(
+                    total=total,
+                    initial=have,
+                    unit="B",
+                    unit_scale=True,
+                    desc=dest.name,
+                    disable=not progress,
+                    leave=False,
+                ) as bar,
+            ):
                 while block := response.read(CHUNK):
                     f.write(block)
                     bar.update(len(block))

@@ -40,7 +40,9 @@ def unit_trains(nwbfile, path="") -> tuple[list[np.ndarray], list[str]]:
     """
     units = nwbfile.units
     if units is None or len(units) == 0:
-        raise NWBContentError(f"{path}: no Units table (or it is empty); this pipeline needs sorted units or threshold crossings")
+        raise NWBContentError(
+            f"{path}: no Units table (or it is empty); this pipeline needs sorted units or threshold crossings"
+        )
     n = len(units)
     trains = [np.asarray(units.get_unit_spike_times(i), np.float64).ravel() for i in range(n)]
     table_ids = [clean_id(i) for i in units.id[:]]
@@ -108,7 +110,11 @@ def subject_of(nwbfile, default: str = "unknown") -> dict:
     s = nwbfile.subject
     if s is None:
         return {"subject": default}
-    return {"subject": clean_id(s.subject_id or default), "species": clean_id(s.species) if s.species else "unknown", "sex": s.sex}
+    return {
+        "subject": clean_id(s.subject_id or default),
+        "species": clean_id(s.species) if s.species else "unknown",
+        "sex": s.sex,
+    }
 
 
 def trials_table(nwbfile, path="", required=()) -> dict[str, np.ndarray]:
@@ -116,7 +122,10 @@ def trials_table(nwbfile, path="", required=()) -> dict[str, np.ndarray]:
     if nwbfile.trials is None or len(nwbfile.trials) == 0:
         raise NWBContentError(f"{path}: no trials table")
     t = nwbfile.trials
-    cols = {"start_time": np.asarray(t["start_time"][:], np.float64), "stop_time": np.asarray(t["stop_time"][:], np.float64)}
+    cols = {
+        "start_time": np.asarray(t["start_time"][:], np.float64),
+        "stop_time": np.asarray(t["stop_time"][:], np.float64),
+    }
     for c in t.colnames:
         cols[c] = np.asarray(t[c][:])
     missing = [c for c in required if c not in cols]

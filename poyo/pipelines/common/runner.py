@@ -71,7 +71,14 @@ def _download(module, asset: Asset, redownload: bool, progress: bool) -> Path:
     return dl.fetch(remote, asset.raw_path, redownload=redownload, progress=progress)
 
 
-def process_one(module_name: str, asset: Asset, out_path: Path, redownload: bool = False, progress: bool = False, download_only: bool = False) -> str:
+def process_one(
+    module_name: str,
+    asset: Asset,
+    out_path: Path,
+    redownload: bool = False,
+    progress: bool = False,
+    download_only: bool = False,
+) -> str:
     """Download and convert one session (runs in a worker process)."""
     module = importlib.import_module(module_name)
     _download(module, asset, redownload, progress)
@@ -83,13 +90,30 @@ def process_one(module_name: str, asset: Asset, out_path: Path, redownload: bool
 
 
 def build_parser(module) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"python -m {module.__name__}", description=(module.__doc__ or "").strip().splitlines()[0])
-    p.add_argument("--raw-dir", type=Path, default=Path("data/raw"), help="raw files go to RAW_DIR/<brainset>/ (default data/raw)")
-    p.add_argument("--processed-dir", type=Path, default=Path("data/processed"), help="sessions go to PROCESSED_DIR/<brainset>/ (default data/processed)")
-    p.add_argument("-j", "--workers", type=int, default=min(4, os.cpu_count() or 1), help="sessions processed in parallel")
+    p = argparse.ArgumentParser(
+        prog=f"python -m {module.__name__}", description=(module.__doc__ or "").strip().splitlines()[0]
+    )
+    p.add_argument(
+        "--raw-dir", type=Path, default=Path("data/raw"), help="raw files go to RAW_DIR/<brainset>/ (default data/raw)"
+    )
+    p.add_argument(
+        "--processed-dir",
+        type=Path,
+        default=Path("data/processed"),
+        help="sessions go to PROCESSED_DIR/<brainset>/ (default data/processed)",
+    )
+    p.add_argument(
+        "-j", "--workers", type=int, default=min(4, os.cpu_count() or 1), help="sessions processed in parallel"
+    )
     p.add_argument("--sessions", nargs="*", default=None, help="only these session ids (glob patterns allowed)")
     # --offline: the same, under a name the brainsets command line (whose own --local means "a local pipeline") passes through
-    p.add_argument("--local", "--offline", dest="local", action="store_true", help="no network: use the raw files already in RAW_DIR/<brainset>/")
+    p.add_argument(
+        "--local",
+        "--offline",
+        dest="local",
+        action="store_true",
+        help="no network: use the raw files already in RAW_DIR/<brainset>/",
+    )
     p.add_argument("--redownload", action="store_true", help="download again even if the raw file exists")
     p.add_argument("--reprocess", action="store_true", help="convert again even if the session file exists")
     p.add_argument("--download-only", action="store_true")
@@ -144,10 +168,22 @@ def run(module, argv=None) -> int:
         return 0
     out.mkdir(parents=True, exist_ok=True)
     todo = [a for a in assets if args.reprocess or args.download_only or not (out / f"{a.session_id}.h5").exists()]
-    print(f"{module.BRAINSET_ID}: {len(assets)} sessions, {len(assets) - len(todo)} already done, {len(todo)} to do -> {out}")
+    print(
+        f"{module.BRAINSET_ID}: {len(assets)} sessions, {len(assets) - len(todo)} already done, {len(todo)} to do -> {out}"
+    )
     failures: dict[str, str] = {}
     start = time.time()
-    jobs = [(module.__name__, a, sess.session_path(args.processed_dir, module.BRAINSET_ID, a.session_id), args.redownload, args.workers == 1, args.download_only) for a in todo]
+    jobs = [
+        (
+            module.__name__,
+            a,
+            sess.session_path(args.processed_dir, module.BRAINSET_ID, a.session_id),
+            args.redownload,
+            args.workers == 1,
+            args.download_only,
+        )
+        for a in todo
+    ]
     bar = tqdm(total=len(jobs), unit="session", desc=module.BRAINSET_ID)
     if args.workers == 1:
         for job in jobs:
@@ -169,7 +205,9 @@ def run(module, argv=None) -> int:
     log = out / "failed.log"
     # sessions this run did not try keep their earlier failure; tried ones are replaced by this run's outcome
     tried = {a.session_id for a in todo}
-    earlier = {sid: msg for sid, msg in read_failures(log).items() if sid not in tried and not (out / f"{sid}.h5").exists()}
+    earlier = {
+        sid: msg for sid, msg in read_failures(log).items() if sid not in tried and not (out / f"{sid}.h5").exists()
+    }
     everything = {**earlier, **failures}
     if everything:
         with open(log, "w") as f:
@@ -182,7 +220,9 @@ def run(module, argv=None) -> int:
         for sid, msg in failures.items():
             print(f"  {sid}: {msg.splitlines()[0]}")
     if earlier:
-        print(f"{len(earlier)} session(s) that failed in an earlier run were not retried (still in {log}): {sorted(earlier)[:5]}")
+        print(
+            f"{len(earlier)} session(s) that failed in an earlier run were not retried (still in {log}): {sorted(earlier)[:5]}"
+        )
     print(f"done in {time.time() - start:.0f} s: {len(todo) - len(failures)} written, {len(failures)} failed")
     return 1 if failures else 0
 

@@ -44,7 +44,11 @@ def cut_counts(trains: list[np.ndarray], domain: Interval) -> dict[str, int]:
     t = t[np.isfinite(t)]
     before, after = int((t < domain.start[0]).sum()), int((t >= domain.end[-1]).sum())
     inside = int(sum(((t >= a) & (t < b)).sum() for a, b in zip(domain.start, domain.end)))
-    return {"spikes_before_behaviour": before, "spikes_after_behaviour": after, "spikes_in_behaviour_gaps": len(t) - before - after - inside}
+    return {
+        "spikes_before_behaviour": before,
+        "spikes_after_behaviour": after,
+        "spikes_in_behaviour_gaps": len(t) - before - after - inside,
+    }
 
 
 def import_summary(data: Data, behaviour_keys) -> list[str]:
@@ -53,12 +57,17 @@ def import_summary(data: Data, behaviour_keys) -> list[str]:
     s, lines = data.session, []
     cut = int(getattr(s, "spikes_outside_behaviour", 0))
     if cut:
-        parts = [f"{int(getattr(s, k, 0))} {w}" for k, w in (("spikes_before_behaviour", "before it"), ("spikes_after_behaviour", "after it"))]
+        parts = [
+            f"{int(getattr(s, k, 0))} {w}"
+            for k, w in (("spikes_before_behaviour", "before it"), ("spikes_after_behaviour", "after it"))
+        ]
         gaps = int(getattr(s, "spikes_in_behaviour_gaps", 0))
         n_gaps = len(data.domain) - 1
         if gaps or n_gaps:
             parts.append(f"{gaps} in its {n_gaps} gap{'s' if n_gaps != 1 else ''}")
-        lines.append(f"  cut {cut} spikes outside the behaviour's time span ({', '.join(parts)}): sessions hold spikes only where behaviour is known")
+        lines.append(
+            f"  cut {cut} spikes outside the behaviour's time span ({', '.join(parts)}): sessions hold spikes only where behaviour is known"
+        )
     if int(getattr(s, "units_dropped", 0)):
         lines.append(f"  dropped {int(s.units_dropped)} units left without spikes")
     for key in sorted(behaviour_keys):
@@ -66,7 +75,9 @@ def import_summary(data: Data, behaviour_keys) -> list[str]:
         values = np.asarray(getattr(getattr(data, group), field))
         bad = int((~np.isfinite(values.reshape(len(values), -1)).all(1)).sum())
         if bad:
-            lines.append(f"  {key}: {bad} of {len(values)} samples are NaN: kept, and ignored in training and evaluation")
+            lines.append(
+                f"  {key}: {bad} of {len(values)} samples are NaN: kept, and ignored in training and evaluation"
+            )
     return lines
 
 
@@ -98,7 +109,9 @@ def spikes_from_trains(trains: list[np.ndarray], ids: list[str], domain: Interva
     order = np.argsort(times, kind="stable")
     times, index = times[order], index[order]
     spikes = IrregularTimeSeries(timestamps=times, unit_index=index, domain=domain if domain is not None else "auto")
-    units = ArrayDict(id=id_array([ids[i] for i in keep]), count=np.bincount(index, minlength=len(keep)).astype(np.int64))
+    units = ArrayDict(
+        id=id_array([ids[i] for i in keep]), count=np.bincount(index, minlength=len(keep)).astype(np.int64)
+    )
     return spikes, units, len(trains) - len(keep)
 
 
@@ -173,7 +186,9 @@ def split_indices(n: int, fractions=(0.7, 0.1, 0.2), seed: int = 42) -> tuple[np
     return np.sort(order[n_valid + n_test :]), np.sort(order[:n_valid]), np.sort(order[n_valid : n_valid + n_test])
 
 
-def trial_splits(domain: Interval, trials: Interval, fractions=(0.7, 0.1, 0.2), seed: int = 42, gap: float = 1.0) -> dict:
+def trial_splits(
+    domain: Interval, trials: Interval, fractions=(0.7, 0.1, 0.2), seed: int = 42, gap: float = 1.0
+) -> dict:
     """Valid and test are whole held-out trials; train is the rest of the domain, minus a
     ``gap`` around every held-out trial so no training window sees their spikes."""
     _, va, te = split_indices(len(trials), fractions, seed)
@@ -188,7 +203,9 @@ def describe(brainset: str, source: str, subject: str, session: str, *, species:
     """The metadata groups, as plain ``Data`` (what brainsets' description classes store)."""
     return dict(
         brainset=Data(id=brainset, source=source),
-        subject=Data(id=clean_id(subject), species=species, **{k: v for k, v in subject_fields.items() if v is not None}),
+        subject=Data(
+            id=clean_id(subject), species=species, **{k: v for k, v in subject_fields.items() if v is not None}
+        ),
         session=Data(id=clean_id(session), task=task, recording_date=date),
         device=Data(id=f"{clean_id(subject)}_{date or session}", recording_tech=recording_tech),
     )
@@ -199,7 +216,9 @@ def safe_name(value, what: str) -> str:
     or hidden, no control characters. Ids reach output paths, so they must not escape them."""
     v = clean_id(value)
     if not v or v in (".", "..") or v.startswith(".") or any(c in v for c in "/\\") or any(ord(c) < 32 for c in v):
-        raise ValueError(f"{what} {str(value)!r} cannot name a file: use letters, digits, '_', '-' (no '/', '\\', leading '.' or control characters)")
+        raise ValueError(
+            f"{what} {str(value)!r} cannot name a file: use letters, digits, '_', '-' (no '/', '\\', leading '.' or control characters)"
+        )
     return v
 
 

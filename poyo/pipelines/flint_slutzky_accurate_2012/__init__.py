@@ -42,7 +42,9 @@ def session_id(path: str) -> str:
 def manifest(raw_dir, args) -> list[Asset]:
     if args.local:
         return local_assets(raw_dir, "Flint_2012_e*.mat", session_id)
-    return [Asset(session_id(name), raw_dir / name, dl.RemoteFile(name, f"{PORTAL}?fn={FOLDER}/{name}")) for name in FILES]
+    return [
+        Asset(session_id(name), raw_dir / name, dl.RemoteFile(name, f"{PORTAL}?fn={FOLDER}/{name}")) for name in FILES
+    ]
 
 
 def download(asset: Asset, redownload: bool = False, progress: bool = True) -> Path:
@@ -72,7 +74,9 @@ def read_trials(path) -> list[dict]:
     except Exception as e:  # scipy raises several kinds on damaged files
         raise MatContentError(f"{path}: cannot be read as a MATLAB v5 file: {e}") from e
     if "Subject" not in mat:
-        raise MatContentError(f"{path}: no 'Subject' struct (the file has {sorted(k for k in mat if not k.startswith('__'))})")
+        raise MatContentError(
+            f"{path}: no 'Subject' struct (the file has {sorted(k for k in mat if not k.startswith('__'))})"
+        )
     subject = _list(mat["Subject"])[0]
     if not isinstance(subject, dict) or "Trial" not in subject:
         raise MatContentError(f"{path}: Subject has no 'Trial' field")

@@ -23,8 +23,29 @@ from temporaldata import Data, IrregularTimeSeries
 
 from poyo.pipelines.common.behaviour import series_domain
 from poyo.pipelines.common.blocks import block_splits
-from poyo.pipelines.common.nwb import NWBContentError, find_series, open_nwb, series_times, series_values, subject_of, unit_trains
-from poyo.pipelines.common.session import clean_id, cut_counts, describe, import_summary, interval, merge, safe_name, session_path, spikes_from_trains, subtract, trial_splits, write
+from poyo.pipelines.common.nwb import (
+    NWBContentError,
+    find_series,
+    open_nwb,
+    series_times,
+    series_values,
+    subject_of,
+    unit_trains,
+)
+from poyo.pipelines.common.session import (
+    clean_id,
+    cut_counts,
+    describe,
+    import_summary,
+    interval,
+    merge,
+    safe_name,
+    session_path,
+    spikes_from_trains,
+    subtract,
+    trial_splits,
+    write,
+)
 
 SPLIT_NAMES = {"train": "train", "valid": "valid", "val": "valid", "validation": "valid", "test": "test"}
 
@@ -51,7 +72,9 @@ def _splits(nwb, domain, path, split_column: str | None) -> dict:
     if split_column is None:
         return trial_splits(domain, interval(start, stop), (0.7, 0.1, 0.2), seed=42, gap=1.0)
     if split_column not in trials.colnames:
-        raise NWBContentError(f"{path}: the trials table has no column '{split_column}' (it has {list(trials.colnames)})")
+        raise NWBContentError(
+            f"{path}: the trials table has no column '{split_column}' (it has {list(trials.colnames)})"
+        )
     labels = [SPLIT_NAMES.get(clean_id(v).lower()) for v in trials[split_column][:]]
     unknown = sorted({clean_id(v) for v, lab in zip(trials[split_column][:], labels) if lab is None})
     if unknown:
@@ -63,7 +86,14 @@ def _splits(nwb, domain, path, split_column: str | None) -> dict:
     return {"train_domain": inside(train), "valid_domain": inside(valid), "test_domain": inside(test)}
 
 
-def convert_file(path, behaviour: dict[str, dict[str, str]], *, brainset: str, session_id: str | None = None, split_column: str | None = None) -> Data:
+def convert_file(
+    path,
+    behaviour: dict[str, dict[str, str]],
+    *,
+    brainset: str,
+    session_id: str | None = None,
+    split_column: str | None = None,
+) -> Data:
     path = Path(path)
     if not behaviour:
         raise ValueError("name at least one behaviour series (--behaviour GROUP.FIELD=SERIES)")
@@ -77,12 +107,18 @@ def convert_file(path, behaviour: dict[str, dict[str, str]], *, brainset: str, s
                 ts = series_times(s)
                 bad = np.flatnonzero(~np.isfinite(ts))
                 if bad.size:
-                    raise NWBContentError(f"{path}: {group}.{field} ({name}): {bad.size} NaN or infinite timestamps, first at sample {int(bad[0])}")
+                    raise NWBContentError(
+                        f"{path}: {group}.{field} ({name}): {bad.size} NaN or infinite timestamps, first at sample {int(bad[0])}"
+                    )
                 back = np.flatnonzero(np.diff(ts) <= 0)
                 if back.size:
-                    raise NWBContentError(f"{path}: {group}.{field} ({name}): timestamps must increase; t[{int(back[0])}]={ts[back[0]]:.6f} >= t[{int(back[0]) + 1}]={ts[back[0] + 1]:.6f}")
+                    raise NWBContentError(
+                        f"{path}: {group}.{field} ({name}): timestamps must increase; t[{int(back[0])}]={ts[back[0]]:.6f} >= t[{int(back[0]) + 1}]={ts[back[0] + 1]:.6f}"
+                    )
                 if t is not None and (len(ts) != len(t) or not np.allclose(ts, t)):
-                    raise NWBContentError(f"{path}: {group}.{field} ({name}) has other timestamps than the rest of '{group}'; give it its own group")
+                    raise NWBContentError(
+                        f"{path}: {group}.{field} ({name}) has other timestamps than the rest of '{group}'; give it its own group"
+                    )
                 t = ts
                 values[field] = series_values(s).astype(np.float32)
             groups[group] = (t, values)
@@ -90,7 +126,11 @@ def convert_file(path, behaviour: dict[str, dict[str, str]], *, brainset: str, s
         date = nwb.session_start_time.strftime("%Y%m%d") if nwb.session_start_time else ""
         sid = clean_id(session_id or nwb.session_id or path.stem)
         first_t = np.concatenate([g[0] for g in groups.values()])
-        domain = series_domain(np.sort(first_t)) if len(groups) == 1 else merge(interval([g[0][0] for g in groups.values()], [g[0][-1] for g in groups.values()]))
+        domain = (
+            series_domain(np.sort(first_t))
+            if len(groups) == 1
+            else merge(interval([g[0][0] for g in groups.values()], [g[0][-1] for g in groups.values()]))
+        )
         splits = _splits(nwb, domain, path, split_column)
     series = {g: IrregularTimeSeries(timestamps=t, domain=domain, **v) for g, (t, v) in groups.items()}
     try:
@@ -98,7 +138,14 @@ def convert_file(path, behaviour: dict[str, dict[str, str]], *, brainset: str, s
     except ValueError as e:
         raise NWBContentError(f"{path}: {e}") from None
     subject = meta.pop("subject")
-    d = describe(safe_name(brainset, "brainset id"), str(path.name), subject, safe_name(sid, "session id"), date=date, species=meta.get("species", "unknown"))
+    d = describe(
+        safe_name(brainset, "brainset id"),
+        str(path.name),
+        subject,
+        safe_name(sid, "session id"),
+        date=date,
+        species=meta.get("species", "unknown"),
+    )
     d["session"].spikes_outside_behaviour = sum(len(t) for t in trains) - len(spikes.timestamps)
     d["session"].units_dropped = dropped
     for k, v in cut_counts(trains, domain).items():
@@ -107,9 +154,17 @@ def convert_file(path, behaviour: dict[str, dict[str, str]], *, brainset: str, s
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m poyo.pipelines.nwb", description="Convert your own NWB file into a poyo session.")
+    p = argparse.ArgumentParser(
+        prog="python -m poyo.pipelines.nwb", description="Convert your own NWB file into a poyo session."
+    )
     p.add_argument("nwb", type=Path, nargs="+", help="NWB file(s)")
-    p.add_argument("--behaviour", "-b", action="append", required=True, help="GROUP.FIELD=SERIES, e.g. cursor.vel=Velocity/cursor_vel (repeatable)")
+    p.add_argument(
+        "--behaviour",
+        "-b",
+        action="append",
+        required=True,
+        help="GROUP.FIELD=SERIES, e.g. cursor.vel=Velocity/cursor_vel (repeatable)",
+    )
     p.add_argument("--brainset", default="my_nwb", help="folder and id prefix of the sessions (default my_nwb)")
     p.add_argument("--session-id", help="session id (one file only; default: the file's session_id, else its name)")
     p.add_argument("--split-column", help="a trials column holding train/valid/test labels")
@@ -127,18 +182,30 @@ def main(argv=None) -> int:
     failed = 0
     for f in args.nwb:
         try:
-            data = convert_file(f, behaviour, brainset=args.brainset, session_id=args.session_id, split_column=args.split_column)
+            data = convert_file(
+                f, behaviour, brainset=args.brainset, session_id=args.session_id, split_column=args.split_column
+            )
             out = session_path(args.processed_dir, data.brainset.id, data.session.id)
             if out.exists() and not args.overwrite:
                 print(f"{f}: {out} exists (use --overwrite)")
                 continue
             write(data, out)
-            print(f"{f} -> {out}: {len(data.units.id)} units, {len(data.spikes.timestamps)} spikes, behaviour {sorted(args.behaviour)}")
+            print(
+                f"{f} -> {out}: {len(data.units.id)} units, {len(data.spikes.timestamps)} spikes, behaviour {sorted(args.behaviour)}"
+            )
             for line in import_summary(data, args.behaviour_keys):
                 print(line)
-            print(f"  train with: python train.py dataset={data.brainset.id}" + (f" data_root={args.processed_dir}" if args.processed_dir != Path("data/processed") else ""))
+            print(
+                f"  train with: python train.py dataset={data.brainset.id}"
+                + (f" data_root={args.processed_dir}" if args.processed_dir != Path("data/processed") else "")
+            )
         except Exception as e:  # one file's failure is reported with its name and does not stop the others
             failed += 1
             msg = str(e) if str(f) in str(e) else f"{f}: {e}"
-            print(f"FAILED {msg}" if isinstance(e, (NWBContentError, ValueError, FileNotFoundError)) else f"FAILED {f}: {type(e).__name__}: {e}", file=sys.stderr)
+            print(
+                f"FAILED {msg}"
+                if isinstance(e, (NWBContentError, ValueError, FileNotFoundError))
+                else f"FAILED {f}: {type(e).__name__}: {e}",
+                file=sys.stderr,
+            )
     return 1 if failed else 0

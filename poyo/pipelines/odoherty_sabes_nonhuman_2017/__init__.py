@@ -91,7 +91,12 @@ def convert(asset: Asset) -> Data:
     vel = derivative(t, cursor_pos)
     cursor = IrregularTimeSeries(timestamps=t, pos=cursor_pos.astype(np.float32), vel=vel.astype(np.float32),
                                  acc=derivative(t, vel).astype(np.float32), domain=domain)  # fmt: skip
-    finger_ts = IrregularTimeSeries(timestamps=t, pos_3d=finger[:, :3].astype(np.float32), vel_3d=derivative(t, finger[:, :3]).astype(np.float32), domain=domain)
+    finger_ts = IrregularTimeSeries(
+        timestamps=t,
+        pos_3d=finger[:, :3].astype(np.float32),
+        vel_3d=derivative(t, finger[:, :3]).astype(np.float32),
+        domain=domain,
+    )
     target_ts = IrregularTimeSeries(timestamps=t, pos=target.astype(np.float32), domain=domain)
     spikes, units, _ = spikes_from_trains(trains, ids, domain=domain)
     subject = asset.session_id.split("_")[0]

@@ -16,18 +16,40 @@ import numpy as np
 from temporaldata import Data, RegularTimeSeries
 
 from poyo.pipelines.common import download as dl
-from poyo.pipelines.common.nwb import NWBContentError, find_series, open_nwb, series_names, series_times, series_values, subject_of, trials_table, unit_trains
+from poyo.pipelines.common.nwb import (
+    NWBContentError,
+    find_series,
+    open_nwb,
+    series_names,
+    series_times,
+    series_values,
+    subject_of,
+    trials_table,
+    unit_trains,
+)
 from poyo.pipelines.common.runner import Asset, local_assets
 from poyo.pipelines.common.session import describe, interval, merge, spikes_from_trains, subtract
 
 BRAINSET_ID = "pei_pandarinath_nlb_2021"
-DATASETS = {"mc_maze": "000128", "mc_maze_large": "000138", "mc_maze_medium": "000139", "mc_maze_small": "000140", "mc_rtt": "000129"}
+DATASETS = {
+    "mc_maze": "000128",
+    "mc_maze_large": "000138",
+    "mc_maze_medium": "000139",
+    "mc_maze_small": "000140",
+    "mc_rtt": "000129",
+}
 RATE = 1000.0
 EVAL_WINDOW = (-0.05, 0.65)
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS), help="which NLB datasets (default: all five)")
+    parser.add_argument(
+        "--datasets",
+        nargs="+",
+        default=list(DATASETS),
+        choices=list(DATASETS),
+        help="which NLB datasets (default: all five)",
+    )
 
 
 def dataset_of(path: str, default: str | None = None) -> str:
@@ -45,11 +67,19 @@ def manifest(raw_dir, args) -> list[Asset]:
     for name in args.datasets:
         if args.local:
             if (raw_dir / name).is_dir():
-                found = local_assets(raw_dir / name, "*desc-train*.nwb", lambda p: f"{name}_train")
+                found = local_assets(raw_dir / name, "*desc-train*.nwb", lambda p, name=name: f"{name}_train")
                 out += [Asset(a.session_id, a.raw_path, None, {"dataset": name}) for a in found]
             continue
         files = [f for f in dl.dandi_assets(DATASETS[name], "draft") if "desc-train" in f.path]
-        out += [Asset(f"{name}_train", raw_dir / name / f.path, f, {"dandiset": DATASETS[name], "version": "draft", "dataset": name}) for f in files]
+        out += [
+            Asset(
+                f"{name}_train",
+                raw_dir / name / f.path,
+                f,
+                {"dandiset": DATASETS[name], "version": "draft", "dataset": name},
+            )
+            for f in files
+        ]
     if not out:
         raise FileNotFoundError(f"no NLB train files (*desc-train*.nwb) below {raw_dir}/<dataset>/ for {args.datasets}")
     return out

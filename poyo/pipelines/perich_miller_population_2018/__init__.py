@@ -13,12 +13,21 @@ the rest of the recording minus 1 s around every held-out trial.
 from __future__ import annotations
 
 import numpy as np
+from temporaldata import Data, IrregularTimeSeries
 
 from poyo.pipelines.common.behaviour import mask_to_intervals, series_domain
-from poyo.pipelines.common.nwb import NWBContentError, find_series, open_nwb, series_times, series_values, subject_of, trials_table, unit_trains
+from poyo.pipelines.common.nwb import (
+    NWBContentError,
+    find_series,
+    open_nwb,
+    series_times,
+    series_values,
+    subject_of,
+    trials_table,
+    unit_trains,
+)
 from poyo.pipelines.common.runner import Asset, dandi_manifest
 from poyo.pipelines.common.session import describe, interval, merge, spikes_from_trains, subtract, trial_splits
-from temporaldata import Data, IrregularTimeSeries
 
 BRAINSET_ID = "perich_miller_population_2018"
 DANDISET, VERSION = "000688", "draft"
@@ -35,7 +44,9 @@ def session_id(path: str) -> str:
         task, date = name.split("_ses-")[1].split("_")[0].split("-")[:2]
         return f"{subject}_{date}_{TASKS[task]}"
     except (IndexError, KeyError, ValueError):
-        raise ValueError(f"{path}: not a Perich session file name (expected sub-X_ses-<CO|RT>-<YYYYMMDD>_....nwb)") from None
+        raise ValueError(
+            f"{path}: not a Perich session file name (expected sub-X_ses-<CO|RT>-<YYYYMMDD>_....nwb)"
+        ) from None
 
 
 def manifest(raw_dir, args) -> list[Asset]:
@@ -64,13 +75,19 @@ def convert(asset: Asset) -> Data:
         vel = series_values(find_series(nwb, "Velocity/cursor_vel", path))[:, :2]
         acc = series_values(find_series(nwb, "Acceleration/cursor_acc", path))[:, :2]
         if not (len(vel) == len(acc) == len(t)):
-            raise NWBContentError(f"{path}: cursor_pos, cursor_vel and cursor_acc differ in length ({len(t)}, {len(vel)}, {len(acc)})")
-        required = ["result", "go_cue_time"] + (["target_on_time", "target_id"] if task == TASKS["CO"] else ["num_attempted"])
+            raise NWBContentError(
+                f"{path}: cursor_pos, cursor_vel and cursor_acc differ in length ({len(t)}, {len(vel)}, {len(acc)})"
+            )
+        required = ["result", "go_cue_time"] + (
+            ["target_on_time", "target_id"] if task == TASKS["CO"] else ["num_attempted"]
+        )
         tr = trials_table(nwb, path, required=required)
         meta = subject_of(nwb)
         date = nwb.session_start_time.strftime("%Y%m%d")
     domain = series_domain(t)
-    cursor = IrregularTimeSeries(timestamps=t, pos=pos.astype(np.float32), vel=vel.astype(np.float32), acc=acc.astype(np.float32), domain=domain)
+    cursor = IrregularTimeSeries(
+        timestamps=t, pos=pos.astype(np.float32), vel=vel.astype(np.float32), acc=acc.astype(np.float32), domain=domain
+    )
     bad = (np.linalg.norm(acc, axis=1) > ACC_LIMIT) | (np.abs(pos) > POS_LIMIT).any(axis=1)
     outliers = mask_to_intervals(t, bad, pad=0.05)
 
@@ -85,7 +102,9 @@ def convert(asset: Asset) -> Data:
         first_go = go[:, 0] if go.ndim == 2 else go
         phases = dict(hold_period=interval(tr["start_time"], first_go))
     phases = {k: subtract(v, outliers) for k, v in phases.items()}
-    covered = merge(interval(np.concatenate([v.start for v in phases.values()]), np.concatenate([v.end for v in phases.values()])))
+    covered = merge(
+        interval(np.concatenate([v.start for v in phases.values()]), np.concatenate([v.end for v in phases.values()]))
+    )
     phases["random_period"] = subtract(subtract(domain, covered), outliers)
 
     trials = interval(tr["start_time"], tr["stop_time"], is_valid=valid)
@@ -93,8 +112,15 @@ def convert(asset: Asset) -> Data:
     ok = interval(tr["start_time"][valid], tr["stop_time"][valid])
     subject = meta.pop("subject")
     return Data(
-        **describe(BRAINSET_ID, SOURCE, subject, asset.session_id, date=date, species=meta.get("species", "unknown"),
-                   recording_tech="UTAH_ARRAY_THRESHOLD_CROSSINGS" if subject.lower().startswith("t") else "UTAH_ARRAY_SPIKES"),  # fmt: skip
+        **describe(
+            BRAINSET_ID,
+            SOURCE,
+            subject,
+            asset.session_id,
+            date=date,
+            species=meta.get("species", "unknown"),
+            recording_tech="UTAH_ARRAY_THRESHOLD_CROSSINGS" if subject.lower().startswith("t") else "UTAH_ARRAY_SPIKES",
+        ),  # fmt: skip
         spikes=spikes,
         units=units,
         cursor=cursor,

@@ -9,7 +9,12 @@ from poyo.pipelines.synthetic_reaching.generate import BRAINSET_ID, SyntheticCon
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="Generate the synthetic reaching brainset.")
-    parser.add_argument("--processed-dir", type=Path, default=Path("data/processed"), help="sessions go to PROCESSED_DIR/synthetic_reaching/")
+    parser.add_argument(
+        "--processed-dir",
+        type=Path,
+        default=Path("data/processed"),
+        help="sessions go to PROCESSED_DIR/synthetic_reaching/",
+    )
     for f in fields(SyntheticConfig):
         parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
     args = parser.parse_args(argv)

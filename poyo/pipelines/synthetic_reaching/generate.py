@@ -62,7 +62,9 @@ class SyntheticConfig:
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
-            raise ValueError(f"invalid synthetic dataset settings: {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)} (durations need >= 30 s)")
+            raise ValueError(
+                f"invalid synthetic dataset settings: {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)} (durations need >= 30 s)"
+            )
 
 
 def _min_jerk(tau: np.ndarray) -> np.ndarray:
@@ -157,7 +159,19 @@ def _center_out(trace: _Trace, animal: _Animal, rng: np.random.Generator, T: flo
         trace.move(reach_end, reach_end + ret, tgt, centre, rng.normal(0, 0.4))
         trace.rotate(reach_end, theta + np.pi)
         trace.hold(reach_end + ret, end + rng.uniform(0.1, 0.3), centre)
-        trials.append(dict(start=t, end=end, go=go, onset=onset, reach_end=reach_end, target_id=k, tx=8 * np.cos(theta), ty=8 * np.sin(theta), valid=valid))
+        trials.append(
+            dict(
+                start=t,
+                end=end,
+                go=go,
+                onset=onset,
+                reach_end=reach_end,
+                target_id=k,
+                tx=8 * np.cos(theta),
+                ty=8 * np.sin(theta),
+                valid=valid,
+            )
+        )
         t = end + rng.uniform(0.1, 0.3)
     return trials
 
@@ -182,7 +196,7 @@ def _random_target(trace: _Trace, animal: _Animal, rng: np.random.Generator, T: 
         if end > T - 0.2:
             break
         trace.hold(start, first_hold_end, p)
-        for (cue, onset, dur, a, b) in steps:
+        for cue, onset, dur, a, b in steps:
             direction = float(np.arctan2(*(b - a)[::-1]))
             trace.hold(cue, onset, a)
             trace.prepare(cue - 0.2, onset, direction)
@@ -190,7 +204,20 @@ def _random_target(trace: _Trace, animal: _Animal, rng: np.random.Generator, T: 
             trace.rotate(onset, direction)
             trace.hold(onset + dur, end + 0.3, b)
         valid = rng.random() > 0.05
-        trials.append(dict(start=start, end=end, go=steps[0][0], onset=steps[0][1], reach_end=end, target_id=-1, tx=pp[0], ty=pp[1], valid=valid, first_hold_end=first_hold_end))
+        trials.append(
+            dict(
+                start=start,
+                end=end,
+                go=steps[0][0],
+                onset=steps[0][1],
+                reach_end=end,
+                target_id=-1,
+                tx=pp[0],
+                ty=pp[1],
+                valid=valid,
+                first_hold_end=first_hold_end,
+            )
+        )
         t, p = end + rng.uniform(0.1, 0.3), pp
     trace.hold(t, T, p)
     return trials
@@ -243,7 +270,9 @@ def simulate_session(cfg: SyntheticConfig, animal_index: int, session_index: int
     rng = np.random.default_rng([cfg.seed, animal_index, session_index])
     fs, T = cfg.sampling_rate, float(cfg.duration_s)
     n = int(round(T * fs))
-    random_target = cfg.random_target_every > 0 and session_index % cfg.random_target_every == cfg.random_target_every - 1
+    random_target = (
+        cfg.random_target_every > 0 and session_index % cfg.random_target_every == cfg.random_target_every - 1
+    )
     task = "random_target_reaching" if random_target else "center_out_reaching"
 
     trace = _Trace(n, fs)
@@ -273,7 +302,9 @@ def simulate_session(cfg: SyntheticConfig, animal_index: int, session_index: int
     W[untuned, :9] *= 0.1
     lag = rng.integers(0, int(0.15 * fs) + 1, U)  # neurons lead movement by 0-150 ms
     zpad = np.concatenate([z, np.repeat(z[-1:], lag.max() + 1, 0)])
-    drift = rng.uniform(0, 0.3, U) * np.sin(2 * np.pi * np.arange(n)[:, None] / fs / rng.uniform(60, 300, U) + rng.uniform(0, 2 * np.pi, U))
+    drift = rng.uniform(0, 0.3, U) * np.sin(
+        2 * np.pi * np.arange(n)[:, None] / fs / rng.uniform(60, 300, U) + rng.uniform(0, 2 * np.pi, U)
+    )
     log_rate = np.log(base) + drift
     for k in np.unique(lag):  # a few distinct lags: one matrix product each
         cols = np.flatnonzero(lag == k)
@@ -282,11 +313,20 @@ def simulate_session(cfg: SyntheticConfig, animal_index: int, session_index: int
     spike_t, spike_u = _spikes(rng, rates, fs, cfg.refractory_s)
 
     # Trials, phases, splits.
-    tr = {k: np.array([d[k] for d in trials]) for k in ("start", "end", "go", "onset", "reach_end", "target_id", "tx", "ty", "valid")}
+    tr = {
+        k: np.array([d[k] for d in trials])
+        for k in ("start", "end", "go", "onset", "reach_end", "target_id", "tx", "ty", "valid")
+    }
     valid = tr["valid"].astype(bool)
     trials_iv = Interval(
-        start=tr["start"], end=tr["end"], go_cue_time=tr["go"], move_onset_time=tr["onset"],
-        target_id=tr["target_id"].astype(np.int64), target_x=tr["tx"], target_y=tr["ty"], is_valid=valid,
+        start=tr["start"],
+        end=tr["end"],
+        go_cue_time=tr["go"],
+        move_onset_time=tr["onset"],
+        target_id=tr["target_id"].astype(np.int64),
+        target_x=tr["tx"],
+        target_y=tr["ty"],
+        is_valid=valid,
         timekeys=["start", "end", "go_cue_time", "move_onset_time"],
     )
     phases = {}
@@ -308,7 +348,9 @@ def simulate_session(cfg: SyntheticConfig, animal_index: int, session_index: int
     valid_domain = Interval(tr["start"][va], tr["end"][va])
     test_domain = Interval(tr["start"][te], tr["end"][te])
     held_out = np.sort(np.concatenate([va, te]))
-    guard = Interval(np.maximum(tr["start"][held_out] - cfg.split_gap_s, 0.0), np.minimum(tr["end"][held_out] + cfg.split_gap_s, T))
+    guard = Interval(
+        np.maximum(tr["start"][held_out] - cfg.split_gap_s, 0.0), np.minimum(tr["end"][held_out] + cfg.split_gap_s, T)
+    )
     guard = Interval(*_merge(guard.start, guard.end))
     train_domain = domain.difference(guard)
 
@@ -318,15 +360,31 @@ def simulate_session(cfg: SyntheticConfig, animal_index: int, session_index: int
     unit_names = np.array([f"ch{c:02d}/unit_{i:03d}" for i, c in enumerate(channel)])
     return Data(
         brainset=Data(
-            id=BRAINSET_ID, origin_version=GENERATOR_VERSION, derived_version=GENERATOR_VERSION,
-            source="poyo synthetic generator", description="Synthetic multi-animal primate reaching (centre-out and random-target).",
+            id=BRAINSET_ID,
+            origin_version=GENERATOR_VERSION,
+            derived_version=GENERATOR_VERSION,
+            source="poyo synthetic generator",
+            description="Synthetic multi-animal primate reaching (centre-out and random-target).",
         ),
         subject=Data(id=animal.name, species="MACACA_MULATTA"),
         session=Data(id=session_id, task=task, recording_date=str(date)),
         device=Data(id=f"{animal.name}_array", recording_tech="UTAH_ARRAY_SPIKES"),
-        units=ArrayDict(id=unit_names, baseline_rate=base, preferred_direction=pd_, tuning_depth=depth, lead_s=lag / fs, untuned=untuned),
+        units=ArrayDict(
+            id=unit_names,
+            baseline_rate=base,
+            preferred_direction=pd_,
+            tuning_depth=depth,
+            lead_s=lag / fs,
+            untuned=untuned,
+        ),
         spikes=IrregularTimeSeries(timestamps=spike_t, unit_index=spike_u.astype(np.int64), domain=Interval(0.0, T)),
-        cursor=RegularTimeSeries(pos=pos.astype(np.float32), vel=vel.astype(np.float32), acc=acc.astype(np.float32), sampling_rate=fs, domain_start=0.0),
+        cursor=RegularTimeSeries(
+            pos=pos.astype(np.float32),
+            vel=vel.astype(np.float32),
+            acc=acc.astype(np.float32),
+            sampling_rate=fs,
+            domain_start=0.0,
+        ),
         trials=trials_iv,
         movement_phases=Data(**phases, domain="auto"),
         train_domain=train_domain,
