@@ -24,8 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from poyo.data import Compose, Dataset, RandomFixedWindowSampler, UnitDropout, collate_packed, seed_worker  # noqa: E402
 from poyo.data.session import CachedFile, open_file  # noqa: E402
-from poyo.model import ReadoutConfig, Tokenizer  # noqa: E402
+from poyo.model import Tokenizer  # noqa: E402
 from poyo.pipelines.synthetic_reaching import SyntheticConfig, ensure  # noqa: E402
+from poyo.readouts import ReadoutConfig  # noqa: E402
 
 
 def stage_times(ds: Dataset, indices, dropout, tokenizer) -> dict[str, float]:

@@ -22,6 +22,7 @@ import json
 import math
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +32,9 @@ from omegaconf import OmegaConf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from poyo.model import POYO, ReadoutConfig  # noqa: E402
+from poyo.model import POYO, POYOConfig  # noqa: E402
 from poyo.pipelines.synthetic_reaching import SyntheticConfig, ensure  # noqa: E402
+from poyo.readouts import ReadoutConfig  # noqa: E402
 from poyo.training.module import DataModule  # noqa: E402
 from poyo.training.optim import build_optimizer  # noqa: E402
 from poyo.training.stitch import stitch_predictions  # noqa: E402
@@ -84,14 +86,14 @@ def main() -> None:
     ds_cfg = OmegaConf.load(ROOT / "configs" / "dataset" / "synthetic_reaching.yaml")
     root = a.data_root / "synthetic_reaching"
     ensure(root, SyntheticConfig(**OmegaConf.to_container(ds_cfg.generate)))
-    model_cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "model" / f"{a.model}.yaml"))
-    model_cfg.pop("name")
-    model_cfg.pop("attention", None)
+    model_cfg = POYOConfig.from_yaml(ROOT / "configs" / "model" / f"{a.model}.yaml")
     for kv in a.set:
         key, _, value = kv.partition("=")
-        if key not in model_cfg:
-            raise SystemExit(f"error: --set {kv}: {key!r} is not a setting of {a.model} ({', '.join(model_cfg)})")
-        model_cfg[key] = type(model_cfg[key])(value)
+        if key not in model_cfg.to_dict():
+            raise SystemExit(
+                f"error: --set {kv}: {key!r} is not a setting of {a.model} ({', '.join(model_cfg.to_dict())})"
+            )
+        model_cfg = replace(model_cfg, **{key: type(getattr(model_cfg, key))(value)})
 
     readouts = [ReadoutConfig(**r) for r in OmegaConf.to_container(ds_cfg.readouts)]
     dm = DataModule(
@@ -104,7 +106,10 @@ def main() -> None:
         validate=False,
     )
     model = POYO(
-        **model_cfg, readouts=[r.name for r in readouts], unit_ids=dm.unit_ids, session_ids=dm.session_ids, seed=a.seed
+        replace(model_cfg, readouts=[r.name for r in readouts]),
+        unit_ids=dm.unit_ids,
+        session_ids=dm.session_ids,
+        seed=a.seed,
     )
     if a.linear_scale is not None:
         rescale(model, a.linear_scale, None)
@@ -112,7 +117,7 @@ def main() -> None:
         rescale(model, a.qk_scale, ("to_q", "to_kv", "to_qkv"))
     dm.attach(model)
     loader = dm.train_dataloader()
-    opt = build_optimizer(model, name="adamw", base_lr=a.lr / 32, global_batch_size=32, weight_decay=1e-4)
+    opt = build_optimizer(model, name="adamw", lr=a.lr, weight_decay=1e-4)
 
     label = f"{a.model} lr {a.lr:g} warm-up {a.warmup} qk {a.qk_scale} linear {a.linear_scale} {' '.join(a.set)} seed {a.seed}"
     print(f"{label}\n{'step':>6s} {'val R2':>7s} {'train loss':>10s} {'seconds':>8s}", flush=True)

@@ -32,11 +32,11 @@ import resource
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -44,8 +44,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from poyo.data import Series, Window, collate_packed, collate_padded  # noqa: E402
-from poyo.model import POYO, ReadoutConfig  # noqa: E402
+from poyo.model import POYO, POYOConfig  # noqa: E402
 from poyo.model.attention import available  # noqa: E402
+from poyo.readouts import ReadoutConfig  # noqa: E402
 
 UNITS = 100
 
@@ -106,11 +107,10 @@ def windows(spikes: int, batch_size: int, seed: int) -> list[Window]:
 
 
 def build(model_name: str, seed: int = 0, atn_dropout: float | None = None) -> POYO:
-    cfg = yaml.safe_load((ROOT / "configs" / "model" / f"{model_name}.yaml").read_text())
-    cfg.pop("name")
+    cfg = POYOConfig.from_yaml(ROOT / "configs" / "model" / f"{model_name}.yaml")
     if atn_dropout is not None:
-        cfg["atn_dropout"] = atn_dropout
-    return POYO(**cfg, unit_ids=[f"bench/s0/u{i}" for i in range(UNITS)], session_ids=["bench/s0"], seed=seed)
+        cfg = replace(cfg, atn_dropout=atn_dropout)
+    return POYO(cfg, unit_ids=[f"bench/s0/u{i}" for i in range(UNITS)], session_ids=["bench/s0"], seed=seed)
 
 
 def to_device(batch: dict, device: str) -> dict:
@@ -294,7 +294,7 @@ def main() -> None:
     print(f"machine: {name}; Python {platform.python_version()}, torch {torch.__version__}")
     model = build(args.model, atn_dropout=args.atn_dropout)
     print(
-        f"model {args.model} ({model.num_parameters(embeddings=False):,} parameters, attention dropout {model.config['atn_dropout']}), "
+        f"model {args.model} ({model.num_parameters(embeddings=False):,} parameters, attention dropout {model.config.atn_dropout}), "
         f"batch {batch_size}, training mode, {UNITS} units/window\n"
     )
     results = []

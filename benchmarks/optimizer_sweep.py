@@ -22,8 +22,9 @@ from omegaconf import OmegaConf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from poyo.model import POYO, ReadoutConfig  # noqa: E402
+from poyo.model import POYO  # noqa: E402
 from poyo.pipelines.synthetic_reaching import SyntheticConfig, ensure  # noqa: E402
+from poyo.readouts import ReadoutConfig  # noqa: E402
 from poyo.training.module import DataModule  # noqa: E402
 from poyo.training.optim import build_optimizer  # noqa: E402
 from poyo.training.stitch import stitch_predictions  # noqa: E402
@@ -57,7 +58,7 @@ def main() -> None:
         atn_dropout=0.0, unit_ids=dm.unit_ids, session_ids=dm.session_ids, seed=a.seed,
     )  # fmt: skip
     dm.attach(model)
-    opt = build_optimizer(model, name=a.opt, base_lr=a.lr / a.bs, global_batch_size=a.bs)
+    opt = build_optimizer(model, name=a.opt, lr=a.lr)
     val = list(dm.eval_dataloader("valid"))
 
     def evaluate() -> float:

@@ -180,7 +180,7 @@ def main() -> None:
         print("   validation R2 by step: " + ", ".join(f"{s}:{v:.3f}" for s, v, _ in r["val_curve"]))
     if a.linear_contexts:
         from poyo.data import Dataset
-        from poyo.model import ReadoutConfig
+        from poyo.readouts import ReadoutConfig
         from poyo.training.linear import LinearBaseline
 
         print("\nwindow-matched linear decoder against its longest context (test R2, context chosen on validation):")

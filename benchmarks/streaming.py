@@ -28,18 +28,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
-from poyo.model import POYO, ReadoutConfig
+from poyo.model import POYO, POYOConfig
+from poyo.readouts import ReadoutConfig
 from poyo.stream import StreamingDecoder, keep_freed_memory
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "model"
 
 
 def build(name: str, units: list[str], session: str) -> POYO:
-    cfg = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
-    cfg.pop("name")
-    model = POYO(**cfg, unit_ids=units, session_ids=[session], seed=0)
+    model = POYO(POYOConfig.from_yaml(CONFIGS / f"{name}.yaml"), unit_ids=units, session_ids=[session], seed=0)
     model.readout_configs = [ReadoutConfig("cursor_velocity_2d", std=10.0)]
     return model.eval()
 

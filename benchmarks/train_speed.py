@@ -23,14 +23,14 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from poyo.data import Compose, Dataset, RandomFixedWindowSampler, UnitDropout, collate_packed, seed_worker  # noqa: E402
-from poyo.model import POYO, ReadoutConfig  # noqa: E402
+from poyo.model import POYO, POYOConfig  # noqa: E402
 from poyo.pipelines.synthetic_reaching import SyntheticConfig, ensure  # noqa: E402
+from poyo.readouts import ReadoutConfig  # noqa: E402
 from poyo.training.optim import build_optimizer  # noqa: E402
 
 READOUT = ReadoutConfig(
@@ -47,9 +47,12 @@ def dataset(root: Path) -> Dataset:
 
 
 def model_for(name: str, ds: Dataset) -> POYO:
-    cfg = yaml.safe_load((ROOT / "configs" / "model" / f"{name}.yaml").read_text())
-    cfg.pop("name")
-    return POYO(**cfg, unit_ids=ds.unit_ids, session_ids=ds.session_ids, seed=0)
+    return POYO(
+        POYOConfig.from_yaml(ROOT / "configs" / "model" / f"{name}.yaml"),
+        unit_ids=ds.unit_ids,
+        session_ids=ds.session_ids,
+        seed=0,
+    )
 
 
 def model_rate(name: str, ds: Dataset, batch_size: int, steps: int, warmup: int, compile: bool = False) -> dict:
@@ -61,7 +64,7 @@ def model_rate(name: str, ds: Dataset, batch_size: int, steps: int, warmup: int,
     for b in range(warmup + steps):
         idx = windows[b * batch_size : (b + 1) * batch_size]
         batches.append(collate_packed([chain(ds.read(i), ds.rng(i)) for i in idx]))
-    opt = build_optimizer(model, name="adamw", base_lr=3.125e-5, global_batch_size=batch_size)
+    opt = build_optimizer(model, name="adamw", lr=3.125e-5 * batch_size)
     tokens = 0
     start = time.perf_counter()
     for k, batch in enumerate(batches):

@@ -5,15 +5,19 @@ writes one. They import torch on first use, so ``import poyo`` stays cheap.
 """
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # what editors and type checkers see; at run time these import on first use
+    from poyo.model import POYO, POYOConfig, load_pretrained, save_pretrained
 
 try:
     __version__ = version("poyo-decoder")  # written once, in pyproject.toml
 except PackageNotFoundError:  # a source tree that was never installed
     __version__ = "0+unknown"
 
-__all__ = ["POYO", "load_pretrained", "save_pretrained", "__version__"]
+__all__ = ["POYO", "POYOConfig", "__version__", "load_pretrained", "save_pretrained"]
 
-_LAZY = {"POYO": "poyo.model", "load_pretrained": "poyo.model.pretrained", "save_pretrained": "poyo.model.pretrained"}
+_LAZY = {name: "poyo.model" for name in ("POYO", "POYOConfig", "load_pretrained", "save_pretrained")}
 
 
 def __getattr__(name):

@@ -29,8 +29,8 @@ import torch
 from poyo.data import intervals as ivs
 from poyo.data.collate import collate_packed
 from poyo.data.window import Series, Window
-from poyo.model import POYO, ReadoutConfig
-from poyo.model.tokenizer import readouts_for
+from poyo.model import POYO
+from poyo.readouts import ReadoutConfig, readouts_for
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
 

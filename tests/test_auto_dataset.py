@@ -14,11 +14,10 @@ import torch
 
 from poyo.data import Dataset
 from poyo.data.discover import behaviour_fields, choose_behaviour, readout_name
-from poyo.model import POYO, ReadoutConfig, load_pretrained, save_pretrained
-from poyo.model.readout import READOUTS
+from poyo.model import POYO, load_pretrained, save_pretrained
 from poyo.pipelines.arrays import from_binned_counts, from_spike_times, write_session
+from poyo.readouts import READOUTS, ReadoutConfig, fit_normalisation
 from poyo.training.linear import LinearBaseline
-from poyo.training.normalise import fit_normalisation
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,9 +60,9 @@ def test_normalisation_comes_from_the_training_split_and_far_off_stds_are_report
     ds = Dataset(tmp_path, behaviour=["hand.vel"])
     train = ds.behaviour("lab/s1", "hand.vel", "train").values
     (r,) = fit_normalisation(ds, [ReadoutConfig("hand_velocity_2d", mean=None, std=None)])
-    np.testing.assert_allclose(r._mean, train.mean(0), rtol=1e-5)
-    np.testing.assert_allclose(r._std, train.std(0), rtol=1e-5)
-    assert abs(r._mean.mean() - 100.0) < 10.0  # the offset of the data, not 0
+    np.testing.assert_allclose(r.mean_vector, train.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(r.std_vector, train.std(0), rtol=1e-5)
+    assert abs(r.mean_vector.mean() - 100.0) < 10.0  # the offset of the data, not 0
     with pytest.warns(UserWarning, match=r"std \[1000.0, 1000.0\] is up to \d+x off the std of 'hand.vel'"):
         fit_normalisation(ds, [ReadoutConfig("hand_velocity_2d", std=1000.0)])
     with warnings.catch_warnings():
@@ -71,7 +70,7 @@ def test_normalisation_comes_from_the_training_split_and_far_off_stds_are_report
         (kept,) = fit_normalisation(
             ds, [ReadoutConfig("hand_velocity_2d", std=float(train.std()))]
         )  # close: silent, kept
-    assert kept._mean.tolist() == [0.0, 0.0]
+    assert kept.mean_vector.tolist() == [0.0, 0.0]
     with pytest.raises(ValueError, match="mean/std not set"):
         POYO(readouts=["hand_velocity_2d"], unit_ids=ds.unit_ids, session_ids=ds.session_ids).tokenizer(
             [ReadoutConfig("hand_velocity_2d", std=None)]

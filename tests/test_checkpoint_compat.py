@@ -33,7 +33,10 @@ def probe(model) -> dict:
         spike_times=np.sort(rng.uniform(0, 1, n)),
         spike_units=rng.integers(0, len(units), n),
         behaviour={"cursor.vel": Series(t, np.zeros((len(t), 2), np.float32), np.arange(len(t)))},
-        intervals={f"movement_phases.{k}": np.array([[0.2, 0.6]]) for k in ("hold_period", "reach_period", "return_period", "random_period", "invalid")},
+        intervals={
+            f"movement_phases.{k}": np.array([[0.2, 0.6]])
+            for k in ("hold_period", "reach_period", "return_period", "random_period", "invalid")
+        },
     )
     return collate_packed([model.tokenizer()(window)])
 

@@ -6,8 +6,8 @@ import torch
 
 from poyo.data import Series, Window
 from poyo.data.discover import angle_period, readout_name
-from poyo.model import POYO, ReadoutConfig, Tokenizer
-from poyo.model.readout import ReadoutSpec, readout_loss
+from poyo.model import POYO, Tokenizer
+from poyo.readouts import ReadoutConfig, ReadoutSpec, readout_loss
 from poyo.training.stitch import angular_error_deg, circular_r2, score
 
 

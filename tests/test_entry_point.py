@@ -84,3 +84,23 @@ def test_train_py_reports_bad_settings(tmp_path):
         cwd=tmp_path,
     )
     assert out.returncode != 0 and "mode=evaluate needs checkpoint=PATH" in out.stderr
+
+
+def test_train_and_evaluate_are_functions_tests_can_call(tmp_path):
+    """train.py only wires the command line to poyo.training.run: the same run, in process."""
+    from hydra import compose, initialize_config_dir
+
+    from poyo.training.run import evaluate, train
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("train", overrides=[f"data_root={tmp_path / 'data'}", *SMALL])
+        model_pt = tmp_path / "run" / "checkpoints" / "model.pt"
+        cfg_eval = compose(
+            "train", overrides=[f"data_root={tmp_path / 'data'}", *SMALL, "mode=evaluate", f"checkpoint={model_pt}"]
+        )
+    train(cfg, tmp_path / "run")
+    trained = json.loads((tmp_path / "run" / "test_results.json").read_text())
+    assert len(trained["sessions"]) == 2 and torch.load(model_pt, weights_only=True)["model"]["name"] == "poyo_mini"
+    evaluate(cfg_eval, tmp_path / "eval")
+    again = json.loads((tmp_path / "eval" / "test_results.json").read_text())
+    assert abs(again["poyo_mean_r2"] - trained["poyo_mean_r2"]) < 1e-6

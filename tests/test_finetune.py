@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from poyo.data import Dataset, RandomFixedWindowSampler, SequentialFixedWindowSampler, collate_packed
-from poyo.model import POYO, ReadoutConfig, load_pretrained, save_pretrained
+from poyo.model import POYO, load_pretrained, save_pretrained
+from poyo.readouts import ReadoutConfig
 from poyo.training.finetune import BackboneFreezer, adapt_vocabularies, backbone_parameters, unfreeze_epoch
 from poyo.training.module import DataModule, POYOModule
 

@@ -23,11 +23,12 @@ from omegaconf import OmegaConf
 
 from poyo.data import Dataset, SessionFormatError
 from poyo.io import atomic_save, safe_load
-from poyo.model import POYO, ReadoutConfig, load_pretrained
+from poyo.model import POYO, load_pretrained
 from poyo.pipelines.common import runner
 from poyo.pipelines.common.runner import Asset
 from poyo.pipelines.nwb import main as nwb_main
 from poyo.pipelines.synthetic_reaching import SyntheticConfig, ensure
+from poyo.readouts import ReadoutConfig
 from poyo.training.checkpoint import AtomicCheckpointIO
 from poyo.training.guards import RunLock, SettingError, check_settings, resume_problems
 from poyo.training.module import DataModule, POYOModule

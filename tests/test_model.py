@@ -6,28 +6,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from poyo.data import Dataset, SequentialFixedWindowSampler, collate_packed, collate_padded
-from poyo.model import POYO, ReadoutConfig, targets
+from poyo.model import POYO, POYOConfig
 from poyo.model.attention import PACKED_BACKENDS, available
+from poyo.model.poyo import targets
+from poyo.readouts import ReadoutConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "model"
 TINY = dict(dim=32, depth=2, dim_head=16, num_latents_per_step=4, cross_heads=2, self_heads=2)
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
-def model_kwargs(name):
-    cfg = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
-    cfg.pop("name")
-    return cfg
-
-
 @pytest.mark.parametrize("name, expected", [("poyo_1.3M", 1_254_018), ("poyo_11.8M", 11_717_378)])
 def test_named_configs_have_the_reference_parameter_counts(name, expected):
-    model = POYO(**model_kwargs(name), unit_ids=["a/b/u0", "a/b/u1"], session_ids=["a/b"])
+    model = POYO(POYOConfig.from_yaml(CONFIGS / f"{name}.yaml"), unit_ids=["a/b/u0", "a/b/u1"], session_ids=["a/b"])
+    assert model.config.name == name
     assert model.num_parameters(embeddings=False) == expected
-    dim = model.config["dim"]
+    dim = model.config.dim
     assert model.num_parameters() == expected + 3 * dim  # 2 unit rows + 1 session row
 
 
@@ -242,3 +238,22 @@ def test_small_model_overfits_a_handful_of_windows(dataset):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0] / 10, (losses[0], losses[-1])
+
+
+def test_poyo_config_is_the_one_description_of_the_network(tmp_path):
+    """Built from a YAML, a model's config round-trips through plain values; keyword settings
+    override it, and unknown or impossible settings are refused by name."""
+    cfg = POYOConfig.from_yaml(CONFIGS / "poyo_mini.yaml")
+    model = POYO(cfg, unit_ids=["a/b/u0"], session_ids=["a/b"])
+    assert model.config == cfg and POYOConfig.from_dict(cfg.to_dict()) == cfg
+    assert POYO(cfg, depth=1).config.depth == 1 and POYO(dim=32).config.dim == 32
+    with pytest.raises(TypeError, match=r"unknown POYO settings \['width'\]"):
+        POYO(cfg, width=3)
+    with pytest.raises(ValueError, match=r"settings \['head_count'\] are unknown"):
+        POYOConfig.from_dict({**cfg.to_dict(), "head_count": 4})
+    with pytest.raises(ValueError, match="atn_dropout must be in"):
+        POYOConfig(atn_dropout=1.5)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("_target_: poyo.training.optim.OptimConfig\nname: adamw\n")
+    with pytest.raises(ValueError, match="is not POYOConfig"):
+        POYOConfig.from_yaml(bad)

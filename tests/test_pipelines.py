@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from poyo.data import Dataset, WindowIndex
-from poyo.model import ReadoutConfig
 from poyo.pipelines import (
     churchland_shenoy_neural_2012 as churchland,
 )
@@ -36,6 +35,7 @@ from poyo.pipelines.common.clock import find_epochs, realign
 from poyo.pipelines.common.runner import run
 from poyo.pipelines.nwb import convert_file, parse_behaviour
 from poyo.pipelines.nwb import main as nwb_main
+from poyo.readouts import ReadoutConfig
 from tests import raw_fixtures as fx
 
 pytest.importorskip("pynwb")

@@ -11,9 +11,10 @@ import torch
 
 import poyo
 from poyo.data import Dataset, SequentialFixedWindowSampler, collate_packed
-from poyo.model import POYO, ReadoutConfig, load_pretrained, save_pretrained
+from poyo.model import POYO, load_pretrained, save_pretrained
 from poyo.model.torch_brain import import_torch_brain
 from poyo.model.torch_brain import main as import_main
+from poyo.readouts import ReadoutConfig
 
 TINY = dict(dim=32, depth=2, dim_head=16, num_latents_per_step=4, cross_heads=2, self_heads=2, atn_dropout=0.1)
 READOUT = ReadoutConfig("cursor_velocity_2d", std=10.0, mean=[0.5, -0.5], weights={"movement_phases.reach_period": 5.0})
@@ -102,7 +103,7 @@ def test_unknown_units_at_inference_suggest_unit_identification(dataset):
 # --- torch_brain layout, written by hand from its documented module names ------------------
 def torch_brain_checkpoint(model: POYO, *, permute_vocab=True, extra_hparams=None, t_max=2.0627) -> dict:
     """The Lightning checkpoint torch_brain would write for the same network."""
-    c = model.config
+    c = model.config.to_dict()
     sd = {}
 
     def vocab(emb):
@@ -161,7 +162,7 @@ def test_torch_brain_checkpoint_imports_to_identical_predictions(dataset, tmp_pa
     torch.save(torch_brain_checkpoint(model), tmp_path / "tb.ckpt")
     imported = import_torch_brain(tmp_path / "tb.ckpt", tmp_path / "tb.pt", std=10.0, mean=[0.5, -0.5])
     assert "NA" not in imported.unit_emb.ids and sorted(imported.unit_emb.ids) == sorted(model.unit_emb.ids)
-    assert imported.config == {**model.config}
+    assert imported.config == model.config
     loaded = load_pretrained(tmp_path / "tb.pt")  # our format from now on: no pickle
     assert torch.load(tmp_path / "tb.pt", weights_only=True)["metadata"]["source_format"] == "torch_brain"
     for m in (imported, loaded):

@@ -2,7 +2,6 @@
 it shows, the augmentation a dataset config asks for (or not), the validation-length warning,
 and the readable stretches the test plot draws."""
 
-import importlib.util
 import warnings
 from pathlib import Path
 
@@ -12,8 +11,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from poyo.data import Dataset, FractionUnitDropout, SpikeJitter, UnitDropout
-from poyo.model import ReadoutConfig
 from poyo.pipelines.arrays import from_binned_counts, write_session
+from poyo.readouts import ReadoutConfig
 from poyo.training.plots import segments
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,11 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def train():
-    """train.py as a module (its Hydra entry point is not run)."""
-    spec = importlib.util.spec_from_file_location("poyo_train_entry", ROOT / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """What train.py runs, as functions."""
+    from poyo.training import run
+
+    return run
 
 
 def config(*overrides):

@@ -11,7 +11,8 @@ import torch
 
 from poyo.data import Dataset, WindowIndex, collate_packed
 from poyo.data.window import Series
-from poyo.model import POYO, ReadoutConfig
+from poyo.model import POYO
+from poyo.readouts import ReadoutConfig
 from poyo.stream import StreamingDecoder, keep_freed_memory
 
 TINY = dict(dim=32, depth=1, dim_head=16, num_latents_per_step=4, cross_heads=1, self_heads=2)

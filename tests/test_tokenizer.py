@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from poyo.data import Compose, Dataset, Series, UnitDropout, Window, WindowIndex
-from poyo.model import POYO, ReadoutConfig, Tokenizer, latent_grid
-from poyo.model.tokenizer import SPIKE, UNIT_END, UNIT_START
+from poyo.model import POYO, Tokenizer
+from poyo.model.tokenizer import SPIKE, UNIT_END, UNIT_START, latent_grid
+from poyo.readouts import ReadoutConfig
 
 UNITS = ["b/s/u0", "b/s/u1", "b/s/u2"]
 

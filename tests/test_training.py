@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from poyo.io import atomic_save, safe_load
-from poyo.model import POYO, ReadoutConfig
+from poyo.model import POYO
+from poyo.readouts import ReadoutConfig
 from poyo.training.linear import binned_counts
 from poyo.training.module import DataModule, POYOModule, ResumableLoader
 from poyo.training.optim import Lamb, schedule

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from poyo.model import POYO, VocabEmbedding
+from poyo.model import POYO
+from poyo.model.vocab import VocabEmbedding
 
 IDS = ["b/s0/u0", "b/s0/u1", "b/s1/u0"]
 

@@ -1,32 +1,15 @@
-"""The POYO model: tokenizer -> embeddings -> rotary PerceiverIO -> readouts."""
+"""The POYO model: spike tokens -> rotary PerceiverIO -> one linear head per readout.
 
-from poyo.model.attention import BACKENDS, Layout, attend
-from poyo.model.poyo import POYO, layout_of, targets
+What users need: :class:`POYO` (the network; ``POYOConfig`` holds its settings), its
+:class:`Tokenizer` (window -> tensors), and pretrained files (:func:`load_pretrained`,
+:func:`save_pretrained`). ``BACKENDS`` names the attention implementations. Everything
+else lives in its module (``poyo.model.attention``, ``.rotary``, ``.vocab``, ...).
+"""
+
+from poyo.model.attention import BACKENDS
+from poyo.model.config import POYOConfig
+from poyo.model.poyo import POYO
 from poyo.model.pretrained import load_pretrained, save_pretrained
-from poyo.model.readout import READOUTS, ReadoutSpec, get_readout, readout_loss, register_readout
-from poyo.model.rotary import RotaryTime, Rotation, periods
-from poyo.model.tokenizer import ReadoutConfig, Tokenizer, latent_grid
-from poyo.model.vocab import VocabEmbedding
+from poyo.model.tokenizer import Tokenizer
 
-__all__ = [
-    "BACKENDS",
-    "POYO",
-    "READOUTS",
-    "Layout",
-    "ReadoutConfig",
-    "ReadoutSpec",
-    "RotaryTime",
-    "Rotation",
-    "Tokenizer",
-    "VocabEmbedding",
-    "attend",
-    "get_readout",
-    "latent_grid",
-    "layout_of",
-    "load_pretrained",
-    "periods",
-    "readout_loss",
-    "register_readout",
-    "save_pretrained",
-    "targets",
-]
+__all__ = ["BACKENDS", "POYO", "POYOConfig", "Tokenizer", "load_pretrained", "save_pretrained"]

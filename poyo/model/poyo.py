@@ -1,6 +1,6 @@
 """The POYO model: spike tokens -> latents -> output queries -> readouts.
 
-``POYO(**config)`` builds the network; ``model.tokenizer(readouts)`` gives the transform
+``POYO(POYOConfig(...))`` (or ``POYO(dim=...)``) builds the network; ``model.tokenizer(readouts)`` gives the transform
 that turns windows into samples; ``model(batch)`` takes a padded or packed batch of
 those samples and returns ``{readout name: predictions}``, where the rows of each readout
 line up with :func:`targets` of the same batch.
@@ -9,16 +9,18 @@ line up with :func:`targets` of the same batch.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import fields, replace
 
 import torch
 from torch import nn
 
 from poyo.model.attention import BACKENDS, Layout
+from poyo.model.config import POYOConfig
 from poyo.model.layers import CrossAttention, FeedForward, SelfAttention
-from poyo.model.readout import get_readout, readout_loss
 from poyo.model.rotary import RotaryTime
-from poyo.model.tokenizer import NUM_TOKEN_TYPES, ReadoutConfig, Tokenizer
+from poyo.model.tokenizer import NUM_TOKEN_TYPES, Tokenizer
 from poyo.model.vocab import VocabEmbedding
+from poyo.readouts import ReadoutConfig, get_readout, readout_loss
 
 
 def layout_of(group: Mapping) -> Layout:
@@ -56,95 +58,86 @@ def targets(batch: Mapping, name: str) -> dict[str, torch.Tensor]:
 class POYO(nn.Module):
     """PerceiverIO over spike tokens with rotary time (Azabou et al., 2023).
 
-    Sizes follow the paper's configs (``configs/model/``): e.g. poyo_1.3M is ``dim=64,
-    depth=6, num_latents_per_step=16, cross_heads=2, self_heads=8``. ``unit_ids`` and
-    ``session_ids`` seed the vocabularies; ``seed`` makes the initial weights reproducible
-    without touching the global RNG. ``attention`` picks the kernel (see
-    :mod:`poyo.model.attention`); ``"auto"`` chooses per batch.
+    Args:
+        config: the architecture (:class:`POYOConfig`); keyword settings (``dim=...``) override
+            its fields, so ``POYO(dim=64, depth=6)`` also works. Sizes follow the paper's
+            configs (``configs/model/``): poyo_1.3M is ``dim=64, depth=6,
+            num_latents_per_step=16, cross_heads=2, self_heads=8``.
+        unit_ids, session_ids: the ids the vocabularies start with (more join with
+            :meth:`init_vocabs`); ids are global, e.g. ``"<brainset>/<session>/<unit>"``.
+        attention: the attention kernel (:mod:`poyo.model.attention`); ``"auto"`` picks per batch.
+        seed: makes the initial weights reproducible without touching the global RNG.
+
+    ``model(batch)`` takes a collated batch (``input`` tokens ``(n_tokens,)``, ``latent``
+    ``(n_latents,)``, ``output`` queries ``(n_queries,)``; padded or packed) and returns
+    ``{readout: (n_queries_of_that_readout, out_dim)}``.
     """
 
     def __init__(
         self,
+        config: POYOConfig | None = None,
         *,
-        dim: int = 64,
-        depth: int = 6,
-        dim_head: int = 64,
-        num_latents_per_step: int = 16,
-        latent_step: float = 0.125,
-        cross_heads: int = 2,
-        self_heads: int = 8,
-        ffn_dropout: float = 0.2,
-        lin_dropout: float = 0.4,
-        atn_dropout: float = 0.2,
-        emb_init_scale: float = 0.02,
-        t_min: float = 1e-4,
-        t_max: float = 2.0627,
-        readouts: Sequence[str] = ("cursor_velocity_2d",),
         unit_ids: Iterable[str] = (),
         session_ids: Iterable[str] = (),
         attention: str = "auto",
         seed: int = 0,
+        **settings,
     ):
         super().__init__()
-        for name, value in (
-            ("dim", dim),
-            ("depth", depth),
-            ("num_latents_per_step", num_latents_per_step),
-            ("cross_heads", cross_heads),
-            ("self_heads", self_heads),
-        ):
-            if not (isinstance(value, int) and value >= (0 if name == "depth" else 1)):
-                raise ValueError(
-                    f"{name} must be a {'non-negative' if name == 'depth' else 'positive'} integer, got {value!r}"
-                )
-        for name, value in (("ffn_dropout", ffn_dropout), ("lin_dropout", lin_dropout), ("atn_dropout", atn_dropout)):
-            if not 0.0 <= value < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {value}")
-        if not latent_step > 0:
-            raise ValueError(f"latent_step must be > 0, got {latent_step}")
-        readouts = list(readouts)
-        if not readouts or len(set(readouts)) != len(readouts):
-            raise ValueError(f"readouts must be a non-empty list of distinct names, got {readouts}")
-        specs = [get_readout(r) for r in readouts]
-        self.config = dict(
-            dim=dim, depth=depth, dim_head=dim_head, num_latents_per_step=num_latents_per_step, latent_step=float(latent_step),
-            cross_heads=cross_heads, self_heads=self_heads, ffn_dropout=ffn_dropout, lin_dropout=lin_dropout, atn_dropout=atn_dropout,
-            emb_init_scale=emb_init_scale, t_min=float(t_min), t_max=float(t_max), readouts=readouts,
-        )  # fmt: skip
-        self.readout_names = readouts
+        if config is not None and not isinstance(config, POYOConfig):
+            raise TypeError(
+                f"config must be a POYOConfig, got {type(config).__name__} (settings go as keywords: POYO(dim=64))"
+            )
+        try:
+            config = replace(config or POYOConfig(), **settings)
+        except TypeError as e:
+            unknown = sorted(set(settings) - {f.name for f in fields(POYOConfig)})
+            raise TypeError(
+                f"unknown POYO settings {unknown}; POYOConfig has {[f.name for f in fields(POYOConfig)]}"
+            ) from e
+        self.config = c = config
+        specs = [get_readout(r) for r in c.readouts]
+        self.readout_names = list(c.readouts)
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.unit_emb = VocabEmbedding(dim, unit_ids, init_scale=emb_init_scale, seed=seed, name="unit vocabulary")
-            self.session_emb = VocabEmbedding(
-                dim, session_ids, init_scale=emb_init_scale, seed=seed + 1, name="session vocabulary"
+            self.unit_emb = VocabEmbedding(
+                c.dim, unit_ids, init_scale=c.emb_init_scale, seed=seed, name="unit vocabulary"
             )
-            self.token_type_emb = nn.Embedding(NUM_TOKEN_TYPES, dim)
-            self.latent_emb = nn.Embedding(num_latents_per_step, dim)
+            self.session_emb = VocabEmbedding(
+                c.dim, session_ids, init_scale=c.emb_init_scale, seed=seed + 1, name="session vocabulary"
+            )
+            self.token_type_emb = nn.Embedding(NUM_TOKEN_TYPES, c.dim)
+            self.latent_emb = nn.Embedding(c.num_latents_per_step, c.dim)
             # Several readouts share a time and session: tell their queries apart.
-            self.readout_emb = nn.Embedding(len(readouts), dim) if len(readouts) > 1 else None
+            self.readout_emb = nn.Embedding(len(c.readouts), c.dim) if len(c.readouts) > 1 else None
             for emb in (self.token_type_emb, self.latent_emb, self.readout_emb):
                 if emb is not None:
-                    nn.init.normal_(emb.weight, std=emb_init_scale)
+                    nn.init.normal_(emb.weight, std=c.emb_init_scale)
 
-            self.rotary = RotaryTime(dim_head, t_min, t_max)
+            self.rotary = RotaryTime(c.dim_head, c.t_min, c.t_max)
             self.enc_atn = CrossAttention(
-                dim, self.rotary, heads=cross_heads, dim_head=dim_head, dropout=atn_dropout, rotate_value=True
+                c.dim, self.rotary, heads=c.cross_heads, dim_head=c.dim_head, dropout=c.atn_dropout, rotate_value=True
             )
-            self.enc_ffn = FeedForward(dim, dropout=ffn_dropout)
+            self.enc_ffn = FeedForward(c.dim, dropout=c.ffn_dropout)
             self.proc_atn = nn.ModuleList(
                 SelfAttention(
-                    dim, self.rotary, heads=self_heads, dim_head=dim_head, dropout=atn_dropout, rotate_value=True
+                    c.dim,
+                    self.rotary,
+                    heads=c.self_heads,
+                    dim_head=c.dim_head,
+                    dropout=c.atn_dropout,
+                    rotate_value=True,
                 )
-                for _ in range(depth)
+                for _ in range(c.depth)
             )
-            self.proc_ffn = nn.ModuleList(FeedForward(dim, dropout=ffn_dropout) for _ in range(depth))
-            self.proc_dropout = nn.Dropout(lin_dropout)
+            self.proc_ffn = nn.ModuleList(FeedForward(c.dim, dropout=c.ffn_dropout) for _ in range(c.depth))
+            self.proc_dropout = nn.Dropout(c.lin_dropout)
             self.dec_atn = CrossAttention(
-                dim, self.rotary, heads=cross_heads, dim_head=dim_head, dropout=atn_dropout, rotate_value=False
+                c.dim, self.rotary, heads=c.cross_heads, dim_head=c.dim_head, dropout=c.atn_dropout, rotate_value=False
             )
-            self.dec_ffn = FeedForward(dim, dropout=ffn_dropout)
-            self.readout = nn.ModuleDict({s.name: nn.Linear(dim, s.out_dim) for s in specs})
+            self.dec_ffn = FeedForward(c.dim, dropout=c.ffn_dropout)
+            self.readout = nn.ModuleDict({s.name: nn.Linear(c.dim, s.out_dim) for s in specs})
         self.attention = attention
         # How each head's targets were normalised and weighted when the model was trained
         # (ReadoutConfigs); set by training and by load_pretrained, used by tokenizer().
@@ -210,8 +203,8 @@ class POYO(nn.Module):
             self.session_emb.lookup(),
             configs,
             self.readout_names,
-            latent_step=self.config["latent_step"],
-            num_latents_per_step=self.config["num_latents_per_step"],
+            latent_step=self.config.latent_step,
+            num_latents_per_step=self.config.num_latents_per_step,
             vocab=self.vocab_fingerprint,
         )
 

@@ -15,7 +15,6 @@ converted once, on request, by :mod:`poyo.model.torch_brain`.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -23,8 +22,9 @@ import torch
 
 import poyo
 from poyo.io import TORCH_BRAIN_HINT, atomic_save, safe_load
+from poyo.model.config import POYOConfig
 from poyo.model.poyo import POYO
-from poyo.model.tokenizer import ReadoutConfig
+from poyo.readouts import ReadoutConfig
 
 FORMAT = "poyo"
 FORMAT_VERSION = 1
@@ -48,7 +48,7 @@ def pretrained_payload(
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "poyo_version": poyo.__version__,
-        "model": dict(model.config),
+        "model": model.config.to_dict(),
         "readouts": [r.to_dict() for r in configs],
         "metadata": dict(metadata or {}),
     }
@@ -113,18 +113,13 @@ def load_pretrained(path, *, map_location="cpu") -> POYO:
     """
     path = Path(path)
     settings, readouts, state_dict = _unpack(path, safe_load(path, map_location))
-    accepted = set(inspect.signature(POYO.__init__).parameters) - {"self", "unit_ids", "session_ids", "seed"}
-    unknown = sorted(set(settings) - accepted)
-    if unknown:
-        raise ValueError(
-            f"{path}: model settings {unknown} are unknown to this poyo's POYO (a checkpoint of another model, or of a newer poyo?)"
-        )
+    config = POYOConfig.from_dict(settings, source=str(path))
     try:  # first: a readout declared in the checkpoint (dim, kind) is registered before the model needs it
         configs = [ReadoutConfig(**r) for r in readouts]
     except (TypeError, ValueError, KeyError) as e:
         raise ValueError(f"{path}: bad readout configs {readouts!r}: {e}") from e
     try:
-        model = POYO(**settings)
+        model = POYO(config)
     except (TypeError, ValueError) as e:
         raise ValueError(f"{path}: cannot build the model from its settings: {e}") from e
     try:

@@ -33,9 +33,8 @@ import torch
 
 from poyo.model.poyo import POYO
 from poyo.model.pretrained import save_pretrained
-from poyo.model.readout import get_readout
 from poyo.model.rotary import periods
-from poyo.model.tokenizer import ReadoutConfig
+from poyo.readouts import ReadoutConfig, get_readout
 
 _RENAMES = [
     (r"(enc|dec)_ffn\.0\.(weight|bias)", r"\1_ffn.norm.\2"),
@@ -219,7 +218,7 @@ def main(argv=None) -> None:
         a.checkpoint, a.out, readout=a.readout, mean=a.mean, std=a.std, allow_pickle=a.allow_pickle
     )
     print(
-        f"{a.out}: POYO dim={model.config['dim']} depth={model.config['depth']}, {len(model.unit_emb)} units, "
+        f"{a.out}: POYO dim={model.config.dim} depth={model.config.depth}, {len(model.unit_emb)} units, "
         f"{len(model.session_emb)} sessions, readout {a.readout}; load it with poyo.load_pretrained({a.out!r})"
     )
 

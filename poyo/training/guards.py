@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import os
 import socket
+import warnings
 from collections.abc import Mapping
 from numbers import Integral, Real
 from pathlib import Path
 
+from hydra.utils import to_absolute_path
+
+from poyo.data import Dataset
+from poyo.data import intervals as ivs
 from poyo.io import pid_alive
+from poyo.model import BACKENDS
 
 # the settings that define a run's plan: a resume must not change them
 PLAN = (
@@ -63,6 +69,7 @@ def check_settings(cfg: Mapping) -> None:
 
     need("mode", lambda v: v in ("train", "evaluate"), "must be train or evaluate", "train")
     need("layout", lambda v: v in ("packed", "padded"), "must be 'packed' or 'padded'", "packed")
+    need("attention", lambda v: v in BACKENDS, f"must be one of {list(BACKENDS)}", "auto")
     need("seed", lambda v: _integer(v) and v >= 0, "must be a non-negative integer", "0")
     need("batch_size", lambda v: _integer(v) and v >= 1, "must be a positive integer (the global batch)", "32")
     need("eval_batch_size", lambda v: v is None or (_integer(v) and v >= 1), "must be a positive integer or null", "64")
@@ -195,3 +202,34 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def find_resume(cfg: Mapping, run_dir: Path) -> Path | None:
+    """The checkpoint ``resume`` points at: a path, this run's last.ckpt, or the newest run's."""
+    if cfg.resume in (False, None, "false"):
+        return None
+    if cfg.resume not in (True, "true"):
+        p = Path(to_absolute_path(str(cfg.resume)))
+        p = p / "checkpoints" / "last.ckpt" if p.is_dir() else p
+        if not p.is_file():
+            raise FileNotFoundError(f"resume={cfg.resume}: no checkpoint at {p}")
+        return p
+    own = run_dir / "checkpoints" / "last.ckpt"
+    if own.is_file():
+        return own
+    outputs = Path(to_absolute_path("outputs"))  # where the default run folders go
+    candidates = sorted(outputs.glob("*/*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise FileNotFoundError(f"resume=true: no checkpoints/last.ckpt in {run_dir} or in the runs below {outputs}")
+    return candidates[-1]
+
+
+def warn_short_validation(ds: Dataset, least: float = 120.0) -> None:
+    """Validation R² picks the tested checkpoint; on a few seconds of data it is mostly noise."""
+    seconds = sum(ivs.total_length(iv) for iv in ds.sampling_intervals("valid").values())
+    if seconds < least:
+        warnings.warn(
+            f"the validation split holds only {seconds:.0f} s of data (less than {least:.0f} s): its R² is a noisy guide for "
+            "choosing the checkpoint to test. Longer recordings, or splits with more validation time, make it reliable.",
+            stacklevel=2,
+        )

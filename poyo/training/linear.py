@@ -18,7 +18,7 @@ import numpy as np
 from poyo.data import intervals as ivs
 from poyo.data.dataset import Dataset
 from poyo.data.window import WindowIndex
-from poyo.model.tokenizer import ReadoutConfig
+from poyo.readouts import ReadoutConfig
 from poyo.training.stitch import angular_error_deg, score
 
 # ridge penalties, relative to the mean variance x samples of one feature

@@ -27,9 +27,9 @@ from poyo.data import (
     seed_worker,
 )
 from poyo.data import unit_dropout as make_unit_dropout
-from poyo.model import POYO, ReadoutConfig
-from poyo.model.tokenizer import behaviour_keys, interval_keys, readouts_for
-from poyo.training.optim import build_optimizer, schedule
+from poyo.model import POYO
+from poyo.readouts import ReadoutConfig, behaviour_keys, interval_keys, readouts_for
+from poyo.training.optim import OptimConfig
 from poyo.training.stitch import Stitcher
 
 
@@ -93,6 +93,26 @@ class _SkippingBatches(torch.utils.data.Sampler):
 
 
 class DataModule(L.LightningDataModule):
+    """The training, validation and test loaders of a run: windows of the sessions below
+    ``root``, tokenized for the attached model and collated padded or packed.
+
+    Args:
+        root: folder(s) of session files (see :class:`poyo.data.Dataset`).
+        readouts: the :class:`~poyo.readouts.ReadoutConfig` list; it decides which behaviour
+            fields and intervals are read, and the data module owns it (``dm.readouts``).
+        batch_size: the GLOBAL batch (split over data-parallel ranks); ``eval_batch_size``
+            likewise for evaluation (default: ``batch_size``).
+        window_length, eval_step: seconds per window; evaluation windows start every
+            ``eval_step`` seconds (overlapping; predictions are stitched).
+        num_workers: DataLoader worker processes (each seeded from ``seed``).
+        layout: ``"packed"`` (one long sequence, ``cu_seqlens``) or ``"padded"`` (with masks).
+        unit_dropout, spike_jitter: augmentation of training windows (``configs/dataset``).
+        seed: seeds the window sampler and every window's augmentation.
+        validate, progress: check every session file at start-up; show progress bars.
+        sessions, train_seconds: keep only these sessions / the earliest seconds of their
+            train split (few-shot).
+    """
+
     def __init__(
         self,
         root,
@@ -231,11 +251,17 @@ class POYOModule(L.LightningModule):
     """Trains a :class:`POYO` with weighted per-readout losses; evaluates by stitching."""
 
     def __init__(
-        self, model: POYO, optim: Mapping, *, global_batch_size: int, total_steps: int, hparams: Mapping | None = None
+        self,
+        model: POYO,
+        optim: OptimConfig | Mapping,
+        *,
+        global_batch_size: int,
+        total_steps: int,
+        hparams: Mapping | None = None,
     ):
         super().__init__()
         self.model = model
-        self.optim = dict(optim)
+        self.optim = optim if isinstance(optim, OptimConfig) else OptimConfig.from_dict(optim)
         self.global_batch_size, self.total_steps = int(global_batch_size), int(total_steps)
         self.save_hyperparameters(dict(hparams or {}))  # plain containers only: checkpoints load with weights_only=True
         self.stitcher = Stitcher()
@@ -267,20 +293,10 @@ class POYOModule(L.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        opt = build_optimizer(
-            self.model,
-            name=self.optim["name"],
-            base_lr=self.optim["base_lr"],
-            global_batch_size=self.global_batch_size,
-            weight_decay=self.optim.get("weight_decay", 1e-4),
+        opt, lr_schedule = self.optim.build(
+            self.model, global_batch_size=self.global_batch_size, total_steps=self.total_steps
         )
-        factor = schedule(
-            self.total_steps, self.optim.get("constant_fraction", 0.5), self.optim.get("final_factor", 1e-4)
-        )
-        return {
-            "optimizer": opt,
-            "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, factor), "interval": "step"},
-        }
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": lr_schedule, "interval": "step"}}
 
     # --- evaluation ------------------------------------------------------------------------
     def _eval_step(self, batch, stage: str) -> None:

@@ -8,12 +8,15 @@
 * :func:`schedule`: constant for the first ``constant_fraction`` of the steps, then a
   cosine down to ``final_factor`` of the peak. The betas never change (no momentum
   cycling).
-* :func:`build_optimizer`: the peak learning rate is ``base_lr`` times the *global* batch size.
+* :class:`OptimConfig`: the settings of both, in one place; the peak learning rate is
+  ``base_lr`` times the *global* batch size (:meth:`OptimConfig.peak_lr`).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -110,20 +113,61 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [g for g in groups if g["params"]]
 
 
+@dataclass(frozen=True)
+class OptimConfig:
+    """The optimiser and its schedule (``configs/optim/*.yaml`` build it through Hydra).
+
+    Args:
+        name: ``"adamw"`` or ``"lamb"`` (the POYO recipe's; vocabulary rows without gradient keep their moments).
+        base_lr: the peak learning rate per sample of the GLOBAL batch: peak lr = ``base_lr * batch_size``.
+        weight_decay: decoupled weight decay, for every parameter.
+        constant_fraction: the share of the steps run at the peak lr ...
+        final_factor: ... before a cosine down to this fraction of it.
+    """
+
+    name: str = "adamw"
+    base_lr: float = 3.125e-5
+    weight_decay: float = 1e-4
+    constant_fraction: float = 0.5
+    final_factor: float = 1e-4
+
+    def __post_init__(self):
+        if self.name not in ("adamw", "lamb"):
+            raise ValueError(f"unknown optimizer {self.name!r}; choose 'lamb' or 'adamw'")
+        if not self.base_lr > 0 or not self.weight_decay >= 0:
+            raise ValueError(f"need base_lr > 0 and weight_decay >= 0, got {self.base_lr}, {self.weight_decay}")
+        if not (0 <= self.constant_fraction <= 1 and 0 <= self.final_factor <= 1):
+            raise ValueError(
+                f"constant_fraction and final_factor must be in [0, 1], got {self.constant_fraction}, {self.final_factor}"
+            )
+
+    @classmethod
+    def from_dict(cls, settings: Mapping) -> OptimConfig:
+        """From plain settings (a resolved YAML group; Hydra's ``_target_`` key is ignored)."""
+        return cls(**{k: v for k, v in settings.items() if k != "_target_"})
+
+    def peak_lr(self, global_batch_size: int) -> float:
+        if global_batch_size < 1:
+            raise ValueError(f"global_batch_size must be >= 1, got {global_batch_size}")
+        return self.base_lr * global_batch_size
+
+    def build(self, model: nn.Module, *, global_batch_size: int, total_steps: int):
+        """The optimiser and its per-step ``LambdaLR`` schedule for ``total_steps`` steps."""
+        opt = build_optimizer(model, name=self.name, lr=self.peak_lr(global_batch_size), weight_decay=self.weight_decay)
+        factor = schedule(total_steps, self.constant_fraction, self.final_factor)
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
 def build_optimizer(
     model: nn.Module,
     *,
     name: str,
-    base_lr: float,
-    global_batch_size: int,
+    lr: float,
     weight_decay: float = 1e-4,
     betas=(0.9, 0.999),
     eps: float = 1e-6,
 ):
-    """LAMB (``name="lamb"``) or AdamW with peak lr = ``base_lr * global_batch_size``."""
-    if global_batch_size < 1:
-        raise ValueError(f"global_batch_size must be >= 1, got {global_batch_size}")
-    lr = base_lr * global_batch_size
+    """LAMB (``name="lamb"``) or AdamW at peak learning rate ``lr``."""
     groups = param_groups(model, weight_decay)
     if name == "lamb":
         return Lamb(groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from poyo.model.tokenizer import ReadoutConfig
+from poyo.readouts import ReadoutConfig
 
 
 def _trials(time: np.ndarray, gap: float) -> list[np.ndarray]:

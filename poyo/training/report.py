@@ -9,7 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from poyo.model.tokenizer import ReadoutConfig
+from poyo.data import Dataset
+from poyo.data import intervals as ivs
+from poyo.readouts import ReadoutConfig
 from poyo.training.linear import VARIANTS, LinearBaseline
 from poyo.training.module import DataModule, POYOModule
 from poyo.training.plots import plot_test_trials
@@ -123,3 +125,17 @@ def report(
     ]
     (run_dir / "test_results.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def summary_table(ds: Dataset) -> str:
+    w = max(len(sid) for sid in ds.session_ids)
+    head = f"{'session':{w}s} {'units':>5s} {'spikes':>8s} {'Hz/unit':>7s} {'length':>7s} {'train':>6s} {'valid':>6s} {'test':>6s}"
+    rows = [head, "-" * len(head)]
+    for sid, s in ds.sessions.items():
+        dur = s.end - s.start
+        split = [ivs.total_length(s.splits[k]) if s.splits[k] is not None else 0.0 for k in ("train", "valid", "test")]
+        rows.append(
+            f"{sid:{w}s} {len(s.unit_ids):5d} {s.num_spikes:8d} {s.num_spikes / len(s.unit_ids) / dur:7.1f} "
+            f"{dur:6.0f}s {split[0]:5.0f}s {split[1]:5.0f}s {split[2]:5.0f}s"
+        )
+    return "\n".join(rows)

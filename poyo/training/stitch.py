@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from poyo.model.poyo import targets
-from poyo.model.readout import ReadoutSpec, get_readout
+from poyo.readouts import ReadoutSpec, get_readout
 
 
 def r2_score(pred: np.ndarray, target: np.ndarray) -> float:

@@ -51,7 +51,7 @@ def register_readout(spec: ReadoutSpec, *, replace: bool = False) -> ReadoutSpec
 def get_readout(name: str) -> ReadoutSpec:
     if name not in READOUTS:
         raise KeyError(
-            f"unknown readout '{name}'; registered: {sorted(READOUTS)} (add one with poyo.model.register_readout)"
+            f"unknown readout '{name}'; registered: {sorted(READOUTS)} (add one with poyo.readouts.register_readout)"
         )
     return READOUTS[name]
 

@@ -1,5 +1,6 @@
-"""Target normalisation from the data: readouts whose mean or std is not given get the
-training split's, and a given std far from the data's is reported.
+"""Target normalisation policy: readouts whose mean or std is not given get the training
+split's, a given std far from the data's is reported, and a fine-tuned head keeps the
+normalisation it was pretrained with.
 
 A target scale off by orders of magnitude does not fail loudly: the model learns to predict
 the mean (R² near 0) or trains on huge losses. So the scale is measured, not assumed.
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from poyo.data.dataset import Dataset
-from poyo.model.tokenizer import ReadoutConfig
+from poyo.readouts.config import ReadoutConfig
 
 FAR = 10.0  # a given std more than this factor from the data's is warned about
 
@@ -58,10 +59,10 @@ def fit_normalisation(ds: Dataset, readouts: Sequence[ReadoutConfig], split: str
                 f"readout '{r.name}': behaviour '{r.key}' is constant in {where} (std {std.tolist()}); nothing to decode"
             )
         if r.std is not None:
-            ratio = np.maximum(r._std / np.maximum(std, 1e-12), std / r._std)
+            ratio = np.maximum(r.std_vector / np.maximum(std, 1e-12), std / r.std_vector)
             if np.any(ratio > FAR):
                 warnings.warn(
-                    f"readout '{r.name}': the given std {np.round(r._std, 4).tolist()} is up to {ratio.max():.0f}x off the std of "
+                    f"readout '{r.name}': the given std {np.round(r.std_vector, 4).tolist()} is up to {ratio.max():.0f}x off the std of "
                     f"'{r.key}' in {where} ({np.round(std, 4).tolist()}); the model then learns far-from-unit targets. "
                     "Leave std out (null) to use the data's.",
                     stacklevel=2,
@@ -74,5 +75,42 @@ def fit_normalisation(ds: Dataset, readouts: Sequence[ReadoutConfig], split: str
                     "std": std.tolist() if r.std is None else r.std,
                 }
             )
+        out.append(r)
+    return out
+
+
+def pretrained_normalisation(trained: Sequence[ReadoutConfig], config: ReadoutConfig, sessions) -> ReadoutConfig | None:
+    """The pretrained config whose normalisation fine-tuning ``config`` on ``sessions`` should keep.
+
+    A head trained with one normalisation keeps it. A multi-dataset head (one config per
+    brainset) keeps the one its patterns give these sessions (a new session of a known
+    brainset); if none or several different ones apply, None: the dataset's own is used.
+    """
+    if config.spec.kind != "continuous":
+        return None
+    same = [t for t in trained if t.name == config.name]
+    norm = lambda t: (tuple(t.mean_vector), tuple(t.std_vector))
+    if len({norm(t) for t in same}) == 1:
+        return same[0]
+    fitting = {norm(t): t for t in same if any(t.applies_to(s) for s in sessions)}
+    return next(iter(fitting.values())) if len(fitting) == 1 else None
+
+
+def keep_pretrained_normalisation(
+    trained: Sequence[ReadoutConfig], readouts: Sequence[ReadoutConfig], session_ids
+) -> list[ReadoutConfig]:
+    """``readouts`` with each head's pretrained normalisation where :func:`pretrained_normalisation`
+    says to keep it (the pretrained head learned targets scaled that way); says what changed."""
+    out = []
+    for r in readouts:
+        t = pretrained_normalisation(trained, r, [s for s in session_ids if r.applies_to(s)])
+        if t is not None and (
+            not np.allclose(t.mean_vector, r.mean_vector) or not np.allclose(t.std_vector, r.std_vector)
+        ):
+            print(
+                f"readout {r.name}: using the pretrained normalisation (mean {t.mean}, std {t.std}) "
+                f"instead of the dataset's ({r.mean}, {r.std})"
+            )
+            r = ReadoutConfig(**{**r.to_dict(), "mean": t.mean, "std": t.std})
         out.append(r)
     return out

@@ -1,0 +1,96 @@
+"""The settings that define a POYO network, as one typed object: the model is built from it,
+saved from it (``model.pt``, checkpoints) and loaded from it. ``configs/model/*.yaml`` build
+it through Hydra (``_target_: poyo.model.POYOConfig``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+
+
+@dataclass(frozen=True)
+class POYOConfig:
+    """Args:
+    name: what to call this architecture in reports (``poyo_mini``, ``poyo_1.3M``, ...).
+    dim: width of every token (spike, latent, query) and of the unit/session embeddings.
+    depth: number of self-attention + feed-forward blocks over the latents.
+    dim_head: width of each attention head; rotary time uses half of it.
+    num_latents_per_step: K learned latents, repeated at each ``latent_step`` of the window
+        (a 1 s window and 1/8 s steps give ``8 K`` latent tokens).
+    latent_step: spacing of the latent grid, in seconds.
+    cross_heads: heads of the encoder (spikes -> latents) and decoder (latents -> queries).
+    self_heads: heads of the latent self-attention.
+    ffn_dropout, lin_dropout, atn_dropout: dropout in the feed-forward blocks, after each
+        processing block, and on the attention weights.
+    emb_init_scale: std of the initial embeddings.
+    t_min, t_max: shortest and longest rotary period, in seconds (log-spaced between).
+    readouts: the names of the heads (registered readouts, :mod:`poyo.readouts`).
+    """
+
+    name: str = "poyo"
+    dim: int = 64
+    depth: int = 6
+    dim_head: int = 64
+    num_latents_per_step: int = 16
+    latent_step: float = 0.125
+    cross_heads: int = 2
+    self_heads: int = 8
+    ffn_dropout: float = 0.2
+    lin_dropout: float = 0.4
+    atn_dropout: float = 0.2
+    emb_init_scale: float = 0.02
+    t_min: float = 1e-4
+    t_max: float = 2.0627
+    readouts: Sequence[str] = ("cursor_velocity_2d",)
+
+    def __post_init__(self):
+        for name in ("dim", "depth", "num_latents_per_step", "cross_heads", "self_heads", "dim_head"):
+            value, least = getattr(self, name), 0 if name == "depth" else 1
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= least):
+                raise ValueError(
+                    f"{name} must be a {'non-negative' if least == 0 else 'positive'} integer, got {value!r}"
+                )
+        for name in ("ffn_dropout", "lin_dropout", "atn_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if not self.latent_step > 0:
+            raise ValueError(f"latent_step must be > 0, got {self.latent_step}")
+        if not 0 < self.t_min < self.t_max:
+            raise ValueError(f"need 0 < t_min < t_max, got {self.t_min}, {self.t_max}")
+        readouts = (self.readouts,) if isinstance(self.readouts, str) else tuple(self.readouts)
+        if not readouts or len(set(readouts)) != len(readouts):
+            raise ValueError(f"readouts must be a non-empty list of distinct names, got {list(readouts)}")
+        for name in ("latent_step", "t_min", "t_max", "ffn_dropout", "lin_dropout", "atn_dropout", "emb_init_scale"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+        object.__setattr__(self, "readouts", tuple(str(r) for r in readouts))
+
+    def to_dict(self) -> dict:
+        """Plain values (what checkpoints store; loads with ``torch.load(weights_only=True)``)."""
+        return {**asdict(self), "readouts": list(self.readouts)}
+
+    @classmethod
+    def from_yaml(cls, path) -> POYOConfig:
+        """A ``configs/model/*.yaml`` file (its ``_target_`` names this class)."""
+        import yaml
+
+        settings = yaml.safe_load(open(path))
+        target = settings.pop("_target_", None)
+        if target not in (
+            None,
+            f"{cls.__module__.rsplit('.', 1)[0]}.{cls.__name__}",
+            f"{cls.__module__}.{cls.__name__}",
+        ):
+            raise ValueError(f"{path}: _target_ {target!r} is not {cls.__name__}")
+        return cls.from_dict(settings, source=str(path))
+
+    @classmethod
+    def from_dict(cls, settings: Mapping, *, source: str = "settings") -> POYOConfig:
+        """The config from stored settings; names this poyo does not know are refused, naming them."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(settings) - known)
+        if unknown:
+            raise ValueError(
+                f"{source}: model settings {unknown} are unknown to this poyo's POYO "
+                "(a checkpoint of another model, or of a newer poyo?)"
+            )
+        return cls(**dict(settings))

@@ -1,0 +1,294 @@
+"""Training and evaluation runs, as functions: ``train(cfg, run_dir)`` and
+``evaluate(cfg, run_dir)`` take the composed settings (``configs/train.yaml``) and a run
+folder. ``train.py`` calls them from the command line; tests and notebooks call them directly.
+
+A run: the dataset's folder is prepared (the synthetic set generated when missing), readouts
+chosen and normalised from the training split, the model built from ``cfg.model`` (a
+:class:`poyo.model.POYOConfig`) or a pretrained file (fine-tuning), trained with Lightning,
+and the weights chosen on validation tested against the linear baselines (:mod:`.report`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+from hydra.utils import instantiate, to_absolute_path
+from omegaconf import DictConfig, OmegaConf
+
+from poyo.data import RandomFixedWindowSampler
+from poyo.io import safe_load
+from poyo.model import POYO, load_pretrained, save_pretrained
+from poyo.model.pretrained import pretrained_payload
+from poyo.readouts import ReadoutConfig, fit_normalisation, keep_pretrained_normalisation, readouts_from_settings
+from poyo.training.checkpoint import AtomicCheckpointIO
+from poyo.training.finetune import MODES, BackboneFreezer, adapt_vocabularies, unfreeze_epoch
+from poyo.training.guards import find_resume, resume_problems, warn_short_validation
+from poyo.training.linear import LinearBaseline
+from poyo.training.loggers import make_loggers
+from poyo.training.module import DataModule, POYOModule
+from poyo.training.report import report, summary_table
+
+
+def prepare_data(cfg: DictConfig) -> Path | list[Path]:
+    """The dataset's folder(s) below ``data_root``: ``dataset.brainsets`` if listed, else ``dataset.name``."""
+    data_root = Path(to_absolute_path(cfg.data_root))
+    if cfg.dataset.get("generate"):
+        from poyo.pipelines.synthetic_reaching import SyntheticConfig, ensure
+
+        root = data_root / cfg.dataset.name
+        ensure(root, SyntheticConfig(**OmegaConf.to_container(cfg.dataset.generate)))
+        return root
+    brainsets = list(cfg.dataset.get("brainsets") or [cfg.dataset.name])
+    missing = [b for b in brainsets if not (data_root / b).is_dir()]
+    if missing:
+        raise FileNotFoundError(
+            f"dataset '{cfg.dataset.name}' needs the brainset folder(s) {[str(data_root / b) for b in missing]}; prepare each with "
+            f"`python -m poyo.pipelines.<brainset> --raw-dir data/raw --processed-dir {data_root}` (or set data_root=...)"
+        )
+    return [data_root / b for b in brainsets] if cfg.dataset.get("brainsets") else data_root / brainsets[0]
+
+
+def build_model(cfg: DictConfig, readouts: list[ReadoutConfig], unit_ids, session_ids) -> POYO:
+    """The model ``cfg.model`` describes (a :class:`POYOConfig`), with one head per readout name
+    and these units and sessions in its vocabularies."""
+    config = replace(instantiate(cfg.model, _convert_="all"), readouts=list(dict.fromkeys(r.name for r in readouts)))
+    return POYO(config, unit_ids=unit_ids, session_ids=session_ids, attention=cfg.attention, seed=cfg.seed)
+
+
+def make_datamodule(cfg: DictConfig, root: Path, readouts, *, progress: bool) -> DataModule:
+    return DataModule(
+        root,
+        readouts,
+        batch_size=cfg.batch_size,
+        eval_batch_size=cfg.eval_batch_size,
+        window_length=cfg.window_length,
+        eval_step=cfg.eval_step,
+        num_workers=cfg.num_workers,
+        layout=cfg.layout,
+        unit_dropout=OmegaConf.to_container(cfg.dataset.unit_dropout) if cfg.dataset.get("unit_dropout") else None,
+        spike_jitter=cfg.dataset.get("spike_jitter") or 0.0,
+        seed=cfg.seed,
+        validate=cfg.validate_data,
+        progress=progress,
+        # top-level `sessions` (few-shot, fine-tuning) replaces the dataset's own selection
+        sessions=list(cfg.sessions)
+        if cfg.sessions
+        else (list(cfg.dataset.include) if cfg.dataset.get("include") else None),
+        train_seconds=cfg.train_seconds,
+    )
+
+
+def planned_steps(cfg: DictConfig, steps_per_epoch: int) -> int:
+    """``trainer.max_steps`` if set, else ``max_epochs`` epochs but at least ``min_steps`` steps
+    (a short recording has few windows per epoch, and the model needs a few hundred steps
+    before it starts to decode at all)."""
+    t = cfg.trainer
+    return t.max_steps if t.max_steps > 0 else max(t.max_epochs * steps_per_epoch, t.get("min_steps") or 0)
+
+
+def make_trainer(
+    cfg: DictConfig, run_dir: Path, *, callbacks=(), logger=True, total_steps: int = -1, steps_per_epoch: int = 1
+) -> L.Trainer:
+    """The Lightning Trainer; it trains ``total_steps`` (shown as the epochs they take)."""
+    t = cfg.trainer
+    return L.Trainer(
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
+        precision=t.precision,
+        max_epochs=-(-total_steps // steps_per_epoch) if total_steps > 0 else t.max_epochs,
+        max_steps=total_steps,
+        gradient_clip_val=t.gradient_clip_val,
+        check_val_every_n_epoch=t.check_val_every_n_epoch,
+        log_every_n_steps=t.log_every_n_steps,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,  # our samplers shard by rank themselves
+        plugins=[AtomicCheckpointIO()],
+        callbacks=list(callbacks),
+        logger=make_loggers(cfg.logger, run_dir) if logger else False,
+        default_root_dir=run_dir,
+        enable_model_summary=False,
+    )
+
+
+def linear_baseline(cfg: DictConfig) -> LinearBaseline:
+    """The linear decoders printed beside POYO; the window one spans at most POYO's window."""
+    return LinearBaseline(**{"context_s": cfg.window_length, **cfg.baseline})
+
+
+def pretrained_for_finetuning(
+    cfg: DictConfig, dm: DataModule, readouts: list[ReadoutConfig]
+) -> tuple[POYO, list[ReadoutConfig], BackboneFreezer]:
+    """The pretrained model with the dataset's ids in its vocabularies, and the freezing callback."""
+    ft = cfg.finetune
+    if not ft.checkpoint:
+        raise ValueError(f"finetune={ft.mode} needs finetune.checkpoint=PATH (a poyo checkpoint or pretrained .pt)")
+    path = to_absolute_path(str(ft.checkpoint))
+    model = load_pretrained(path).train()
+    model.attention = cfg.attention
+    missing = [r.name for r in readouts if r.name not in model.readout_names]
+    if missing:
+        raise ValueError(
+            f"{path}: the pretrained model has no head for readouts {missing} (it has {model.readout_names})"
+        )
+    # The pretrained heads were trained on targets normalised their way: keep it.
+    readouts = keep_pretrained_normalisation(model.readout_configs or (), readouts, dm.session_ids)
+    before_units, before_sessions = set(model.unit_emb.ids), set(model.session_emb.ids)
+    added = adapt_vocabularies(model, dm.unit_ids, dm.session_ids, subset=ft.subset, seed=cfg.seed)
+    print(
+        f"\nfine-tuning ({ft.mode}) {path}: {len(added['units'])} new units and {len(added['sessions'])} new sessions "
+        f"({len(dm.unit_ids) - len(added['units'])} units, {len(dm.session_ids) - len(added['sessions'])} sessions already known); "
+        f"vocabularies {'subset to this data' if ft.subset else 'keep the pretrained ids'}: {len(model.unit_emb)} units, {len(model.session_emb)} sessions"
+    )
+    kept_units = sorted(before_units - set(dm.unit_ids)) if not ft.subset else []
+    kept_sessions = sorted(before_sessions - set(dm.session_ids)) if not ft.subset else []
+    freezer = BackboneFreezer(
+        model, unfreeze_epoch(ft.mode, ft.unfreeze_epoch), kept_units=kept_units, kept_sessions=kept_sessions
+    )
+    return model, readouts, freezer
+
+
+def train(cfg: DictConfig, run_dir: Path) -> None:
+    """Train (or fine-tune, ``cfg.finetune``) as ``cfg`` says, then test the weights chosen on
+    validation; everything goes into ``run_dir``."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.finetune.mode not in MODES:
+        raise ValueError(f"finetune.mode must be one of {MODES}, got {cfg.finetune.mode!r}")
+    root = prepare_data(cfg)
+    readouts = readouts_from_settings(OmegaConf.to_container(cfg.dataset, resolve=True), root)
+    dm = make_datamodule(cfg, root, readouts, progress=True)
+    ds = dm.train_set
+    print(f"\n{len(ds.session_ids)} sessions, {len(ds.subject_ids)} subjects, {len(ds.unit_ids)} units in {root}\n")
+    print(summary_table(ds))
+    dm.check_splits()
+    warn_short_validation(ds)
+    readouts = dm.readouts = fit_normalisation(ds, readouts)
+    resume = find_resume(cfg, run_dir)
+    if resume is not None:
+        problems = resume_problems(
+            safe_load(resume).get("hyper_parameters") or {}, OmegaConf.to_container(cfg, resolve=True), readouts
+        )
+        if problems:
+            raise ValueError(
+                f"resume={resume}: this run's settings differ from the checkpoint's, so it would not continue the same run:\n  "
+                + "\n  ".join(problems)
+                + "\nresume with the checkpoint's settings, or start a new run without resume"
+            )
+
+    callbacks = []
+    if cfg.finetune.mode == "none":
+        model = build_model(cfg, readouts, dm.unit_ids, dm.session_ids)
+        name = model.config.name
+    else:
+        model, readouts, freezer = pretrained_for_finetuning(cfg, dm, readouts)
+        dm.readouts = readouts
+        callbacks.append(freezer)
+        name = f"pretrained ({Path(str(cfg.finetune.checkpoint)).name})"
+    model.readout_configs = readouts
+    dm.attach(model)
+    windows = len(RandomFixedWindowSampler(ds.sampling_intervals("train"), cfg.window_length, seed=cfg.seed))
+    steps_per_epoch = windows // cfg.batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(
+            f"only {windows} training windows: fewer than one global batch of {cfg.batch_size}; lower batch_size"
+        )
+    total = planned_steps(cfg, steps_per_epoch)
+    # the checkpoints carry what model.pt carries, plus the run's settings (for resume and evaluate)
+    hparams = {**pretrained_payload(model, readouts), "config": OmegaConf.to_container(cfg, resolve=True)}
+    optim = instantiate(cfg.optim, _convert_="all")
+    module = POYOModule(model, optim, global_batch_size=cfg.batch_size, total_steps=total, hparams=hparams)
+    print(
+        f"\nmodel {name}: {model.num_parameters(embeddings=False):,} parameters + "
+        f"{model.num_parameters() - model.num_parameters(embeddings=False):,} in the unit/session vocabularies; "
+        f"{optim.name} peak lr {optim.peak_lr(cfg.batch_size):.3g} (= {optim.base_lr:g} x global batch {cfg.batch_size}), "
+        f"{total} steps ({steps_per_epoch} per epoch, {total / steps_per_epoch:.3g} epochs)\n"
+    )
+    ckpt_dir = run_dir / "checkpoints"
+    best = L.pytorch.callbacks.ModelCheckpoint(
+        dirpath=ckpt_dir, filename="best", monitor="val/metric", mode="max", save_top_k=1, enable_version_counter=False
+    )
+    callbacks += [
+        best,
+        L.pytorch.callbacks.ModelCheckpoint(
+            dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=cfg.trainer.checkpoint_every_n_steps
+        ),
+        L.pytorch.callbacks.LearningRateMonitor("step"),
+    ]
+    trainer = make_trainer(cfg, run_dir, callbacks=callbacks, total_steps=total, steps_per_epoch=steps_per_epoch)
+    if resume is not None:
+        print(f"resuming from {resume}")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None)
+        trainer.save_checkpoint(ckpt_dir / "last.ckpt", weights_only=False)  # the final state, whatever the step
+        chosen, which = choose_checkpoint(trainer, module, dm, best)
+        trainer.test(module, datamodule=dm, verbose=False, ckpt_path=chosen)
+    if trainer.is_global_zero:
+        step = safe_step(chosen) if chosen else trainer.global_step
+        save_pretrained(
+            model,
+            ckpt_dir / "model.pt",
+            readouts=readouts,
+            metadata={"run": str(run_dir), "steps": step, "chosen": which},
+        )
+        report(module, dm, readouts, run_dir, which, linear_baseline(cfg))
+        print(f"\nrun folder: {run_dir} (the trained model: checkpoints/model.pt; poyo.load_pretrained() reads it)")
+
+
+CHOICE_MARGIN = 0.01  # best.ckpt replaces the final weights only if validation prefers it by more than this
+
+
+def choose_checkpoint(trainer: L.Trainer, module: POYOModule, dm: DataModule, best) -> tuple[str | None, str]:
+    """The weights to test, chosen on the validation split: ``best.ckpt`` or the final ones.
+
+    Validation runs every few epochs, so the final weights are validated once more here. The
+    schedule ends at a tiny learning rate, so the final weights are kept unless an earlier
+    checkpoint scored more than ``CHOICE_MARGIN`` higher (validation R² is noisy).
+    Returns (checkpoint path or None for the weights in memory, a description for the table).
+    """
+    final = trainer.validate(module, datamodule=dm, verbose=False)[0].get("val/metric", float("nan"))
+    best_score = float(best.best_model_score) if best.best_model_score is not None else float("nan")
+    if best.best_model_path and Path(best.best_model_path).is_file() and best_score > final + CHOICE_MARGIN:
+        return (
+            best.best_model_path,
+            f"best.ckpt, step {safe_step(best.best_model_path)}, chosen on validation (R2 {best_score:.3f}; final weights {final:.3f})",
+        )
+    return None, f"final weights, step {trainer.global_step}, chosen on validation (R2 {final:.3f}" + (
+        f"; best.ckpt {best_score:.3f})" if np.isfinite(best_score) else ")"
+    )
+
+
+def safe_step(path) -> int:
+    return int(safe_load(path).get("global_step", -1))
+
+
+def evaluate(cfg: DictConfig, run_dir: Path) -> None:
+    """Test ``cfg.checkpoint`` on the test split of ``cfg.dataset``; the report goes into ``run_dir``."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not cfg.checkpoint:
+        raise ValueError("mode=evaluate needs checkpoint=PATH (a .ckpt written by train.py, or a pretrained .pt)")
+    path = to_absolute_path(str(cfg.checkpoint))
+    model = load_pretrained(path)
+    model.attention = cfg.attention
+    module = POYOModule(model, instantiate(cfg.optim, _convert_="all"), global_batch_size=cfg.batch_size, total_steps=1)
+    readouts = model.readout_configs
+    root = prepare_data(cfg)
+    dm = make_datamodule(cfg, root, readouts, progress=True)
+    unknown = [s for s in dm.session_ids if s not in model.session_emb]
+    if unknown:
+        raise KeyError(
+            f"{len(unknown)} sessions of {root} are not in the vocabulary of {path} (e.g. {unknown[:3]}); "
+            "adapt the model to them first: python train.py finetune=unit_identification finetune.checkpoint=..."
+        )
+    dm.attach(model)
+    trainer = make_trainer(cfg, run_dir, logger=False)
+    trainer.test(module, datamodule=dm, verbose=False)
+    if trainer.is_global_zero:
+        report(module, dm, readouts, run_dir, f"{Path(path).name}", linear_baseline(cfg))
