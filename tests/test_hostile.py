@@ -171,7 +171,6 @@ def test_no_loader_runs_a_malicious_pickle(tmp_path):
     loaders = [
         safe_load,
         load_pretrained,
-        POYO.from_pretrained,
         AtomicCheckpointIO().load_checkpoint,
         import_torch_brain,
     ]

@@ -53,7 +53,7 @@ def test_saved_model_loads_ready_and_predicts_the_same(dataset, tmp_path):
     path = save_pretrained(model, tmp_path / "m.pt", metadata={"note": "test"})
     raw = torch.load(path, weights_only=True)  # no pickle anywhere
     assert raw["format"] == "poyo" and raw["format_version"] == 1 and raw["metadata"] == {"note": "test"}
-    for loader in (load_pretrained, POYO.from_pretrained, poyo.load_pretrained):
+    for loader in (load_pretrained, poyo.load_pretrained):
         loaded = loader(path)
         assert not loaded.training
         assert loaded.unit_emb.ids == model.unit_emb.ids and loaded.session_emb.ids == model.session_emb.ids

@@ -143,13 +143,6 @@ class POYO(nn.Module):
         # (ReadoutConfigs); set by training and by load_pretrained, used by tokenizer().
         self.readout_configs: list[ReadoutConfig] | None = None
 
-    @classmethod
-    def from_pretrained(cls, path, *, map_location="cpu") -> POYO:
-        """A model from :func:`poyo.model.pretrained.load_pretrained` (poyo checkpoints only)."""
-        from poyo.model.pretrained import load_pretrained
-
-        return load_pretrained(path, map_location=map_location)
-
     # --- configuration -----------------------------------------------------------------
     @property
     def attention(self) -> str:
