@@ -92,6 +92,7 @@ class StreamingDecoder:
             raise ValueError("unit_ids has duplicates")
         self.model = model.eval()
         self.session_id, self.window = session_id, float(window)
+        model.check_window(self.window)
         # Fails here, not at the first spike, if the session or a unit is unknown to the model.
         self.tokenizer = model.tokenizer([self.config])
         self._empty_intervals = {k: ivs.empty() for k in self.config.interval_keys()}

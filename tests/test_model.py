@@ -1,6 +1,7 @@
 """The POYO model: sizes, layout/backend parity, relative time, permutation and padding
 invariance, checkpoints, and a small model that learns."""
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -257,3 +258,25 @@ def test_poyo_config_is_the_one_description_of_the_network(tmp_path):
     bad.write_text("_target_: poyo.training.optim.OptimConfig\nname: adamw\n")
     with pytest.raises(ValueError, match="is not POYOConfig"):
         POYOConfig.from_yaml(bad)
+
+
+def test_a_model_run_on_other_windows_than_it_was_trained_on_warns_once():
+    model = POYO(dim=16, depth=1, dim_head=8, num_latents_per_step=2, window_length=1.0)
+    assert model.check_window(1.0)
+    with pytest.warns(UserWarning, match=r"trained on 1 s windows and now runs on 0\.5 s windows"):
+        assert not model.check_window(0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.check_window(0.5)  # once per length
+        assert POYO(dim=16, depth=1, dim_head=8, num_latents_per_step=2).check_window(2.0)  # length unknown: silent
+
+
+def test_exact_rotary_frequencies_replace_the_computed_ones():
+    base = POYO(dim=16, depth=1, dim_head=8, num_latents_per_step=2)
+    computed = base.rotary.omega[:2].tolist()
+    as_float32 = [float(torch.tensor(w, dtype=torch.float32)) for w in computed]
+    exact = POYO(base.config, rotary_omega=as_float32)
+    assert exact.rotary.omega[:2].tolist() == as_float32 and as_float32 != computed
+    assert exact.rotary.omega[2:].abs().sum() == 0  # the unrotated half
+    with pytest.raises(ValueError, match="rotary_omega must hold 2 positive frequencies"):
+        POYOConfig(dim_head=8, rotary_omega=[1.0])

@@ -25,6 +25,11 @@ class POYOConfig:
     emb_init_scale: std of the initial embeddings.
     t_min, t_max: shortest and longest rotary period, in seconds (log-spaced between).
     readouts: the names of the heads (registered readouts, :mod:`poyo.readouts`).
+    window_length: the window (s) the model was trained on, if known; running it on other
+        windows warns (the latent grid and the rotary phases it learned assume it).
+    rotary_omega: the exact rotary frequencies (rad/s, one per rotated pair) when they must be
+        kept as given: a torch_brain checkpoint's float32 values, for outputs equal to its
+        own. None (our models): computed from ``t_min``/``t_max`` in float64.
     """
 
     name: str = "poyo"
@@ -42,6 +47,8 @@ class POYOConfig:
     t_min: float = 1e-4
     t_max: float = 2.0627
     readouts: Sequence[str] = ("cursor_velocity_2d",)
+    window_length: float | None = None
+    rotary_omega: Sequence[float] | None = None
 
     def __post_init__(self):
         for name in ("dim", "depth", "num_latents_per_step", "cross_heads", "self_heads", "dim_head"):
@@ -63,10 +70,23 @@ class POYOConfig:
         for name in ("latent_step", "t_min", "t_max", "ffn_dropout", "lin_dropout", "atn_dropout", "emb_init_scale"):
             object.__setattr__(self, name, float(getattr(self, name)))
         object.__setattr__(self, "readouts", tuple(str(r) for r in readouts))
+        if self.window_length is not None:
+            if not self.window_length > 0:
+                raise ValueError(f"window_length must be > 0 s, got {self.window_length}")
+            object.__setattr__(self, "window_length", float(self.window_length))
+        if self.rotary_omega is not None:
+            omega = tuple(float(w) for w in self.rotary_omega)
+            if len(omega) != self.dim_head // 4 or not all(w > 0 for w in omega):
+                raise ValueError(
+                    f"rotary_omega must hold {self.dim_head // 4} positive frequencies (dim_head // 4), got {len(omega)}"
+                )
+            object.__setattr__(self, "rotary_omega", omega)
 
     def to_dict(self) -> dict:
         """Plain values (what checkpoints store; loads with ``torch.load(weights_only=True)``)."""
-        return {**asdict(self), "readouts": list(self.readouts)}
+        out = {**asdict(self), "readouts": list(self.readouts)}
+        out["rotary_omega"] = None if self.rotary_omega is None else list(self.rotary_omega)
+        return out
 
     @classmethod
     def from_yaml(cls, path) -> POYOConfig:

@@ -8,6 +8,7 @@ line up with :func:`targets` of the same batch.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import fields, replace
 
@@ -115,7 +116,7 @@ class POYO(nn.Module):
                 if emb is not None:
                     nn.init.normal_(emb.weight, std=c.emb_init_scale)
 
-            self.rotary = RotaryTime(c.dim_head, c.t_min, c.t_max)
+            self.rotary = RotaryTime(c.dim_head, c.t_min, c.t_max, omega=c.rotary_omega)
             self.enc_atn = CrossAttention(
                 c.dim, self.rotary, heads=c.cross_heads, dim_head=c.dim_head, dropout=c.atn_dropout, rotate_value=True
             )
@@ -142,8 +143,24 @@ class POYO(nn.Module):
         # How each head's targets were normalised and weighted when the model was trained
         # (ReadoutConfigs); set by training and by load_pretrained, used by tokenizer().
         self.readout_configs: list[ReadoutConfig] | None = None
+        self._warned_windows: set[float] = set()
 
     # --- configuration -----------------------------------------------------------------
+    def check_window(self, length: float) -> bool:
+        """Warn (once per length) when windows of ``length`` s differ from the ones the model was
+        trained on (``config.window_length``); True when they agree or the training length is unknown."""
+        trained = self.config.window_length
+        if trained is None or abs(float(length) - trained) < 1e-9:
+            return True
+        if float(length) not in self._warned_windows:
+            self._warned_windows.add(float(length))
+            warnings.warn(
+                f"this model was trained on {trained:g} s windows and now runs on {float(length):g} s windows: its latent "
+                "grid and the time spans it learned assume the former, so predictions may degrade (set window_length to match)",
+                stacklevel=2,
+            )
+        return False
+
     @property
     def attention(self) -> str:
         return self._attention

@@ -2,7 +2,8 @@
 
 A head's first ``head_dim // 2`` dims are grouped in adjacent pairs ``(0, 1), (2, 3), ...``;
 pair ``i`` is rotated by the angle ``2 pi t / period_i`` with periods log-spaced from
-``t_min`` to ``t_max`` (both included). The other half of the dims is not rotated. Because
+``t_min`` to ``t_max`` (both included), unless the exact frequencies are given (an imported
+torch_brain checkpoint keeps its own float32 values). The other half of the dims is not rotated. Because
 a rotation by ``t_q`` on the query and by ``t_k`` on the key leaves ``q . k`` depending
 only on ``t_k - t_q``, attention sees relative time. With the defaults (1e-4 s to
 2.0627 s, 64-dim heads: 16 periods) this matches the frequencies of the published POYO
@@ -49,7 +50,7 @@ def periods(num: int, t_min: float = 1e-4, t_max: float = 2.0627) -> torch.Tenso
 class RotaryTime(nn.Module):
     """Turns timestamps into :class:`Rotation` s and applies them to per-head features."""
 
-    def __init__(self, head_dim: int, t_min: float = 1e-4, t_max: float = 2.0627):
+    def __init__(self, head_dim: int, t_min: float = 1e-4, t_max: float = 2.0627, omega=None):
         super().__init__()
         if head_dim < 4 or head_dim % 4:
             raise ValueError(
@@ -57,8 +58,15 @@ class RotaryTime(nn.Module):
             )
         self.head_dim, self.t_min, self.t_max = head_dim, float(t_min), float(t_max)
         self.num_freqs = head_dim // 4
-        omega = torch.zeros(head_dim // 2, dtype=torch.float64)  # angle 0 (phase 1) on the unrotated half
-        omega[: self.num_freqs] = 2 * math.pi / periods(self.num_freqs, t_min, t_max)
+        full = torch.zeros(head_dim // 2, dtype=torch.float64)  # angle 0 (phase 1) on the unrotated half
+        if omega is None:
+            full[: self.num_freqs] = 2 * math.pi / periods(self.num_freqs, t_min, t_max)
+        else:  # given exactly (an imported checkpoint's float32 frequencies)
+            given = torch.as_tensor(omega, dtype=torch.float64).flatten()
+            if given.shape != (self.num_freqs,):
+                raise ValueError(f"omega must hold {self.num_freqs} frequencies, got {tuple(given.shape)}")
+            full[: self.num_freqs] = given
+        omega = full
         self.register_buffer("omega", omega, persistent=False)  # float64, (head_dim // 2,)
 
     def forward(self, timestamps: torch.Tensor) -> Rotation:

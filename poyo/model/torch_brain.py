@@ -5,7 +5,9 @@
 torch_brain writes Lightning ``.ckpt`` files whose ``state_dict`` keys start with
 ``model.``, whose vocabularies are ``{id: row}`` dicts with a reserved ``"NA"`` id at row 0,
 and whose ``hyper_parameters["model"]`` holds the model settings. The network is the same
-as ours (same rotary periods, GEGLU order and layer shapes); only names differ:
+as ours (same rotary periods, GEGLU order and layer shapes), and an imported model keeps the
+checkpoint's own float32 rotary frequencies, so its outputs equal torch_brain's to float32
+rounding (tested against the real library). Only names differ:
 
     theirs                                   ours
     enc_ffn.0 / dec_ffn.0 (LayerNorm)        enc_ffn.norm / dec_ffn.norm
@@ -13,7 +15,9 @@ as ours (same rotary periods, GEGLU order and layer shapes); only names differ:
     proc_layers.i.0.*                        proc_atn.i.*
     proc_layers.i.1.0 / .1.1.net.0 / .net.3  proc_ffn.i.norm / .proj_in / .proj_out
     readout.*                                readout.<head>.*  (one linear head)
-    rotary_emb.omega                         checked against our periods, not stored
+    rotary_emb.omega                         kept exactly (config.rotary_omega), after a check
+                                             against the periods of its t_min/t_max
+    hyper_parameters sequence_length         config.window_length (other windows warn)
 
 Safety: the file is read with ``weights_only=True`` first. Only if it holds pickled
 objects, and only with ``allow_pickle=True`` (``--allow-pickle``), is it unpickled: that
@@ -115,10 +119,13 @@ def _settings(hp: Mapping, state: Mapping, path: Path) -> dict:
     return s
 
 
-def _check_rotary(state: Mapping, settings: dict, path: Path) -> None:
+def _rotary(state: Mapping, settings: dict, path: Path) -> list[float] | None:
+    """The checkpoint's rotary frequencies, kept exactly (torch_brain computes them in float32,
+    which moves outputs by up to ~1e-4 from a float64 recomputation); checked against the
+    periods its t_min/t_max give, so a checkpoint of another rotary scheme is refused."""
     omega = state.get("rotary_emb.omega")
     if omega is None:
-        return
+        return None
     ours = 2 * math.pi / periods(settings["dim_head"] // 4, settings["t_min"], settings["t_max"])
     theirs = omega.double().flatten()
     theirs = theirs[theirs != 0]
@@ -126,6 +133,7 @@ def _check_rotary(state: Mapping, settings: dict, path: Path) -> None:
         raise ValueError(
             f"{path}: rotary frequencies differ from poyo's for t_min={settings['t_min']}, t_max={settings['t_max']}: {theirs.tolist()[:4]}..."
         )
+    return theirs.tolist()
 
 
 def convert(ckpt: Mapping, *, readout: str = "cursor_velocity_2d", path: Path = Path("<checkpoint>")) -> POYO:
@@ -138,7 +146,9 @@ def convert(ckpt: Mapping, *, readout: str = "cursor_velocity_2d", path: Path = 
     if any(k not in state for k in needed):
         raise ValueError(f"{path}: not a torch_brain POYO checkpoint (missing {[k for k in needed if k not in state]})")
     settings = _settings(hp, state, path)
-    _check_rotary(state, settings, path)
+    settings["rotary_omega"] = _rotary(state, settings, path)
+    if hp.get("sequence_length") is not None:  # the window it was trained on
+        settings["window_length"] = float(hp["sequence_length"])
     spec = get_readout(readout)
     dim_out = state["readout.weight"].shape[0]
     if spec.dim != dim_out:

@@ -18,11 +18,18 @@ sessions the model already knew keep predicting exactly as before.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import lightning as L
 import torch
+from hydra.utils import to_absolute_path
+from omegaconf import DictConfig
 
-from poyo.model import POYO
+from poyo.model import POYO, load_pretrained
+from poyo.readouts import ReadoutConfig, keep_pretrained_normalisation
+
+if TYPE_CHECKING:
+    from poyo.training.module import DataModule
 
 MODES = ("none", "unit_identification", "full", "gradual")
 
@@ -112,3 +119,35 @@ class BackboneFreezer(L.Callback):
             with torch.no_grad():
                 for (emb, rows), saved in zip(self.kept, self.saved):
                     emb.weight[rows] = saved.to(emb.weight.device)
+
+
+def pretrained_for_finetuning(
+    cfg: DictConfig, dm: DataModule, readouts: list[ReadoutConfig]
+) -> tuple[POYO, list[ReadoutConfig], BackboneFreezer]:
+    """The pretrained model with the dataset's ids in its vocabularies, and the freezing callback."""
+    ft = cfg.finetune
+    if not ft.checkpoint:
+        raise ValueError(f"finetune={ft.mode} needs finetune.checkpoint=PATH (a poyo checkpoint or pretrained .pt)")
+    path = to_absolute_path(str(ft.checkpoint))
+    model = load_pretrained(path).train()
+    model.attention = cfg.attention
+    missing = [r.name for r in readouts if r.name not in model.readout_names]
+    if missing:
+        raise ValueError(
+            f"{path}: the pretrained model has no head for readouts {missing} (it has {model.readout_names})"
+        )
+    # The pretrained heads were trained on targets normalised their way: keep it.
+    readouts = keep_pretrained_normalisation(model.readout_configs or (), readouts, dm.session_ids)
+    before_units, before_sessions = set(model.unit_emb.ids), set(model.session_emb.ids)
+    added = adapt_vocabularies(model, dm.unit_ids, dm.session_ids, subset=ft.subset, seed=cfg.seed)
+    print(
+        f"\nfine-tuning ({ft.mode}) {path}: {len(added['units'])} new units and {len(added['sessions'])} new sessions "
+        f"({len(dm.unit_ids) - len(added['units'])} units, {len(dm.session_ids) - len(added['sessions'])} sessions already known); "
+        f"vocabularies {'subset to this data' if ft.subset else 'keep the pretrained ids'}: {len(model.unit_emb)} units, {len(model.session_emb)} sessions"
+    )
+    kept_units = sorted(before_units - set(dm.unit_ids)) if not ft.subset else []
+    kept_sessions = sorted(before_sessions - set(dm.session_ids)) if not ft.subset else []
+    freezer = BackboneFreezer(
+        model, unfreeze_epoch(ft.mode, ft.unfreeze_epoch), kept_units=kept_units, kept_sessions=kept_sessions
+    )
+    return model, readouts, freezer

@@ -172,6 +172,7 @@ class DataModule(L.LightningDataModule):
 
     def attach(self, model: POYO) -> None:
         """Tokenize for this model's current vocabularies (call again after changing them)."""
+        model.check_window(self.window_length)
         self.tokenizer = model.tokenizer(self.readouts)
         self.train_set.transform = Compose([*self.augment, self.tokenizer]) if self.augment else self.tokenizer
         self.eval_set.transform = self.tokenizer

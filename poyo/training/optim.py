@@ -21,8 +21,21 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+LAMB_MODES = ("poyo", "torch_brain")
+
 
 class Lamb(torch.optim.Optimizer):
+    """LAMB without bias correction; rows of ``sparse`` groups without gradient are not updated.
+
+    ``mode`` says what happens to those rows (in a batch that leaves some out):
+
+    * ``"poyo"`` (default): they keep their moments, and the trust ratio is taken over the
+      rows the batch touched, so a unit absent from a batch is neither decayed nor reset.
+    * ``"torch_brain"``: as torch_brain's ``SparseLamb`` (0.1.x): their moments are reset to
+      zero and the trust ratio is taken over the whole matrix (the absent rows' weight decay
+      included), for reproducing published runs exactly.
+    """
+
     def __init__(
         self,
         params,
@@ -31,7 +44,11 @@ class Lamb(torch.optim.Optimizer):
         eps: float = 1e-6,
         weight_decay: float = 0.0,
         clamp: float = 10.0,
+        mode: str = "poyo",
     ):
+        if mode not in LAMB_MODES:
+            raise ValueError(f"Lamb mode must be one of {LAMB_MODES}, got {mode!r}")
+        self.mode = mode
         if not lr > 0:
             raise ValueError(f"lr must be > 0, got {lr}")
         if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
@@ -63,8 +80,14 @@ class Lamb(torch.optim.Optimizer):
                     state["exp_avg"] = torch.zeros_like(p)
                     state["exp_avg_sq"] = torch.zeros_like(p)
                 m, v = state["exp_avg"], state["exp_avg_sq"]
-                if group["sparse"] and p.dim() == 2:
-                    rows = g.abs().sum(-1) != 0  # rows this batch touched
+                rows = g.abs().sum(-1) != 0 if group["sparse"] and p.dim() == 2 else None  # rows this batch touched
+                if rows is not None and self.mode == "torch_brain" and not rows.all():
+                    m[~rows], v[~rows] = 0.0, 0.0  # absent rows lose their moments
+                    m[rows] = b1 * m[rows] + (1 - b1) * g[rows]
+                    v[rows] = b2 * v[rows] + (1 - b2) * g[rows] * g[rows]
+                    update = m / (v.sqrt() + group["eps"]) + group["weight_decay"] * p  # the whole matrix
+                    p[rows] = p[rows] - group["lr"] * _trust(p, update, group["clamp"]) * update[rows]
+                elif rows is not None and self.mode == "poyo":
                     w, gr, mr, vr = p[rows], g[rows], m[rows], v[rows]
                     mr.mul_(b1).add_(gr, alpha=1 - b1)
                     vr.mul_(b2).addcmul_(gr, gr, value=1 - b2)
@@ -123,6 +146,10 @@ class OptimConfig:
         weight_decay: decoupled weight decay, for every parameter.
         constant_fraction: the share of the steps run at the peak lr ...
         final_factor: ... before a cosine down to this fraction of it.
+        mode: ``"poyo"`` (default), or ``"torch_brain"`` to follow torch_brain's recipe exactly
+            (LAMB only): ``SparseLamb``'s handling of absent vocabulary rows (see :class:`Lamb`),
+            and PyTorch's ``OneCycleLR``, whose learning rates follow the same schedule (its
+            cosine starts one step earlier) and which also cycles beta1 from 0.95 to 0.85 and back.
     """
 
     name: str = "adamw"
@@ -130,6 +157,7 @@ class OptimConfig:
     weight_decay: float = 1e-4
     constant_fraction: float = 0.5
     final_factor: float = 1e-4
+    mode: str = "poyo"
 
     def __post_init__(self):
         if self.name not in ("adamw", "lamb"):
@@ -140,6 +168,10 @@ class OptimConfig:
             raise ValueError(
                 f"constant_fraction and final_factor must be in [0, 1], got {self.constant_fraction}, {self.final_factor}"
             )
+        if self.mode not in LAMB_MODES:
+            raise ValueError(f"optim.mode must be one of {LAMB_MODES}, got {self.mode!r}")
+        if self.mode == "torch_brain" and self.name != "lamb":
+            raise ValueError("optim.mode=torch_brain reproduces torch_brain's SparseLamb: use it with optim=lamb")
 
     @classmethod
     def from_dict(cls, settings: Mapping) -> OptimConfig:
@@ -153,7 +185,14 @@ class OptimConfig:
 
     def build(self, model: nn.Module, *, global_batch_size: int, total_steps: int):
         """The optimiser and its per-step ``LambdaLR`` schedule for ``total_steps`` steps."""
-        opt = build_optimizer(model, name=self.name, lr=self.peak_lr(global_batch_size), weight_decay=self.weight_decay)
+        lr = self.peak_lr(global_batch_size)
+        opt = build_optimizer(model, name=self.name, lr=lr, weight_decay=self.weight_decay, mode=self.mode)
+        if self.mode == "torch_brain":  # torch_brain's scheduler itself: same lr, and beta1 cycled
+            one_cycle = torch.optim.lr_scheduler.OneCycleLR(
+                opt, max_lr=lr, total_steps=total_steps, pct_start=self.constant_fraction, anneal_strategy="cos",
+                div_factor=1.0, final_div_factor=1.0 / self.final_factor,
+            )  # fmt: skip
+            return opt, one_cycle
         factor = schedule(total_steps, self.constant_fraction, self.final_factor)
         return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
@@ -166,11 +205,12 @@ def build_optimizer(
     weight_decay: float = 1e-4,
     betas=(0.9, 0.999),
     eps: float = 1e-6,
+    mode: str = "poyo",
 ):
-    """LAMB (``name="lamb"``) or AdamW at peak learning rate ``lr``."""
+    """LAMB (``name="lamb"``, in ``mode``: see :class:`Lamb`) or AdamW at peak learning rate ``lr``."""
     groups = param_groups(model, weight_decay)
     if name == "lamb":
-        return Lamb(groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+        return Lamb(groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, mode=mode)
     if name == "adamw":
         for g in groups:
             g.pop("sparse", None)

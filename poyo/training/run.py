@@ -23,9 +23,9 @@ from poyo.data import RandomFixedWindowSampler
 from poyo.io import safe_load
 from poyo.model import POYO, load_pretrained, save_pretrained
 from poyo.model.pretrained import pretrained_payload
-from poyo.readouts import ReadoutConfig, fit_normalisation, keep_pretrained_normalisation, readouts_from_settings
+from poyo.readouts import ReadoutConfig, fit_normalisation, readouts_from_settings
 from poyo.training.checkpoint import AtomicCheckpointIO
-from poyo.training.finetune import MODES, BackboneFreezer, adapt_vocabularies, unfreeze_epoch
+from poyo.training.finetune import MODES, pretrained_for_finetuning
 from poyo.training.guards import find_resume, resume_problems, warn_short_validation
 from poyo.training.linear import LinearBaseline
 from poyo.training.loggers import make_loggers
@@ -55,11 +55,16 @@ def prepare_data(cfg: DictConfig) -> Path | list[Path]:
 def build_model(cfg: DictConfig, readouts: list[ReadoutConfig], unit_ids, session_ids) -> POYO:
     """The model ``cfg.model`` describes (a :class:`POYOConfig`), with one head per readout name
     and these units and sessions in its vocabularies."""
-    config = replace(instantiate(cfg.model, _convert_="all"), readouts=list(dict.fromkeys(r.name for r in readouts)))
+    config = replace(
+        instantiate(cfg.model, _convert_="all"),
+        readouts=list(dict.fromkeys(r.name for r in readouts)),
+        window_length=cfg.window_length,
+    )
     return POYO(config, unit_ids=unit_ids, session_ids=session_ids, attention=cfg.attention, seed=cfg.seed)
 
 
 def make_datamodule(cfg: DictConfig, root: Path, readouts, *, progress: bool) -> DataModule:
+    """The run's data module: the dataset's sessions (or ``sessions``), its augmentation, the batch settings."""
     return DataModule(
         root,
         readouts,
@@ -119,38 +124,6 @@ def make_trainer(
 def linear_baseline(cfg: DictConfig) -> LinearBaseline:
     """The linear decoders printed beside POYO; the window one spans at most POYO's window."""
     return LinearBaseline(**{"context_s": cfg.window_length, **cfg.baseline})
-
-
-def pretrained_for_finetuning(
-    cfg: DictConfig, dm: DataModule, readouts: list[ReadoutConfig]
-) -> tuple[POYO, list[ReadoutConfig], BackboneFreezer]:
-    """The pretrained model with the dataset's ids in its vocabularies, and the freezing callback."""
-    ft = cfg.finetune
-    if not ft.checkpoint:
-        raise ValueError(f"finetune={ft.mode} needs finetune.checkpoint=PATH (a poyo checkpoint or pretrained .pt)")
-    path = to_absolute_path(str(ft.checkpoint))
-    model = load_pretrained(path).train()
-    model.attention = cfg.attention
-    missing = [r.name for r in readouts if r.name not in model.readout_names]
-    if missing:
-        raise ValueError(
-            f"{path}: the pretrained model has no head for readouts {missing} (it has {model.readout_names})"
-        )
-    # The pretrained heads were trained on targets normalised their way: keep it.
-    readouts = keep_pretrained_normalisation(model.readout_configs or (), readouts, dm.session_ids)
-    before_units, before_sessions = set(model.unit_emb.ids), set(model.session_emb.ids)
-    added = adapt_vocabularies(model, dm.unit_ids, dm.session_ids, subset=ft.subset, seed=cfg.seed)
-    print(
-        f"\nfine-tuning ({ft.mode}) {path}: {len(added['units'])} new units and {len(added['sessions'])} new sessions "
-        f"({len(dm.unit_ids) - len(added['units'])} units, {len(dm.session_ids) - len(added['sessions'])} sessions already known); "
-        f"vocabularies {'subset to this data' if ft.subset else 'keep the pretrained ids'}: {len(model.unit_emb)} units, {len(model.session_emb)} sessions"
-    )
-    kept_units = sorted(before_units - set(dm.unit_ids)) if not ft.subset else []
-    kept_sessions = sorted(before_sessions - set(dm.session_ids)) if not ft.subset else []
-    freezer = BackboneFreezer(
-        model, unfreeze_epoch(ft.mode, ft.unfreeze_epoch), kept_units=kept_units, kept_sessions=kept_sessions
-    )
-    return model, readouts, freezer
 
 
 def train(cfg: DictConfig, run_dir: Path) -> None:
