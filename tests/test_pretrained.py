@@ -4,6 +4,7 @@ wrong files; torch_brain checkpoints (built here by hand in their layout) import
 import argparse
 import math
 from collections import OrderedDict
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -157,12 +158,21 @@ def torch_brain_checkpoint(model: POYO, *, permute_vocab=True, extra_hparams=Non
 
 
 def test_torch_brain_checkpoint_imports_to_identical_predictions(dataset, tmp_path):
+    """The importer maps every weight and keeps the checkpoint's float32 rotary frequencies and
+    window length: the imported model predicts exactly as the same network with those frequencies
+    (how close that is to torch_brain itself: tests/test_torch_brain_parity.py)."""
     model = trained_like(dataset)
-    before = predict(model, batch_for(dataset, model))
-    torch.save(torch_brain_checkpoint(model), tmp_path / "tb.ckpt")
+    ckpt = torch_brain_checkpoint(model)
+    torch.save(ckpt, tmp_path / "tb.ckpt")
     imported = import_torch_brain(tmp_path / "tb.ckpt", tmp_path / "tb.pt", std=10.0, mean=[0.5, -0.5])
     assert "NA" not in imported.unit_emb.ids and sorted(imported.unit_emb.ids) == sorted(model.unit_emb.ids)
-    assert imported.config == model.config
+    omega = ckpt["state_dict"]["model.rotary_emb.omega"].double()
+    assert imported.config == replace(model.config, rotary_omega=omega[omega != 0].tolist(), window_length=1.0)
+    same = POYO(imported.config, unit_ids=model.unit_emb.ids, session_ids=model.session_emb.ids)
+    same.load_state_dict(model.state_dict())
+    same.eval()
+    before = predict(same, batch_for(dataset, same))
+    assert (before - predict(model, batch_for(dataset, model))).abs().max() < 1e-3  # float32 vs float64 frequencies
     loaded = load_pretrained(tmp_path / "tb.pt")  # our format from now on: no pickle
     assert torch.load(tmp_path / "tb.pt", weights_only=True)["metadata"]["source_format"] == "torch_brain"
     for m in (imported, loaded):

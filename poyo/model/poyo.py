@@ -17,7 +17,7 @@ from torch import nn
 
 from poyo.model.attention import BACKENDS, Layout
 from poyo.model.config import POYOConfig
-from poyo.model.layers import CrossAttention, FeedForward, SelfAttention
+from poyo.model.layers import CrossAttention, Dropout, FeedForward, SelfAttention
 from poyo.model.rotary import RotaryTime
 from poyo.model.tokenizer import NUM_TOKEN_TYPES, Tokenizer
 from poyo.model.vocab import VocabEmbedding
@@ -133,7 +133,7 @@ class POYO(nn.Module):
                 for _ in range(c.depth)
             )
             self.proc_ffn = nn.ModuleList(FeedForward(c.dim, dropout=c.ffn_dropout) for _ in range(c.depth))
-            self.proc_dropout = nn.Dropout(c.lin_dropout)
+            self.proc_dropout = Dropout(c.lin_dropout)
             self.dec_atn = CrossAttention(
                 c.dim, self.rotary, heads=c.cross_heads, dim_head=c.dim_head, dropout=c.atn_dropout, rotate_value=False
             )
