@@ -466,10 +466,6 @@ def main(argv=None) -> int:
     )
     if getattr(s, "spike_placement", None):
         print(f"  spike times placed {s.spike_placement}, {s.bin_size_s:g} s bins")
-    for line in import_summary(data, spec):
+    for line in import_summary(data, spec, args.processed_dir):
         print(line)
-    print(
-        f"  train with: python train.py dataset={data.brainset.id}"
-        + (f" data_root={args.processed_dir}" if args.processed_dir != Path("data/processed") else "")
-    )
     return 0

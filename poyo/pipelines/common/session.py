@@ -51,9 +51,10 @@ def cut_counts(trains: list[np.ndarray], domain: Interval) -> dict[str, int]:
     }
 
 
-def import_summary(data: Data, behaviour_keys) -> list[str]:
+def import_summary(data: Data, behaviour_keys, processed_dir) -> list[str]:
     """Lines telling what an import left out or will ignore, so nothing is lost silently:
-    spikes cut (before, after, or in gaps of the behaviour), units without spikes, NaN samples."""
+    spikes cut (before, after, or in gaps of the behaviour), units without spikes, NaN samples;
+    then the command that trains on the session (written below ``processed_dir``)."""
     s, lines = data.session, []
     cut = int(getattr(s, "spikes_outside_behaviour", 0))
     if cut:
@@ -65,6 +66,9 @@ def import_summary(data: Data, behaviour_keys) -> list[str]:
         n_gaps = len(data.domain) - 1
         if gaps or n_gaps:
             parts.append(f"{gaps} in its {n_gaps} gap{'s' if n_gaps != 1 else ''}")
+        placed = gaps + sum(int(getattr(s, k, 0)) for k in ("spikes_before_behaviour", "spikes_after_behaviour"))
+        if cut > placed:  # spike times that are NaN or infinite are dropped too
+            parts.append(f"{cut - placed} with non-finite times")
         lines.append(
             f"  cut {cut} spikes outside the behaviour's time span ({', '.join(parts)}): sessions hold spikes only where behaviour is known"
         )
@@ -78,6 +82,10 @@ def import_summary(data: Data, behaviour_keys) -> list[str]:
             lines.append(
                 f"  {key}: {bad} of {len(values)} samples are NaN: kept, and ignored in training and evaluation"
             )
+    default = Path(processed_dir) == Path("data/processed")
+    lines.append(
+        f"  train with: python train.py dataset={data.brainset.id}" + ("" if default else f" data_root={processed_dir}")
+    )
     return lines
 
 

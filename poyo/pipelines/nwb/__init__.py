@@ -178,7 +178,7 @@ def main(argv=None) -> int:
         safe_name(args.brainset, "--brainset")
     except ValueError as e:
         p.error(str(e))  # one line and exit status 2, no traceback
-    args.behaviour_keys = [f"{g}.{f}" for g, fields in behaviour.items() for f in fields]
+    keys = [f"{g}.{f}" for g, fields in behaviour.items() for f in fields]
     failed = 0
     for f in args.nwb:
         try:
@@ -193,12 +193,8 @@ def main(argv=None) -> int:
             print(
                 f"{f} -> {out}: {len(data.units.id)} units, {len(data.spikes.timestamps)} spikes, behaviour {sorted(args.behaviour)}"
             )
-            for line in import_summary(data, args.behaviour_keys):
+            for line in import_summary(data, keys, args.processed_dir):
                 print(line)
-            print(
-                f"  train with: python train.py dataset={data.brainset.id}"
-                + (f" data_root={args.processed_dir}" if args.processed_dir != Path("data/processed") else "")
-            )
         except Exception as e:  # one file's failure is reported with its name and does not stop the others
             failed += 1
             msg = str(e) if str(f) in str(e) else f"{f}: {e}"
