@@ -4,8 +4,8 @@
     python benchmarks/dropout_cost.py --mode mask --rounds 3 # one way only (for farm-bench A/B runs)
 
 PyTorch draws dropout masks (SDPA's attention dropout, ``nn.Dropout``) with ``bernoulli_``;
-poyo draws them on CPU from 15-bit random integers (:func:`poyo.model.attention.keep_mask`).
-``POYO_CPU_ATTENTION_DROPOUT=sdpa`` switches back to PyTorch's, which is how ``--mode sdpa``
+poyo draws them on CPU from 16-bit random integers, four per 64-bit draw (:func:`poyo.model.attention.keep_mask`).
+``POYO_CPU_ATTENTION=sdpa`` switches back to PyTorch's (and to its SDPA kernel), which is how ``--mode sdpa``
 runs. Each round times ``--steps`` training steps (forward, backward, AdamW) of the model on
 the same packed batch of real windows of the quick start's synthetic set, once per mode, in
 alternation; the table gives the median per mode and the median of the per-round ratios.
@@ -31,7 +31,7 @@ from poyo.data import RandomFixedWindowSampler, collate_packed  # noqa: E402
 
 
 def step_time(model, batch, opt, steps: int, mode: str) -> float:
-    os.environ["POYO_CPU_ATTENTION_DROPOUT"] = mode
+    os.environ["POYO_CPU_ATTENTION"] = mode
     start = time.perf_counter()
     for _ in range(steps):
         loss, _ = model.loss(model(batch), batch)
@@ -70,7 +70,7 @@ def main() -> None:
         f"{len(batch['input']['timestamps'])} input tokens; {torch.get_num_threads()} threads, {platform.machine()}"
     )
     for mode in modes:
-        label = "poyo masks (15-bit integers)" if mode == "mask" else "PyTorch masks (bernoulli_)"
+        label = "poyo masks (16-bit integers)" if mode == "mask" else "PyTorch masks (bernoulli_)"
         print(f"  {label:30s} median {statistics.median(times[mode]) * 1e3:7.1f} ms/step over {a.rounds} rounds")
     if a.mode == "both":
         ratios = [s / m for m, s in zip(times["mask"], times["sdpa"])]

@@ -59,19 +59,27 @@ CASES = {
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("backend", PACKED_BACKENDS)
 @pytest.mark.parametrize("case", list(CASES))
-def test_packed_backends_match_padded_reference(backend, case, device):
+@pytest.mark.parametrize("cpu_kernel", ["math", "sdpa"])
+def test_packed_backends_match_padded_reference(backend, case, device, cpu_kernel, monkeypatch):
+    """The reference is PyTorch's own SDPA; on CPU the backends run poyo's training kernel
+    (``math``, the default) or PyTorch's SDPA (``POYO_CPU_ATTENTION=sdpa``)."""
     why = available(backend, torch.device(device))
     if why:
         pytest.skip(why)
+    if device != "cpu" and cpu_kernel != "math":
+        pytest.skip("the switch only acts on CPU")
     q_lens, k_lens = CASES[case]
     dtype = torch.bfloat16 if backend == "varlen" else torch.float32
     tol = dict(atol=3e-2, rtol=3e-2) if dtype == torch.bfloat16 else dict(atol=2e-5, rtol=1e-4)
     q, k, v = make_batch(q_lens, k_lens, device=device)
 
     leaves = [t.clone().requires_grad_() for t in (q, k, v)]
-    ref = reference(*leaves, q_lens, k_lens)
+    with monkeypatch.context() as m:
+        m.setenv("POYO_CPU_ATTENTION", "sdpa")
+        ref = reference(*leaves, q_lens, k_lens)
     grad_out = torch.randn_like(ref)
     ref.backward(grad_out)
+    monkeypatch.setenv("POYO_CPU_ATTENTION", cpu_kernel)
 
     mine = [t.clone().to(dtype).requires_grad_() for t in (q, k, v)]
     out = attend(*mine, packed_layout(q_lens, device), packed_layout(k_lens, device), backend=backend)
@@ -163,3 +171,35 @@ def test_shapes_that_do_not_fit_the_layout_are_refused():
     q, k, v = make_batch([3, 4], [5, 6])
     with pytest.raises(ValueError, match=r"k has shape \(11, 3, 16\); its layout needs \(12, 'heads', 'head_dim'\)"):
         attend(q, k, v, packed_layout([3, 4]), packed_layout([6, 6]))
+
+
+def test_bucketed_shapes_change_nothing_but_the_shapes():
+    """In bf16 on CPU the packed kernel rounds each sample's query and key counts up to multiples
+    of 64 (so oneDNN reuses its compiled kernels): padded queries are dropped and padded keys
+    masked, so outputs and gradients are those of the exact shapes (checked in fp32, exactly)."""
+    from poyo.model.attention import _bucketed_math, math_attention
+
+    torch.manual_seed(0)
+    for nq, nk in [(5, 70), (64, 64), (100, 1), (1, 129)]:
+        q, k, v = (torch.randn(n, 2, 8, requires_grad=True) for n in (nq, nk, nk))
+        g = torch.randn(nq, 2, 8)
+        exact = math_attention(q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1)).transpose(0, 1)
+        bucketed = _bucketed_math(q, k, v, 0.0)
+        torch.testing.assert_close(bucketed, exact, rtol=1e-6, atol=1e-6)
+        for a, b in zip(torch.autograd.grad(bucketed, (q, k, v), g), torch.autograd.grad(exact, (q, k, v), g)):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_packed_bf16_training_on_cpu_matches_the_padded_reference():
+    q_lens, k_lens = [128, 128, 128], [37, 5, 300]
+    q, k, v = make_batch(q_lens, k_lens, dim=16)
+    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    ref = reference(*leaves, q_lens, k_lens)
+    g = torch.randn_like(ref)
+    ref.backward(g)
+    mine = [t.clone().bfloat16().requires_grad_() for t in (q, k, v)]
+    out = attend(*mine, packed_layout(q_lens), packed_layout(k_lens), backend="loop")
+    out.backward(g.bfloat16())
+    torch.testing.assert_close(out.float(), ref.detach(), atol=3e-2, rtol=3e-2)
+    for a, b in zip(mine, leaves):
+        torch.testing.assert_close(a.grad.float(), b.grad, atol=3e-2, rtol=3e-2)

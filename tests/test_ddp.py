@@ -21,6 +21,7 @@ def test_two_process_ddp_matches_one_process(tmp_path):
         "dataset.generate.num_animals=1", "dataset.generate.sessions_per_animal=2", "dataset.generate.duration_s=60",
         "dataset.generate.min_units=10", "dataset.generate.max_units=20", "num_workers=0", "batch_size=16",
         "trainer.max_steps=4", "trainer.check_val_every_n_epoch=100", "model.ffn_dropout=0", "model.lin_dropout=0",
+        "trainer.precision=32-true",  # exact to fp32 summation order; bf16 rounding would differ by split
     ]  # fmt: skip
     one = subprocess.run(
         [*common, f"hydra.run.dir={tmp_path / 'one'}"], capture_output=True, text=True, timeout=400, cwd=tmp_path

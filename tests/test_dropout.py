@@ -1,4 +1,4 @@
-"""Dropout on CPU with masks from 15-bit random integers (a third of ``bernoulli_``'s cost):
+"""Dropout on CPU with masks from 16-bit random integers (four per 64-bit draw; an eighth of ``bernoulli_``'s cost):
 the same expectation and drop rate as PyTorch's, reproducible from the seed, and the same
 function as SDPA without dropout when nothing is dropped."""
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from poyo.model.attention import attention_with_dropout, keep_mask, own_dropout
+from poyo.model.attention import keep_mask, math_attention, own_dropout, own_kernel
 from poyo.model.layers import Dropout
 
 
@@ -16,8 +16,8 @@ from poyo.model.layers import Dropout
 def test_keep_mask_drops_at_rate_p_and_keeps_the_expectation(p):
     torch.manual_seed(0)
     keep, factor = keep_mask((1000, 1000), p, "cpu")
-    p_exact = round(p * 2**15) / 2**15
-    assert abs(p_exact - p) <= 2**-16 and factor == pytest.approx(1 / (1 - p_exact), rel=1e-12)
+    p_exact = round(p * 2**16) / 2**16
+    assert abs(p_exact - p) <= 2**-17 and factor == pytest.approx(1 / (1 - p_exact), rel=1e-12)
     rate = 1 - keep.float().mean().item()
     assert abs(rate - p) < 5 * (p * (1 - p) / 1e6) ** 0.5  # within 5 standard errors
     assert (keep.float() * factor).mean().item() == pytest.approx(1.0, abs=5e-3)
@@ -25,13 +25,18 @@ def test_keep_mask_drops_at_rate_p_and_keeps_the_expectation(p):
     assert torch.equal(keep_mask((1000, 1000), p, "cpu")[0], keep)  # reproducible from the seed
 
 
-def test_without_drops_it_is_sdpa():
+def test_without_drops_it_is_sdpa_outputs_and_gradients():
     torch.manual_seed(1)
-    q, k, v = torch.randn(2, 3, 5, 8), torch.randn(2, 3, 7, 8), torch.randn(2, 3, 7, 8)
+    q, k, v = (torch.randn(2, 3, n, 8, requires_grad=True) for n in (5, 7, 7))
     mask = torch.ones(2, 1, 1, 7, dtype=torch.bool)
     mask[1, ..., 5:] = False
+    g = torch.randn(2, 3, 5, 8)
     ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    torch.testing.assert_close(attention_with_dropout(q, k, v, 0.0, mask), ref, rtol=1e-5, atol=1e-6)
+    ref_grads = torch.autograd.grad(ref, (q, k, v), g)
+    ours = math_attention(q, k, v, 0.0, mask)
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
+    for a, b in zip(torch.autograd.grad(ours, (q, k, v), g), ref_grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_its_mean_over_masks_is_the_undropped_attention_like_sdpas():
@@ -39,7 +44,7 @@ def test_its_mean_over_masks_is_the_undropped_attention_like_sdpas():
     q, k, v = torch.randn(1, 2, 4, 8), torch.randn(1, 2, 6, 8), torch.randn(1, 2, 6, 8)
     ref = F.scaled_dot_product_attention(q, k, v)
     n = 4000
-    ours = torch.stack([attention_with_dropout(q, k, v, 0.2) for _ in range(n)])
+    ours = torch.stack([math_attention(q, k, v, 0.2) for _ in range(n)])
     torchs = torch.stack([F.scaled_dot_product_attention(q, k, v, dropout_p=0.2) for _ in range(n)])
     assert (ours.mean(0) - ref).abs().max() < 0.05 and (torchs.mean(0) - ref).abs().max() < 0.05
     # and the same spread as PyTorch's dropout (the regularisation is the same)
@@ -53,5 +58,15 @@ def test_dropout_module_and_the_switch(monkeypatch):
     assert abs((out == 0).float().mean().item() - 0.4) < 0.01 and out.mean().item() == pytest.approx(1.0, abs=0.01)
     assert torch.equal(drop.eval()(x), x)
     assert own_dropout(x, 0.4)
-    monkeypatch.setenv("POYO_CPU_ATTENTION_DROPOUT", "sdpa")  # PyTorch's own masks, for comparison
+    monkeypatch.setenv("POYO_CPU_ATTENTION", "sdpa")  # PyTorch's own masks, for comparison
     assert not own_dropout(x, 0.4)
+
+
+def test_training_on_cpu_runs_the_math_kernel_and_inference_runs_sdpa(monkeypatch):
+    q = torch.randn(2, 3, 4, 8)
+    assert own_kernel(q.requires_grad_(), 0.0) and own_kernel(q.detach(), 0.2)  # gradients, or dropout
+    assert not own_kernel(q.detach(), 0.0)  # inference: SDPA's fused forward
+    with torch.no_grad():
+        assert not own_kernel(q, 0.0)
+    monkeypatch.setenv("POYO_CPU_ATTENTION", "sdpa")
+    assert not own_kernel(q, 0.2)

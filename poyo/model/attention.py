@@ -25,18 +25,21 @@ xformers   packed   CUDA         ``xformers.ops.memory_efficient_attention`` wit
 Every backend computes the same function; ``tests/test_attention.py`` checks outputs and
 gradients against the padded reference.
 
-Attention dropout on CPU: PyTorch draws SDPA's dropout mask with ``bernoulli_``, about a third
-of a poyo_1.3M training step. The ``sdpa`` and ``loop`` kernels therefore compute attention
-with dropout on CPU themselves (:func:`attention_with_dropout`), with a mask drawn from 15-bit
-random integers, about 3x cheaper: each weight is dropped with probability ``p`` rounded to
-a multiple of 2^-15 and the kept ones are scaled to keep the expectation exact.
+Training on CPU: PyTorch draws SDPA's dropout mask with ``bernoulli_`` (about a third of a
+poyo_1.3M training step), and the backward of its CPU kernel is slower than that of plain
+matrix products for POYO's small heads. The ``sdpa`` and ``loop`` kernels therefore compute
+attention on CPU themselves when training (:func:`math_attention`), with a dropout mask drawn from 16-bit
+random integers (four from each 64-bit draw), about 8x cheaper: each weight is dropped with
+probability ``p`` rounded to a multiple of 2^-16 and the kept ones are scaled to keep the
+expectation exact.
 The feed-forward dropouts (:class:`poyo.model.layers.Dropout`) draw their masks the same
-way. ``POYO_CPU_ATTENTION_DROPOUT=sdpa`` restores PyTorch's own dropout everywhere (for comparison).
+way. ``POYO_CPU_ATTENTION=sdpa`` restores PyTorch's SDPA and dropout everywhere (for comparison).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -171,46 +174,95 @@ def attend(
     return _KERNELS[name](q, k, v, q_layout, kv_layout, dropout_p)
 
 
-_DROP_BITS = 15  # random_() on int16 gives uniform integers in [0, 2**15)
+_DROP_BITS = 16
 
 
 def keep_mask(shape, p: float, device) -> tuple[torch.Tensor, float]:
     """A bool mask that keeps each entry with probability ``1 - p'`` and the factor ``1 / (1 - p')``
-    that makes its expectation exact, where ``p'`` is ``p`` rounded to a multiple of 2^-15."""
+    that makes its expectation exact, where ``p'`` is ``p`` rounded to a multiple of 2^-16.
+
+    Each entry compares 16 random bits with a threshold; one 64-bit draw of the generator
+    gives the bits of four entries (``random_`` costs the same per element whatever the
+    dtype, so this is 4x fewer draws than one int16 per entry, and ~8x fewer than ``bernoulli_``)."""
     threshold = round(p * 2**_DROP_BITS)
-    keep = torch.empty(shape, dtype=torch.int16, device=device).random_() >= threshold
+    n = math.prod(shape)
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), None)
+    keep = bits.view(torch.int16)[:n].view(shape) >= threshold - 2 ** (_DROP_BITS - 1)  # int16 is signed
     return keep, 2**_DROP_BITS / (2**_DROP_BITS - threshold)
 
 
-def attention_with_dropout(q, k, v, p: float, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+def math_attention(q, k, v, p: float = 0.0, key_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Softmax attention with dropout ``p`` on the weights, for ``(..., N, D)`` queries, keys and
     values (heads before tokens, as SDPA takes them); ``key_mask`` (``(..., 1, M)`` bool, True =
-    real key) hides padding. The same function as ``F.scaled_dot_product_attention(dropout_p=p)``."""
+    real key) hides padding. The same function as ``F.scaled_dot_product_attention(dropout_p=p)``.
+
+    The softmax runs in the scores' dtype: PyTorch's CPU kernel accumulates bf16 rows in fp32 and
+    gives the same values as an explicit fp32 softmax rounded to bf16, without two copies of the
+    weights. The ``1 / (1 - p)`` factor scales the (smaller) output instead of the weights."""
     scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
     if key_mask is not None:
         scores = scores.masked_fill(~key_mask, float("-inf"))
-    weights = scores.float().softmax(-1).to(q.dtype)
+    weights = scores.float().softmax(-1) if scores.dtype == torch.float16 else scores.softmax(-1)
+    if p == 0:
+        return weights.to(v.dtype) @ v
     keep, factor = keep_mask(weights.shape, p, weights.device)
-    return (weights * keep * factor) @ v
+    return ((weights * keep).to(v.dtype) @ v) * factor
 
 
-def own_dropout(q: torch.Tensor, p: float) -> bool:
-    """Whether dropout on ``q``'s device uses :func:`keep_mask` (CPU, unless ``POYO_CPU_ATTENTION_DROPOUT=sdpa``)."""
-    return p > 0 and q.device.type == "cpu" and os.environ.get("POYO_CPU_ATTENTION_DROPOUT", "mask") != "sdpa"
+def _cpu_switch() -> str:
+    return os.environ.get("POYO_CPU_ATTENTION", "math")
+
+
+def own_dropout(x: torch.Tensor, p: float) -> bool:
+    """Whether dropout on ``x``'s device draws its mask with :func:`keep_mask` (CPU, unless ``POYO_CPU_ATTENTION=sdpa``)."""
+    return p > 0 and x.device.type == "cpu" and _cpu_switch() != "sdpa"
+
+
+def own_kernel(q: torch.Tensor, p: float) -> bool:
+    """Whether attention on ``q`` runs :func:`math_attention` instead of PyTorch's SDPA: on CPU when
+    training (gradients or dropout), unless ``POYO_CPU_ATTENTION=sdpa``. There, SDPA's CPU kernels
+    draw dropout masks with ``bernoulli_`` and their backward is slow for POYO's small heads (a
+    measured 1.2-1.5x the plain products' forward + backward in fp32, up to 3.8x in bf16: benchmarks/cpu_attention.py);
+    inference keeps SDPA's fused forward, which never holds a whole score matrix."""
+    if q.device.type != "cpu" or _cpu_switch() == "sdpa":
+        return False
+    return p > 0 or (torch.is_grad_enabled() and q.requires_grad)
 
 
 def _sdpa(q, k, v, q_layout, kv_layout, p):
     mask = None if kv_layout.full else kv_layout.mask[:, None, None, :]
-    if own_dropout(q, p):
-        return attention_with_dropout(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), p, mask).transpose(1, 2)
+    if own_kernel(q, p):
+        return math_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), p, mask).transpose(1, 2)
     out = F.scaled_dot_product_attention(
         q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask, dropout_p=p
     )
     return out.transpose(1, 2)
 
 
+_BUCKET = 64
+
+
+def _bucketed_math(q, k, v, p):
+    """:func:`math_attention` of one sample (``(N, H, D)`` tokens first) with its query and key
+    counts rounded up to multiples of 64: zero query rows (dropped after) and masked keys.
+
+    In bf16, PyTorch's CPU matrix products go through oneDNN, which compiles a kernel for each new
+    shape (about 4.5 ms more than a seen shape, measured: benchmarks/cpu_attention.py). Every window of a packed batch has its own spike count, so
+    without rounding nearly every per-sample product of every step would compile anew."""
+    nq, nk = q.shape[0], k.shape[0]
+    mq, mk = -(-nq // _BUCKET) * _BUCKET, -(-nk // _BUCKET) * _BUCKET
+    if mq != nq:
+        q = F.pad(q, (0, 0, 0, 0, 0, mq - nq))
+    mask = None
+    if mk != nk:
+        k, v = F.pad(k, (0, 0, 0, 0, 0, mk - nk)), F.pad(v, (0, 0, 0, 0, 0, mk - nk))
+        mask = (torch.arange(mk, device=k.device) < nk)[None, None, :]
+    out = math_attention(q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), p, mask)
+    return out.transpose(0, 1)[:nq]
+
+
 def _loop(q, k, v, q_layout, kv_layout, p):
-    kernel = (lambda a, b, c: attention_with_dropout(a, b, c, p)) if own_dropout(q, p) else (
+    kernel = (lambda a, b, c: math_attention(a, b, c, p)) if own_kernel(q, p) else (
         lambda a, b, c: F.scaled_dot_product_attention(a, b, c, dropout_p=p)
     )  # fmt: skip
     if q_layout.uniform and kv_layout.uniform:  # one batched call, no mask needed
@@ -224,6 +276,8 @@ def _loop(q, k, v, q_layout, kv_layout, p):
     # split (not slicing): its backward concatenates the per-sample gradients once, where
     # slices would each scatter into a zero-filled copy of the whole batch.
     qs, ks, vs = q.split(q_layout.seqlens), k.split(kv_layout.seqlens), v.split(kv_layout.seqlens)
+    if own_kernel(q, p) and q.dtype in (torch.bfloat16, torch.float16):
+        return torch.cat([_bucketed_math(qi, ki, vi, p) if len(qi) else qi for qi, ki, vi in zip(qs, ks, vs)])
     outs = [
         kernel(qi.transpose(0, 1), ki.transpose(0, 1), vi.transpose(0, 1)).transpose(0, 1) if len(qi) else qi
         for qi, ki, vi in zip(qs, ks, vs)

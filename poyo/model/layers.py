@@ -29,6 +29,38 @@ class Dropout(nn.Dropout):
         return x * keep * factor
 
 
+def _row_bucket(n: int) -> int:
+    """``n`` rounded up to a multiple of ``max(64, 2^(floor(log2 n) - 4))``: at most 1/16 more rows,
+    16 sizes per doubling."""
+    step = max(64, 1 << max(0, n.bit_length() - 5))
+    return -(-n // step) * step
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` whose row count, under CPU bf16/fp16 autocast, is rounded up (zero rows, dropped
+    after) by :func:`_row_bucket`.
+
+    There, the matrix product goes through oneDNN, which compiles a kernel for each new shape, and
+    the number of tokens in a packed batch is new at nearly every step: measured, that compiling
+    grew from a few to tens of milliseconds per product as the cache filled, and a bf16 quick start
+    slowed down epoch after epoch. Rounded row counts keep the set of shapes small."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (
+            x.device.type == "cpu"
+            and torch.is_autocast_enabled("cpu")
+            and torch.get_autocast_dtype("cpu") in (torch.bfloat16, torch.float16)
+        ):
+            return super().forward(x)
+        lead = x.shape[:-1]
+        n = lead.numel()
+        m = _row_bucket(n) if n else 0
+        if m == n:
+            return super().forward(x)
+        out = super().forward(F.pad(x.reshape(n, x.shape[-1]), (0, 0, 0, m - n)))
+        return out[:n].unflatten(0, lead)
+
+
 class FeedForward(nn.Module):
     """LayerNorm -> Linear(dim, 2 * mult * dim) -> GEGLU -> dropout -> Linear(mult * dim, dim).
 
@@ -39,9 +71,9 @@ class FeedForward(nn.Module):
     def __init__(self, dim: int, mult: int = 4, dropout: float = 0.2):
         super().__init__()
         self.norm = nn.LayerNorm(dim)
-        self.proj_in = nn.Linear(dim, 2 * mult * dim)
+        self.proj_in = Linear(dim, 2 * mult * dim)
         self.dropout = Dropout(dropout)
-        self.proj_out = nn.Linear(mult * dim, dim)
+        self.proj_out = Linear(mult * dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         value, gate = self.proj_in(self.norm(x)).chunk(2, dim=-1)
@@ -92,9 +124,9 @@ class CrossAttention(_RotaryAttention):
         inner = heads * dim_head
         self.norm = nn.LayerNorm(dim)
         self.norm_context = nn.LayerNorm(context_dim)
-        self.to_q = nn.Linear(dim, inner, bias=False)
-        self.to_kv = nn.Linear(context_dim, 2 * inner, bias=False)
-        self.to_out = nn.Linear(inner, dim)
+        self.to_q = Linear(dim, inner, bias=False)
+        self.to_kv = Linear(context_dim, 2 * inner, bias=False)
+        self.to_out = Linear(inner, dim)
 
     def forward(self, x, context, x_rot: Rotation, context_rot: Rotation, x_layout: Layout, context_layout: Layout):
         q = self.rotary.rotate(self._heads(self.to_q(self.norm(x))), x_rot)
@@ -122,8 +154,8 @@ class SelfAttention(_RotaryAttention):
     ):
         super().__init__(rotary, heads, dim_head, dropout, rotate_value)
         self.norm = nn.LayerNorm(dim)
-        self.to_qkv = nn.Linear(dim, 3 * heads * dim_head, bias=False)
-        self.to_out = nn.Linear(heads * dim_head, dim)
+        self.to_qkv = Linear(dim, 3 * heads * dim_head, bias=False)
+        self.to_out = Linear(heads * dim_head, dim)
 
     def forward(self, x, rot: Rotation, layout: Layout):
         qkv = self._heads(self.to_qkv(self.norm(x)), 3)

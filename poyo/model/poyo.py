@@ -17,7 +17,7 @@ from torch import nn
 
 from poyo.model.attention import BACKENDS, Layout
 from poyo.model.config import POYOConfig
-from poyo.model.layers import CrossAttention, Dropout, FeedForward, SelfAttention
+from poyo.model.layers import CrossAttention, Dropout, FeedForward, Linear, SelfAttention
 from poyo.model.rotary import RotaryTime
 from poyo.model.tokenizer import NUM_TOKEN_TYPES, Tokenizer
 from poyo.model.vocab import VocabEmbedding
@@ -138,7 +138,7 @@ class POYO(nn.Module):
                 c.dim, self.rotary, heads=c.cross_heads, dim_head=c.dim_head, dropout=c.atn_dropout, rotate_value=False
             )
             self.dec_ffn = FeedForward(c.dim, dropout=c.ffn_dropout)
-            self.readout = nn.ModuleDict({s.name: nn.Linear(c.dim, s.out_dim) for s in specs})
+            self.readout = nn.ModuleDict({s.name: Linear(c.dim, s.out_dim) for s in specs})
         self.attention = attention
         # How each head's targets were normalised and weighted when the model was trained
         # (ReadoutConfigs); set by training and by load_pretrained, used by tokenizer().

@@ -125,6 +125,12 @@ def check_settings(cfg: Mapping) -> None:
     for key in ("trainer.check_val_every_n_epoch", "trainer.checkpoint_every_n_steps", "trainer.log_every_n_steps"):
         need(key, lambda v: _integer(v) and v >= 1, "must be a positive integer", "5")
     need(
+        "trainer.precision",
+        lambda v: str(v) in ("auto", "32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "64-true"),
+        "must be auto (bf16-mixed where the hardware computes bf16, else 32-true), 32-true or bf16-mixed",
+        "auto",
+    )
+    need(
         "trainer.gradient_clip_val",
         lambda v: v is None or (_number(v) and v > 0),
         "must be null or a positive number",

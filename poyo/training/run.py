@@ -16,6 +16,7 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
+import torch
 from hydra.utils import instantiate, to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
@@ -30,6 +31,7 @@ from poyo.training.guards import find_resume, resume_problems, warn_short_valida
 from poyo.training.linear import LinearBaseline
 from poyo.training.loggers import make_loggers
 from poyo.training.module import DataModule, POYOModule
+from poyo.training.precision import cpu_bf16_support, resolve_precision
 from poyo.training.report import report, summary_table
 
 
@@ -95,6 +97,20 @@ def planned_steps(cfg: DictConfig, steps_per_epoch: int) -> int:
     return t.max_steps if t.max_steps > 0 else max(t.max_epochs * steps_per_epoch, t.get("min_steps") or 0)
 
 
+def run_precision(cfg: DictConfig) -> tuple[str, str]:
+    """``trainer.precision`` resolved for the device the run uses (``auto``: bf16 where the
+    hardware computes it natively, see :mod:`poyo.training.precision`), and why, in words."""
+    wanted = str(cfg.trainer.precision)
+    gpu = str(cfg.trainer.accelerator) in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    resolved = resolve_precision(wanted, "cuda" if gpu else "cpu")
+    if wanted != "auto":
+        return resolved, "trainer.precision"
+    if gpu:
+        return resolved, "auto: " + ("the GPU computes bf16" if resolved != "32-true" else "no bf16 on this GPU")
+    units = cpu_bf16_support()
+    return resolved, f"auto: this CPU has {units}" if units else "auto: no bf16 matrix units on this CPU"
+
+
 def make_trainer(
     cfg: DictConfig, run_dir: Path, *, callbacks=(), logger=True, total_steps: int = -1, steps_per_epoch: int = 1
 ) -> L.Trainer:
@@ -105,7 +121,7 @@ def make_trainer(
         devices=t.devices,
         num_nodes=t.num_nodes,
         strategy=t.strategy,
-        precision=t.precision,
+        precision=run_precision(cfg)[0],
         max_epochs=-(-total_steps // steps_per_epoch) if total_steps > 0 else t.max_epochs,
         max_steps=total_steps,
         gradient_clip_val=t.gradient_clip_val,
@@ -180,7 +196,8 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
         f"\nmodel {name}: {model.num_parameters(embeddings=False):,} parameters + "
         f"{model.num_parameters() - model.num_parameters(embeddings=False):,} in the unit/session vocabularies; "
         f"{optim.name} peak lr {optim.peak_lr(cfg.batch_size):.3g} (= {optim.base_lr:g} x global batch {cfg.batch_size}), "
-        f"{total} steps ({steps_per_epoch} per epoch, {total / steps_per_epoch:.3g} epochs)\n"
+        f"{total} steps ({steps_per_epoch} per epoch, {total / steps_per_epoch:.3g} epochs); "
+        "precision {} ({})\n".format(*run_precision(cfg))
     )
     ckpt_dir = run_dir / "checkpoints"
     best = L.pytorch.callbacks.ModelCheckpoint(
