@@ -147,19 +147,6 @@ def parity(device: str, spikes: int, batch_size: int) -> list[dict]:
 
 
 # --- 2. speed -------------------------------------------------------------------------------
-def step_fn(model: POYO, batch: dict, device: str, precision: str):
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        with autocast(device, precision):
-            loss, _ = model.loss(model(batch), batch)
-        loss.backward()
-        opt.step()
-
-    return step
-
-
 def speed(device: str, models: list[str], spikes: int, batch_size: int, steps: int, warmup: int) -> list[dict]:
     here = backends_here(device)
     name = torch.cuda.get_device_name() if device == "cuda" else platform.processor() or platform.machine()
@@ -179,7 +166,7 @@ def speed(device: str, models: list[str], spikes: int, batch_size: int, steps: i
                 batch = batch_for(samples, backend, device)
                 if flops is None:  # the same useful work for every row: packed, no padding
                     flops = bench.model_flops(build(config(model_name), device, "loop").train(), samples, device)
-                step = step_fn(model, batch, device, precision)
+                step = bench.adamw_step(model, batch, device, precision)
                 try:
                     for _ in range(warmup):
                         step()
@@ -224,7 +211,9 @@ def largest_batch(device: str, spikes: int, limit: int, budget_s: float = 120.0)
             raise TimeoutError
         try:
             model = build(cfg, device, backend).train()
-            step_fn(model, batch_for([pool[i % len(pool)] for i in range(b)], backend, device), device, precision)()
+            bench.adamw_step(
+                model, batch_for([pool[i % len(pool)] for i in range(b)], backend, device), device, precision
+            )()
             sync(device)
             largest_ok[0] = max(largest_ok[0], b)
             return True

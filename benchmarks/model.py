@@ -47,6 +47,7 @@ from poyo.data import Series, Window, collate_packed, collate_padded  # noqa: E4
 from poyo.model import POYO, POYOConfig  # noqa: E402
 from poyo.model.attention import available  # noqa: E402
 from poyo.readouts import ReadoutConfig  # noqa: E402
+from poyo.training.precision import autocast  # noqa: E402
 
 UNITS = 100
 
@@ -127,6 +128,21 @@ def training_step(model: POYO, batch: dict, device: str, precision: str) -> None
     loss.backward()
     if device == "cuda":
         torch.cuda.synchronize()
+
+
+def adamw_step(model: POYO, batch: dict, device: str, precision: str):
+    """A closure that runs one training step of ``model`` on ``batch`` (forward and loss under
+    ``precision``'s autocast, backward, ``torch.optim.AdamW``); for the step-time benchmarks."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with autocast(device, precision):
+            loss, _ = model.loss(model(batch), batch)
+        loss.backward()
+        opt.step()
+
+    return step
 
 
 def model_flops(model: POYO, samples: list, device: str) -> int:

@@ -34,6 +34,9 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import model as bench  # noqa: E402  (benchmarks/model.py: the timed training step)
 
 from poyo.data import Series, Window, collate_packed, collate_padded  # noqa: E402
 from poyo.model import POYO, POYOConfig  # noqa: E402
@@ -66,16 +69,7 @@ def poyo_step(config: POYOConfig, samples: list, backend: str, precision: str, u
     model = POYO(config, unit_ids=[f"bench/s0/u{i}" for i in range(units)], session_ids=["bench/s0"], seed=0).train()
     model.attention = backend
     batch = collate_padded(samples) if backend == "sdpa" else collate_packed(samples)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        with autocast("cpu", precision):
-            loss, _ = model.loss(model(batch), batch)
-        loss.backward()
-        opt.step()
-
-    return step
+    return bench.adamw_step(model, batch, "cpu", precision)
 
 
 def torch_brain_step(config: POYOConfig, samples: list, precision: str, units: int):

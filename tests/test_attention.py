@@ -174,13 +174,13 @@ def test_shapes_that_do_not_fit_the_layout_are_refused():
 
 
 def test_bucketed_shapes_change_nothing_but_the_shapes():
-    """In bf16 on CPU the packed kernel rounds each sample's query and key counts up to multiples
-    of 64 (so oneDNN reuses its compiled kernels): padded queries are dropped and padded keys
+    """In bf16 on CPU the packed kernel rounds each sample's query and key counts up
+    (:func:`bucket`, so oneDNN reuses its compiled kernels): padded queries are dropped and padded keys
     masked, so outputs and gradients are those of the exact shapes (checked in fp32, exactly)."""
     from poyo.model.attention import _bucketed_math, math_attention
 
     torch.manual_seed(0)
-    for nq, nk in [(5, 70), (64, 64), (100, 1), (1, 129)]:
+    for nq, nk in [(5, 70), (64, 64), (100, 1), (1, 129), (3, 2100)]:
         q, k, v = (torch.randn(n, 2, 8, requires_grad=True) for n in (nq, nk, nk))
         g = torch.randn(nq, 2, 8)
         exact = math_attention(q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1)).transpose(0, 1)

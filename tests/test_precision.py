@@ -131,10 +131,11 @@ def test_bf16_linear_rounds_its_rows_and_changes_nothing_else():
     """Under CPU bf16 autocast, layers.Linear pads its rows to a few sizes (so oneDNN does not
     compile a kernel per packed batch): the same outputs and gradients as nn.Linear, at most
     1/16 more rows, and 16 sizes per doubling of the row count."""
-    from poyo.model.layers import Linear, _row_bucket
+    from poyo.model.attention import bucket
+    from poyo.model.layers import Linear
 
-    sizes = {_row_bucket(n) for n in range(1025, 2049)}
-    assert len(sizes) == 16 and all(n <= _row_bucket(n) <= max(n + 63, n * 17 / 16) for n in range(1, 70_000, 7))
+    sizes = {bucket(n) for n in range(1025, 2049)}
+    assert len(sizes) == 16 and all(n <= bucket(n) <= max(n + 63, n * 17 / 16) for n in range(1, 70_000, 7))
     torch.manual_seed(0)
     ours, ref = Linear(64, 24), torch.nn.Linear(64, 24)
     ref.load_state_dict(ours.state_dict())

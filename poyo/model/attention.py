@@ -239,18 +239,24 @@ def _sdpa(q, k, v, q_layout, kv_layout, p):
     return out.transpose(1, 2)
 
 
-_BUCKET = 64
+def bucket(n: int) -> int:
+    """``n`` rounded up to a multiple of ``max(64, 2^(floor(log2 n) - 4))``: at most 1/16 more,
+    16 sizes per doubling (multiples of 64 below 2,048).
+
+    In bf16, PyTorch's CPU matrix products go through oneDNN, which compiles a kernel for each new
+    shape (about 4.5 ms more than a seen shape, measured: benchmarks/cpu_attention.py). A packed
+    batch has a new token count, and each of its windows its own spike count, at nearly every
+    step; matrix sizes rounded with this function keep the set of shapes small
+    (:func:`_bucketed_math`, :class:`poyo.model.layers.Linear`)."""
+    step = max(64, 1 << max(0, n.bit_length() - 5))
+    return -(-n // step) * step
 
 
 def _bucketed_math(q, k, v, p):
     """:func:`math_attention` of one sample (``(N, H, D)`` tokens first) with its query and key
-    counts rounded up to multiples of 64: zero query rows (dropped after) and masked keys.
-
-    In bf16, PyTorch's CPU matrix products go through oneDNN, which compiles a kernel for each new
-    shape (about 4.5 ms more than a seen shape, measured: benchmarks/cpu_attention.py). Every window of a packed batch has its own spike count, so
-    without rounding nearly every per-sample product of every step would compile anew."""
+    counts rounded up by :func:`bucket`: zero query rows (dropped after) and masked keys."""
     nq, nk = q.shape[0], k.shape[0]
-    mq, mk = -(-nq // _BUCKET) * _BUCKET, -(-nk // _BUCKET) * _BUCKET
+    mq, mk = bucket(nq), bucket(nk)
     if mq != nq:
         q = F.pad(q, (0, 0, 0, 0, 0, mq - nq))
     mask = None
@@ -262,7 +268,8 @@ def _bucketed_math(q, k, v, p):
 
 
 def _loop(q, k, v, q_layout, kv_layout, p):
-    kernel = (lambda a, b, c: math_attention(a, b, c, p)) if own_kernel(q, p) else (
+    own = own_kernel(q, p)
+    kernel = (lambda a, b, c: math_attention(a, b, c, p)) if own else (
         lambda a, b, c: F.scaled_dot_product_attention(a, b, c, dropout_p=p)
     )  # fmt: skip
     if q_layout.uniform and kv_layout.uniform:  # one batched call, no mask needed
@@ -276,7 +283,7 @@ def _loop(q, k, v, q_layout, kv_layout, p):
     # split (not slicing): its backward concatenates the per-sample gradients once, where
     # slices would each scatter into a zero-filled copy of the whole batch.
     qs, ks, vs = q.split(q_layout.seqlens), k.split(kv_layout.seqlens), v.split(kv_layout.seqlens)
-    if own_kernel(q, p) and q.dtype in (torch.bfloat16, torch.float16):
+    if own and q.dtype in (torch.bfloat16, torch.float16):
         return torch.cat([_bucketed_math(qi, ki, vi, p) if len(qi) else qi for qi, ki, vi in zip(qs, ks, vs)])
     outs = [
         kernel(qi.transpose(0, 1), ki.transpose(0, 1), vi.transpose(0, 1)).transpose(0, 1) if len(qi) else qi

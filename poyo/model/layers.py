@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from poyo.model.attention import Layout, attend, keep_mask, own_dropout
+from poyo.model.attention import Layout, attend, bucket, keep_mask, own_dropout
 from poyo.model.rotary import RotaryTime, Rotation
 
 
@@ -29,21 +29,14 @@ class Dropout(nn.Dropout):
         return x * keep * factor
 
 
-def _row_bucket(n: int) -> int:
-    """``n`` rounded up to a multiple of ``max(64, 2^(floor(log2 n) - 4))``: at most 1/16 more rows,
-    16 sizes per doubling."""
-    step = max(64, 1 << max(0, n.bit_length() - 5))
-    return -(-n // step) * step
-
-
 class Linear(nn.Linear):
     """``nn.Linear`` whose row count, under CPU bf16/fp16 autocast, is rounded up (zero rows, dropped
-    after) by :func:`_row_bucket`.
+    after) by :func:`poyo.model.attention.bucket`.
 
     There, the matrix product goes through oneDNN, which compiles a kernel for each new shape, and
     the number of tokens in a packed batch is new at nearly every step: measured, that compiling
     grew from a few to tens of milliseconds per product as the cache filled, and a bf16 quick start
-    slowed down epoch after epoch. Rounded row counts keep the set of shapes small."""
+    slowed down epoch after epoch."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (
@@ -54,7 +47,7 @@ class Linear(nn.Linear):
             return super().forward(x)
         lead = x.shape[:-1]
         n = lead.numel()
-        m = _row_bucket(n) if n else 0
+        m = bucket(n) if n else 0
         if m == n:
             return super().forward(x)
         out = super().forward(F.pad(x.reshape(n, x.shape[-1]), (0, 0, 0, m - n)))

@@ -66,8 +66,7 @@ class RotaryTime(nn.Module):
             if given.shape != (self.num_freqs,):
                 raise ValueError(f"omega must hold {self.num_freqs} frequencies, got {tuple(given.shape)}")
             full[: self.num_freqs] = given
-        omega = full
-        self.register_buffer("omega", omega, persistent=False)  # float64, (head_dim // 2,)
+        self.register_buffer("omega", full, persistent=False)  # float64, (head_dim // 2,)
 
     def forward(self, timestamps: torch.Tensor) -> Rotation:
         """timestamps ``(..., N)`` in seconds (any float dtype) -> Rotation ``(..., N, 1, head_dim // 2)``."""

@@ -20,6 +20,7 @@ from poyo.data import Dataset
 from poyo.data import intervals as ivs
 from poyo.io import pid_alive
 from poyo.model import BACKENDS
+from poyo.training.precision import SETTINGS as PRECISION_SETTINGS
 
 # the settings that define a run's plan: a resume must not change them
 PLAN = (
@@ -126,7 +127,7 @@ def check_settings(cfg: Mapping) -> None:
         need(key, lambda v: _integer(v) and v >= 1, "must be a positive integer", "5")
     need(
         "trainer.precision",
-        lambda v: str(v) in ("auto", "32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "64-true"),
+        lambda v: str(v) in PRECISION_SETTINGS,
         "must be auto (bf16-mixed where the hardware computes bf16, else 32-true), 32-true or bf16-mixed",
         "auto",
     )

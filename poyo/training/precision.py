@@ -22,6 +22,8 @@ from functools import cache
 import torch
 
 PRECISIONS = ("auto", "32-true", "bf16-mixed")
+# what ``trainer.precision`` accepts: the above, and Lightning's other names, passed to it as they are
+SETTINGS = (*PRECISIONS, "32", "16-mixed", "bf16-true", "64-true")
 
 
 def cpu_bf16_support() -> str | None:
@@ -64,9 +66,9 @@ def resolve_precision(precision: str, device_type: str) -> str:
 
 
 def autocast(device_type: str, precision: str):
-    """The autocast context of a resolved precision (a no-op context for full precision)."""
-    if precision in ("bf16-mixed", "bf16"):
+    """The autocast context of a resolved precision: ``"bf16-mixed"``, or ``"32-true"`` (a no-op)."""
+    if precision == "bf16-mixed":
         return torch.autocast(device_type, dtype=torch.bfloat16)
-    if precision in ("32-true", "32", "fp32", "64-true"):
+    if precision == "32-true":
         return contextlib.nullcontext()
-    raise ValueError(f"unknown precision {precision!r}; use one of {PRECISIONS}")
+    raise ValueError(f"unknown precision {precision!r}; use 32-true or bf16-mixed")
