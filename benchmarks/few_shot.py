@@ -1,29 +1,34 @@
 """Few-shot adaptation: how much data does a new session need once a model is pretrained?
 
-    python benchmarks/few_shot.py                    # 30-45 min on 2 CPU cores
-    python benchmarks/few_shot.py --pretrain-animals 3 --held-out 2 --batch-size 32 --pretrain-steps 1200
-    python benchmarks/few_shot.py --sizes 30 120 --steps 100 --pretrain-steps 300   # quicker look
+    python benchmarks/few_shot.py                    # about 50 min on 2 CPU cores
+    python benchmarks/few_shot.py --pretrain-animals 8 --held-out 2
+    python benchmarks/few_shot.py --sizes 30 120 --seeds 1 --steps 100 --pretrain-steps 300   # quicker look
 
 A synthetic set of N + 2 animals is generated (2 sessions each, one centre-out, one
-random-target). POYO is pretrained on the first N (``--pretrain-animals``, default 8).
+random-target). POYO is pretrained once on the first N (``--pretrain-animals``, default 3).
 The centre-out session of the next animal is held out (``--held-out 2``: of the next two):
-a new animal with new units. On them, with the earliest 30 s, 2 min and
-10 min of each session's training split, this script runs ``train.py`` for
+a new animal with new units. On them, with the earliest 30 s, 2 min and 10 min of each
+session's training split, this script runs ``train.py`` for
 
-* unit identification (only the new unit/session embeddings learn),
-* full fine-tuning (everything learns),
+* unit identification (only the new unit/session embeddings learn), with the new embeddings
+  starting at random and from their firing statistics (``finetune.init``, see
+  ``poyo.training.unit_init``),
+* full fine-tuning (everything learns; the default init),
 * training from scratch (same architecture, same data),
 
+each with ``--seeds`` seeds (window order, dropout, random rows: the pretraining is shared),
 and every run also fits the linear baselines on the same data (ridge on binned counts: the
-window-matched decoder with past and future bins, and the causal one). All runs are scored on the
-same held-out test trials (R² on reach periods, stitched windows, mean over the held-out
-sessions). Prints a table and writes ``results.json`` and ``few_shot.png`` to ``--out``.
+window-matched decoder with past and future bins, and the causal one, a Wiener filter; they
+do not depend on the seed). All runs are scored on the same held-out test trials (R² on reach
+periods, stitched windows, mean over the held-out sessions). Prints mean ± sd over seeds and
+writes ``results.json`` and ``few_shot.png`` to ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -73,36 +78,55 @@ def dataset_overrides(data_root: Path, name: str, generate: dict) -> list[str]:
     ]
 
 
+METHODS = {  # row name: train.py overrides (besides the data and the steps)
+    "unit_identification (random init)": ["finetune=unit_identification", "finetune.init=random"],
+    "unit_identification (statistics init)": ["finetune=unit_identification", "finetune.init=statistics"],
+    "full fine-tuning": ["finetune=full"],
+    "from scratch": [],
+}
+BASELINES = {"linear (window)": "linear", "causal (Wiener)": "causal"}
+STYLES = ["o-", "D-", "s-", "^-", "x--", "+:"]
+
+
+def summarise(results: list[dict]) -> dict[tuple[str, float], tuple[float, float, int]]:
+    """(method, seconds) -> (mean, sd, runs) of test R² over seeds."""
+    cells: dict[tuple[str, float], list[float]] = {}
+    for r in results:
+        cells.setdefault((r["method"], r["seconds_per_session"]), []).append(r["r2"])
+    return {k: (statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v)) for k, v in cells.items()}
+
+
 def plot(results: list[dict], png: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for method, style in (
-        ("unit_identification", "o-"),
-        ("full", "s-"),
-        ("scratch", "^-"),
-        ("linear", "x--"),
-        ("causal", "+:"),
-    ):
-        rows = sorted((r for r in results if r["method"] == method), key=lambda r: r["seconds_per_session"])
-        if rows:
-            ax.plot(
-                [r["seconds_per_session"] / 60 for r in rows],
-                [r["r2"] for r in rows],
-                style,
-                label=method.replace("_", " "),
-            )
+    summary = summarise(results)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for method, style in zip([*METHODS, *BASELINES], STYLES):
+        cells = sorted((s, m) for (name, s), m in summary.items() if name == method)
+        if cells:
+            x = [s / 60 for s, _ in cells]
+            ax.errorbar(x, [m[0] for _, m in cells], yerr=[m[1] for _, m in cells], fmt=style, capsize=3, label=method)
     ax.set_xscale("log")
     ax.set_xlabel("training data per new session (min)")
-    ax.set_ylabel("test R² (held-out sessions)")
+    ax.set_ylabel("test R² (held-out sessions), mean ± sd over seeds")
     ax.set_title("Adapting to new animals")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(png, dpi=120)
+
+
+def table(results: list[dict]) -> str:
+    summary = summarise(results)
+    sizes = sorted({s for _, s in summary})
+    lines = ["| method | " + " | ".join(f"{s / 60:g} min" for s in sizes) + " |", "|---|" + "---|" * len(sizes)]
+    for method in [*METHODS, *BASELINES]:
+        cells = ["{:.3f} ± {:.3f}".format(*summary[(method, s)][:2]) if (method, s) in summary else "" for s in sizes]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -112,13 +136,15 @@ def main() -> None:
     p.add_argument(
         "--sizes", type=float, nargs="+", default=[30, 120, 600], help="seconds of training data per held-out session"
     )
+    p.add_argument("--seeds", type=int, default=3, help="adaptation runs per cell (seeds 0, 1, ...)")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), metavar="METHOD")
     p.add_argument("--pretrain-steps", type=int, default=2400)
     p.add_argument("--steps", type=int, default=300, help="steps for unit identification and fine-tuning")
     p.add_argument("--scratch-steps", type=int, default=600)
     p.add_argument("--batch-size", type=int, default=16, help="16 lets 30 s of one session make 2 batches")
     p.add_argument("--model", default="poyo_mini")
     p.add_argument(
-        "--pretrain-animals", type=int, default=8, help="animals to pretrain on (2 more are generated and held out)"
+        "--pretrain-animals", type=int, default=3, help="animals to pretrain on (2 more are generated and held out)"
     )
     p.add_argument("--held-out", type=int, default=1, choices=[1, 2], help="new sessions (animals) to adapt to")
     p.add_argument(
@@ -160,48 +186,39 @@ def main() -> None:
         )
 
     for seconds in a.sizes:
-        runs = {
-            "unit_identification": [
-                "finetune=unit_identification",
-                f"finetune.checkpoint={ckpt}",
-                f"trainer.max_steps={a.steps}",
-            ],
-            "full": ["finetune=full", f"finetune.checkpoint={ckpt}", f"trainer.max_steps={a.steps}"],
-            "scratch": [f"trainer.max_steps={a.scratch_steps}"],
-        }
-        for method, extra in runs.items():
-            name = f"{method}_{int(seconds)}s"
-            r = run_train(
-                a.out / name, common + [sess(held), f"train_seconds={seconds}", *extra], a.out / f"{name}.log"
-            )
-            steps = a.steps if method != "scratch" else a.scratch_steps
-            results.append(
-                dict(
-                    method=method,
-                    seconds_per_session=seconds,
-                    r2=r["poyo_mean_r2"],
-                    steps=steps,
-                    wall_s=round(r["seconds"], 1),
-                    sessions=r["sessions"],
+        for seed in range(a.seeds):
+            for method in a.methods:
+                steps = a.scratch_steps if method == "from scratch" else a.steps
+                extra = [*METHODS[method], f"trainer.max_steps={steps}", f"seed={seed}"]
+                if method != "from scratch":
+                    extra.append(f"finetune.checkpoint={ckpt}")
+                tag = method.replace(" ", "_").replace("(", "").replace(")", "")
+                run = f"{tag}_{int(seconds)}s_seed{seed}"
+                r = run_train(
+                    a.out / run, common + [sess(held), f"train_seconds={seconds}", *extra], a.out / f"{run}.log"
                 )
-            )
-            print(
-                f"{method:20s} {seconds:6.0f} s/session  R² {r['poyo_mean_r2']:.3f}  (linear {r['linear_mean_r2']:.3f}, causal {r['causal_mean_r2']:.3f})  {r['seconds']:.0f} s",
-                flush=True,
-            )
-        for baseline in ("linear", "causal"):
-            results.append(
-                dict(method=baseline, seconds_per_session=seconds, r2=r[f"{baseline}_mean_r2"], steps=0, wall_s=0.0)
-            )
+                results.append(
+                    dict(
+                        method=method,
+                        seconds_per_session=seconds,
+                        seed=seed,
+                        r2=r["poyo_mean_r2"],
+                        steps=steps,
+                        wall_s=round(r["seconds"], 1),
+                        sessions=r["sessions"],
+                    )
+                )
+                print(
+                    f"{method:40s} {seconds:6.0f} s/session seed {seed}  R² {r['poyo_mean_r2']:.3f}  "
+                    f"(linear {r['linear_mean_r2']:.3f}, causal {r['causal_mean_r2']:.3f})  {r['seconds']:.0f} s",
+                    flush=True,
+                )
+        for row, key in BASELINES.items():  # fitted on the same data in every run; identical across seeds
+            results.append(dict(method=row, seconds_per_session=seconds, r2=r[f"{key}_mean_r2"], steps=0, wall_s=0.0))
         (a.out / "results.json").write_text(json.dumps(results, indent=1))
 
-    print(f"\nmean test R² over {len(held)} held-out session(s) (new animals, new units):\n")
-    sizes = sorted({r["seconds_per_session"] for r in results})
-    print("| method | " + " | ".join(f"{s / 60:g} min" for s in sizes) + " |")
-    print("|---|" + "---|" * len(sizes))
-    for method in ("unit_identification", "full", "scratch", "linear", "causal"):
-        cells = {r["seconds_per_session"]: r["r2"] for r in results if r["method"] == method}
-        print(f"| {method} | " + " | ".join(f"{cells[s]:.3f}" if s in cells else "" for s in sizes) + " |")
+    print(f"\nmean ± sd of test R² over {a.seeds} seed(s), {len(held)} held-out session(s) (new animals, new units):\n")
+    print(table(results))
     plot(results, a.out / "few_shot.png")
     print(f"\nresults: {a.out / 'results.json'}, plot: {a.out / 'few_shot.png'}")
 

@@ -1,4 +1,4 @@
-"""Layers import downward only: io and data <- readouts <- model <- training <- entry points. Pipelines
+"""Layers import downward only: io and data <- readouts <- model <- training <- decoder and entry points. Pipelines
 write sessions and stand apart from the library that reads them. Checked on the source, so an
 upward import anywhere (also one inside a function) fails here."""
 
@@ -18,6 +18,7 @@ ALLOWED = {
     "model": {"io", "data", "readouts"},
     "training": {"io", "data", "readouts", "model", "pipelines"},  # a run generates the embedded synthetic set
     "stream": {"io", "data", "readouts", "model"},
+    "decoder": {"io", "data", "readouts", "model", "training", "pipelines"},  # the estimator over train.py's runs
 }
 
 

@@ -143,6 +143,9 @@ class POYO(nn.Module):
         # How each head's targets were normalised and weighted when the model was trained
         # (ReadoutConfigs); set by training and by load_pretrained, used by tokenizer().
         self.readout_configs: list[ReadoutConfig] | None = None
+        # A short description of each unit's firing, {"key", "names", "ids", "values" (units, k)}
+        # (poyo.training.unit_init): what new units' starting embeddings are predicted from.
+        self.unit_features: dict | None = None
         self._warned_windows: set[float] = set()
 
     # --- configuration -----------------------------------------------------------------

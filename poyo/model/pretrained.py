@@ -5,6 +5,8 @@ A pretrained file is a plain dict that loads with ``torch.load(weights_only=True
     format: "poyo", format_version: 1, poyo_version: "0.1.0",
     model: the POYO settings (``model.config``),
     readouts: how each head's targets were normalised and weighted (ReadoutConfig fields),
+    unit_features: optional, how each unit fires ({"key", "names", "ids", "values"}, see
+        poyo.training.unit_init): what new units' starting embeddings are predicted from,
     state_dict: the weights, with the vocabularies as plain lists of strings,
     metadata: free-form provenance (where it came from, when)
 
@@ -33,7 +35,8 @@ FORMAT_VERSION = 1
 def pretrained_payload(
     model: POYO, readouts: Sequence[ReadoutConfig | Mapping] | None = None, metadata: Mapping | None = None
 ) -> dict:
-    """The dict :func:`save_pretrained` writes (also what ``train.py`` puts in its hyper-parameters)."""
+    """The dict :func:`save_pretrained` writes, without the weights and unit descriptions (also what
+    ``train.py`` puts in its hyper-parameters)."""
     if not isinstance(model, POYO):
         raise TypeError(f"expected a POYO model, got {type(model).__name__}")
     readouts = readouts if readouts is not None else model.readout_configs or model.readout_names
@@ -58,6 +61,8 @@ def save_pretrained(model: POYO, path, *, readouts=None, metadata: Mapping | Non
     """Write ``model`` (weights, vocabularies, settings, readout normalisation) to ``path``, atomically."""
 
     payload = pretrained_payload(model, readouts, metadata)
+    if model.unit_features is not None:
+        payload["unit_features"] = dict(model.unit_features)
     payload["state_dict"] = {
         k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in model.state_dict().items()
     }
@@ -77,6 +82,19 @@ def _check_version(path: Path, found) -> None:
             f"{path}: written by a newer poyo (checkpoint format {found}); this poyo {poyo.__version__} reads format "
             f"{FORMAT_VERSION} and older. Upgrade poyo to load it."
         )
+
+
+def _unit_features(path: Path, found) -> dict | None:
+    """The stored unit descriptions, checked (a damaged entry is an error, not a silent skip)."""
+    if found is None:
+        return None
+    ok = isinstance(found, Mapping) and {"key", "names", "ids", "values"} <= set(found)
+    if ok:
+        v = found["values"]
+        ok = isinstance(v, torch.Tensor) and v.ndim == 2 and v.shape == (len(found["ids"]), len(found["names"]))
+    if not ok:
+        raise ValueError(f"{path}: damaged unit_features entry (expected key, names, ids and a (ids, names) tensor)")
+    return {"key": str(found["key"]), "names": list(found["names"]), "ids": list(found["ids"]), "values": v.float()}
 
 
 def _unpack(path: Path, ckpt: dict) -> tuple[dict, list[dict], dict]:
@@ -112,7 +130,9 @@ def load_pretrained(path, *, map_location="cpu") -> POYO:
     seen need their own unit embeddings first (``train.py finetune=unit_identification``).
     """
     path = Path(path)
-    settings, readouts, state_dict = _unpack(path, safe_load(path, map_location))
+    ckpt = safe_load(path, map_location)
+    settings, readouts, state_dict = _unpack(path, ckpt)
+    features = _unit_features(path, ckpt.get("unit_features"))  # model.pt and train.py checkpoints alike
     config = POYOConfig.from_dict(settings, source=str(path))
     try:  # first: a readout declared in the checkpoint (dim, kind) is registered before the model needs it
         configs = [ReadoutConfig(**r) for r in readouts]
@@ -127,4 +147,5 @@ def load_pretrained(path, *, map_location="cpu") -> POYO:
     except RuntimeError as e:
         raise RuntimeError(f"{path}: its weights do not fit a POYO with its own settings: {e}") from e
     model.readout_configs = configs
+    model.unit_features = features
     return model.eval()

@@ -8,6 +8,9 @@ Three modes (``train.py finetune=<mode> finetune.checkpoint=PATH``):
 * ``full``: everything learns from the first step.
 * ``gradual``: embeddings only for ``unfreeze_epoch`` epochs, then everything.
 
+New units and sessions start from the embeddings :mod:`poyo.training.unit_init` predicts
+from their firing (``finetune.init=statistics``, the default) or at random (``random``).
+
 Freezing discards the gradients of the frozen parameters before every optimiser step
 (so they are neither updated nor decayed, and do not count in gradient clipping), which
 works the same in one process and under DDP. While the backbone is frozen, the rows of
@@ -27,6 +30,7 @@ from omegaconf import DictConfig
 
 from poyo.model import POYO, load_pretrained
 from poyo.readouts import ReadoutConfig, keep_pretrained_normalisation
+from poyo.training.unit_init import INITS, init_new_embeddings, merge_features, unit_features
 
 if TYPE_CHECKING:
     from poyo.training.module import DataModule
@@ -139,11 +143,25 @@ def pretrained_for_finetuning(
     # The pretrained heads were trained on targets normalised their way: keep it.
     readouts = keep_pretrained_normalisation(model.readout_configs or (), readouts, dm.session_ids)
     before_units, before_sessions = set(model.unit_emb.ids), set(model.session_emb.ids)
-    added = adapt_vocabularies(model, dm.unit_ids, dm.session_ids, subset=ft.subset, seed=cfg.seed)
+    init = ft.get("init") or "random"
+    if init not in INITS:
+        raise ValueError(f"finetune.init must be one of {INITS}, got {init!r}")
+    added = adapt_vocabularies(model, dm.unit_ids, dm.session_ids, subset=False, seed=cfg.seed)
+    how = "new unit and session embeddings start at random (finetune.init=random)"
+    features = unit_features(dm.train_set, readouts, dm.session_ids)
+    if init == "statistics" and features is not None:
+        how = init_new_embeddings(
+            model, features, added["units"], added["sessions"], sorted(before_sessions), seed=cfg.seed
+        )
+    if ft.subset:
+        model.unit_emb.subset(dm.unit_ids)
+        model.session_emb.subset(dm.session_ids)
+    model.unit_features = merge_features(model.unit_features, features, keep=model.unit_emb.ids)
     print(
         f"\nfine-tuning ({ft.mode}) {path}: {len(added['units'])} new units and {len(added['sessions'])} new sessions "
         f"({len(dm.unit_ids) - len(added['units'])} units, {len(dm.session_ids) - len(added['sessions'])} sessions already known); "
-        f"vocabularies {'subset to this data' if ft.subset else 'keep the pretrained ids'}: {len(model.unit_emb)} units, {len(model.session_emb)} sessions"
+        f"vocabularies {'subset to this data' if ft.subset else 'keep the pretrained ids'}: {len(model.unit_emb)} units, {len(model.session_emb)} sessions; "
+        + how
     )
     kept_units = sorted(before_units - set(dm.unit_ids)) if not ft.subset else []
     kept_sessions = sorted(before_sessions - set(dm.session_ids)) if not ft.subset else []

@@ -132,6 +132,12 @@ def check_settings(cfg: Mapping) -> None:
         "auto",
     )
     need(
+        "finetune.init",
+        lambda v: v in (None, "random", "statistics"),
+        "must be statistics (new units start from their firing statistics) or random",
+        "statistics",
+    )
+    need(
         "trainer.gradient_clip_val",
         lambda v: v is None or (_number(v) and v > 0),
         "must be null or a positive number",

@@ -269,6 +269,10 @@ class POYOModule(L.LightningModule):
         self.last_scores: dict[str, dict[str, float]] = {}
         self.last_stitched: dict = {}
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.model.unit_features is not None:  # beside the hyper-parameters, not in them (loggers print those)
+            checkpoint["unit_features"] = dict(self.model.unit_features)
+
     def on_fit_start(self):
         self._fit_start = time.monotonic()  # val/elapsed_s: R² against wall time
 

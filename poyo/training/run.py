@@ -33,6 +33,7 @@ from poyo.training.loggers import make_loggers
 from poyo.training.module import DataModule, POYOModule
 from poyo.training.precision import cpu_bf16_support, resolve_precision
 from poyo.training.report import report, summary_table
+from poyo.training.unit_init import unit_features
 
 
 def prepare_data(cfg: DictConfig) -> Path | list[Path]:
@@ -142,9 +143,9 @@ def linear_baseline(cfg: DictConfig) -> LinearBaseline:
     return LinearBaseline(**{"context_s": cfg.window_length, **cfg.baseline})
 
 
-def train(cfg: DictConfig, run_dir: Path) -> None:
+def train(cfg: DictConfig, run_dir: Path) -> dict:
     """Train (or fine-tune, ``cfg.finetune``) as ``cfg`` says, then test the weights chosen on
-    validation; everything goes into ``run_dir``."""
+    validation; everything goes into ``run_dir``. Returns the test results (:func:`results`)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.finetune.mode not in MODES:
@@ -173,6 +174,7 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
     callbacks = []
     if cfg.finetune.mode == "none":
         model = build_model(cfg, readouts, dm.unit_ids, dm.session_ids)
+        model.unit_features = unit_features(ds, readouts)  # what adapting to new units later starts from
         name = model.config.name
     else:
         model, readouts, freezer = pretrained_for_finetuning(cfg, dm, readouts)
@@ -227,8 +229,18 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
             readouts=readouts,
             metadata={"run": str(run_dir), "steps": step, "chosen": which},
         )
-        report(module, dm, readouts, run_dir, which, linear_baseline(cfg))
+        summary = report(module, dm, readouts, run_dir, which, linear_baseline(cfg))
         print(f"\nrun folder: {run_dir} (the trained model: checkpoints/model.pt; poyo.load_pretrained() reads it)")
+        return results(module, summary)
+    return results(module, None)
+
+
+def results(module: POYOModule, summary: dict | None) -> dict:
+    """The last test of ``module``: ``{"scores": {session: {readout: score}}, "stitched":
+    {(session, readout): {"sample_index", "pred", "target", ...}}, "report": what
+    test_results.json holds (POYO beside the linear decoders; None off rank 0)}``. Stitched
+    predictions are normalised, as the model predicts; ``readout.decode`` gives the behaviour's units."""
+    return {"scores": module.last_scores, "stitched": module.last_stitched, "report": summary}
 
 
 CHOICE_MARGIN = 0.01  # best.ckpt replaces the final weights only if validation prefers it by more than this
@@ -258,8 +270,9 @@ def safe_step(path) -> int:
     return int(safe_load(path).get("global_step", -1))
 
 
-def evaluate(cfg: DictConfig, run_dir: Path) -> None:
-    """Test ``cfg.checkpoint`` on the test split of ``cfg.dataset``; the report goes into ``run_dir``."""
+def evaluate(cfg: DictConfig, run_dir: Path) -> dict:
+    """Test ``cfg.checkpoint`` on the test split of ``cfg.dataset``; the report goes into
+    ``run_dir``. Returns the test results (:func:`results`)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if not cfg.checkpoint:
@@ -280,5 +293,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> None:
     dm.attach(model)
     trainer = make_trainer(cfg, run_dir, logger=False)
     trainer.test(module, datamodule=dm, verbose=False)
+    summary = None
     if trainer.is_global_zero:
-        report(module, dm, readouts, run_dir, f"{Path(path).name}", linear_baseline(cfg))
+        summary = report(module, dm, readouts, run_dir, f"{Path(path).name}", linear_baseline(cfg))
+    return results(module, summary)

@@ -6,7 +6,8 @@ from poyo.pipelines.synthetic_reaching.generate import (
     ensure,
     generate,
     is_current,
+    session_arrays,
     simulate_session,
 )
 
-__all__ = ["BRAINSET_ID", "SyntheticConfig", "ensure", "generate", "is_current", "simulate_session"]
+__all__ = ["BRAINSET_ID", "SyntheticConfig", "ensure", "generate", "is_current", "session_arrays", "simulate_session"]

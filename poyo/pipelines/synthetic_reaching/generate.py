@@ -394,6 +394,21 @@ def simulate_session(cfg: SyntheticConfig, animal_index: int, session_index: int
     )
 
 
+def session_arrays(animal: int = 0, session: int = 0, cfg: SyntheticConfig = SyntheticConfig()) -> dict:
+    """One simulated session as plain arrays, the way a notebook holds a recording (what
+    ``poyo.Decoder`` takes): ``spike_times`` (s) and ``unit_ids`` (one per spike), ``behaviour``
+    ``{"cursor.vel": (timestamps, values (n, 2))}``, ``session_id`` and ``subject``."""
+    data = simulate_session(cfg, animal, session)
+    ids = np.asarray(data.units.id).astype(str)
+    t = np.arange(len(data.cursor.vel)) / data.cursor.sampling_rate + data.cursor.domain.start[0]
+    return {
+        "spike_times": np.asarray(data.spikes.timestamps, np.float64),
+        "unit_ids": ids[np.asarray(data.spikes.unit_index)],
+        "behaviour": {"cursor.vel": (t, np.asarray(data.cursor.vel, np.float64))},
+        "session_id": str(data.session.id),
+    }
+
+
 def _merge(start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Merge overlapping sorted intervals."""
     s, e = [], []

@@ -1,0 +1,484 @@
+"""``poyo.Decoder``: POYO as an estimator over arrays, for notebooks.
+
+    dec = poyo.Decoder(model="poyo_mini", max_steps=1000, seed=0)
+    dec.fit([session_a, session_b])                  # pretraining on one or many sessions
+    dec.score(session_a)                             # {"r2": mean, "r2_per_dim": [...]}
+    dec.adapt(new_session)                           # unit identification on a new recording
+    y = dec.predict(new_session)                     # (n, dims) at its behaviour timestamps
+    dec.save("model.pt"); dec = poyo.Decoder.load("model.pt")
+
+A session is a dict (or :class:`Session`) of arrays: ``spike_times`` (seconds) with
+``unit_ids`` (one per spike), or a list of per-unit time arrays (``unit_ids`` their names),
+or ``{unit: times}``; ``behaviour`` as ``(timestamps, values)`` or ``{"GROUP.FIELD":
+(timestamps, values)}``; optionally ``session_id``, and ``train``/``valid``/``test``
+intervals (``(n, 2)`` start/end seconds). pynapple objects work where arrays do: a ``TsGroup``
+as ``spike_times``, a ``Tsd``/``TsdFrame`` as ``behaviour``.
+
+Nothing here trains or evaluates on its own: ``fit`` and ``adapt`` write the sessions as
+session files (:mod:`poyo.pipelines.arrays`) into ``workdir`` and call
+:func:`poyo.training.run.train`, the function behind ``train.py``, with the same settings
+(``configs/``); ``predict`` stitches overlapping windows exactly as ``train.py``'s evaluation
+does. Every run folder (checkpoints, metrics, test report) stays in ``workdir``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_KEY = "behaviour.values"  # where a bare (timestamps, values) behaviour is stored
+BRAINSET = "decoder"  # the folder below workdir/data that holds the sessions
+MODES = ("unit_identification", "full", "gradual")
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@dataclass
+class Session:
+    """One recording as arrays (see the module docstring for what each field accepts)."""
+
+    spike_times: object
+    unit_ids: object = None
+    behaviour: object = None
+    session_id: str | None = None
+    train: object = None
+    valid: object = None
+    test: object = None
+
+
+def _is_pynapple_series(x) -> bool:
+    return hasattr(x, "t") and hasattr(x, "values") and not isinstance(x, (np.ndarray, tuple, list, Mapping))
+
+
+def _trains(name: str, spike_times, unit_ids) -> tuple[list[np.ndarray], list[str]]:
+    """Per-unit sorted spike-time arrays and their names; errors name the argument at fault."""
+    if hasattr(spike_times, "keys") and callable(spike_times.keys):  # {unit: times} or a pynapple TsGroup
+        if unit_ids is not None:
+            raise ValueError(f"{name}.unit_ids: leave it out when spike_times maps units to their times")
+        keys = list(spike_times.keys())
+        trains = [np.asarray(getattr(spike_times[k], "t", spike_times[k]), np.float64).ravel() for k in keys]
+        names = [str(k) for k in keys]
+    elif (
+        isinstance(spike_times, (list, tuple))
+        and spike_times
+        and all(np.ndim(t) == 1 for t in spike_times)
+        and not np.isscalar(spike_times[0])
+    ):
+        trains = [np.asarray(t, np.float64).ravel() for t in spike_times]
+        names = [str(u) for u in unit_ids] if unit_ids is not None else [str(i) for i in range(len(trains))]
+        if len(names) != len(trains):
+            raise ValueError(f"{name}.unit_ids: {len(names)} names for {len(trains)} per-unit spike trains")
+    else:
+        times = np.asarray(spike_times, np.float64).ravel()
+        if unit_ids is None:
+            raise ValueError(f"{name}.unit_ids: needed with a flat spike_times array (one unit id per spike)")
+        units = np.asarray(unit_ids).ravel()
+        if len(units) != len(times):
+            raise ValueError(
+                f"{name}.unit_ids: {len(units)} entries but spike_times has {len(times)} spikes; give one unit id per spike"
+            )
+        keys, index = np.unique(units, return_inverse=True)
+        trains = [times[index == k] for k in range(len(keys))]
+        names = [str(k) for k in keys]
+    if not trains or sum(len(t) for t in trains) == 0:
+        raise ValueError(f"{name}.spike_times: no spikes")
+    for u, t in zip(names, trains):
+        bad = ~np.isfinite(t)
+        if bad.any():
+            raise ValueError(f"{name}.spike_times: unit '{u}' has {int(bad.sum())} NaN or infinite spike times")
+        back = np.flatnonzero(np.diff(t) < 0)
+        if back.size:
+            i = int(back[0])
+            raise ValueError(
+                f"{name}.spike_times: unit '{u}' times are not sorted (t[{i}]={t[i]:.6f} > t[{i + 1}]={t[i + 1]:.6f}); sort each unit's spikes"
+            )
+    return trains, names
+
+
+def _behaviour(name: str, behaviour, key: str | None) -> tuple[str, np.ndarray, np.ndarray]:
+    """(key, timestamps, values (n, d)) of one behaviour series."""
+    if isinstance(behaviour, Mapping):
+        if len(behaviour) != 1:
+            raise ValueError(f"{name}.behaviour: one series per session, got {len(behaviour)}: {list(behaviour)}")
+        ((key, behaviour),) = behaviour.items()
+    if _is_pynapple_series(behaviour):
+        behaviour = (behaviour.t, behaviour.values)
+    if not (isinstance(behaviour, (tuple, list)) and len(behaviour) == 2):
+        raise ValueError(
+            f"{name}.behaviour: expected (timestamps, values) or a pynapple Tsd/TsdFrame; values without timestamps "
+            "cannot be placed against the spikes"
+        )
+    t = np.asarray(behaviour[0], np.float64).ravel()
+    v = np.asarray(behaviour[1], np.float64)
+    v = v.reshape(len(v), -1) if v.ndim else v.reshape(1, 1)
+    if len(v) != len(t):
+        raise ValueError(f"{name}.behaviour: {len(t)} timestamps but {len(v)} values; their lengths must match")
+    if len(t) < 2:
+        raise ValueError(f"{name}.behaviour: fewer than 2 samples")
+    for what, x in (("timestamps", t), ("values", v)):
+        bad = ~np.isfinite(x.reshape(len(x), -1)).all(1)
+        if bad.any():
+            raise ValueError(
+                f"{name}.behaviour: {int(bad.sum())} NaN or infinite {what} (first at index {int(np.flatnonzero(bad)[0])}); "
+                "drop those samples first"
+            )
+    back = np.flatnonzero(np.diff(t) <= 0)
+    if back.size:
+        i = int(back[0])
+        raise ValueError(
+            f"{name}.behaviour: timestamps must increase strictly; t[{i}]={t[i]:.6f} >= t[{i + 1}]={t[i + 1]:.6f}"
+        )
+    return str(key or DEFAULT_KEY), t, v
+
+
+def _intervals(name: str, iv) -> np.ndarray:
+    a = np.asarray(iv, np.float64).reshape(-1, 2)
+    if not (np.isfinite(a).all() and (a[:, 1] > a[:, 0]).all() and (a[1:, 0] >= a[:-1, 1]).all()):
+        raise ValueError(
+            f"{name}: expected sorted, non-overlapping (start, end) rows with end > start, got {a.tolist()[:3]}"
+        )
+    return a
+
+
+def as_session(obj, name: str = "session") -> Session:
+    """A :class:`Session` from a dict or a Session (unknown keys name themselves in the error)."""
+    if isinstance(obj, Session):
+        return obj
+    if not isinstance(obj, Mapping):
+        raise TypeError(
+            f"{name}: expected a dict of arrays (spike_times, unit_ids, behaviour, ...), got {type(obj).__name__}"
+        )
+    known = {f.name for f in fields(Session)}
+    unknown = sorted(set(obj) - known)
+    if unknown:
+        raise ValueError(f"{name}: unknown keys {unknown}; a session takes {sorted(known)}")
+    if "spike_times" not in obj:
+        raise ValueError(f"{name}: needs spike_times")
+    return Session(**obj)
+
+
+def session_id_of(trains: Sequence[np.ndarray], names: Sequence[str]) -> str:
+    """A stable id from the spikes alone: the same recording gets the same id, in any later call."""
+    h = hashlib.sha1()
+    for u, t in sorted(zip(names, trains), key=lambda p: p[0]):
+        h.update(u.encode() + b"\0" + np.ascontiguousarray(t, np.float64).tobytes())
+    return "s" + h.hexdigest()[:10]
+
+
+def _to(batch, device):
+    import torch
+
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, Mapping):
+        return {k: _to(v, device) for k, v in batch.items()}
+    return batch
+
+
+class Decoder:
+    """POYO as an estimator: ``fit``, ``predict``, ``score``, ``adapt``, ``save``/``load``.
+
+    Args:
+        model: a model config of ``configs/model`` (``poyo_mini``, ``poyo_1.3M``, ``poyo_11.8M``).
+        max_steps: training steps of ``fit`` (None: ``train.py``'s default, 20 epochs but at
+            least 1,000 steps); ``adapt`` takes its own.
+        batch_size: windows per step (the global batch).
+        device: ``"auto"`` (a GPU when there is one), ``"cpu"`` or ``"gpu"``.
+        precision: ``"auto"`` (bf16 where the hardware computes it), ``"32-true"`` or ``"bf16-mixed"``.
+        seed: seeds every random choice of a run (model init, windows, augmentation).
+        workdir: where session files and run folders go (default: a new temporary folder).
+        num_workers: DataLoader worker processes for training (0: load in this process).
+        overrides: any further ``train.py`` settings, e.g. ``["optim.base_lr=1e-4"]``.
+    """
+
+    def __init__(
+        self,
+        model: str = "poyo_mini",
+        *,
+        max_steps: int | None = None,
+        batch_size: int = 32,
+        device: str = "auto",
+        precision: str = "auto",
+        seed: int = 0,
+        workdir=None,
+        num_workers: int = 2,
+        overrides: Sequence[str] = (),
+    ):
+        if not (CONFIGS / "model" / f"{model}.yaml").is_file():
+            known = sorted(p.stem for p in (CONFIGS / "model").glob("*.yaml"))
+            raise ValueError(f"model: no config '{model}' in {CONFIGS / 'model'}; choose one of {known}")
+        if max_steps is not None and not (isinstance(max_steps, int) and max_steps >= 1):
+            raise ValueError(f"max_steps: a positive integer or None, got {max_steps!r}")
+        if device not in ("auto", "cpu", "gpu", "cuda"):
+            raise ValueError(f"device: auto, cpu or gpu, got {device!r}")
+        if isinstance(overrides, str):
+            raise TypeError("overrides: a list of 'key=value' strings, not one string")
+        self.model_name, self.max_steps, self.batch_size = model, max_steps, int(batch_size)
+        self.device, self.precision, self.seed, self.num_workers = device, precision, int(seed), int(num_workers)
+        self.overrides = list(overrides)
+        self.workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="poyo-decoder-"))
+        self.model_ = None  # the trained POYO (poyo.model.POYO), after fit / adapt / load
+        self.runs_: list[Path] = []  # run folders of fit and adapt, oldest first
+        self.report_: dict | None = (
+            None  # the last run's test report: POYO beside the linear decoders (test_results.json)
+        )
+
+    # --- sessions -> files -------------------------------------------------------------
+    def _write(self, session, name: str, root: Path, *, model=None, timestamps=None) -> tuple[str, list[str]]:
+        """Write one session below ``root/decoder``, its behaviour under the key ``model`` decodes
+        (if given); returns its global id and global unit ids."""
+        from temporaldata import Interval
+
+        from poyo.pipelines.arrays import ArrayContentError, from_spike_times, write_session
+
+        s = as_session(session, name)
+        trains, names = _trains(name, s.spike_times, s.unit_ids)
+        if timestamps is not None:  # prediction at given times: placeholder targets there
+            t = np.asarray(timestamps, np.float64).ravel()
+            key, t, v = _behaviour(name, (t, np.zeros((len(t), model.readout_configs[0].spec.dim))), None)
+        else:
+            if s.behaviour is None:
+                raise ValueError(f"{name}.behaviour: needed here (or give timestamps= to predict at)")
+            key, t, v = _behaviour(name, s.behaviour, None)
+        if model is not None:  # the series the model decodes
+            key = model.readout_configs[0].key
+        window = float(self._settings([]).window_length)
+        if t[-1] - t[0] < window:
+            raise ValueError(
+                f"{name}: the behaviour spans {t[-1] - t[0]:.3f} s, shorter than one {window:g} s window; POYO needs at least one window"
+            )
+        sid = str(s.session_id) if s.session_id is not None else session_id_of(trains, names)
+        try:
+            data = from_spike_times(trains, names, {key: (t, v)}, brainset=BRAINSET, session_id=sid)
+        except ArrayContentError as e:
+            raise ValueError(f"{name}: {e}") from None
+        given = {k: getattr(s, k) for k in ("train", "valid", "test") if getattr(s, k) is not None}
+        if given:
+            if not {"train", "valid"} <= set(given):
+                raise ValueError(
+                    f"{name}: give train and valid intervals together (test is optional), got {sorted(given)}"
+                )
+            given.setdefault("test", given["valid"])
+            for k, iv in given.items():
+                a = _intervals(f"{name}.{k}", iv)
+                setattr(data, f"{k}_domain", Interval(start=a[:, 0], end=a[:, 1]))
+        write_session(data, root, overwrite=True)
+        return f"{BRAINSET}/{data.session.id}", [f"{BRAINSET}/{data.session.id}/{u}" for u in data.units.id]
+
+    # --- runs ------------------------------------------------------------------------------
+    def _settings(self, extra: Sequence[str], batch_size: int | None = None):
+        from hydra import compose, initialize_config_dir
+
+        accelerator = {"auto": "auto", "cpu": "cpu", "gpu": "gpu", "cuda": "gpu"}[self.device]
+        overrides = [
+            f"model={self.model_name}",
+            "dataset=auto",
+            f"dataset.name={BRAINSET}",
+            f"data_root={self.workdir / 'data'}",
+            f"seed={self.seed}",
+            f"batch_size={batch_size or self.batch_size}",
+            f"num_workers={self.num_workers}",
+            f"trainer.accelerator={accelerator}",
+            f"trainer.precision={self.precision}",
+            *extra,
+            *self.overrides,
+        ]
+        with initialize_config_dir(str(CONFIGS), version_base="1.3"):
+            return compose("train", overrides=overrides)
+
+    def _run(self, sessions: Sequence[str], extra: Sequence[str], train_seconds: float | None = None) -> None:
+        import lightning as L
+
+        from poyo.data import Dataset, RandomFixedWindowSampler
+        from poyo.model import load_pretrained
+        from poyo.training.guards import RunLock, check_settings
+        from poyo.training.run import planned_steps, train
+
+        ds = Dataset(self.workdir / "data", sessions=sessions, train_seconds=train_seconds, validate=False)
+        extra = [f"sessions=[{','.join(sessions)}]", *extra]
+        cfg = self._settings(extra)
+        windows = len(RandomFixedWindowSampler(ds.sampling_intervals("train"), cfg.window_length, seed=self.seed))
+        batch = cfg.batch_size
+        if windows < 2 * batch:  # a few seconds of data: at least two batches per epoch
+            batch = max(1, windows // 2)
+            print(f"{windows} training windows: batches of {batch} instead of {cfg.batch_size}")
+        # Short recordings make short epochs: validate about 10 times a run, not every few epochs.
+        epochs = -(-planned_steps(cfg, windows // batch) // (windows // batch))
+        every = max(int(cfg.trainer.check_val_every_n_epoch), -(-epochs // 10))
+        cfg = self._settings([*extra, f"trainer.check_val_every_n_epoch={every}"], batch_size=batch)
+        check_settings(cfg)
+        run_dir = self.workdir / "runs" / f"{len(self.runs_):02d}"
+        L.seed_everything(cfg.seed, workers=False, verbose=False)
+        with RunLock(run_dir):
+            self.report_ = train(cfg, run_dir)["report"]
+        self.runs_.append(run_dir)
+        self.model_ = load_pretrained(run_dir / "checkpoints" / "model.pt")
+
+    def _steps(self, max_steps) -> list[str]:
+        steps = max_steps if max_steps is not None else self.max_steps
+        return [f"trainer.max_steps={steps}"] if steps is not None else []
+
+    def fit(self, sessions, *, max_steps: int | None = None) -> Decoder:
+        """Train a new model on one session or a list of them (pretraining); returns self.
+
+        Each session is split into train/valid/test (its own intervals, else 10 time blocks
+        dealt 8/1/1); the weights are chosen on valid and reported on test beside the linear
+        decoders, as ``train.py`` does."""
+        sessions = [sessions] if isinstance(sessions, (Mapping, Session)) else list(sessions)
+        if not sessions:
+            raise ValueError("sessions: empty list")
+        # a fresh model: nothing carries over from an earlier fit (the old one stays until this one is trained)
+        ids = [self._write(s, f"sessions[{i}]", self.workdir / "data")[0] for i, s in enumerate(sessions)]
+        self._run(ids, self._steps(max_steps))
+        return self
+
+    def adapt(
+        self,
+        sessions,
+        *,
+        mode: str = "unit_identification",
+        max_steps: int | None = 300,
+        init: str = "statistics",
+        train_seconds: float | None = None,
+    ) -> Decoder:
+        """Bring new sessions (new units) into the fitted or loaded model; returns self.
+
+        ``mode``: ``unit_identification`` (only the new unit and session embeddings learn),
+        ``full`` (everything learns) or ``gradual`` (embeddings first, then everything).
+        ``init``: new embeddings start from their firing statistics or at random.
+        The model keeps its earlier sessions (their rows do not change in unit identification).
+        """
+        self._check_fitted("adapt")
+        if mode not in MODES:
+            raise ValueError(f"mode: one of {MODES}, got {mode!r}")
+        sessions = [sessions] if isinstance(sessions, (Mapping, Session)) else list(sessions)
+        ids = [
+            self._write(s, f"sessions[{i}]", self.workdir / "data", model=self.model_)[0]
+            for i, s in enumerate(sessions)
+        ]
+        start = self.workdir / "runs" / f"{len(self.runs_):02d}-start.pt"
+        self.save(start)
+        extra = [
+            f"finetune={mode}",
+            f"finetune.checkpoint={start}",
+            "finetune.subset=false",
+            f"finetune.init={init}",
+            *self._steps(max_steps),
+        ]
+        if train_seconds is not None:
+            extra.append(f"train_seconds={train_seconds}")
+        self._run(ids, extra, train_seconds)
+        return self
+
+    # --- prediction ----------------------------------------------------------------------
+    def predict(self, session, timestamps=None, *, intervals=None) -> np.ndarray:
+        """Predictions ``(n, dims)`` in the behaviour's units, at the session's behaviour
+        timestamps (or at ``timestamps``), stitched from windows every ``eval_step`` s over
+        ``intervals`` (default: the whole session) exactly as ``train.py`` evaluates. Samples
+        no window covers (inside a stretch shorter than one window) are NaN."""
+        self._check_fitted("predict")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        root = Path(tempfile.mkdtemp(prefix="predict-", dir=self.workdir))
+        try:
+            return self._predict(session, timestamps, intervals, root)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+    def _predict(self, session, timestamps, intervals, root: Path) -> np.ndarray:
+        import torch
+
+        from poyo.data import Dataset, DistributedStitchingSampler
+        from poyo.training.module import collate
+        from poyo.training.precision import autocast, resolve_precision
+        from poyo.training.stitch import stitch_predictions
+
+        model, readout = self.model_, self.model_.readout_configs[0]
+        sid, units = self._write(session, "session", root, model=model, timestamps=timestamps)
+        unknown = [u for u in units if u not in model.unit_emb]
+        if sid not in model.session_emb or unknown:
+            raise KeyError(
+                f"session: '{sid}' is not known to this decoder ({len(unknown)} of its {len(units)} units are new); "
+                "adapt(session) first"
+            )
+        cfg = self._settings([])
+        ds = Dataset(root, behaviour=[readout.key], validate=True, seed=cfg.seed)
+        ds.transform = model.tokenizer(model.readout_configs)
+        where = {sid: _intervals("intervals", intervals) if intervals is not None else ds.sessions[sid].domain}
+        sampler = DistributedStitchingSampler(where, cfg.window_length, step=cfg.eval_step, drop_short=True)
+        gpu = self.device in ("gpu", "cuda") or (self.device == "auto" and torch.cuda.is_available())
+        device = "cuda" if gpu else "cpu"
+        loader = torch.utils.data.DataLoader(
+            ds, sampler=sampler, batch_size=cfg.eval_batch_size, collate_fn=lambda b: collate(b, cfg.layout)
+        )
+        model.to(device)
+        with autocast(device, resolve_precision(str(cfg.trainer.precision), device)):
+            st = stitch_predictions(model, (_to(b, device) for b in loader)).stitched()
+        n = len(ds.behaviour(sid, readout.key).timestamps)
+        ds.close()
+        out = np.full((n, readout.spec.dim), np.nan)
+        got = st.get((sid, readout.name))
+        if got is not None:
+            out[got["sample_index"]] = readout.decode(got["pred"])
+        return out
+
+    def score(self, session, *, intervals=None) -> dict:
+        """R² of :meth:`predict` against the session's behaviour, over the samples inside
+        ``intervals`` (default: all): ``{"r2": mean over dims, "r2_per_dim": [...]}`` (angles:
+        R² of their (cos, sin) as vectors)."""
+        from poyo.training.stitch import circular_r2, r2_score
+
+        self._check_fitted("score")
+        s = as_session(session, "session")
+        if s.behaviour is None:
+            raise ValueError("session.behaviour: needed to score against")
+        _, _, y = _behaviour("session", s.behaviour, None)
+        pred = self.predict(s, intervals=intervals)
+        ok = np.isfinite(pred).all(1)
+        if ok.sum() < 2:
+            raise ValueError("session: fewer than 2 samples could be predicted (is it shorter than one window?)")
+        readout = self.model_.readout_configs[0]
+        if readout.spec.kind == "circular":
+            enc = lambda x: readout.encode(x)  # noqa: E731
+            d = readout.spec.dim
+            per = [circular_r2(enc(pred[ok])[:, [i, d + i]], enc(y[ok])[:, [i, d + i]], 1) for i in range(d)]
+        else:
+            per = [r2_score(pred[ok, i], y[ok, i]) for i in range(y.shape[1])]
+        return {"r2": float(np.mean(per)), "r2_per_dim": [float(x) for x in per]}
+
+    # --- files -----------------------------------------------------------------------------
+    def save(self, path) -> Path:
+        """Write the model as a ``model.pt`` file (``poyo.load_pretrained`` and ``train.py`` read it)."""
+        from poyo.model import save_pretrained
+
+        self._check_fitted("save")
+        return save_pretrained(
+            self.model_, path, metadata={"written_by": "poyo.Decoder", "runs": [str(r) for r in self.runs_]}
+        )
+
+    @classmethod
+    def load(cls, path, **settings) -> Decoder:
+        """A decoder around a saved model (``model.pt`` or a ``train.py`` checkpoint); ``settings``
+        are :class:`Decoder`'s arguments for later ``adapt`` runs."""
+        from poyo.model import load_pretrained
+
+        model = load_pretrained(path)
+        if not model.readout_configs:
+            raise ValueError(f"{path}: the model carries no readout configs; it cannot decode arrays")
+        # adapting starts from the file's weights; the config name only matters to a later fit
+        name = model.config.name if (CONFIGS / "model" / f"{model.config.name}.yaml").is_file() else "poyo_mini"
+        dec = cls(**{"model": name, **settings})
+        dec.model_ = model
+        return dec
+
+    def _check_fitted(self, what: str) -> None:
+        if self.model_ is None:
+            raise RuntimeError(f"{what}: this Decoder has no model yet; call fit(sessions) or Decoder.load(path) first")
+
+    def __repr__(self) -> str:
+        state = "fitted" if self.model_ is not None else "not fitted"
+        return f"Decoder(model={self.model_name!r}, {state}, workdir={str(self.workdir)!r})"
