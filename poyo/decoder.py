@@ -34,7 +34,6 @@ import numpy as np
 
 DEFAULT_KEY = "behaviour.values"  # where a bare (timestamps, values) behaviour is stored
 BRAINSET = "decoder"  # the folder below workdir/data that holds the sessions
-MODES = ("unit_identification", "full", "gradual")
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
@@ -353,9 +352,11 @@ class Decoder:
         ``init``: new embeddings start from their firing statistics or at random.
         The model keeps its earlier sessions (their rows do not change in unit identification).
         """
+        from poyo.training.finetune import MODES
+
         self._check_fitted("adapt")
-        if mode not in MODES:
-            raise ValueError(f"mode: one of {MODES}, got {mode!r}")
+        if mode not in MODES[1:]:  # "none" is pretraining, which is fit()
+            raise ValueError(f"mode: one of {MODES[1:]}, got {mode!r}")
         sessions = [sessions] if isinstance(sessions, (Mapping, Session)) else list(sessions)
         ids = [
             self._write(s, f"sessions[{i}]", self.workdir / "data", model=self.model_)[0]

@@ -21,6 +21,7 @@ from poyo.data import intervals as ivs
 from poyo.io import pid_alive
 from poyo.model import BACKENDS
 from poyo.training.precision import SETTINGS as PRECISION_SETTINGS
+from poyo.training.unit_init import INITS
 
 # the settings that define a run's plan: a resume must not change them
 PLAN = (
@@ -133,7 +134,7 @@ def check_settings(cfg: Mapping) -> None:
     )
     need(
         "finetune.init",
-        lambda v: v in (None, "random", "statistics"),
+        lambda v: v is None or v in INITS,
         "must be statistics (new units start from their firing statistics) or random",
         "statistics",
     )
