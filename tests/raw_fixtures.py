@@ -34,11 +34,12 @@ def nwb_file(
     subject="C",
     species="Macaca mulatta",
     start=dt.datetime(2013, 10, 3, tzinfo=dt.timezone.utc),
+    locations=None,
 ):
     """An NWB file: Units (optionally linked to electrode groups), behaviour series under
     processing/behavior (``("Position", "cursor_pos", t, data)``; container None for a bare
     series; data with ``rate`` instead of timestamps when t is a float), and a trials table
-    (``{column: values}``, with start_time/stop_time)."""
+    (``{column: values}``, with start_time/stop_time). ``locations``: each unit's electrode location."""
     from pynwb import NWBHDF5IO, NWBFile, TimeSeries
     from pynwb.behavior import BehavioralTimeSeries
     from pynwb.file import Subject
@@ -48,7 +49,8 @@ def nwb_file(
         dev = nwb.create_device("array")
         groups = [nwb.create_electrode_group(name, "fake", "M1", dev) for name in ("M1", "PMd")]
         for i in range(len(trains)):
-            nwb.add_electrode(group=groups[i % 2], location="M1", x=0.0, y=0.0, z=0.0, imp=0.0, filtering="none")
+            where = locations[i] if locations is not None else "M1"
+            nwb.add_electrode(group=groups[i % 2], location=where, x=0.0, y=0.0, z=0.0, imp=0.0, filtering="none")
     if unit_names is not None:
         nwb.add_unit_column("unit_name", "name")
     for i, tr in enumerate(trains):

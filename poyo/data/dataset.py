@@ -76,6 +76,8 @@ class Dataset:
             split (few-shot experiments: how much data a new session needs).
         transform: ``f(window, rng) -> window``, applied after reading.
         seed: base seed; each window's generator is derived from it and the index's seed.
+        optional_behaviour: sessions may lack the behaviour fields (self-supervised
+            objectives): their windows then carry none instead of raising.
         validate: read every spike array once at start-up to check it (sorted, finite,
             inside the domain, valid unit indices). Cheap next to training; turn off
             only for datasets already checked.
@@ -96,6 +98,7 @@ class Dataset:
         validate: bool = True,
         max_open_files: int = 64,
         progress: bool = False,
+        optional_behaviour: bool = False,
     ):
         if max_open_files < 1:
             raise ValueError(f"max_open_files must be >= 1, got {max_open_files}")
@@ -106,7 +109,8 @@ class Dataset:
         files = find_session_files(self.root)
         self.sessions: dict[str, Session] = {}
         for path in tqdm(files, desc="reading sessions", disable=not progress, unit="file"):
-            s = Session(path, behaviour=behaviour, intervals=intervals, brainset=None)
+            # every file is opened before the selection below, so a session left out may lack behaviour
+            s = Session(path, behaviour=behaviour, intervals=intervals, brainset=None, optional_behaviour=True)
             if s.id in self.sessions:
                 raise SessionFormatError(path, f"session id '{s.id}' is also used by {self.sessions[s.id].path}", field="session.id")
             self.sessions[s.id] = s
@@ -116,6 +120,9 @@ class Dataset:
             except KeyError as e:
                 raise KeyError(f"below {self.root}: {e.args[0]}") from None
             self.sessions = {w: self.sessions[w] for w in kept}
+        if not optional_behaviour:
+            for s in self.sessions.values():
+                s.require_behaviour()
         if train_seconds is not None:
             if not train_seconds > 0:
                 raise ValueError(f"train_seconds must be > 0, got {train_seconds}")

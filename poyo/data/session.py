@@ -31,7 +31,7 @@ class SessionFormatError(ValueError):
         if field:
             where.append(f"field '{field}'")
         super().__init__(": ".join(where) + ": " + message)
-        self.path, self.session, self.field = str(path), session, field
+        self.path, self.session, self.field, self.message = str(path), session, field, message
 
 
 def open_file(path) -> h5py.File:
@@ -135,20 +135,36 @@ class Session:
     """Metadata of one session file and the reader of its windows.
 
     ``behaviour`` lists the series to read into every window (``"cursor.vel"``);
-    each must exist. ``intervals`` lists interval sets to carry into windows
+    each must exist, unless ``optional_behaviour`` (self-supervised objectives learn from
+    sessions without behaviour): then a missing series is left out of ``behaviour_keys``.
+    ``units.brain_region`` (one string per unit), when the file has it, is read into every
+    window's ``unit_regions``. ``intervals`` lists interval sets to carry into windows
     (``"movement_phases.reach_period"``, or a top-level set such as
     ``"cursor_outlier_segments"``); a session without one gets an empty set. Either may
     also be a function of the global session id (datasets mixing brainsets whose
     behaviour lives under different keys).
     """
 
-    def __init__(self, path, *, behaviour=(), intervals=(), brainset: str | None = None):
+    def __init__(
+        self, path, *, behaviour=(), intervals=(), brainset: str | None = None, optional_behaviour: bool = False
+    ):
         self.path = Path(path)
         self._wanted = (behaviour, intervals)
+        self.optional_behaviour = bool(optional_behaviour)
         with open_file(self.path) as f:
             self._read_metadata(f, brainset)
 
     # -- metadata ---------------------------------------------------------------------
+    def require_behaviour(self) -> None:
+        """Raise, naming the file and field, if a behaviour series was left out as missing."""
+        if self.missing_behaviour:
+            e = self.missing_behaviour[0]
+            raise self._error(
+                f"{e.message}; only self-supervised runs (objective=mtm) learn from sessions without behaviour "
+                "(or leave the session out with `sessions=[...]`)",
+                field=e.field,
+            )
+
     def _error(self, message: str, field: str | None = None) -> SessionFormatError:
         return SessionFormatError(self.path, message, session=getattr(self, "local_id", None), field=field)
 
@@ -200,6 +216,15 @@ class Session:
             raise self._error(f"duplicate unit ids, e.g. {uniq[counts > 1][:3].tolist()}", field="units.id")
         self.local_unit_ids = local_units
         self.unit_ids = np.char.add(f"{self.id}/", local_units)
+        self.unit_regions = None
+        if "brain_region" in f["units"]:
+            regions = decode_strings(self._dataset(f["units"], "brain_region", "units.brain_region")[()])
+            if regions.shape != local_units.shape:
+                raise self._error(
+                    f"has {regions.shape} entries for {len(local_units)} units (one region name per unit)",
+                    field="units.brain_region",
+                )
+            self.unit_regions = regions
 
         self.domain = self._interval(f, "domain", required=True)
         self.splits = {s: self._interval(f, f"{s}_domain", required=False) for s in SPLITS}
@@ -215,9 +240,17 @@ class Session:
         if self._spikes.n == 0:
             raise self._error("no spikes at all: there is nothing to decode from", field="spikes.timestamps")
         self._behaviour = {}
+        self.missing_behaviour = []
         for key in self.behaviour_keys:
             group, name = _split_key(key)
+            if self.optional_behaviour and not (isinstance(f.get(group), h5py.Group) and name in f[group]):
+                try:  # the error a required series would raise, kept for require_behaviour()
+                    self._series_reader(f, group, (name,))
+                except SessionFormatError as e:
+                    self.missing_behaviour.append(e)
+                continue
             self._behaviour[key] = (self._series_reader(f, group, (name,)), name)
+        self.behaviour_keys = tuple(self._behaviour)
         self.intervals = {k: self._interval(f, k.replace(".", "/"), required=False) for k in self.interval_keys}
 
     def _check_splits(self) -> None:
@@ -361,4 +394,5 @@ class Session:
             behaviour=behaviour,
             intervals=carried,
             subject_id=self.subject_id,
+            unit_regions=self.unit_regions,
         )

@@ -117,7 +117,13 @@ def keep_units(window: Window, n: int, rng: np.random.Generator) -> Window:
     new_index[keep] = np.arange(n)
     mapped = new_index[window.spike_units]
     kept = mapped >= 0
-    return window.replace(unit_ids=window.unit_ids[keep], spike_times=window.spike_times[kept], spike_units=mapped[kept])
+    regions = None if window.unit_regions is None else window.unit_regions[keep]
+    return window.replace(
+        unit_ids=window.unit_ids[keep],
+        spike_times=window.spike_times[kept],
+        spike_units=mapped[kept],
+        unit_regions=regions,
+    )
 
 
 def unit_dropout(**settings):

@@ -55,6 +55,7 @@ class Window:
     behaviour: dict[str, Series] = field(default_factory=dict)  # key e.g. "cursor.vel"
     intervals: dict[str, np.ndarray] = field(default_factory=dict)  # (n, 2), relative, clipped
     subject_id: str = ""
+    unit_regions: np.ndarray | None = None  # (U,) str brain region of each unit ("" = unknown); None = not recorded
 
     @property
     def duration(self) -> float:

@@ -27,6 +27,10 @@ class POYOConfig:
     readouts: the names of the heads (registered readouts, :mod:`poyo.readouts`).
     window_length: the window (s) the model was trained on, if known; running it on other
         windows warns (the latent grid and the rotary phases it learned assume it).
+    masked_modelling: add what self-supervised masked modelling needs (MtM,
+        :mod:`poyo.model.masking`): a prompt embedding per masking scheme (added to the
+        latents and queries), a query embedding for (unit, time bin) queries and a head
+        predicting their log spike count.
     rotary_omega: the exact rotary frequencies (rad/s, one per rotated pair) when they must be
         kept as given: a torch_brain checkpoint's float32 values, for outputs equal to its
         own. None (our models): computed from ``t_min``/``t_max`` in float64.
@@ -49,6 +53,7 @@ class POYOConfig:
     readouts: Sequence[str] = ("cursor_velocity_2d",)
     window_length: float | None = None
     rotary_omega: Sequence[float] | None = None
+    masked_modelling: bool = False
 
     def __post_init__(self):
         for name in ("dim", "depth", "num_latents_per_step", "cross_heads", "self_heads", "dim_head"):

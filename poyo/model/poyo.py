@@ -18,6 +18,7 @@ from torch import nn
 from poyo.model.attention import BACKENDS, Layout
 from poyo.model.config import POYOConfig
 from poyo.model.layers import CrossAttention, Dropout, FeedForward, Linear, SelfAttention
+from poyo.model.masking import PROMPTS
 from poyo.model.rotary import RotaryTime
 from poyo.model.tokenizer import NUM_TOKEN_TYPES, Tokenizer
 from poyo.model.vocab import VocabEmbedding
@@ -42,6 +43,25 @@ def _flat(group: Mapping, field: str) -> torch.Tensor:
     return x[group["mask"]] if "mask" in group else x
 
 
+COUNTS = "spike_counts"  # the prediction of masked modelling's (unit, bin) queries
+
+
+def _per_token(group: Mapping, per_sample: torch.Tensor) -> torch.Tensor:
+    """A per-sample vector ``(B, dim)`` laid out like the group's tokens (padded or packed)."""
+    if "mask" in group:
+        return per_sample[:, None, :]
+    return per_sample[group["batch_index"].to(per_sample.device)]
+
+
+def poisson_loss(log_rate: torch.Tensor, counts: torch.Tensor, denominator: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean Poisson negative log-likelihood of ``counts`` under ``exp(log_rate)`` (the
+    constant ``log(counts!)`` left out); ``denominator`` replaces the count of terms (DDP)."""
+    log_rate = log_rate.float().clamp(max=20.0)
+    total = (torch.exp(log_rate) - counts.float() * log_rate).sum()
+    n = torch.tensor(float(len(counts)), device=log_rate.device) if denominator is None else denominator
+    return total / n.clamp_min(1.0)
+
+
 def targets(batch: Mapping, name: str) -> dict[str, torch.Tensor]:
     """The ``target/<name>`` fields of a batch, flattened to line up with ``model(batch)[name]``,
     plus ``sample``: which sample of the batch each row belongs to."""
@@ -52,6 +72,17 @@ def targets(batch: Mapping, name: str) -> dict[str, torch.Tensor]:
         )
     group = batch[key]
     out = {f: _flat(group, f) for f in ("values", "weight", "eval_mask", "sample_index", "timestamps")}
+    out["sample"] = group["mask"].nonzero()[:, 0] if "mask" in group else group["batch_index"]
+    return out
+
+
+def count_targets(batch: Mapping) -> dict[str, torch.Tensor]:
+    """The ``counts`` group of a masked batch flattened to line up with ``model(batch)["spike_counts"]``:
+    ``counts``, ``unit_position`` (in its window), ``bin``, and ``sample`` (row of the batch)."""
+    if "counts" not in batch:
+        raise KeyError("batch has no 'counts' group: it was not made by poyo.model.masking.MaskingCollate")
+    group = batch["counts"]
+    out = {f: _flat(group, f) for f in ("counts", "unit_position", "bin")}
     out["sample"] = group["mask"].nonzero()[:, 0] if "mask" in group else group["batch_index"]
     return out
 
@@ -139,6 +170,14 @@ class POYO(nn.Module):
             )
             self.dec_ffn = FeedForward(c.dim, dropout=c.ffn_dropout)
             self.readout = nn.ModuleDict({s.name: Linear(c.dim, s.out_dim) for s in specs})
+            self.prompt_emb = self.count_query = self.count_head = self.count_unit = None
+            if c.masked_modelling:
+                self.prompt_emb = nn.Embedding(len(PROMPTS), c.dim)
+                nn.init.normal_(self.prompt_emb.weight, std=c.emb_init_scale)
+                self.count_query = nn.Parameter(torch.randn(c.dim) * c.emb_init_scale)
+                self.count_head = Linear(c.dim, c.dim)  # the population state at a bin
+                self.count_unit = Linear(c.dim, c.dim + 1)  # a unit's readout weights and bias, from its embedding
+                nn.init.constant_(self.count_unit.bias[-1], -2.0)  # ~0.14 spikes per bin: a typical start
         self.attention = attention
         # How each head's targets were normalised and weighted when the model was trained
         # (ReadoutConfigs); set by training and by load_pretrained, used by tokenizer().
@@ -197,12 +236,15 @@ class POYO(nn.Module):
     def vocab_fingerprint(self) -> str:
         return f"units:{self.unit_emb.fingerprint}/sessions:{self.session_emb.fingerprint}"
 
-    def tokenizer(self, readouts: Sequence[ReadoutConfig | Mapping | str] | None = None) -> Tokenizer:
+    def tokenizer(
+        self, readouts: Sequence[ReadoutConfig | Mapping | str] | None = None, *, masking: bool = False
+    ) -> Tokenizer:
         """The transform that turns windows into samples for this model's current vocabularies.
 
         ``readouts``: one :class:`ReadoutConfig` (or dict of its fields, or name) per readout
         to train or evaluate; by default the configs the model was trained with
-        (``readout_configs``), else every head with its registry defaults.
+        (``readout_configs``), else every head with its registry defaults. ``masking``: the
+        samples also carry what :class:`poyo.model.masking.MaskingCollate` needs.
         """
         if readouts is None:
             readouts = self.readout_configs if self.readout_configs is not None else self.readout_names
@@ -219,6 +261,7 @@ class POYO(nn.Module):
             latent_step=self.config.latent_step,
             num_latents_per_step=self.config.num_latents_per_step,
             vocab=self.vocab_fingerprint,
+            masking=masking,
         )
 
     # --- forward -------------------------------------------------------------------------
@@ -243,6 +286,19 @@ class POYO(nn.Module):
         queries = self.session_emb(out["session_index"])
         if self.readout_emb is not None:
             queries = queries + self.readout_emb(out["readout_index"])
+        counts = batch.get("counts")
+        if counts is not None and self.count_head is None:
+            raise ValueError(
+                "this batch asks for spike counts (masked modelling) but the model has no count head: "
+                "build it with masked_modelling=True"
+            )
+        if self.prompt_emb is not None:  # which masking scheme (0: none) each sample saw
+            prompt = batch.get("prompt")
+            if prompt is None:
+                prompt = torch.zeros(len(batch["session_id"]), dtype=torch.long, device=latents.device)
+            prompt = self.prompt_emb(prompt.to(latents.device))
+            latents = latents + _per_token(lat, prompt)
+            queries = queries + _per_token(out, prompt)
 
         in_rot, lat_rot, out_rot = (
             self.rotary(inp["timestamps"]),
@@ -255,16 +311,42 @@ class POYO(nn.Module):
         for atn, ffn in zip(self.proc_atn, self.proc_ffn):
             latents = latents + self.proc_dropout(atn(latents, lat_rot, lat_layout))
             latents = latents + self.proc_dropout(ffn(latents))
-        queries = queries + self.dec_atn(queries, latents, out_rot, lat_rot, out_layout, lat_layout)
-        queries = queries + self.dec_ffn(queries)
-
-        tokens = queries[out["mask"]] if "mask" in out else queries  # (queries in the batch, dim)
+        tokens = self._decode(queries, out, out_rot, latents, lat_rot, lat_layout)  # (queries in the batch, dim)
+        preds = {}
+        if counts is not None:
+            preds[COUNTS] = self._counts(batch, prompt, latents, lat_rot, lat_layout)
         if len(self.readout_names) == 1:
-            return {self.readout_names[0]: self.readout[self.readout_names[0]](tokens)}
+            return {self.readout_names[0]: self.readout[self.readout_names[0]](tokens), **preds}
         # Heads the batch's tokenizer asked for (it writes a target group per readout).
         asked = [n for n in self.readout_names if f"target/{n}" in batch] or self.readout_names
         which = _flat(out, "readout_index")
-        return {n: self.readout[n](tokens[which == self.readout_names.index(n)]) for n in asked}
+        return {**{n: self.readout[n](tokens[which == self.readout_names.index(n)]) for n in asked}, **preds}
+
+    def _counts(self, batch, prompt, latents, lat_rot, lat_layout) -> torch.Tensor:
+        """Log expected spike count of every (unit, bin) entry of ``batch["counts"]``: one query
+        per bin reads the state from the latents; each unit reads that state through weights
+        and a bias predicted from its embedding (a bilinear readout, as NDT's per-unit linear
+        readout but shared across sessions through the embeddings)."""
+        bins = batch["bins"]
+        q = self.count_query.expand(*bins["timestamps"].shape, -1) + _per_token(bins, prompt)
+        state = self.count_head(self._decode(q, bins, self.rotary(bins["timestamps"]), latents, lat_rot, lat_layout))
+        lengths = bins["mask"].sum(1) if "mask" in bins else torch.diff(bins["cu_seqlens"].long())
+        offsets = torch.nn.functional.pad(lengths.cumsum(0), (1, 0))
+        t = count_targets(batch)
+        rows = offsets[t["sample"].to(offsets.device)] + t["bin"].to(offsets.device)
+        unit = self.count_unit(self.unit_emb(_flat(batch["counts"], "unit_index")))
+        return ((state[rows] * unit[:, :-1]).sum(-1) + unit[:, -1]).float()
+
+    def _decode(self, queries, group, q_rot, latents, lat_rot, lat_layout) -> torch.Tensor:
+        """Queries cross-attend to the latents; returns their outputs without padding ``(n, dim)``.
+        A batch without any query (windows of sessions without behaviour) skips the attention."""
+        flat_mask = group.get("mask")
+        if (flat_mask.sum() if flat_mask is not None else queries.shape[0]) == 0:
+            return queries.reshape(-1, queries.shape[-1])[:0]
+        layout = layout_of(group)
+        queries = queries + self.dec_atn(queries, latents, q_rot, lat_rot, layout, lat_layout)
+        queries = queries + self.dec_ffn(queries)
+        return queries[flat_mask] if flat_mask is not None else queries
 
     def loss(
         self, preds: Mapping[str, torch.Tensor], batch: Mapping, *, global_batch: bool = False
@@ -277,12 +359,27 @@ class POYO(nn.Module):
         """
         parts = {}
         dist = global_batch and torch.distributed.is_available() and torch.distributed.is_initialized()
+
+        def global_mean_weight(local: torch.Tensor) -> torch.Tensor | None:
+            if not dist:
+                return None
+            total = local.detach().float().clone()
+            torch.distributed.all_reduce(total)
+            return total / torch.distributed.get_world_size()
+
         for name, pred in preds.items():
+            if name == COUNTS:
+                y = _flat(batch["counts"], "counts").to(pred.dtype)
+                denominator = global_mean_weight(torch.tensor(float(len(y)), device=pred.device))
+                parts[name] = poisson_loss(pred, y, denominator)
+                continue
             t = targets(batch, name)
-            denominator = None
-            if dist:
-                denominator = t["weight"].sum().detach().float()
-                torch.distributed.all_reduce(denominator)
-                denominator = denominator / torch.distributed.get_world_size()
+            denominator = global_mean_weight(t["weight"].sum())
             parts[name] = readout_loss(get_readout(name), pred, t["values"], t["weight"], denominator)
-        return sum(parts.values()), parts
+        total = sum(parts.values())
+        if self.count_head is not None and COUNTS not in preds:
+            # a batch without count queries leaves the masked-modelling parts unused; DDP needs
+            # every parameter in the graph, so they join it with weight 0
+            unused = [self.count_query, *self.count_head.parameters(), *self.count_unit.parameters()]
+            total = total + 0.0 * sum(p.sum() for p in unused)
+        return total, parts

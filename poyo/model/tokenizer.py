@@ -53,6 +53,10 @@ class Tokenizer:
         readout_names: the model's heads, in order (a query's ``readout_index`` points here).
         latent_step, num_latents_per_step: the latent grid (K latents every ``latent_step`` s).
         vocab: a fingerprint of the vocabularies, which the model checks on every batch.
+        masking: also emit what masked modelling needs (:mod:`poyo.model.masking`): a
+            ``units`` group (each unit's vocabulary row and region code), ``duration`` and a
+            ``mask_seed`` drawn from the sample's generator; a session without the behaviour
+            of a readout then just gets no queries for it (self-supervised sessions).
 
     A sample holds ``input`` (one token per spike plus two per unit: ``(n_units * 2 + n_spikes,)``),
     ``latent`` (``(K * window / latent_step,)``), ``output`` (one query per behaviour sample) and
@@ -69,6 +73,7 @@ class Tokenizer:
         latent_step: float = 0.125,
         num_latents_per_step: int = 16,
         vocab: str = "",
+        masking: bool = False,
     ):
         if not readouts:
             raise ValueError("the tokenizer needs at least one readout")
@@ -91,6 +96,7 @@ class Tokenizer:
         self._chosen: dict[str, list[ReadoutConfig]] = {}
         self.latent_step, self.num_latents_per_step = float(latent_step), int(num_latents_per_step)
         self.vocab = vocab
+        self.masking = bool(masking)
 
     def _unit_rows(self, window: Window) -> np.ndarray:
         try:
@@ -206,11 +212,13 @@ class Tokenizer:
         latent_index, latent_times = latent_grid(duration, self.latent_step, self.num_latents_per_step)
 
         chosen = {r.name: r for r in self.readouts_for(window.session_id)}
+
         # every head gets an entry (empty where this session does not feed it) so that
         # windows of differently-labelled datasets collate into one batch
-        targets = {
-            n: self._targets(window, chosen[n]) if n in chosen else self._no_targets(n) for n in self.readout_index
-        }
+        def feeds(name: str) -> bool:
+            return name in chosen and (not self.masking or chosen[name].key in window.behaviour)
+
+        targets = {n: self._targets(window, chosen[n]) if feeds(n) else self._no_targets(n) for n in self.readout_index}
         out_t = np.concatenate([t["timestamps"] for t in targets.values()])
         readout_index = np.concatenate(
             [np.full(len(t["weight"]), self.readout_index[name], np.int64) for name, t in targets.items()]
@@ -233,4 +241,14 @@ class Tokenizer:
         }
         for name, t in targets.items():
             sample[f"target/{name}"] = t
+        if self.masking:
+            regions = window.unit_regions
+            codes = (
+                np.zeros(u, np.int64)
+                if regions is None
+                else np.unique(regions, return_inverse=True)[1].astype(np.int64)
+            )
+            sample["units"] = {"index": torch.from_numpy(rows), "region": torch.from_numpy(codes.reshape(-1))}
+            sample["duration"] = float(duration)
+            sample["mask_seed"] = int(rng.integers(2**62)) if rng is not None else 0
         return sample

@@ -48,7 +48,8 @@ def fit_normalisation(ds: Dataset, readouts: Sequence[ReadoutConfig], split: str
     each config feeds; warns where a given std is more than ``FAR`` times off the data's."""
     out = []
     for r in readouts:
-        sessions = [s for s in ds.session_ids if r.applies_to(s)]
+        # sessions without this behaviour (self-supervised data) have nothing to contribute
+        sessions = [s for s in ds.session_ids if r.applies_to(s) and r.key in ds.sessions[s].behaviour_keys]
         if r.spec.kind != "continuous" or not sessions:
             out.append(r)
             continue

@@ -20,11 +20,14 @@ from poyo.data import Dataset
 from poyo.data import intervals as ivs
 from poyo.io import pid_alive
 from poyo.model import BACKENDS
+from poyo.training.module import OBJECTIVES
 from poyo.training.precision import SETTINGS as PRECISION_SETTINGS
 from poyo.training.unit_init import INITS
 
 # the settings that define a run's plan: a resume must not change them
 PLAN = (
+    "objective",
+    "mtm",
     "model",
     "optim",
     "dataset",
@@ -71,6 +74,12 @@ def check_settings(cfg: Mapping) -> None:
 
     need("mode", lambda v: v in ("train", "evaluate"), "must be train or evaluate", "train")
     need("layout", lambda v: v in ("packed", "padded"), "must be 'packed' or 'padded'", "packed")
+    need(
+        "objective",
+        lambda v: v in OBJECTIVES,
+        "must be supervised (behaviour readouts), mtm (masked modelling of spikes, no behaviour needed) or both",
+        "mtm",
+    )
     need("attention", lambda v: v in BACKENDS, f"must be one of {list(BACKENDS)}", "auto")
     need("seed", lambda v: _integer(v) and v >= 0, "must be a non-negative integer", "0")
     need("batch_size", lambda v: _integer(v) and v >= 1, "must be a positive integer (the global batch)", "32")
@@ -151,6 +160,8 @@ def plan_differences(saved: Mapping, current: Mapping) -> list[str]:
     out = []
     for key in PLAN:
         a, b = _get(saved, key), _get(current, key)
+        if a is None and key in ("objective", "mtm"):  # checkpoints from before masked modelling
+            a = "supervised" if key == "objective" else b
         if a != b:
             out.append(f"{key}: {a!r} in the checkpoint, {b!r} now")
     return out

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from functools import partial
 
 import lightning as L
+import numpy as np
 import torch
 
 from poyo.data import (
@@ -28,9 +29,16 @@ from poyo.data import (
 )
 from poyo.data import unit_dropout as make_unit_dropout
 from poyo.model import POYO
+from poyo.model.masking import DECODE, MaskingCollate, MaskSettings
+from poyo.model.poyo import COUNTS, count_targets
 from poyo.readouts import ReadoutConfig, behaviour_keys, interval_keys, readouts_for
+from poyo.training.mtm_eval import CountScores
 from poyo.training.optim import OptimConfig
 from poyo.training.stitch import Stitcher
+
+# What a run learns from: behaviour readouts, masked modelling of spikes (MtM), or both
+# (each batch either unmasked for the readouts or masked by one scheme).
+OBJECTIVES = ("supervised", "mtm", "both")
 
 
 def collate(samples, layout: str) -> dict:
@@ -111,6 +119,10 @@ class DataModule(L.LightningDataModule):
         validate, progress: check every session file at start-up; show progress bars.
         sessions, train_seconds: keep only these sessions / the earliest seconds of their
             train split (few-shot).
+        objective, masking: ``"supervised"`` (no masking), ``"mtm"`` or ``"both"`` with the
+            :class:`~poyo.model.masking.MaskSettings` training batches are masked by
+            (sessions may then lack behaviour). Validation then scores co-smoothing (mtm)
+            or the readouts on unmasked windows (both).
     """
 
     def __init__(
@@ -131,10 +143,17 @@ class DataModule(L.LightningDataModule):
         progress: bool = False,
         sessions: Sequence[str] | None = None,
         train_seconds: float | None = None,
+        objective: str = "supervised",
+        masking: MaskSettings | None = None,
     ):
         super().__init__()
         if layout not in ("packed", "padded"):
             raise ValueError(f"layout must be 'packed' or 'padded', got {layout!r}")
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+        if (objective == "supervised") != (masking is None):
+            raise ValueError(f"objective={objective!r} needs masking settings exactly when it is not 'supervised'")
+        self.objective, self.masking = objective, masking
         self.readouts = list(readouts)
         self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size or batch_size)
         self.window_length, self.eval_step = float(window_length), float(eval_step)
@@ -150,6 +169,7 @@ class DataModule(L.LightningDataModule):
             intervals=partial(interval_keys, self.readouts),
             seed=seed,
             train_seconds=train_seconds,
+            optional_behaviour=masking is not None,
         )
         self.train_set = Dataset(root, validate=validate, progress=progress, sessions=sessions, **kw)
         unfed = [sid for sid in self.train_set.session_ids if not readouts_for(self.readouts, sid)]
@@ -173,7 +193,7 @@ class DataModule(L.LightningDataModule):
     def attach(self, model: POYO) -> None:
         """Tokenize for this model's current vocabularies (call again after changing them)."""
         model.check_window(self.window_length)
-        self.tokenizer = model.tokenizer(self.readouts)
+        self.tokenizer = model.tokenizer(self.readouts, masking=self.masking is not None)
         self.train_set.transform = Compose([*self.augment, self.tokenizer]) if self.augment else self.tokenizer
         self.eval_set.transform = self.tokenizer
 
@@ -187,10 +207,19 @@ class DataModule(L.LightningDataModule):
             raise ValueError(f"the global batch size {global_batch} does not split evenly over {world} processes")
         return global_batch // world
 
-    def _loader_kwargs(self) -> dict:
+    def _collate(self, stage: str):
+        if self.masking is None:
+            return partial(collate, layout=self.layout)
+        if stage == "train":
+            return MaskingCollate(self.masking, self.layout)
+        if self.objective == "mtm":  # co-smoothing: the same held-out units in every window of a session
+            return MaskingCollate(self.masking, self.layout, scheme="neuron", fixed=True)
+        return MaskingCollate(self.masking, self.layout, scheme=DECODE)
+
+    def _loader_kwargs(self, stage: str = "train") -> dict:
         return dict(
             num_workers=self.num_workers,
-            collate_fn=partial(collate, layout=self.layout),
+            collate_fn=self._collate(stage),
             worker_init_fn=seed_worker,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
@@ -238,7 +267,7 @@ class DataModule(L.LightningDataModule):
             self.eval_set,
             sampler=sampler,
             batch_size=self.per_rank(self.eval_batch_size) if world > 1 else self.eval_batch_size,
-            **{**self._loader_kwargs(), "persistent_workers": False},
+            **{**self._loader_kwargs("eval"), "persistent_workers": False},
         )
 
     def val_dataloader(self):
@@ -266,8 +295,10 @@ class POYOModule(L.LightningModule):
         self.global_batch_size, self.total_steps = int(global_batch_size), int(total_steps)
         self.save_hyperparameters(dict(hparams or {}))  # plain containers only: checkpoints load with weights_only=True
         self.stitcher = Stitcher()
+        self.count_scores = CountScores()
         self.last_scores: dict[str, dict[str, float]] = {}
         self.last_stitched: dict = {}
+        self.last_count_scores: dict = {}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.model.unit_features is not None:  # beside the hyper-parameters, not in them (loggers print those)
@@ -307,7 +338,21 @@ class POYOModule(L.LightningModule):
     def _eval_step(self, batch, stage: str) -> None:
         preds = self.model(batch)
         loss, _ = self.model.loss(preds, batch)
-        self.stitcher.add_batch(batch, preds)
+        if COUNTS in preds:  # masked validation: co-smoothing of each session's held-out units
+            t = count_targets(batch)
+            sample = t["sample"].cpu().numpy()
+            sessions = batch["session_id"]
+            for i in np.unique(sample):
+                rows = sample == i
+                self.count_scores.add(
+                    sessions[i],
+                    "co_smoothing",
+                    t["unit_position"].cpu().numpy()[rows],
+                    t["counts"].cpu().numpy()[rows],
+                    {"model": preds[COUNTS].detach().float().cpu().numpy()[rows]},
+                )
+        else:
+            self.stitcher.add_batch(batch, preds)
         self.log(f"{stage}/loss", loss, batch_size=len(batch["session_id"]), sync_dist=True)
 
     def _eval_end(self, stage: str):
@@ -315,14 +360,19 @@ class POYOModule(L.LightningModule):
         scores = self.stitcher.scores()
         self.last_scores, self.last_stitched = scores, self.stitcher.stitched()
         self.stitcher = Stitcher()
+        self.count_scores.gather()
+        self.last_count_scores = self.count_scores.scores()
+        self.count_scores = CountScores()
         values = [v for per in scores.values() for v in per.values()]
+        if not values:  # masked modelling: mean co-bps over sessions
+            values = [per["co_smoothing"]["model"] for per in self.last_count_scores.values()]
         if values:
             self.log(f"{stage}/metric", sum(values) / len(values), prog_bar=True, sync_dist=False, rank_zero_only=False)
         if stage == "val" and self.trainer.state.fn == "fit":  # wall time of this fit so far, for R² against time
             self.log("val/elapsed_s", time.monotonic() - self._fit_start, sync_dist=False, rank_zero_only=False)
 
     def on_validation_epoch_start(self):
-        self.stitcher = Stitcher()
+        self.stitcher, self.count_scores = Stitcher(), CountScores()
 
     def validation_step(self, batch, batch_idx):
         self._eval_step(batch, "val")
@@ -331,7 +381,7 @@ class POYOModule(L.LightningModule):
         self._eval_end("val")
 
     def on_test_epoch_start(self):
-        self.stitcher = Stitcher()
+        self.stitcher, self.count_scores = Stitcher(), CountScores()
 
     def test_step(self, batch, batch_idx):
         self._eval_step(batch, "test")

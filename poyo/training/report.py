@@ -80,7 +80,11 @@ def report(
     which weights POYO was tested with."""
     first = readouts[0]
     head = [r for r in readouts if r.name == first.name]  # one config per brainset, or one for all
-    sessions = [s for s in dm.eval_set.session_ids if any(r.applies_to(s) for r in head)]
+    sessions = [  # sessions without this behaviour (objective=both) have nothing to score
+        s
+        for s in dm.eval_set.session_ids
+        if any(r.applies_to(s) and r.key in dm.eval_set.sessions[s].behaviour_keys for r in head)
+    ]
     baselines: dict[str, dict] = {v: {} for v in VARIANTS}
     decodable = first.spec.kind != "categorical"
     errors = None

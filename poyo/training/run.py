@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from poyo.data import RandomFixedWindowSampler
 from poyo.io import safe_load
 from poyo.model import POYO, load_pretrained, save_pretrained
+from poyo.model.masking import DECODE, MaskSettings
 from poyo.model.pretrained import pretrained_payload
 from poyo.readouts import ReadoutConfig, fit_normalisation, readouts_from_settings
 from poyo.training.checkpoint import AtomicCheckpointIO
@@ -31,6 +32,8 @@ from poyo.training.guards import find_resume, resume_problems, warn_short_valida
 from poyo.training.linear import LinearBaseline
 from poyo.training.loggers import make_loggers
 from poyo.training.module import DataModule, POYOModule
+from poyo.training.mtm_eval import evaluate_masked, write_report
+from poyo.training.precision import autocast as precision_autocast
 from poyo.training.precision import cpu_bf16_support, resolve_precision
 from poyo.training.report import report, summary_table
 from poyo.training.unit_init import unit_features
@@ -62,8 +65,40 @@ def build_model(cfg: DictConfig, readouts: list[ReadoutConfig], unit_ids, sessio
         instantiate(cfg.model, _convert_="all"),
         readouts=list(dict.fromkeys(r.name for r in readouts)),
         window_length=cfg.window_length,
+        masked_modelling=objective(cfg) != "supervised",
     )
     return POYO(config, unit_ids=unit_ids, session_ids=session_ids, attention=cfg.attention, seed=cfg.seed)
+
+
+def run_readouts(cfg: DictConfig, root) -> list[ReadoutConfig]:
+    """The dataset's readouts. Masked modelling on sessions that share no behaviour series
+    keeps one untrained placeholder head (the model is built with at least one), and says so."""
+    try:
+        return readouts_from_settings(OmegaConf.to_container(cfg.dataset, resolve=True), root)
+    except KeyError as e:
+        if objective(cfg) != "mtm" or "share no behaviour" not in str(e):
+            raise
+        print(f"{e.args[0]}: masked modelling only (a placeholder head cursor_velocity_2d stays untrained)")
+        return [ReadoutConfig("cursor_velocity_2d", mean=0.0, std=1.0)]
+
+
+def objective(cfg: DictConfig) -> str:
+    """What the run learns from (``objective``; runs saved before masked modelling: supervised)."""
+    return str(cfg.get("objective") or "supervised")
+
+
+def mask_settings(cfg: DictConfig) -> MaskSettings | None:
+    """The masking of ``objective=mtm|both`` runs (``cfg.mtm``); None for supervised runs.
+    ``both`` adds unmasked batches (``mtm.decode``) to the schemes drawn."""
+    if objective(cfg) == "supervised":
+        return None
+    m = OmegaConf.to_container(cfg.mtm, resolve=True)
+    schemes = dict(m.pop("schemes"))
+    decode = m.pop("decode", 1.0)
+    m.pop("report_sessions", None)  # how many sessions the closing table scores, not how to mask
+    if objective(cfg) == "both":
+        schemes[DECODE] = decode
+    return MaskSettings(**m, schemes=schemes)
 
 
 def make_datamodule(cfg: DictConfig, root: Path, readouts, *, progress: bool) -> DataModule:
@@ -87,6 +122,8 @@ def make_datamodule(cfg: DictConfig, root: Path, readouts, *, progress: bool) ->
         if cfg.sessions
         else (list(cfg.dataset.include) if cfg.dataset.get("include") else None),
         train_seconds=cfg.train_seconds,
+        objective=objective(cfg),
+        masking=mask_settings(cfg),
     )
 
 
@@ -151,7 +188,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     if cfg.finetune.mode not in MODES:
         raise ValueError(f"finetune.mode must be one of {MODES}, got {cfg.finetune.mode!r}")
     root = prepare_data(cfg)
-    readouts = readouts_from_settings(OmegaConf.to_container(cfg.dataset, resolve=True), root)
+    readouts = run_readouts(cfg, root)
     dm = make_datamodule(cfg, root, readouts, progress=True)
     ds = dm.train_set
     print(f"\n{len(ds.session_ids)} sessions, {len(ds.subject_ids)} subjects, {len(ds.unit_ids)} units in {root}\n")
@@ -229,18 +266,51 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
             readouts=readouts,
             metadata={"run": str(run_dir), "steps": step, "chosen": which},
         )
-        summary = report(module, dm, readouts, run_dir, which, linear_baseline(cfg))
+        summary = (
+            report(module, dm, readouts, run_dir, which, linear_baseline(cfg)) if objective(cfg) != "mtm" else None
+        )
+        masked = masked_report(cfg, model, dm, readouts, run_dir)
         print(f"\nrun folder: {run_dir} (the trained model: checkpoints/model.pt; poyo.load_pretrained() reads it)")
-        return results(module, summary)
+        return results(module, summary, masked)
     return results(module, None)
 
 
-def results(module: POYOModule, summary: dict | None) -> dict:
+def masked_report(cfg: DictConfig, model: POYO, dm: DataModule, readouts, run_dir: Path) -> dict | None:
+    """Masked-modelling scores of a model with a count head on the test split, beside the GLM
+    and mean-rate baselines (:mod:`poyo.training.mtm_eval`); None for supervised runs."""
+    settings = mask_settings(cfg)
+    if settings is None or model.count_head is None:
+        return None
+    device = next(model.parameters()).device
+    precision = run_precision(cfg)[0]
+    sessions = dm.eval_set.session_ids
+    limit = cfg.mtm.get("report_sessions")
+    if limit and len(sessions) > limit:  # each session fits its own GLMs: a pretraining set would take hours
+        print(f"\nscoring masked modelling on {limit} of the {len(sessions)} sessions (mtm.report_sessions)")
+        sessions = sessions[:limit]
+    scores = evaluate_masked(
+        model,
+        dm.eval_set,
+        readouts,
+        settings,
+        split="test",
+        window_length=cfg.window_length,
+        batch_size=cfg.eval_batch_size or cfg.batch_size,
+        layout=cfg.layout,
+        autocast=lambda: precision_autocast(device.type, precision),
+        sessions=sessions,
+    )
+    return {"scores": scores, "summary": write_report(scores, run_dir)}
+
+
+def results(module: POYOModule, summary: dict | None, masked: dict | None = None) -> dict:
     """The last test of ``module``: ``{"scores": {session: {readout: score}}, "stitched":
     {(session, readout): {"sample_index", "pred", "target", ...}}, "report": what
-    test_results.json holds (POYO beside the linear decoders; None off rank 0)}``. Stitched
-    predictions are normalised, as the model predicts; ``readout.decode`` gives the behaviour's units."""
-    return {"scores": module.last_scores, "stitched": module.last_stitched, "report": summary}
+    test_results.json holds (POYO beside the linear decoders; None off rank 0 and for
+    objective=mtm), "masked": masked-modelling bits per spike beside their baselines
+    (``{"scores", "summary"}``, what mtm_results.json holds; None for supervised runs)}``.
+    Stitched predictions are normalised, as the model predicts; ``readout.decode`` gives the behaviour's units."""
+    return {"scores": module.last_scores, "stitched": module.last_stitched, "report": summary, "masked": masked}
 
 
 CHOICE_MARGIN = 0.01  # best.ckpt replaces the final weights only if validation prefers it by more than this
@@ -255,13 +325,14 @@ def choose_checkpoint(trainer: L.Trainer, module: POYOModule, dm: DataModule, be
     Returns (checkpoint path or None for the weights in memory, a description for the table).
     """
     final = trainer.validate(module, datamodule=dm, verbose=False)[0].get("val/metric", float("nan"))
+    name = "R2" if module.last_scores or not module.last_count_scores else "co-bps"  # masked modelling: co-bps
     best_score = float(best.best_model_score) if best.best_model_score is not None else float("nan")
     if best.best_model_path and Path(best.best_model_path).is_file() and best_score > final + CHOICE_MARGIN:
         return (
             best.best_model_path,
-            f"best.ckpt, step {safe_step(best.best_model_path)}, chosen on validation (R2 {best_score:.3f}; final weights {final:.3f})",
+            f"best.ckpt, step {safe_step(best.best_model_path)}, chosen on validation ({name} {best_score:.3f}; final weights {final:.3f})",
         )
-    return None, f"final weights, step {trainer.global_step}, chosen on validation (R2 {final:.3f}" + (
+    return None, f"final weights, step {trainer.global_step}, chosen on validation ({name} {final:.3f}" + (
         f"; best.ckpt {best_score:.3f})" if np.isfinite(best_score) else ")"
     )
 
@@ -293,7 +364,9 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict:
     dm.attach(model)
     trainer = make_trainer(cfg, run_dir, logger=False)
     trainer.test(module, datamodule=dm, verbose=False)
-    summary = None
+    summary = masked = None
     if trainer.is_global_zero:
-        summary = report(module, dm, readouts, run_dir, f"{Path(path).name}", linear_baseline(cfg))
-    return results(module, summary)
+        if objective(cfg) != "mtm":
+            summary = report(module, dm, readouts, run_dir, f"{Path(path).name}", linear_baseline(cfg))
+        masked = masked_report(cfg, model, dm, readouts, run_dir)
+    return results(module, summary, masked)

@@ -102,8 +102,8 @@ def unit_features(ds: Dataset, readouts: Sequence[ReadoutConfig], sessions: Sequ
     chosen = list(sessions if sessions is not None else ds.session_ids)
     for sid in tqdm(chosen, desc="describing units", unit="session", disable=len(chosen) < 20):
         config = next((r for r in readouts if r.name == head.name and r.applies_to(sid)), None)
-        if config is None:  # a session this head does not decode: its units stay undescribed
-            continue
+        if config is None or config.key not in ds.sessions[sid].behaviour_keys:
+            continue  # a session this head does not decode, or one without behaviour: its units stay undescribed
         rows.append(session_unit_features(ds, sid, config))
         ids += ds.sessions[sid].unit_ids.tolist()
     if not rows:

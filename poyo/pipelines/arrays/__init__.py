@@ -143,14 +143,16 @@ def _is_ragged(x) -> bool:
     return len(x) > 0 and all(np.ndim(t) == 1 for t in x) and not np.isscalar(x[0])
 
 
-def _session(trains, names, series: dict, domain, *, brainset, session_id, subject, trials, extra: dict) -> Data:
+def _session(
+    trains, names, series: dict, domain, *, brainset, session_id, subject, trials, extra: dict, regions=None
+) -> Data:
     try:  # ids become file and folder names
         brainset, session_id = safe_name(brainset, "brainset id"), safe_name(session_id, "session id")
     except ValueError as e:
         raise ArrayContentError(str(e)) from None
     given = sum(len(t) for t in trains)
     try:
-        spikes, units, dropped = spikes_from_trains(trains, names, domain=domain)
+        spikes, units, dropped = spikes_from_trains(trains, names, domain=domain, regions=regions)
     except ValueError as e:
         raise ArrayContentError(
             f"spike_times: {e} inside the behaviour's span [{domain.start[0]:.3f}, {domain.end[-1]:.3f}) s"
@@ -189,6 +191,7 @@ def from_spike_times(
     subject: str | None = None,
     trials=None,
     allow_nan: bool = False,
+    brain_regions: Mapping | None = None,
 ) -> Data:
     """A session from spike times and behaviour arrays.
 
@@ -199,8 +202,17 @@ def from_spike_times(
         behaviour: ``{"GROUP.FIELD": (timestamps (n,), values (n,) or (n, d))}``; fields of
             one group must share their timestamps.
         trials: optional ``(n, 2)`` start/end times used for the splits.
+        brain_regions: optional ``{unit id: region name}`` for every unit, written as
+            ``units.brain_region`` (what region masking in ``objective=mtm`` uses).
     """
     trains, names = _trains(spike_times, unit_ids)
+    regions = None
+    if brain_regions is not None:
+        lookup = {clean_id(k): str(v) for k, v in dict(brain_regions).items()}
+        missing = [n for n in names if n not in lookup]
+        if missing:
+            raise ArrayContentError(f"brain_regions: no region for units {missing[:5]} (give one for every unit)")
+        regions = [lookup[n] for n in names]
     if not behaviour:
         raise ArrayContentError("behaviour: name at least one series, e.g. {'cursor.vel': (timestamps, values)}")
     groups: dict[str, tuple[np.ndarray, dict]] = {}
@@ -229,6 +241,7 @@ def from_spike_times(
         subject=subject,
         trials=trials,
         extra={},
+        regions=regions,
     )
 
 

@@ -59,6 +59,26 @@ def unit_trains(nwbfile, path="") -> tuple[list[np.ndarray], list[str]]:
     return trains, ids
 
 
+def unit_regions(nwbfile) -> list[str] | None:
+    """Each unit's brain region: the Units table's ``brain_region`` or ``location`` column,
+    else the ``location`` of its first electrode; None when the file records none."""
+    units = nwbfile.units
+    if units is None:
+        return None
+    n = len(units)
+    for column in ("brain_region", "location"):
+        if column in units.colnames:
+            return [str(v) for v in units[column][:]]
+    if "electrodes" in units.colnames:
+        out = []
+        for i in range(n):
+            rows = units["electrodes"][i]
+            out.append(str(rows["location"].iloc[0]) if "location" in rows.columns and len(rows) else "")
+        if any(r and r.lower() not in ("unknown", "none", "nan") for r in out):
+            return out
+    return None
+
+
 def _walk(nwbfile):
     """(path, TimeSeries) for every TimeSeries in acquisition and processing modules."""
     from pynwb.base import TimeSeries

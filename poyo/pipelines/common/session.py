@@ -84,19 +84,26 @@ def import_summary(data: Data, behaviour_keys, processed_dir) -> list[str]:
             )
     default = Path(processed_dir) == Path("data/processed")
     lines.append(
-        f"  train with: python train.py dataset={data.brainset.id}" + ("" if default else f" data_root={processed_dir}")
+        f"  train with: python train.py dataset={data.brainset.id}"
+        + ("" if default else f" data_root={processed_dir}")
+        + ("" if behaviour_keys else " objective=mtm   (no behaviour: self-supervised)")
     )
     return lines
 
 
-def spikes_from_trains(trains: list[np.ndarray], ids: list[str], domain: Interval | None = None):
+def spikes_from_trains(
+    trains: list[np.ndarray], ids: list[str], domain: Interval | None = None, regions: list[str] | None = None
+):
     """``spikes`` and ``units`` from one spike-time array per unit.
 
     Spikes outside ``domain`` are cut. Units without spikes (left) are dropped (they would
-    get an embedding that is never trained); the number dropped is returned.
+    get an embedding that is never trained); the number dropped is returned. ``regions``
+    (one brain region name per unit, "" where unknown) become ``units.brain_region``.
     """
     if len(trains) != len(ids):
         raise ValueError(f"{len(trains)} spike trains but {len(ids)} unit ids")
+    if regions is not None and len(regions) != len(ids):
+        raise ValueError(f"{len(regions)} brain regions for {len(ids)} units (one per unit)")
     given = [np.asarray(t, np.float64).ravel() for t in trains]
     if domain is not None:  # session files hold only spikes inside their domain
         trains = [_inside(np.sort(t), domain) for t in given]
@@ -117,9 +124,10 @@ def spikes_from_trains(trains: list[np.ndarray], ids: list[str], domain: Interva
     order = np.argsort(times, kind="stable")
     times, index = times[order], index[order]
     spikes = IrregularTimeSeries(timestamps=times, unit_index=index, domain=domain if domain is not None else "auto")
-    units = ArrayDict(
-        id=id_array([ids[i] for i in keep]), count=np.bincount(index, minlength=len(keep)).astype(np.int64)
-    )
+    columns = dict(id=id_array([ids[i] for i in keep]), count=np.bincount(index, minlength=len(keep)).astype(np.int64))
+    if regions is not None:
+        columns["brain_region"] = np.array([str(regions[i]) for i in keep])
+    units = ArrayDict(**columns)
     return spikes, units, len(trains) - len(keep)
 
 

@@ -4,12 +4,15 @@ session that ``train.py`` reads.
     python -m poyo.pipelines.nwb my_session.nwb --behaviour cursor.vel=Velocity/cursor_vel \\
         [--behaviour hand.pos=hand_pos ...] [--brainset my_lab] [--session-id s1] --processed-dir data/processed
 
-``GROUP.FIELD=SERIES`` stores the TimeSeries ``SERIES`` (a full path such as
+Without ``--behaviour`` the session holds spikes only, spanning them (for self-supervised
+training, ``objective=mtm``). ``GROUP.FIELD=SERIES`` stores the TimeSeries ``SERIES`` (a full path such as
 ``processing/behavior/Velocity/cursor_vel``, a suffix, or a bare name) as ``GROUP.FIELD``;
 series sharing a GROUP must share their timestamps. Splits: with a trials table, trials are
 split 70/10/20 (seed 42; or by a column of the table holding train/valid/test with
 ``--split-column``); without one, 10 time blocks are dealt 8/1/1. When a named series is
-absent the error lists every series the file has.
+absent the error lists every series the file has. Each unit's brain region (the Units
+table's ``brain_region`` or ``location`` column, else its electrode's ``location``) is kept as
+``units.brain_region`` when the file records one.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from poyo.pipelines.common.nwb import (
     series_times,
     series_values,
     subject_of,
+    unit_regions,
     unit_trains,
 )
 from poyo.pipelines.common.session import (
@@ -95,10 +99,9 @@ def convert_file(
     split_column: str | None = None,
 ) -> Data:
     path = Path(path)
-    if not behaviour:
-        raise ValueError("name at least one behaviour series (--behaviour GROUP.FIELD=SERIES)")
     with open_nwb(path) as nwb:
         trains, ids = unit_trains(nwb, path)
+        regions = unit_regions(nwb)
         groups = {}
         for group, fields in behaviour.items():
             t, values = None, {}
@@ -125,16 +128,22 @@ def convert_file(
         meta = subject_of(nwb)
         date = nwb.session_start_time.strftime("%Y%m%d") if nwb.session_start_time else ""
         sid = clean_id(session_id or nwb.session_id or path.stem)
-        first_t = np.concatenate([g[0] for g in groups.values()])
-        domain = (
-            series_domain(np.sort(first_t))
-            if len(groups) == 1
-            else merge(interval([g[0][0] for g in groups.values()], [g[0][-1] for g in groups.values()]))
-        )
+        if not groups:  # spikes only (self-supervised training): the session spans its spikes
+            every = np.concatenate([t[np.isfinite(t)] for t in trains]) if trains else np.zeros(0)
+            if not len(every):
+                raise NWBContentError(f"{path}: the Units table holds no spike times")
+            domain = interval([float(every.min())], [float(every.max()) + 1e-3])
+        else:
+            first_t = np.concatenate([g[0] for g in groups.values()])
+            domain = (
+                series_domain(np.sort(first_t))
+                if len(groups) == 1
+                else merge(interval([g[0][0] for g in groups.values()], [g[0][-1] for g in groups.values()]))
+            )
         splits = _splits(nwb, domain, path, split_column)
     series = {g: IrregularTimeSeries(timestamps=t, domain=domain, **v) for g, (t, v) in groups.items()}
     try:
-        spikes, units, dropped = spikes_from_trains(trains, ids, domain=domain)
+        spikes, units, dropped = spikes_from_trains(trains, ids, domain=domain, regions=regions)
     except ValueError as e:
         raise NWBContentError(f"{path}: {e}") from None
     subject = meta.pop("subject")
@@ -162,8 +171,8 @@ def main(argv=None) -> int:
         "--behaviour",
         "-b",
         action="append",
-        required=True,
-        help="GROUP.FIELD=SERIES, e.g. cursor.vel=Velocity/cursor_vel (repeatable)",
+        default=[],
+        help="GROUP.FIELD=SERIES, e.g. cursor.vel=Velocity/cursor_vel (repeatable); none: spikes only, for objective=mtm",
     )
     p.add_argument("--brainset", default="my_nwb", help="folder and id prefix of the sessions (default my_nwb)")
     p.add_argument("--session-id", help="session id (one file only; default: the file's session_id, else its name)")
@@ -191,7 +200,12 @@ def main(argv=None) -> int:
                 continue
             write(data, out)
             print(
-                f"{f} -> {out}: {len(data.units.id)} units, {len(data.spikes.timestamps)} spikes, behaviour {sorted(args.behaviour)}"
+                f"{f} -> {out}: {len(data.units.id)} units, {len(data.spikes.timestamps)} spikes, "
+                + (
+                    f"behaviour {sorted(args.behaviour)}"
+                    if args.behaviour
+                    else "no behaviour (spikes only: objective=mtm)"
+                )
             )
             for line in import_summary(data, keys, args.processed_dir):
                 print(line)

@@ -16,6 +16,13 @@ What is simulated, and why it matters for decoding:
   log-normal baseline rates, cosine velocity tuning with random preferred directions
   and depths, mixed selectivity, untuned units, lead times of 0-150 ms, slow drift of
   excitability, Poisson spiking with a 2 ms absolute refractory period.
+* Brain regions (``regions > 1``): units are spread over regions named like motor areas.
+  Besides the behaviour state, a slow "communication" state is shared by all regions and
+  each region has private dynamics of its own, so a region is partly predictable from
+  the others (inter-region) and better from its own units (intra-region). Units carry
+  ``units.brain_region``.
+* Unlabelled sessions (``unlabelled_every``): spikes only, no cursor, trials or phases,
+  like most real recordings (what self-supervised pretraining learns from).
 * Splits: valid trials split 70/10/20 (train/valid/test) with a fixed seed; the train
   domain excludes valid and test trials plus a guard gap around them.
 """
@@ -33,6 +40,7 @@ import numpy as np
 
 GENERATOR_VERSION = "1"
 BRAINSET_ID = "synthetic_reaching"
+REGION_NAMES = ("M1", "PMd", "S1", "PMv", "SMA", "PPC")
 LATENT_NAMES = ("vx", "vy", "speed", "x", "y", "prep_cos", "prep_sin", "rot_a", "rot_b", "gain")
 
 
@@ -48,6 +56,8 @@ class SyntheticConfig:
     refractory_s: float = 0.002
     split_gap_s: float = 0.5
     seed: int = 0
+    regions: int = 1  # brain regions per session (> 1: shared and private latent dynamics, units.brain_region)
+    unlabelled_every: int = 0  # every k-th session of an animal has no behaviour at all (0: none)
 
     def validate(self) -> None:
         checks = {
@@ -59,6 +69,8 @@ class SyntheticConfig:
             "sampling_rate": self.sampling_rate >= 20.0,
             "refractory_s": 0 <= self.refractory_s < 0.05,
             "split_gap_s": self.split_gap_s >= 0,
+            "regions": 1 <= self.regions <= len(REGION_NAMES),
+            "unlabelled_every": self.unlabelled_every >= 0,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
@@ -309,6 +321,7 @@ def simulate_session(cfg: SyntheticConfig, animal_index: int, session_index: int
     for k in np.unique(lag):  # a few distinct lags: one matrix product each
         cols = np.flatnonzero(lag == k)
         log_rate[:, cols] += zpad[k : k + n] @ W[cols].T
+    region = _add_regions(cfg, animal_index, session_index, log_rate, fs)
     rates = np.exp(np.minimum(log_rate, np.log(200.0)))
     spike_t, spike_u = _spikes(rng, rates, fs, cfg.refractory_s)
 
@@ -354,10 +367,27 @@ def simulate_session(cfg: SyntheticConfig, animal_index: int, session_index: int
     guard = Interval(*_merge(guard.start, guard.end))
     train_domain = domain.difference(guard)
 
+    labelled = not (cfg.unlabelled_every > 0 and (session_index + 1) % cfg.unlabelled_every == 0)
     date = dt.date(2026, 1, 5) + dt.timedelta(days=40 * animal_index + 3 * session_index)
     session_id = f"{animal.name}_{date:%Y%m%d}_{task}"
     channel = rng.choice(96, size=U, replace=True)
     unit_names = np.array([f"ch{c:02d}/unit_{i:03d}" for i, c in enumerate(channel)])
+    units = dict(
+        id=unit_names, baseline_rate=base, preferred_direction=pd_, tuning_depth=depth, lead_s=lag / fs, untuned=untuned
+    )
+    if region is not None:
+        units["brain_region"] = region
+    behaviour = dict(
+        cursor=RegularTimeSeries(
+            pos=pos.astype(np.float32),
+            vel=vel.astype(np.float32),
+            acc=acc.astype(np.float32),
+            sampling_rate=fs,
+            domain_start=0.0,
+        ),
+        trials=trials_iv,
+        movement_phases=Data(**phases, domain="auto"),
+    )
     return Data(
         brainset=Data(
             id=BRAINSET_ID,
@@ -369,29 +399,33 @@ def simulate_session(cfg: SyntheticConfig, animal_index: int, session_index: int
         subject=Data(id=animal.name, species="MACACA_MULATTA"),
         session=Data(id=session_id, task=task, recording_date=str(date)),
         device=Data(id=f"{animal.name}_array", recording_tech="UTAH_ARRAY_SPIKES"),
-        units=ArrayDict(
-            id=unit_names,
-            baseline_rate=base,
-            preferred_direction=pd_,
-            tuning_depth=depth,
-            lead_s=lag / fs,
-            untuned=untuned,
-        ),
+        units=ArrayDict(**units),
         spikes=IrregularTimeSeries(timestamps=spike_t, unit_index=spike_u.astype(np.int64), domain=Interval(0.0, T)),
-        cursor=RegularTimeSeries(
-            pos=pos.astype(np.float32),
-            vel=vel.astype(np.float32),
-            acc=acc.astype(np.float32),
-            sampling_rate=fs,
-            domain_start=0.0,
-        ),
-        trials=trials_iv,
-        movement_phases=Data(**phases, domain="auto"),
+        **(behaviour if labelled else {}),
         train_domain=train_domain,
         valid_domain=valid_domain,
         test_domain=test_domain,
         domain=domain,
     )
+
+
+def _add_regions(cfg: SyntheticConfig, animal_index: int, session_index: int, log_rate: np.ndarray, fs: float):
+    """Spread the units over ``cfg.regions`` regions and add a shared communication state and
+    each region's private state to their log rates (in place). Returns the units' region
+    names, or None for one region. Draws from its own generator, so ``regions=1`` sessions
+    are exactly those of earlier versions."""
+    if cfg.regions == 1:
+        return None
+    rng = np.random.default_rng([cfg.seed, animal_index, session_index, 7])
+    n, U = log_rate.shape
+    region = rng.permutation(np.arange(U) % cfg.regions)  # about equal sizes
+    shared = _smooth_noise(rng, n, fs, 0.15, 1.0, dims=3, order=2)
+    log_rate += shared @ rng.normal(0, 0.45, (3, U))
+    for r in range(cfg.regions):
+        cols = np.flatnonzero(region == r)
+        private = _smooth_noise(rng, n, fs, 0.1, 1.0, dims=3, order=2)
+        log_rate[:, cols] += private @ rng.normal(0, 0.45, (3, len(cols)))
+    return np.array([REGION_NAMES[r] for r in region])
 
 
 def session_arrays(animal: int = 0, session: int = 0, cfg: SyntheticConfig = SyntheticConfig()) -> dict:

@@ -1,0 +1,225 @@
+"""Masked modelling (MtM): what each scheme hides never reaches the input, the counts asked
+for are the hidden ones, one scheme per batch, and both layouts give the same predictions."""
+
+import numpy as np
+import pytest
+import torch
+
+from poyo.data import Series, UnitDropout, Window
+from poyo.model import POYO
+from poyo.model.masking import (
+    DECODE,
+    PROMPTS,
+    SCHEMES,
+    MaskingCollate,
+    MaskSettings,
+    apply_mask,
+    bin_counts,
+    plan_mask,
+)
+from poyo.model.poyo import COUNTS, count_targets
+from poyo.model.tokenizer import UNIT_END
+from poyo.readouts import ReadoutConfig
+
+REGIONS = np.array(["M1", "M1", "M1", "PMd", "PMd", "PMd", "PMd", "S1", "S1", "S1"])
+UNITS = np.array([f"b/s/u{i}" for i in range(len(REGIONS))])
+
+
+def window(seed=0, spikes=None, session="b/s", behaviour=True):
+    rng = np.random.default_rng(seed)
+    if spikes is None:
+        n = 400
+        spikes = (np.sort(rng.uniform(0, 1, n)), rng.integers(0, len(UNITS), n))
+    vel_t = np.arange(0.005, 1.0, 0.01)
+    b = {"cursor.vel": Series(vel_t, rng.normal(size=(len(vel_t), 2)).astype(np.float32), np.arange(len(vel_t)))}
+    return Window(
+        session_id=session, start=10.0, end=11.0, unit_ids=UNITS, spike_times=spikes[0], spike_units=spikes[1],
+        behaviour=b if behaviour else {}, unit_regions=REGIONS,
+    )  # fmt: skip
+
+
+def model():
+    return POYO(dim=32, depth=1, dim_head=16, cross_heads=1, self_heads=2, num_latents_per_step=2,
+                masked_modelling=True, unit_ids=UNITS, session_ids=["b/s", "b/t"], seed=3)  # fmt: skip
+
+
+RC = ReadoutConfig("cursor_velocity_2d", key="cursor.vel", mean=0.0, std=1.0)
+
+
+def sample(w, m=None):
+    return (m or model()).tokenizer([RC], masking=True)(w, np.random.default_rng(0))
+
+
+def plan(scheme, seed=1, settings=None, **kw):
+    return plan_mask(REGIONS, 1.0, scheme, np.random.default_rng(seed), settings or MaskSettings(), **kw)
+
+
+def input_units(s, m):
+    rows = s["input"]["unit_index"].numpy()
+    lookup = m.unit_emb.lookup()
+    pos = {lookup[u]: i for i, u in enumerate(UNITS)}
+    return {pos[r] for r in rows}
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_masked_part_never_reaches_the_input(scheme):
+    """Changing every hidden spike (hidden units' spikes, or spikes after the causal cut)
+    leaves the input tokens bit-identical; the counts asked for change with them."""
+    m, st = model(), MaskSettings()
+    p = plan(scheme)
+    a = apply_mask(sample(window(0), m), p, st)
+    # rewrite the hidden part only
+    w = window(0)
+    t, u = w.spike_times.copy(), w.spike_units.copy()
+    cut = p.first_bin * st.bin_s
+    hidden = p.target[u] & (t >= cut - 1e-12) if scheme == "causal" else ~p.visible[u]
+    rng = np.random.default_rng(5)
+    new_t = np.sort(rng.uniform(cut if scheme == "causal" else 0.0, 1.0, 3 * hidden.sum()))
+    new_u = rng.choice(np.flatnonzero(p.target if scheme == "causal" else ~p.visible), len(new_t))
+    t2, u2 = np.concatenate([t[~hidden], new_t]), np.concatenate([u[~hidden], new_u])
+    order = np.argsort(t2, kind="stable")
+    b = apply_mask(sample(window(0, spikes=(t2[order], u2[order])), m), p, st)
+    for k in a["input"]:
+        assert torch.equal(a["input"][k], b["input"][k]), k
+    assert not torch.equal(a["counts"]["counts"], b["counts"]["counts"])
+
+    visible_units = input_units(a, m)
+    assert visible_units == set(np.flatnonzero(p.visible))
+    if scheme == "causal":
+        assert (a["input"]["timestamps"] < cut).all() and not (a["input"]["token_type"] == UNIT_END).any()
+    else:
+        assert not visible_units & set(np.flatnonzero(p.target))  # no token of a hidden unit, delimiters included
+    if scheme == "intra_region":
+        (region,) = set(REGIONS[p.target])
+        assert set(REGIONS[list(visible_units)]) == {region}
+    if scheme == "inter_region":
+        assert set(REGIONS[p.target]).isdisjoint(REGIONS[list(visible_units)])
+        assert set(REGIONS[p.target] == REGIONS[p.target][0]) == {True}
+    assert a["prompt"] == PROMPTS.index(scheme)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_counts_are_the_hidden_spikes(scheme):
+    m, st = model(), MaskSettings()
+    w = window(2)
+    p = plan(scheme, seed=4)
+    s = apply_mask(sample(w, m), p, st)
+    truth = bin_counts(w.spike_times, w.spike_units, len(UNITS), 50, st.bin_s)
+    c = s["counts"]
+    units, bins = c["unit_position"].numpy(), c["bin"].numpy()
+    assert set(units) == set(np.flatnonzero(p.target))
+    assert bins.min() == p.first_bin and bins.max() == 49
+    np.testing.assert_array_equal(c["counts"].numpy(), truth[bins, units])
+    np.testing.assert_allclose(s["bins"]["timestamps"].numpy(), (np.arange(50) + 0.5) * st.bin_s)
+    lookup = m.unit_emb.lookup()
+    assert c["unit_index"].tolist() == [lookup[UNITS[u]] for u in units]
+    assert c["counts"].sum() == truth[p.first_bin :, p.target].sum() > 0
+    # behaviour is not learnt from masked windows
+    assert float(s["target/cursor_velocity_2d"]["weight"].sum()) == 0.0
+
+
+def test_plans_hide_what_each_scheme_says():
+    st = MaskSettings(neuron_ratio=0.3, intra_ratio=0.5, causal_min=0.5, causal_max=0.9)
+    n = plan("neuron", settings=st)
+    assert n.target.sum() == 3 and (n.visible == ~n.target).all() and n.first_bin == 0
+    cuts = {plan("causal", seed=s, settings=st).first_bin for s in range(200)}
+    assert min(cuts) == 25 and max(cuts) == 45
+    for seed in range(20):
+        intra = plan("intra_region", seed=seed, settings=st)
+        r = set(REGIONS[intra.target])
+        assert len(r) == 1 and 1 <= intra.target.sum() < (REGIONS == r.pop()).sum()
+    inter = plan("inter_region", region="S1")
+    assert (inter.target == (REGIONS == "S1")).all() and (inter.visible == ~inter.target).all()
+    # one region only: region schemes fall back to neuron masking, and say so
+    one = plan_mask(np.zeros(6), 1.0, "inter_region", np.random.default_rng(0), st)
+    assert one.scheme == "neuron" and 1 <= one.target.sum() < 6
+    assert plan_mask(np.zeros(1), 1.0, "neuron", np.random.default_rng(0), st).scheme == "causal"
+    with pytest.raises(ValueError, match="unknown masking scheme"):
+        plan("everything")
+    with pytest.raises(ValueError, match="mtm.neuron_ratio"):
+        MaskSettings(neuron_ratio=1.0)
+    with pytest.raises(ValueError, match="unknown schemes"):
+        MaskSettings(schemes={"neurons": 1.0})
+
+
+def test_one_scheme_per_batch_reproducible_and_fixed_masks_per_session():
+    m = model()
+    tok = m.tokenizer([RC], masking=True)
+    samples = [tok(window(i), np.random.default_rng(100 + i)) for i in range(6)]
+    collate = MaskingCollate(MaskSettings(), "packed")
+    drawn = set()
+    for start in range(0, 6):
+        batch = collate(samples[start:] + samples[:start])
+        assert len(set(batch["prompt"].tolist())) == 1  # one scheme per batch (this population has 3 regions)
+        drawn.add(int(batch["prompt"][0]))
+        again = collate(samples[start:] + samples[:start])
+        assert torch.equal(batch["counts"]["counts"], again["counts"]["counts"])
+    assert len(drawn) >= 2
+    fixed = MaskingCollate(MaskSettings(), "packed", scheme="neuron", fixed=True)
+    b = fixed(samples)
+    t = count_targets(b)
+    per_window = [set(t["unit_position"][t["sample"] == i].tolist()) for i in range(6)]
+    assert all(p == per_window[0] for p in per_window)  # the same held-out units in every window
+    with pytest.raises(KeyError, match="masking=True"):
+        MaskingCollate(MaskSettings())([m.tokenizer([RC])(window(0))])
+
+
+def test_decode_batches_keep_everything():
+    m = model()
+    s = sample(window(0), m)
+    out = apply_mask(s, plan(DECODE), MaskSettings())
+    assert torch.equal(out["input"]["unit_index"], s["input"]["unit_index"]) and "counts" not in out
+    assert out["prompt"] == 0 and float(out["target/cursor_velocity_2d"]["weight"].sum()) > 0
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_packed_and_padded_predict_the_same_counts(scheme):
+    m = model().eval()
+    tok = m.tokenizer([RC], masking=True)
+    samples = [
+        tok(window(i, session="b/s" if i % 2 else "b/t", behaviour=i != 1), np.random.default_rng(i)) for i in range(3)
+    ]
+    packed = MaskingCollate(MaskSettings(), "packed", scheme=scheme)(samples)
+    padded = MaskingCollate(MaskSettings(), "padded", scheme=scheme)(samples)
+    with torch.no_grad():
+        a, b = m(packed), m(padded)
+    torch.testing.assert_close(a[COUNTS], b[COUNTS], atol=1e-5, rtol=1e-5)
+    la, _ = m.loss(a, packed)
+    lb, _ = m.loss(b, padded)
+    torch.testing.assert_close(la, lb, atol=1e-6, rtol=1e-6)
+    assert a["cursor_velocity_2d"].shape == (200, 2)  # the window without behaviour has no queries
+
+
+def test_prompts_change_the_prediction_and_unmasked_batches_use_prompt_zero():
+    m = model().eval()
+    tok = m.tokenizer([RC], masking=True)
+    samples = [tok(window(0), np.random.default_rng(0))]
+    batch = MaskingCollate(MaskSettings(), "packed", scheme="neuron")(samples)
+    with torch.no_grad():
+        base = m(batch)[COUNTS]
+        m.prompt_emb.weight[PROMPTS.index("neuron")] += 1.0
+        assert not torch.allclose(m(batch)[COUNTS], base)
+        plain = m.tokenizer([RC])(window(0))  # a supervised batch: prompt 0 and no count queries
+        from poyo.data import collate_packed
+
+        out = m(collate_packed([plain]))
+    assert COUNTS not in out
+    loss, _ = m.loss(out, collate_packed([plain]))
+    loss.backward()
+    assert m.count_head.weight.grad is not None  # in the graph (DDP), with zero gradient
+    assert float(m.count_head.weight.grad.abs().sum()) == 0.0
+
+
+def test_models_without_a_count_head_refuse_masked_batches():
+    m = POYO(dim=32, depth=1, dim_head=16, unit_ids=UNITS, session_ids=["b/s"])
+    tok = m.tokenizer([RC], masking=True)
+    batch = MaskingCollate(MaskSettings(), "packed", scheme="neuron")([tok(window(0), np.random.default_rng(0))])
+    with pytest.raises(ValueError, match="masked_modelling=True"):
+        m(batch)
+
+
+def test_unit_dropout_keeps_regions_aligned():
+    w = window(0)
+    out = UnitDropout(min_units=3, mode_units=4, max_units=5)(w, np.random.default_rng(0))
+    pos = [list(UNITS).index(u) for u in out.unit_ids]
+    assert out.unit_regions.tolist() == REGIONS[pos].tolist()
