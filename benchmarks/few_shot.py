@@ -56,16 +56,22 @@ def session_ids(folder: Path, pretrain: list[str], held_out: list[str]) -> tuple
     return pre, held
 
 
-def run_train(run_dir: Path, overrides: list[str], log: Path) -> dict:
-    """One train.py run; returns its test_results.json (and how long it took)."""
+def launch(run_dir: Path, overrides: list[str], log: Path) -> float:
+    """One train.py run, its output in ``log``; returns its wall time (s)."""
     cmd = [sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={run_dir}", *overrides]
     t0 = time.time()
     with open(log, "w") as f:
         rc = subprocess.call(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
     if rc != 0:
         raise RuntimeError(f"train.py failed (exit {rc}); see {log}\n  {' '.join(cmd)}")
+    return time.time() - t0
+
+
+def run_train(run_dir: Path, overrides: list[str], log: Path) -> dict:
+    """One train.py run; returns its test_results.json (and how long it took)."""
+    seconds = launch(run_dir, overrides, log)
     out = json.loads((run_dir / "test_results.json").read_text())
-    out["seconds"] = time.time() - t0
+    out["seconds"] = seconds
     return out
 
 

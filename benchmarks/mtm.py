@@ -27,10 +27,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+from few_shot import launch  # one train.py run, its output in a log
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "mtm_synthetic"
@@ -40,17 +40,6 @@ FEW_LABEL = {
     "supervised pretrained, full fine-tuning": ("supervised", ["finetune=full"]),
     "from scratch": (None, []),
 }
-
-
-def run_train(run_dir: Path, overrides: list[str], log: Path) -> float:
-    """One train.py run (output in ``log``); returns its wall time."""
-    cmd = [sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={run_dir}", *overrides]
-    t0 = time.time()
-    with open(log, "w") as f:
-        rc = subprocess.call(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
-    if rc != 0:
-        raise RuntimeError(f"train.py failed (exit {rc}); see {log}\n  {' '.join(cmd)}")
-    return time.time() - t0
 
 
 def sessions(folder: Path) -> dict[str, list[str]]:
@@ -124,13 +113,13 @@ def main() -> None:
         if not ckpt[kind].is_file():
             steps = a.mtm_steps if kind == "mtm" else a.pretrain_steps
             print(f"pretraining ({kind}) on {len(ids[subset])} sessions for {steps} steps ...", flush=True)
-            s = run_train(run, common + [f"objective={kind}", listing(ids[subset]), f"trainer.max_steps={steps}"],
+            s = launch(run, common + [f"objective={kind}", listing(ids[subset]), f"trainer.max_steps={steps}"],
                           a.out / f"pretrain_{kind}.log")  # fmt: skip
             print(f"  {s:.0f} s", flush=True)
 
     print(f"adapting the MtM model to the {len(ids['held_out'])} held-out sessions (spikes only) ...", flush=True)
     run = a.out / "adapt_mtm"
-    run_train(run, common + ["objective=mtm", "finetune=unit_identification", f"finetune.checkpoint={ckpt['mtm']}",
+    launch(run, common + ["objective=mtm", "finetune=unit_identification", f"finetune.checkpoint={ckpt['mtm']}",
                              listing(ids["held_out"]), f"trainer.max_steps={a.adapt_steps}"], a.out / "adapt_mtm.log")  # fmt: skip
     masked = json.loads((run / "mtm_results.json").read_text())
     results["masked"] = masked
@@ -146,7 +135,7 @@ def main() -> None:
                 if source is not None:
                     over.append(f"finetune.checkpoint={ckpt[source]}")
                 tag = f"{method.split(',')[0].replace(' ', '_')}_{extra[0].split('=')[1] if extra else 'scratch'}_{int(seconds)}s_seed{seed}"
-                s = run_train(a.out / tag, common + over, a.out / f"{tag}.log")
+                s = launch(a.out / tag, common + over, a.out / f"{tag}.log")
                 r = json.loads((a.out / tag / "test_results.json").read_text())
                 few.append({"method": method, "seconds": seconds, "seed": seed, "r2": r["poyo_mean_r2"],
                             "linear": r["linear_mean_r2"], "causal": r["causal_mean_r2"], "wall_s": s})  # fmt: skip

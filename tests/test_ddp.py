@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 MTM = ["objective=mtm", "mtm.schemes.causal=0", "mtm.schemes.intra_region=0", "mtm.schemes.inter_region=0",
-       "dataset=synthetic_regions", "dataset.generate.regions=2", "dataset.generate.unlabelled_every=0"]  # fmt: skip
+       "dataset=synthetic_regions", "dataset.generate.regions=2", "dataset.generate.unlabelled_every=0",
+       "mtm.report_sessions=1"]  # fmt: skip
 
 
 @pytest.mark.parametrize("objective", ["supervised", "mtm"])

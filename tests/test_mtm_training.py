@@ -64,10 +64,11 @@ def test_an_mtm_model_fine_tunes_on_behaviour(mtm_run):
 
 
 def test_both_objectives_together_packed(tmp_path):
-    train(tmp_path, "both", "objective=both", "layout=packed")
+    out = train(tmp_path, "both", "objective=both", "layout=packed", "mtm.report_sessions=1")
     report = json.loads((tmp_path / "both" / "test_results.json").read_text())
     assert len(report["sessions"]) == 1  # R² only where there is behaviour
-    assert len(json.loads((tmp_path / "both" / "mtm_results.json").read_text())["summary"]) == 2
+    assert len(json.loads((tmp_path / "both" / "mtm_results.json").read_text())["summary"]) == 1
+    assert "scoring masked modelling on 1 of the 2 sessions (mtm.report_sessions)" in out.stdout
 
 
 def test_objective_and_mask_settings_are_checked():
