@@ -168,8 +168,9 @@ def stable_seed(*parts) -> int:
 def apply_mask(sample: dict, plan: Plan, settings: MaskSettings) -> dict:
     """A tokenized sample (made by a tokenizer with ``masking=True``) with ``plan`` applied:
     hidden tokens removed from ``input``, a ``bins`` group (one query per bin of the window)
-    and a ``counts`` group (the hidden (unit, bin) pairs and their spike counts), ``prompt`` set, behaviour targets silenced in masked samples (their
-    weights set to 0: behaviour is learnt from unmasked windows)."""
+    and a ``counts`` group (the hidden (unit, bin) pairs and their spike counts), ``prompt``
+    set, behaviour targets silenced in masked samples (weights 0: behaviour is learnt from
+    unmasked windows)."""
     from poyo.model.tokenizer import SPIKE, UNIT_END
 
     units = sample["units"]

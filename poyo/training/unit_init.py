@@ -179,7 +179,7 @@ def init_new_embeddings(
     the ``known_sessions`` rows. Returns what it did, in words (printed by the caller)."""
     stored = model.unit_features
     if stored is None:
-        return "unit embeddings start at random: the pretrained model carries no unit descriptions (trained before they existed)"
+        return "unit embeddings start at random: the pretrained model carries no unit descriptions (trained before they existed, or on sessions without behaviour)"
     if stored["key"] != features["key"] or list(stored["names"]) != list(features["names"]):
         return f"unit embeddings start at random: the pretrained units were described against readout '{stored['key']}', these against '{features['key']}'"
     pos = {i: r for r, i in enumerate(stored["ids"])}
