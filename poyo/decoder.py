@@ -169,16 +169,6 @@ def session_id_of(trains: Sequence[np.ndarray], names: Sequence[str]) -> str:
     return "s" + h.hexdigest()[:10]
 
 
-def _to(batch, device):
-    import torch
-
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device)
-    if isinstance(batch, Mapping):
-        return {k: _to(v, device) for k, v in batch.items()}
-    return batch
-
-
 class Decoder:
     """POYO as an estimator: ``fit``, ``predict``, ``score``, ``adapt``, ``save``/``load``.
 
@@ -396,7 +386,7 @@ class Decoder:
         from poyo.data import Dataset, DistributedStitchingSampler
         from poyo.training.module import collate
         from poyo.training.precision import autocast, resolve_precision
-        from poyo.training.stitch import stitch_predictions
+        from poyo.training.stitch import stitch_predictions, to_device
 
         model, readout = self.model_, self.model_.readout_configs[0]
         sid, units = self._write(session, "session", root, model=model, timestamps=timestamps)
@@ -418,7 +408,7 @@ class Decoder:
         )
         model.to(device)
         with autocast(device, resolve_precision(str(cfg.trainer.precision), device)):
-            st = stitch_predictions(model, (_to(b, device) for b in loader)).stitched()
+            st = stitch_predictions(model, (to_device(b, device) for b in loader)).stitched()
         n = len(ds.behaviour(sid, readout.key).timestamps)
         ds.close()
         out = np.full((n, readout.spec.dim), np.nan)

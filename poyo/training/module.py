@@ -339,17 +339,16 @@ class POYOModule(L.LightningModule):
         preds = self.model(batch)
         loss, _ = self.model.loss(preds, batch)
         if COUNTS in preds:  # masked validation: co-smoothing of each session's held-out units
-            t = count_targets(batch)
-            sample = t["sample"].cpu().numpy()
-            sessions = batch["session_id"]
-            for i in np.unique(sample):
-                rows = sample == i
+            t = {k: v.cpu().numpy() for k, v in count_targets(batch).items()}
+            log_rate = preds[COUNTS].detach().float().cpu().numpy()
+            for i in np.unique(t["sample"]):
+                rows = t["sample"] == i
                 self.count_scores.add(
-                    sessions[i],
+                    batch["session_id"][i],
                     "co_smoothing",
-                    t["unit_position"].cpu().numpy()[rows],
-                    t["counts"].cpu().numpy()[rows],
-                    {"model": preds[COUNTS].detach().float().cpu().numpy()[rows]},
+                    t["unit_position"][rows],
+                    t["counts"][rows],
+                    {"model": log_rate[rows]},
                 )
         else:
             self.stitcher.add_batch(batch, preds)

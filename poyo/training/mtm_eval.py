@@ -20,6 +20,7 @@ each unit's mean count over those same entries. Baselines, on exactly the same e
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections import defaultdict
@@ -35,6 +36,7 @@ from poyo.data import Dataset, SequentialFixedWindowSampler
 from poyo.data.window import Window
 from poyo.model.masking import MaskSettings, Plan, apply_mask, bin_counts, plan_mask, stable_seed
 from poyo.model.poyo import COUNTS, POYO, count_targets
+from poyo.training.stitch import to_device
 
 METHODS = ("model", "glm", "mean_rate")
 SIGMAS_BINS = (1.0, 4.0, 12.0)  # Gaussian kernels of the GLM features, in bins (20, 80, 240 ms at 20 ms)
@@ -300,8 +302,8 @@ def evaluate_masked(
             model_entries = []
             for i in range(0, len(samples), batch_size):
                 batch = collate([apply_mask(s, plan, settings) for s in samples[i : i + batch_size]])
-                batch = _to(batch, device)
-                with autocast() if autocast is not None else _null():
+                batch = to_device(batch, device)
+                with autocast() if autocast is not None else contextlib.nullcontext():
                     pred = model(batch)[COUNTS]
                 t = count_targets(batch)
                 model_entries.append(
@@ -331,20 +333,6 @@ def _baseline_rates(plan, train, valid, test, mean_count, unit, y) -> dict[str, 
     if not np.array_equal(np.concatenate(ys), y):
         raise RuntimeError("the baselines' entries differ from the model's (window or unit order); cannot compare them")
     return {"glm": np.concatenate(glm_lr), "mean_rate": np.concatenate(mean_lr)}
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
-
-
-def _to(batch, device):
-    if isinstance(batch, dict):
-        return {k: _to(v, device) for k, v in batch.items()}
-    return batch.to(device) if isinstance(batch, torch.Tensor) else batch
 
 
 # --- the report ------------------------------------------------------------------------------

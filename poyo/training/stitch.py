@@ -160,6 +160,15 @@ class Stitcher:
         return sum(len(c["sample_index"]) for parts in self._chunks.values() for c in parts)
 
 
+def to_device(batch, device):
+    """A collated batch (nested dicts of tensors, lists, numbers) with its tensors on ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, Mapping):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
 def stitch_predictions(model: torch.nn.Module, batches: Iterable[Mapping]) -> Stitcher:
     """``model``'s predictions on evaluation ``batches`` (eval mode, no gradients), stitched;
     the model's training mode is restored."""
