@@ -84,11 +84,12 @@ def main() -> None:
     )
     p.add_argument("--pretrain-steps", type=int, default=2000, help="supervised pretraining steps")
     p.add_argument("--adapt-steps", type=int, default=600, help="unit identification on the held-out sessions (MtM)")
-    p.add_argument("--steps", type=int, default=300, help="fine-tuning steps for few-label decoding")
+    p.add_argument("--steps", type=int, default=600, help="fine-tuning steps for few-label decoding (as from scratch)")
     p.add_argument("--scratch-steps", type=int, default=600)
     p.add_argument("--sizes", type=float, nargs="+", default=[30, 120], help="seconds of labels per held-out session")
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--model", default="poyo_mini")
+    p.add_argument("--time-prior", type=float, default=4.0, help="model.time_prior (nats; 0: the published POYO)")
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str(ROOT))
@@ -102,6 +103,7 @@ def main() -> None:
         f"dataset.name={NAME}",
         *(f"dataset.generate.{k}={v}" for k, v in GENERATE.items()),
         f"model={a.model}",
+        f"model.time_prior={a.time_prior}",
         "batch_size=16",
         "plot_sessions=2",
     ]

@@ -223,3 +223,35 @@ def test_unit_dropout_keeps_regions_aligned():
     out = UnitDropout(min_units=3, mode_units=4, max_units=5)(w, np.random.default_rng(0))
     pos = [list(UNITS).index(u) for u in out.unit_ids]
     assert out.unit_regions.tolist() == REGIONS[pos].tolist()
+
+
+def test_a_bin_reads_the_spikes_near_it_from_the_start():
+    """Each count bin first reads the visible spikes near it (attention that starts local in
+    time): even untrained, a burst of spikes changes the predicted counts of the bins around
+    it far more than those of distant bins."""
+    m = POYO(dim=32, depth=1, dim_head=64, cross_heads=1, self_heads=1, num_latents_per_step=2,
+             masked_modelling=True, unit_ids=UNITS, session_ids=["b/s"], seed=3).eval()  # fmt: skip
+    tok = m.tokenizer([RC], masking=True)
+    rng = np.random.default_rng(0)
+    times, units = np.sort(rng.uniform(0, 1, 300)), rng.integers(0, len(UNITS), 300)
+    plan = plan_mask(REGIONS, 1.0, "neuron", np.random.default_rng(1), MaskSettings())
+    seen = np.flatnonzero(plan.visible)[0]
+    burst = np.full(20, 0.205) + np.arange(20) * 1e-3
+    t2 = np.concatenate([times, burst])
+    u2 = np.concatenate([units, np.full(20, seen)])
+    order = np.argsort(t2, kind="stable")
+
+    def predict(t, u):
+        s = apply_mask(tok(window(0, spikes=(t, u)), np.random.default_rng(0)), plan, MaskSettings())
+        from poyo.data import collate_packed
+
+        batch = collate_packed([s])
+        with torch.no_grad():
+            return m(batch)[COUNTS].numpy(), count_targets(batch)["bin"].numpy()
+
+    base, bins = predict(times, units)
+    moved, _ = predict(t2[order], u2[order])
+    change = np.abs(moved - base)
+    near = change[(bins == 10) | (bins == 11)].mean()  # the burst's bins: 200-240 ms
+    far = change[bins >= 35].mean()  # 700 ms and later (the change through the latents alone)
+    assert near > 4 * far, (near, far)

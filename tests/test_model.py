@@ -54,10 +54,11 @@ def predict(model, batch):
     return model(batch)["cursor_velocity_2d"]
 
 
+@pytest.mark.parametrize("time_prior", [0.0, 3.0])
 @pytest.mark.parametrize("device", DEVICES)
-def test_packed_backends_match_padded_model_outputs_and_gradients(dataset, device):
+def test_packed_backends_match_padded_model_outputs_and_gradients(dataset, device, time_prior):
     """Whole-model parity in fp32, eval mode: atol 1e-5 on outputs, 1e-5 relative on gradients."""
-    model = build(dataset).to(device).eval()
+    model = build(dataset, time_prior=time_prior).to(device).eval()
     ss = samples(dataset, model)
 
     def run(batch, backend):
@@ -97,9 +98,10 @@ def move(batch, device):
     }
 
 
+@pytest.mark.parametrize("time_prior", [0.0, 3.0])
 @pytest.mark.parametrize("shift", [0.37, -3.0, 250.0])
-def test_shifting_all_timestamps_leaves_predictions_unchanged(dataset, shift):
-    model = build(dataset).eval()
+def test_shifting_all_timestamps_leaves_predictions_unchanged(dataset, shift, time_prior):
+    model = build(dataset, time_prior=time_prior).eval()
     batch = collate_packed(samples(dataset, model))
     shifted = {
         **batch,
@@ -280,3 +282,22 @@ def test_exact_rotary_frequencies_replace_the_computed_ones():
     assert exact.rotary.omega[2:].abs().sum() == 0  # the unrotated half
     with pytest.raises(ValueError, match="rotary_omega must hold 2 positive frequencies"):
         POYOConfig(dim_head=8, rotary_omega=[1.0])
+
+
+def test_time_prior_is_checked_saved_and_off_by_default(tmp_path):
+    """time_prior = 0 adds no parameter (published POYO weights load as before); > 0 adds one
+    query and one key vector per attention, which a saved model keeps."""
+    with pytest.raises(ValueError, match="time_prior"):
+        POYOConfig(time_prior=-1.0)
+    plain = POYO(**TINY, unit_ids=["a/b/u0"], session_ids=["a/b"])
+    assert not [n for n, _ in plain.named_parameters() if ".time_" in n]
+    model = POYO(**TINY, time_prior=3.0, unit_ids=["a/b/u0"], session_ids=["a/b"])
+    names = [n for n, _ in model.named_parameters() if ".time_" in n]
+    assert len(names) == 2 * (2 + TINY["depth"])  # encoder, decoder and each self-attention
+    with torch.no_grad():
+        model.enc_atn.time_k.add_(0.5)
+    from poyo.model.pretrained import load_pretrained, save_pretrained
+
+    back = load_pretrained(save_pretrained(model, tmp_path / "m.pt"))
+    assert back.config.time_prior == 3.0
+    torch.testing.assert_close(back.enc_atn.time_k, model.enc_atn.time_k)

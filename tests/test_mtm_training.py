@@ -85,7 +85,7 @@ def test_objective_and_mask_settings_are_checked():
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("train", overrides=["objective=both"])
     assert mask_settings(cfg).schemes == {
-        "neuron": 1.0,
+        "neuron": 3.0,
         "causal": 1.0,
         "intra_region": 1.0,
         "inter_region": 1.0,

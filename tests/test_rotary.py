@@ -91,3 +91,23 @@ def test_invalid_arguments():
         RotaryTime(64)(torch.arange(3))
     with pytest.raises(ValueError, match="head dim 64"):
         RotaryTime(64).rotate(torch.randn(3, 2, 32), RotaryTime(64)(torch.zeros(3)))
+
+
+def test_local_bump_is_a_relative_time_prior_that_fades():
+    """The content-free part of a logit, (e . R(dt) e) / sqrt(d), is ``height`` at dt = 0 and
+    falls off with |dt|, whatever the absolute time."""
+    rot = RotaryTime(64)
+    e = rot.local_bump(4.0)
+
+    def logit(t_q, dt):
+        t = torch.tensor([t_q, t_q + dt], dtype=torch.float64)
+        q, k = rot.rotate(e.expand(2, 1, 64), rot(t))
+        return float((q * k).sum()) / 8.0
+
+    assert logit(0.0, 0.0) == pytest.approx(4.0, rel=1e-5)
+    near, far = [logit(0.0, d) for d in (0.01, 0.025, 0.05)], [logit(0.0, d) for d in (0.1, 0.5, 1.0)]
+    assert near[0] > near[1] > near[2] > max(far)
+    assert near[2] < 2.0 and max(abs(f) for f in far) < 1.0
+    assert logit(123.4, 0.05) == pytest.approx(logit(0.0, 0.05), abs=1e-4)
+    with pytest.raises(ValueError, match="no rotary period"):
+        RotaryTime(64, t_max=0.01).local_bump(1.0)

@@ -29,8 +29,11 @@ class POYOConfig:
         windows warns (the latent grid and the rotary phases it learned assume it).
     masked_modelling: add what self-supervised masked modelling needs (MtM,
         :mod:`poyo.model.masking`): a prompt embedding per masking scheme (added to the
-        latents and queries), a query embedding for (unit, time bin) queries and a head
-        predicting their log spike count.
+        latents and queries), a query per time bin that reads the spikes near it and the
+        latents, and a per-unit readout of its log spike count from the unit's embedding.
+    time_prior: height (nats) of a learned relative-time bump every attention starts with
+        (:mod:`poyo.model.layers`), so that attention is local in time from the first step;
+        0 (the published POYO, and checkpoints saved before it existed): none.
     rotary_omega: the exact rotary frequencies (rad/s, one per rotated pair) when they must be
         kept as given: a torch_brain checkpoint's float32 values, for outputs equal to its
         own. None (our models): computed from ``t_min``/``t_max`` in float64.
@@ -54,6 +57,7 @@ class POYOConfig:
     window_length: float | None = None
     rotary_omega: Sequence[float] | None = None
     masked_modelling: bool = False
+    time_prior: float = 0.0
 
     def __post_init__(self):
         for name in ("dim", "depth", "num_latents_per_step", "cross_heads", "self_heads", "dim_head"):
@@ -72,7 +76,18 @@ class POYOConfig:
         readouts = (self.readouts,) if isinstance(self.readouts, str) else tuple(self.readouts)
         if not readouts or len(set(readouts)) != len(readouts):
             raise ValueError(f"readouts must be a non-empty list of distinct names, got {list(readouts)}")
-        for name in ("latent_step", "t_min", "t_max", "ffn_dropout", "lin_dropout", "atn_dropout", "emb_init_scale"):
+        if not (isinstance(self.time_prior, (int, float)) and 0.0 <= self.time_prior < 100.0):
+            raise ValueError(f"time_prior must be a number of nats in [0, 100), got {self.time_prior!r}")
+        for name in (
+            "time_prior",
+            "latent_step",
+            "t_min",
+            "t_max",
+            "ffn_dropout",
+            "lin_dropout",
+            "atn_dropout",
+            "emb_init_scale",
+        ):
             object.__setattr__(self, name, float(getattr(self, name)))
         object.__setattr__(self, "readouts", tuple(str(r) for r in readouts))
         if self.window_length is not None:

@@ -6,6 +6,14 @@ work on either batch layout: features are ``(B, N, dim)`` padded or ``(T, dim)``
 ``rotate_value=True`` (encoder and processor) also rotates the values by their key times
 and rotates the attention output back by the query time, so what a latent gathers is
 expressed in time *relative* to the latent. The decoder uses ``rotate_value=False``.
+
+``time_prior > 0`` adds a learned vector to every query and another to every key of each
+head, before rotation, both initialised to :meth:`RotaryTime.local_bump`. Their product is a
+content-free term of the attention logit that depends only on relative time, a Fourier series
+over the rotary frequencies that starts as a bump of ``time_prior`` nats around ``dt = 0``:
+attention starts local in time instead of spread evenly over the window, which content
+alone takes the model many steps to learn. Both vectors learn (they can widen, move or remove
+the bump); with ``time_prior = 0`` there are none (the published POYO).
 """
 
 from __future__ import annotations
@@ -74,7 +82,9 @@ class FeedForward(nn.Module):
 
 
 class _RotaryAttention(nn.Module):
-    def __init__(self, rotary: RotaryTime, heads: int, dim_head: int, dropout: float, rotate_value: bool):
+    def __init__(
+        self, rotary: RotaryTime, heads: int, dim_head: int, dropout: float, rotate_value: bool, time_prior: float
+    ):
         super().__init__()
         if heads < 1:
             raise ValueError(f"heads must be >= 1, got {heads}")
@@ -83,6 +93,21 @@ class _RotaryAttention(nn.Module):
         self.heads, self.dim_head, self.dropout, self.rotate_value = heads, dim_head, dropout, rotate_value
         self.rotary = rotary
         self.backend = "auto"
+        self.time_q = self.time_k = None
+        if time_prior < 0:
+            raise ValueError(f"time_prior must be >= 0 nats, got {time_prior}")
+        if time_prior > 0:
+            bump = rotary.local_bump(time_prior).repeat(heads, 1)  # (heads, dim_head)
+            self.time_q, self.time_k = nn.Parameter(bump.clone()), nn.Parameter(bump.clone())
+
+    def _time_terms(self, x: torch.Tensor, parts: str) -> torch.Tensor:
+        """``x`` ``(..., len(parts) * heads, dim_head)`` with the time vectors added to its query
+        (``q``) and key (``k``) parts; ``v`` parts unchanged."""
+        if self.time_q is None:
+            return x
+        zero = torch.zeros_like(self.time_q)
+        add = torch.cat([{"q": self.time_q, "k": self.time_k, "v": zero}[p] for p in parts])
+        return x + add.to(x.dtype)
 
     def _heads(self, x: torch.Tensor, groups: int = 1) -> torch.Tensor:
         """``(..., groups * heads * dim_head)`` -> ``(..., groups * heads, dim_head)``."""
@@ -111,8 +136,9 @@ class CrossAttention(_RotaryAttention):
         dim_head: int = 64,
         dropout: float = 0.0,
         rotate_value: bool,
+        time_prior: float = 0.0,
     ):
-        super().__init__(rotary, heads, dim_head, dropout, rotate_value)
+        super().__init__(rotary, heads, dim_head, dropout, rotate_value, time_prior)
         context_dim = context_dim or dim
         inner = heads * dim_head
         self.norm = nn.LayerNorm(dim)
@@ -122,8 +148,8 @@ class CrossAttention(_RotaryAttention):
         self.to_out = Linear(inner, dim)
 
     def forward(self, x, context, x_rot: Rotation, context_rot: Rotation, x_layout: Layout, context_layout: Layout):
-        q = self.rotary.rotate(self._heads(self.to_q(self.norm(x))), x_rot)
-        kv = self._heads(self.to_kv(self.norm_context(context)), 2)
+        q = self.rotary.rotate(self._time_terms(self._heads(self.to_q(self.norm(x))), "q"), x_rot)
+        kv = self._time_terms(self._heads(self.to_kv(self.norm_context(context)), 2), "kv")
         if self.rotate_value:  # keys and values share their rotation: one call
             k, v = self.rotary.rotate(kv, context_rot).chunk(2, dim=-2)
         else:
@@ -144,14 +170,15 @@ class SelfAttention(_RotaryAttention):
         dim_head: int = 64,
         dropout: float = 0.0,
         rotate_value: bool = True,
+        time_prior: float = 0.0,
     ):
-        super().__init__(rotary, heads, dim_head, dropout, rotate_value)
+        super().__init__(rotary, heads, dim_head, dropout, rotate_value, time_prior)
         self.norm = nn.LayerNorm(dim)
         self.to_qkv = Linear(dim, 3 * heads * dim_head, bias=False)
         self.to_out = Linear(heads * dim_head, dim)
 
     def forward(self, x, rot: Rotation, layout: Layout):
-        qkv = self._heads(self.to_qkv(self.norm(x)), 3)
+        qkv = self._time_terms(self._heads(self.to_qkv(self.norm(x)), 3), "qkv")
         if self.rotate_value:  # queries, keys and values share their rotation: one call
             q, k, v = self.rotary.rotate(qkv, rot).chunk(3, dim=-2)
         else:

@@ -44,6 +44,8 @@ def _flat(group: Mapping, field: str) -> torch.Tensor:
 
 
 COUNTS = "spike_counts"  # the prediction of masked modelling's (unit, bin) queries
+READ_PRIOR = 8.0  # nats: how local in time a count bin's read of the spikes starts (RotaryTime.local_bump)
+COUNT_INIT = 0.5  # initial spread (sd) of a unit's log rate per unit of spread of the state it reads
 
 
 def _per_token(group: Mapping, per_sample: torch.Tensor) -> torch.Tensor:
@@ -149,7 +151,13 @@ class POYO(nn.Module):
 
             self.rotary = RotaryTime(c.dim_head, c.t_min, c.t_max, omega=c.rotary_omega)
             self.enc_atn = CrossAttention(
-                c.dim, self.rotary, heads=c.cross_heads, dim_head=c.dim_head, dropout=c.atn_dropout, rotate_value=True
+                c.dim,
+                self.rotary,
+                heads=c.cross_heads,
+                dim_head=c.dim_head,
+                dropout=c.atn_dropout,
+                rotate_value=True,
+                time_prior=c.time_prior,
             )
             self.enc_ffn = FeedForward(c.dim, dropout=c.ffn_dropout)
             self.proc_atn = nn.ModuleList(
@@ -160,23 +168,49 @@ class POYO(nn.Module):
                     dim_head=c.dim_head,
                     dropout=c.atn_dropout,
                     rotate_value=True,
+                    time_prior=c.time_prior,
                 )
                 for _ in range(c.depth)
             )
             self.proc_ffn = nn.ModuleList(FeedForward(c.dim, dropout=c.ffn_dropout) for _ in range(c.depth))
             self.proc_dropout = Dropout(c.lin_dropout)
             self.dec_atn = CrossAttention(
-                c.dim, self.rotary, heads=c.cross_heads, dim_head=c.dim_head, dropout=c.atn_dropout, rotate_value=False
+                c.dim,
+                self.rotary,
+                heads=c.cross_heads,
+                dim_head=c.dim_head,
+                dropout=c.atn_dropout,
+                rotate_value=False,
+                time_prior=c.time_prior,
             )
             self.dec_ffn = FeedForward(c.dim, dropout=c.ffn_dropout)
             self.readout = nn.ModuleDict({s.name: Linear(c.dim, s.out_dim) for s in specs})
-            self.prompt_emb = self.count_query = self.count_head = self.count_unit = None
+            self.prompt_emb = self.count_query = self.count_read = None
+            self.count_head = self.count_norm = self.count_unit = None
             if c.masked_modelling:
                 self.prompt_emb = nn.Embedding(len(PROMPTS), c.dim)
                 nn.init.normal_(self.prompt_emb.weight, std=c.emb_init_scale)
                 self.count_query = nn.Parameter(torch.randn(c.dim) * c.emb_init_scale)
+                # Each bin first reads the visible spikes near it (attention that starts local in
+                # time), then the latents: through the latents alone the counts came out as if
+                # smoothed over ~0.5 s (co-bps 0.20 against 0.30 at step 1,419, benchmarks/mtm.py set).
+                self.count_read = CrossAttention(
+                    c.dim,
+                    self.rotary,
+                    heads=c.cross_heads,
+                    dim_head=c.dim_head,
+                    dropout=c.atn_dropout,
+                    rotate_value=True,
+                    time_prior=READ_PRIOR,
+                )
                 self.count_head = Linear(c.dim, c.dim)  # the population state at a bin
-                self.count_unit = Linear(c.dim, c.dim + 1)  # a unit's readout weights and bias, from its embedding
+                # A unit's readout weights and bias, from its normalised embedding: embeddings start
+                # at std emb_init_scale, and weights that small would start the bilinear readout
+                # near a saddle (little gradient through either factor).
+                self.count_norm = nn.LayerNorm(c.dim)
+                self.count_unit = Linear(c.dim, c.dim + 1)
+                nn.init.normal_(self.count_unit.weight, std=COUNT_INIT / c.dim)
+                nn.init.zeros_(self.count_unit.bias)
                 nn.init.constant_(self.count_unit.bias[-1], -2.0)  # ~0.14 spikes per bin: a typical start
         self.attention = attention
         # How each head's targets were normalised and weighted when the model was trained
@@ -314,7 +348,7 @@ class POYO(nn.Module):
         tokens = self._decode(queries, out, out_rot, latents, lat_rot, lat_layout)  # (queries in the batch, dim)
         preds = {}
         if counts is not None:
-            preds[COUNTS] = self._counts(batch, prompt, latents, lat_rot, lat_layout)
+            preds[COUNTS] = self._counts(batch, prompt, latents, lat_rot, lat_layout, x, in_rot, in_layout)
         if len(self.readout_names) == 1:
             return {self.readout_names[0]: self.readout[self.readout_names[0]](tokens), **preds}
         # Heads the batch's tokenizer asked for (it writes a target group per readout).
@@ -322,19 +356,22 @@ class POYO(nn.Module):
         which = _flat(out, "readout_index")
         return {**{n: self.readout[n](tokens[which == self.readout_names.index(n)]) for n in asked}, **preds}
 
-    def _counts(self, batch, prompt, latents, lat_rot, lat_layout) -> torch.Tensor:
+    def _counts(self, batch, prompt, latents, lat_rot, lat_layout, x, in_rot, in_layout) -> torch.Tensor:
         """Log expected spike count of every (unit, bin) entry of ``batch["counts"]``: one query
-        per bin reads the state from the latents; each unit reads that state through weights
-        and a bias predicted from its embedding (a bilinear readout, as NDT's per-unit linear
-        readout but shared across sessions through the embeddings)."""
+        per bin reads the visible spikes near it, then the latents, into a state; each unit
+        reads that state through weights and a bias predicted from its (normalised) embedding
+        (a bilinear readout, as NDT's per-unit linear readout but shared across sessions
+        through the embeddings)."""
         bins = batch["bins"]
         q = self.count_query.expand(*bins["timestamps"].shape, -1) + _per_token(bins, prompt)
-        state = self.count_head(self._decode(q, bins, self.rotary(bins["timestamps"]), latents, lat_rot, lat_layout))
+        bin_rot = self.rotary(bins["timestamps"])
+        q = q + self.count_read(q, x, bin_rot, in_rot, layout_of(bins), in_layout)
+        state = self.count_head(self._decode(q, bins, bin_rot, latents, lat_rot, lat_layout))
         lengths = bins["mask"].sum(1) if "mask" in bins else torch.diff(bins["cu_seqlens"].long())
         offsets = torch.nn.functional.pad(lengths.cumsum(0), (1, 0))
         t = count_targets(batch)
         rows = offsets[t["sample"].to(offsets.device)] + t["bin"].to(offsets.device)
-        unit = self.count_unit(self.unit_emb(_flat(batch["counts"], "unit_index")))
+        unit = self.count_unit(self.count_norm(self.unit_emb(_flat(batch["counts"], "unit_index"))))
         return ((state[rows] * unit[:, :-1]).sum(-1) + unit[:, -1]).float()
 
     def _decode(self, queries, group, q_rot, latents, lat_rot, lat_layout) -> torch.Tensor:
@@ -380,6 +417,7 @@ class POYO(nn.Module):
         if self.count_head is not None and COUNTS not in preds:
             # a batch without count queries leaves the masked-modelling parts unused; DDP needs
             # every parameter in the graph, so they join it with weight 0
-            unused = [self.count_query, *self.count_head.parameters(), *self.count_unit.parameters()]
+            heads = (self.count_read, self.count_head, self.count_norm, self.count_unit)
+            unused = [self.count_query, *(p for m in heads for p in m.parameters())]
             total = total + 0.0 * sum(p.sum() for p in unused)
         return total, parts

@@ -77,6 +77,20 @@ class RotaryTime(nn.Module):
             angles = torch.remainder(angles, 2 * math.pi).float()  # exact in float64, then small enough for float32
             return Rotation(torch.complex(torch.cos(angles), torch.sin(angles)))
 
+    def local_bump(self, height: float, min_period: float = 0.04) -> torch.Tensor:
+        """A head-sized vector ``e`` with ``(e . R(dt) e) / sqrt(head_dim) = height * mean_i cos(2 pi dt / P_i)``
+        over the rotated pairs of period ``P_i >= min_period`` s: added to every query and key
+        (see :mod:`poyo.model.layers`), it gives attention a bump of ``height`` nats around
+        ``dt = 0`` that fades within ~``min_period`` s to ~0 beyond a few hundred ms. Shorter periods
+        are left out: tokens are rarely that close in time, so their terms would only add noise."""
+        period = 2 * math.pi / self.omega[: self.num_freqs]
+        used = torch.nonzero(period >= min_period).flatten()
+        if len(used) == 0:
+            raise ValueError(f"no rotary period is >= {min_period} s (the longest is {float(period.max()):.3g} s)")
+        e = torch.zeros(self.head_dim, dtype=torch.float64)
+        e[2 * used] = math.sqrt(height * math.sqrt(self.head_dim) / len(used))
+        return e.float()
+
     def rotate(self, x: torch.Tensor, rot: Rotation) -> torch.Tensor:
         """Rotate ``x`` ``(..., N, H, D)`` by ``rot`` (first half of each head in adjacent pairs).
 
