@@ -150,15 +150,14 @@ class POYO(nn.Module):
                     nn.init.normal_(emb.weight, std=c.emb_init_scale)
 
             self.rotary = RotaryTime(c.dim_head, c.t_min, c.t_max, omega=c.rotary_omega)
-            self.enc_atn = CrossAttention(
-                c.dim,
-                self.rotary,
-                heads=c.cross_heads,
-                dim_head=c.dim_head,
-                dropout=c.atn_dropout,
-                rotate_value=True,
-                time_prior=c.time_prior,
-            )
+
+            def cross(rotate_value: bool, time_prior: float) -> CrossAttention:
+                return CrossAttention(
+                    c.dim, self.rotary, heads=c.cross_heads, dim_head=c.dim_head, dropout=c.atn_dropout,
+                    rotate_value=rotate_value, time_prior=time_prior,
+                )  # fmt: skip
+
+            self.enc_atn = cross(rotate_value=True, time_prior=c.time_prior)
             self.enc_ffn = FeedForward(c.dim, dropout=c.ffn_dropout)
             self.proc_atn = nn.ModuleList(
                 SelfAttention(
@@ -174,15 +173,7 @@ class POYO(nn.Module):
             )
             self.proc_ffn = nn.ModuleList(FeedForward(c.dim, dropout=c.ffn_dropout) for _ in range(c.depth))
             self.proc_dropout = Dropout(c.lin_dropout)
-            self.dec_atn = CrossAttention(
-                c.dim,
-                self.rotary,
-                heads=c.cross_heads,
-                dim_head=c.dim_head,
-                dropout=c.atn_dropout,
-                rotate_value=False,
-                time_prior=c.time_prior,
-            )
+            self.dec_atn = cross(rotate_value=False, time_prior=c.time_prior)
             self.dec_ffn = FeedForward(c.dim, dropout=c.ffn_dropout)
             self.readout = nn.ModuleDict({s.name: Linear(c.dim, s.out_dim) for s in specs})
             self.prompt_emb = self.count_query = self.count_read = None
@@ -194,15 +185,7 @@ class POYO(nn.Module):
                 # Each bin first reads the visible spikes near it (attention that starts local in
                 # time), then the latents: through the latents alone the counts came out as if
                 # smoothed over ~0.5 s (co-bps 0.20 against 0.30 at step 1,419, benchmarks/mtm.py set).
-                self.count_read = CrossAttention(
-                    c.dim,
-                    self.rotary,
-                    heads=c.cross_heads,
-                    dim_head=c.dim_head,
-                    dropout=c.atn_dropout,
-                    rotate_value=True,
-                    time_prior=READ_PRIOR,
-                )
+                self.count_read = cross(rotate_value=True, time_prior=READ_PRIOR)
                 self.count_head = Linear(c.dim, c.dim)  # the population state at a bin
                 # A unit's readout weights and bias, from its normalised embedding: embeddings start
                 # at std emb_init_scale, and weights that small would start the bilinear readout
