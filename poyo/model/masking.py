@@ -12,8 +12,8 @@ Four schemes, one per batch (a learned *prompt* tells the model which one it is)
 A hidden unit leaves no token at all in the input (neither spikes nor delimiters); in
 ``causal`` no token at or after the cut is kept. The model is asked for the spike count of
 each hidden (unit, ``bin_s`` bin) pair (Poisson loss): one output query per bin (the prompt
-at the bin's centre time, group ``bins``) reads the population's state from the latents,
-and each hidden unit reads its log expected count from that state through weights
+at the bin's centre time, group ``bins``) reads the visible spikes near it and then the
+latents into the population's state, and each hidden unit reads its log expected count from that state through weights
 predicted from its embedding (group ``counts``: one entry per pair).
 
 :func:`plan_mask` decides what to hide from the units' regions only, so the model
@@ -160,6 +160,16 @@ def bin_counts(
     counts = np.zeros((num_bins, num_units), np.float32)
     np.add.at(counts, (b[ok], np.asarray(spike_pos)[ok]), 1.0)
     return counts
+
+
+def region_codes(regions: np.ndarray | None, num_units: int) -> tuple[list[str], np.ndarray]:
+    """The sorted region names of a session and each unit's code (its position among them);
+    one unnamed region when there are no labels. The tokenizer emits these codes and the
+    scoring plans by them, so both must come from here."""
+    if regions is None:
+        return [""], np.zeros(num_units, np.int64)
+    names, codes = np.unique(np.asarray(regions), return_inverse=True)
+    return [str(n) for n in names], codes.reshape(-1).astype(np.int64)
 
 
 def stable_seed(*parts) -> int:

@@ -31,6 +31,7 @@ import torch
 
 from poyo.data import intervals as ivs
 from poyo.data.window import Window
+from poyo.model.masking import region_codes
 from poyo.readouts import ReadoutConfig, readouts_for
 
 SPIKE, UNIT_START, UNIT_END = 0, 1, 2
@@ -242,13 +243,8 @@ class Tokenizer:
         for name, t in targets.items():
             sample[f"target/{name}"] = t
         if self.masking:
-            regions = window.unit_regions
-            codes = (
-                np.zeros(u, np.int64)
-                if regions is None
-                else np.unique(regions, return_inverse=True)[1].astype(np.int64)
-            )
-            sample["units"] = {"index": torch.from_numpy(rows), "region": torch.from_numpy(codes.reshape(-1))}
+            codes = region_codes(window.unit_regions, u)[1]
+            sample["units"] = {"index": torch.from_numpy(rows), "region": torch.from_numpy(codes)}
             sample["duration"] = float(duration)
             sample["mask_seed"] = int(rng.integers(2**62)) if rng is not None else 0
         return sample

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from poyo.data import Dataset, SequentialFixedWindowSampler
 from poyo.data.window import Window
-from poyo.model.masking import MaskSettings, Plan, apply_mask, bin_counts, plan_mask, stable_seed
+from poyo.model.masking import MaskSettings, Plan, apply_mask, bin_counts, plan_mask, region_codes, stable_seed
 from poyo.model.poyo import COUNTS, POYO, count_targets
 from poyo.training.stitch import to_device
 
@@ -47,14 +47,6 @@ class Task(NamedTuple):
     name: str  # "co_smoothing", "forward", "intra:M1", "inter:PMd"
     scheme: str
     region: int | None  # region code (position in the session's sorted region names)
-
-
-def region_codes(regions: np.ndarray | None, num_units: int) -> tuple[list[str], np.ndarray]:
-    """The sorted region names of a session and each unit's code (what the tokenizer emits)."""
-    if regions is None:
-        return [""], np.zeros(num_units, np.int64)
-    names, codes = np.unique(np.asarray(regions), return_inverse=True)
-    return [str(n) for n in names], codes.reshape(-1).astype(np.int64)
 
 
 def session_tasks(regions: np.ndarray | None, num_units: int) -> list[Task]:
