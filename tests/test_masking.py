@@ -7,6 +7,7 @@ import torch
 
 from poyo.data import Series, UnitDropout, Window
 from poyo.model import POYO
+from poyo.model.attention import PACKED_BACKENDS, available
 from poyo.model.masking import (
     DECODE,
     PROMPTS,
@@ -20,6 +21,7 @@ from poyo.model.masking import (
 from poyo.model.poyo import COUNTS, count_targets
 from poyo.model.tokenizer import UNIT_END
 from poyo.readouts import ReadoutConfig
+from poyo.training.stitch import to_device
 
 REGIONS = np.array(["M1", "M1", "M1", "PMd", "PMd", "PMd", "PMd", "S1", "S1", "S1"])
 UNITS = np.array([f"b/s/u{i}" for i in range(len(REGIONS))])
@@ -38,9 +40,9 @@ def window(seed=0, spikes=None, session="b/s", behaviour=True):
     )  # fmt: skip
 
 
-def model():
+def model(**changes):
     return POYO(dim=32, depth=1, dim_head=16, cross_heads=1, self_heads=2, num_latents_per_step=2,
-                masked_modelling=True, unit_ids=UNITS, session_ids=["b/s", "b/t"], seed=3)  # fmt: skip
+                masked_modelling=True, unit_ids=UNITS, session_ids=["b/s", "b/t"], seed=3, **changes)  # fmt: skip
 
 
 RC = ReadoutConfig("cursor_velocity_2d", key="cursor.vel", mean=0.0, std=1.0)
@@ -172,22 +174,46 @@ def test_decode_batches_keep_everything():
     assert out["prompt"] == 0 and float(out["target/cursor_velocity_2d"]["weight"].sum()) > 0
 
 
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("scheme", SCHEMES)
-def test_packed_and_padded_predict_the_same_counts(scheme):
-    m = model().eval()
+def test_packed_and_padded_predict_the_same_counts(scheme, device):
+    """Every packed backend this device has (fp32; varlen is bf16-only) against the padded SDPA
+    reference: counts, loss and gradients, with the count read and the time prior switched on."""
+    m = model(time_prior=3.0).to(device).eval()
     tok = m.tokenizer([RC], masking=True)
     samples = [
         tok(window(i, session="b/s" if i % 2 else "b/t", behaviour=i != 1), np.random.default_rng(i)) for i in range(3)
     ]
-    packed = MaskingCollate(MaskSettings(), "packed", scheme=scheme)(samples)
-    padded = MaskingCollate(MaskSettings(), "padded", scheme=scheme)(samples)
-    with torch.no_grad():
-        a, b = m(packed), m(padded)
-    torch.testing.assert_close(a[COUNTS], b[COUNTS], atol=1e-5, rtol=1e-5)
-    la, _ = m.loss(a, packed)
-    lb, _ = m.loss(b, padded)
-    torch.testing.assert_close(la, lb, atol=1e-6, rtol=1e-6)
-    assert a["cursor_velocity_2d"].shape == (200, 2)  # the window without behaviour has no queries
+    packed = to_device(MaskingCollate(MaskSettings(), "packed", scheme=scheme)(samples), device)
+    padded = to_device(MaskingCollate(MaskSettings(), "padded", scheme=scheme)(samples), device)
+
+    def run(batch, backend):
+        m.zero_grad(set_to_none=True)
+        m.attention = backend
+        out = m(batch)
+        loss, _ = m.loss(out, batch)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
+        return out, loss.detach(), grads
+
+    ref, ref_loss, ref_grads = run(padded, "sdpa")
+    assert ref["cursor_velocity_2d"].shape == (200, 2)  # the window without behaviour has no queries
+    tried = []
+    for backend in PACKED_BACKENDS:
+        if backend == "varlen" or available(backend, torch.device(device)):
+            continue
+        out, loss, grads = run(packed, backend)
+        torch.testing.assert_close(out[COUNTS], ref[COUNTS], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(loss, ref_loss, atol=1e-6, rtol=1e-6)
+        assert grads.keys() == ref_grads.keys()
+        for n in grads:
+            scale = ref_grads[n].abs().max().clamp_min(1e-6)
+            assert (grads[n] - ref_grads[n]).abs().max() / scale < 1e-4, (backend, n)
+        tried.append(backend)
+    assert len(tried) >= 2, tried
 
 
 def test_prompts_change_the_prediction_and_unmasked_batches_use_prompt_zero():
