@@ -32,6 +32,7 @@ import sys
 from pathlib import Path
 
 from few_shot import launch  # one train.py run, its output in a log
+from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "mtm_synthetic"
@@ -86,11 +87,11 @@ def main() -> None:
     p.add_argument("--pretrain-steps", type=int, default=2000, help="supervised pretraining steps")
     p.add_argument("--adapt-steps", type=int, default=1200, help="unit identification on the held-out sessions (MtM)")
     p.add_argument(
-        "--adapt-base-lr",
+        "--adapt-lr-scale",
         type=float,
-        default=9.375e-5,
-        help="optim.base_lr of that unit identification: 3x the default (only embeddings learn; 3x scored "
-        "above 1x and 10x: see benchmarks/README.md)",
+        default=3.0,
+        help="that unit identification's learning rate, as a multiple of configs/optim/adamw.yaml's base_lr "
+        "(only embeddings learn; 3x scored above 1x and 10x: see benchmarks/README.md)",
     )
     p.add_argument("--steps", type=int, default=600, help="fine-tuning steps for few-label decoding (as from scratch)")
     p.add_argument("--scratch-steps", type=int, default=600)
@@ -127,10 +128,11 @@ def main() -> None:
                           a.out / f"pretrain_{kind}.log")  # fmt: skip
             print(f"  {s:.0f} s", flush=True)
 
+    adapt_lr = a.adapt_lr_scale * OmegaConf.load(ROOT / "configs" / "optim" / "adamw.yaml").base_lr
     print(f"adapting the MtM model to the {len(ids['held_out'])} held-out sessions (spikes only) ...", flush=True)
     run = a.out / "adapt_mtm"
     adapt = ["objective=mtm", "finetune=unit_identification", f"finetune.checkpoint={ckpt['mtm']}",
-             listing(ids["held_out"]), f"trainer.max_steps={a.adapt_steps}", f"optim.base_lr={a.adapt_base_lr}"]  # fmt: skip
+             listing(ids["held_out"]), f"trainer.max_steps={a.adapt_steps}", f"optim.base_lr={adapt_lr:.6g}"]  # fmt: skip
     launch(run, common + adapt, a.out / "adapt_mtm.log")
     masked = json.loads((run / "mtm_results.json").read_text())
     results["masked"] = masked
