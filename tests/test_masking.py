@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from poyo.data import Series, UnitDropout, Window
+from poyo.data import Series, UnitDropout, Window, collate_packed
 from poyo.model import POYO
 from poyo.model.attention import PACKED_BACKENDS, available
 from poyo.model.masking import (
@@ -21,6 +21,7 @@ from poyo.model.masking import (
 from poyo.model.poyo import COUNTS, count_targets
 from poyo.model.tokenizer import UNIT_END
 from poyo.readouts import ReadoutConfig
+from poyo.training.mtm_eval import SIGMAS_BINS, glm_features, window_counts
 from poyo.training.stitch import to_device
 from tests.helpers import assert_gradients_close
 
@@ -279,3 +280,48 @@ def test_a_bin_reads_the_spikes_near_it_from_the_start():
     near = change[(bins == 10) | (bins == 11)].mean()  # the burst's bins: 200-240 ms
     far = change[bins >= 35].mean()  # 700 ms and later (the change through the latents alone)
     assert near > 4 * far, (near, far)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_the_linear_count_read_is_the_glm_features_in_embedding_space(scheme):
+    """Before its projection, the linear read of a bin is the GLM baseline's features (each
+    visible unit's counts smoothed with each kernel over the bins the input holds) weighted
+    by the units' normalised embeddings and divided by sqrt(visible units); hidden spikes
+    never enter it (the causal part after the cut included)."""
+    m, st = model(), MaskSettings()
+    assert m.config.count_kernels == tuple(s * st.bin_s for s in SIGMAS_BINS)
+    w = window(0)
+    s = sample(w, m)
+    p = plan(scheme)
+    seen = {}
+    hook = m.rate_read.register_forward_hook(lambda mod, args, out: seen.update(x=args[0]))
+    with torch.no_grad():
+        m(collate_packed([apply_mask(s, p, st)]))
+    hook.remove()
+    feats = glm_features(window_counts(w, st), p)  # (predicted bins, kernels x visible units)
+    with torch.no_grad():
+        emb = m.rate_norm(m.unit_emb(s["units"]["index"][torch.from_numpy(p.visible)])).double().numpy()
+    k, v = len(SIGMAS_BINS), int(p.visible.sum())
+    expected = np.concatenate([f @ emb for f in np.split(feats, k, axis=1)], axis=1) / np.sqrt(v)
+    got = seen["x"].double().numpy()[p.first_bin :]
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_count_read_drop_leaves_out_the_linear_read_in_some_training_batches_only():
+    """In training, a batch's counts come either with the linear read or without it (about
+    ``count_read_drop`` of batches), whole batches at a time; in evaluation, always with it."""
+    m = model(ffn_dropout=0.0, lin_dropout=0.0, atn_dropout=0.0, count_read_drop=0.5)
+    batch = collate_packed([apply_mask(sample(window(0), m), plan("neuron"), MaskSettings())])
+    with torch.no_grad():
+        m.eval()
+        full = m(batch)[COUNTS]
+        m.rate_read.weight.zero_(), m.rate_read.bias.zero_()
+        without = m(batch)[COUNTS]
+        assert not torch.allclose(full, without)
+    m = model(ffn_dropout=0.0, lin_dropout=0.0, atn_dropout=0.0, count_read_drop=0.5)
+    torch.manual_seed(0)
+    m.train()
+    with torch.no_grad():
+        seen = [m(batch)[COUNTS] for _ in range(40)]
+    kinds = [0 if torch.allclose(s, full) else 1 if torch.allclose(s, without) else 2 for s in seen]
+    assert 2 not in kinds and 10 <= kinds.count(1) <= 30, kinds

@@ -270,6 +270,27 @@ def test_exact_rotary_frequencies_replace_the_computed_ones():
         POYOConfig(dim_head=8, rotary_omega=[1.0])
 
 
+@pytest.mark.parametrize("kernels", [(0.0,), (-0.1, 0.2), (0.02, 0.02), (1e3,)])
+def test_bad_count_kernels_are_refused_by_name(kernels):
+    with pytest.raises(ValueError, match="count_kernels"):
+        POYOConfig(count_kernels=kernels)
+
+
+@pytest.mark.parametrize("drop", [-0.1, 1.0])
+def test_bad_count_read_drop_is_refused_by_name(drop):
+    with pytest.raises(ValueError, match="count_read_drop"):
+        POYOConfig(count_read_drop=drop)
+
+
+def test_count_kernels_add_weights_only_to_masked_modelling_models():
+    plain = POYO(**TINY, unit_ids=["a/b/u0"], session_ids=["a/b"])
+    assert plain.rate_read is None and not [n for n, _ in plain.named_parameters() if n.startswith("rate_")]
+    off = POYO(**TINY, masked_modelling=True, count_kernels=[], unit_ids=["a/b/u0"], session_ids=["a/b"])
+    assert off.rate_read is None
+    on = POYO(**TINY, masked_modelling=True, count_kernels=[0.01, 0.1], unit_ids=["a/b/u0"], session_ids=["a/b"])
+    assert on.config.count_kernels == (0.01, 0.1) and on.rate_read.in_features == 2 * TINY["dim"]
+
+
 def test_time_prior_is_checked_saved_and_off_by_default(tmp_path):
     """time_prior = 0 adds no parameter (published POYO weights load as before); > 0 adds one
     query and one key vector per attention, which a saved model keeps."""

@@ -63,6 +63,30 @@ def test_saved_model_loads_ready_and_predicts_the_same(dataset, tmp_path):
         assert torch.equal(predict(loaded, batch_for(dataset, loaded)), before)
 
 
+def test_masked_modelling_models_saved_before_count_kernels_load_without_them(dataset, tmp_path):
+    """An MtM model saved before ``count_kernels`` existed has no such setting nor weights: it
+    loads as it was (no linear count read); a model saved now keeps its kernels."""
+    old = POYO(
+        **TINY, masked_modelling=True, count_kernels=(), unit_ids=dataset.unit_ids, session_ids=dataset.session_ids
+    )
+    path = save_pretrained(old, tmp_path / "old.pt")
+    raw = torch.load(path, weights_only=True)
+    del raw["model"]["count_kernels"]
+    torch.save(raw, path)
+    loaded = load_pretrained(path)
+    assert loaded.config.count_kernels == () and loaded.rate_read is None
+    new = POYO(**TINY, masked_modelling=True, unit_ids=dataset.unit_ids, session_ids=dataset.session_ids)
+    again = load_pretrained(save_pretrained(new, tmp_path / "new.pt"))
+    assert again.config.count_kernels == (0.02, 0.08, 0.24) and again.rate_read is not None
+    for name, value in new.state_dict().items():
+        same = (
+            torch.equal(value, again.state_dict()[name])
+            if isinstance(value, torch.Tensor)
+            else value == again.state_dict()[name]
+        )
+        assert same, name
+
+
 def test_load_pretrained_errors_name_the_file_and_the_problem(dataset, tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint at .*missing.pt"):
         load_pretrained(tmp_path / "missing.pt")

@@ -31,6 +31,14 @@ class POYOConfig:
         :mod:`poyo.model.masking`): a prompt embedding per masking scheme (added to the
         latents and queries), a query per time bin that reads the spikes near it and the
         latents, and a per-unit readout of its log spike count from the unit's embedding.
+    count_kernels: with ``masked_modelling``, widths (s, Gaussian sd) over which the visible
+        spikes' counts are also smoothed and read *linearly* into each bin's state (the
+        binned-count input of NDT and MtM): attention averages over spikes and so loses how
+        many there were. Empty: none (checkpoints saved before it existed).
+    count_read_drop: in training, the fraction of masked batches whose count state goes
+        without that linear read, so the latents still learn to carry the counts: with the
+        read always on (0), an MtM backbone fine-tuned on behaviour did no better than one
+        trained from scratch (``benchmarks/README.md``).
     time_prior: height (nats) of a learned relative-time bump every attention starts with
         (:mod:`poyo.model.layers`), so that attention is local in time from the first step;
         0 (the published POYO, and checkpoints saved before it existed): none.
@@ -58,6 +66,8 @@ class POYOConfig:
     rotary_omega: Sequence[float] | None = None
     masked_modelling: bool = False
     time_prior: float = 0.0
+    count_kernels: Sequence[float] = (0.02, 0.08, 0.24)
+    count_read_drop: float = 0.5
 
     def __post_init__(self):
         for name in ("dim", "depth", "num_latents_per_step", "cross_heads", "self_heads", "dim_head"):
@@ -66,7 +76,7 @@ class POYOConfig:
                 raise ValueError(
                     f"{name} must be a {'non-negative' if least == 0 else 'positive'} integer, got {value!r}"
                 )
-        for name in ("ffn_dropout", "lin_dropout", "atn_dropout"):
+        for name in ("ffn_dropout", "lin_dropout", "atn_dropout", "count_read_drop"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if not self.latent_step > 0:
@@ -86,10 +96,15 @@ class POYOConfig:
             "ffn_dropout",
             "lin_dropout",
             "atn_dropout",
+            "count_read_drop",
             "emb_init_scale",
         ):
             object.__setattr__(self, name, float(getattr(self, name)))
         object.__setattr__(self, "readouts", tuple(str(r) for r in readouts))
+        kernels = tuple(float(k) for k in self.count_kernels)
+        if not all(0 < k < 100 for k in kernels) or len(set(kernels)) != len(kernels):
+            raise ValueError(f"count_kernels must be distinct widths in (0, 100) s, got {list(self.count_kernels)}")
+        object.__setattr__(self, "count_kernels", kernels)
         if self.window_length is not None:
             if not self.window_length > 0:
                 raise ValueError(f"window_length must be > 0 s, got {self.window_length}")
@@ -104,7 +119,7 @@ class POYOConfig:
 
     def to_dict(self) -> dict:
         """Plain values (what checkpoints store; loads with ``torch.load(weights_only=True)``)."""
-        out = {**asdict(self), "readouts": list(self.readouts)}
+        out = {**asdict(self), "readouts": list(self.readouts), "count_kernels": list(self.count_kernels)}
         out["rotary_omega"] = None if self.rotary_omega is None else list(self.rotary_omega)
         return out
 

@@ -13,8 +13,10 @@ A hidden unit leaves no token at all in the input (neither spikes nor delimiters
 ``causal`` no token at or after the cut is kept. The model is asked for the spike count of
 each hidden (unit, ``bin_s`` bin) pair (Poisson loss): one output query per bin (the prompt
 at the bin's centre time, group ``bins``) reads the visible spikes near it and then the
-latents into the population's state, and each hidden unit reads its log expected count from that state through weights
-predicted from its embedding (group ``counts``: one entry per pair).
+latents into the population's state, to which a linear read of the visible counts smoothed
+around the bin is added (``POYOConfig.count_kernels``); each hidden unit reads its log
+expected count from that state through weights predicted from its embedding (group
+``counts``: one entry per pair).
 
 :func:`plan_mask` decides what to hide from the units' regions only, so the model
 (:func:`apply_mask` on tokenized samples) and the baselines (:mod:`poyo.training.mtm_eval`,
@@ -180,8 +182,8 @@ def stable_seed(*parts) -> int:
 def apply_mask(sample: dict, plan: Plan, settings: MaskSettings) -> dict:
     """A tokenized sample (made by a tokenizer with ``masking=True``) with ``plan`` applied:
     hidden tokens removed from ``input``, a ``bins`` group (one query per bin of the window)
-    and a ``counts`` group (the hidden (unit, bin) pairs and their spike counts), ``prompt``
-    set, behaviour targets silenced in masked samples (weights 0: behaviour is learnt from
+    and a ``counts`` group (the hidden (unit, bin) pairs and their spike counts), ``bin_s``
+    and ``seen_bins`` (bins before the causal cut; all otherwise), ``prompt`` set, behaviour targets silenced in masked samples (weights 0: behaviour is learnt from
     unmasked windows)."""
     from poyo.model.tokenizer import SPIKE, UNIT_END
 
@@ -210,6 +212,8 @@ def apply_mask(sample: dict, plan: Plan, settings: MaskSettings) -> dict:
     tu = np.flatnonzero(plan.target)
     bins = np.arange(plan.first_bin, n_bins)
     out["bins"] = {"timestamps": torch.from_numpy((np.arange(n_bins) + 0.5) * settings.bin_s)}
+    out["bin_s"] = float(settings.bin_s)
+    out["seen_bins"] = plan.first_bin or n_bins  # bins whose spikes the input may hold (the causal cut)
     out["counts"] = {
         "unit_index": torch.from_numpy(np.repeat(rows[tu], len(bins))),
         "counts": torch.from_numpy(np.ascontiguousarray(counts[bins][:, tu].T).reshape(-1)),

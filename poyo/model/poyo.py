@@ -20,7 +20,7 @@ from poyo.model.config import POYOConfig
 from poyo.model.layers import CrossAttention, Dropout, FeedForward, Linear, SelfAttention
 from poyo.model.masking import PROMPTS
 from poyo.model.rotary import RotaryTime
-from poyo.model.tokenizer import NUM_TOKEN_TYPES, Tokenizer
+from poyo.model.tokenizer import NUM_TOKEN_TYPES, SPIKE, UNIT_START, Tokenizer
 from poyo.model.vocab import VocabEmbedding
 from poyo.readouts import ReadoutConfig, get_readout, readout_loss
 
@@ -177,7 +177,7 @@ class POYO(nn.Module):
             self.dec_ffn = FeedForward(c.dim, dropout=c.ffn_dropout)
             self.readout = nn.ModuleDict({s.name: Linear(c.dim, s.out_dim) for s in specs})
             self.prompt_emb = self.count_query = self.count_read = None
-            self.count_head = self.count_norm = self.count_unit = None
+            self.count_head = self.count_norm = self.count_unit = self.rate_norm = self.rate_read = None
             if c.masked_modelling:
                 self.prompt_emb = nn.Embedding(len(PROMPTS), c.dim)
                 nn.init.normal_(self.prompt_emb.weight, std=c.emb_init_scale)
@@ -195,6 +195,10 @@ class POYO(nn.Module):
                 nn.init.normal_(self.count_unit.weight, std=COUNT_INIT / c.dim)
                 nn.init.zeros_(self.count_unit.bias)
                 nn.init.constant_(self.count_unit.bias[-1], -2.0)  # ~0.14 spikes per bin: a typical start
+                self.rate_norm = self.rate_read = None
+                if c.count_kernels:  # the visible counts, smoothed, read linearly (_smoothed_counts)
+                    self.rate_norm = nn.LayerNorm(c.dim)
+                    self.rate_read = Linear(len(c.count_kernels) * c.dim, c.dim)
         self.attention = attention
         # How each head's targets were normalised and weighted when the model was trained
         # (ReadoutConfigs); set by training and by load_pretrained, used by tokenizer().
@@ -352,10 +356,50 @@ class POYO(nn.Module):
         state = self.count_head(self._decode(q, bins, bin_rot, latents, lat_rot, lat_layout))
         lengths = bins["mask"].sum(1) if "mask" in bins else torch.diff(bins["cu_seqlens"].long())
         offsets = torch.nn.functional.pad(lengths.cumsum(0), (1, 0))
+        if self.rate_read is not None:
+            read = self._smoothed_counts(batch, lengths, offsets).to(state.dtype)
+            if self.training and self.config.count_read_drop > 0:  # times 0, not skipped: DDP wants every weight used
+                read = read * (torch.rand((), device=read.device) >= self.config.count_read_drop).to(read.dtype)
+            state = state + read
         t = count_targets(batch)
         rows = offsets[t["sample"].to(offsets.device)] + t["bin"].to(offsets.device)
         unit = self.count_unit(self.count_norm(self.unit_emb(_flat(batch["counts"], "unit_index"))))
         return ((state[rows] * unit[:, :-1]).sum(-1) + unit[:, -1]).float()
+
+    def _smoothed_counts(self, batch, lengths: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """A linear read of the visible spike counts near each bin ``(bins in the batch, dim)``.
+
+        Each visible spike adds its unit's normalised embedding to its bin; the bins are smoothed
+        with a Gaussian of each width in ``config.count_kernels`` (normalised by the kernel's
+        weight on the bins the input can hold: before the causal cut), summed over units
+        divided by sqrt(visible units), and projected. So a bin's state can grow with how many
+        spikes fell near it, which attention's weighted average cannot show; this is the
+        low-rank form of a GLM on the other units' smoothed counts."""
+        inp = batch["input"]
+        token_type, times = _flat(inp, "token_type"), _flat(inp, "timestamps")
+        sample = inp["mask"].nonzero()[:, 0] if "mask" in inp else inp["batch_index"].to(times.device)
+        n_samples, n_max = len(lengths), int(lengths.max())
+        bin_s = batch["bin_s"].to(times.device, torch.float64)
+        seen = batch["seen_bins"].to(times.device).long().clamp(max=lengths)
+        b = torch.floor(times.double() / bin_s[sample] + 1e-6).long()
+        spike = (token_type == SPIKE) & (b >= 0) & (b < seen[sample])
+        emb = self.rate_norm(self.unit_emb(_flat(inp, "unit_index")[spike]))
+        grid = emb.new_zeros(n_samples * n_max, emb.shape[-1])
+        grid = grid.index_add(0, sample[spike] * n_max + b[spike], emb).view(n_samples, n_max, -1)
+        visible_units = torch.bincount(sample[token_type == UNIT_START], minlength=n_samples)
+        grid = grid / visible_units.clamp_min(1).to(grid.dtype).sqrt()[:, None, None]
+        j = torch.arange(n_max, device=grid.device)
+        in_view = (j[None, :] < seen[:, None]).to(grid.dtype)  # (samples, bins)
+        d = (j[:, None] - j[None, :]).to(torch.float64)
+        feats = []
+        for width in self.config.count_kernels:
+            k = torch.exp(-0.5 * (d[None] * bin_s[:, None, None] / width) ** 2).to(grid.dtype)  # (samples, i, j)
+            k = k * in_view[:, None, :]
+            k = k / k.sum(-1, keepdim=True).clamp_min(1e-6)
+            feats.append(k @ grid)
+        feats = torch.cat(feats, -1)  # (samples, n_max, kernels * dim)
+        rows = torch.arange(n_max, device=grid.device)[None, :] < lengths[:, None].to(grid.device)
+        return self.rate_read(feats[rows])
 
     def _decode(self, queries, group, q_rot, latents, lat_rot, lat_layout) -> torch.Tensor:
         """Queries cross-attend to the latents; returns their outputs without padding ``(n, dim)``.
@@ -400,7 +444,7 @@ class POYO(nn.Module):
         if self.count_head is not None and COUNTS not in preds:
             # a batch without count queries leaves the masked-modelling parts unused; DDP needs
             # every parameter in the graph, so they join it with weight 0
-            heads = (self.count_read, self.count_head, self.count_norm, self.count_unit)
-            unused = [self.count_query, *(p for m in heads for p in m.parameters())]
+            heads = (self.count_read, self.count_head, self.count_norm, self.count_unit, self.rate_norm, self.rate_read)
+            unused = [self.count_query, *(p for m in heads if m is not None for p in m.parameters())]
             total = total + 0.0 * sum(p.sum() for p in unused)
         return total, parts

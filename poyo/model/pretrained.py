@@ -133,6 +133,7 @@ def load_pretrained(path, *, map_location="cpu") -> POYO:
     ckpt = safe_load(path, map_location)
     settings, readouts, state_dict = _unpack(path, ckpt)
     features = _unit_features(path, ckpt.get("unit_features"))  # model.pt and train.py checkpoints alike
+    settings = {"count_kernels": [], **settings}  # saved before count kernels existed: none
     config = POYOConfig.from_dict(settings, source=str(path))
     try:  # first: a readout declared in the checkpoint (dim, kind) is registered before the model needs it
         configs = [ReadoutConfig(**r) for r in readouts]
