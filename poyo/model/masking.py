@@ -183,8 +183,8 @@ def apply_mask(sample: dict, plan: Plan, settings: MaskSettings) -> dict:
     """A tokenized sample (made by a tokenizer with ``masking=True``) with ``plan`` applied:
     hidden tokens removed from ``input``, a ``bins`` group (one query per bin of the window)
     and a ``counts`` group (the hidden (unit, bin) pairs and their spike counts), ``bin_s``
-    and ``seen_bins`` (bins before the causal cut; all otherwise), ``prompt`` set, behaviour targets silenced in masked samples (weights 0: behaviour is learnt from
-    unmasked windows)."""
+    and ``seen_bins`` (bins before the causal cut; all otherwise), ``prompt`` set, behaviour
+    targets silenced in masked samples (weights 0: behaviour is learnt from unmasked windows)."""
     from poyo.model.tokenizer import SPIKE, UNIT_END
 
     units = sample["units"]

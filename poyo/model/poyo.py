@@ -195,7 +195,6 @@ class POYO(nn.Module):
                 nn.init.normal_(self.count_unit.weight, std=COUNT_INIT / c.dim)
                 nn.init.zeros_(self.count_unit.bias)
                 nn.init.constant_(self.count_unit.bias[-1], -2.0)  # ~0.14 spikes per bin: a typical start
-                self.rate_norm = self.rate_read = None
                 if c.count_kernels:  # the visible counts, smoothed, read linearly (_smoothed_counts)
                     self.rate_norm = nn.LayerNorm(c.dim)
                     self.rate_read = Linear(len(c.count_kernels) * c.dim, c.dim)
@@ -348,7 +347,8 @@ class POYO(nn.Module):
         per bin reads the visible spikes near it, then the latents, into a state; each unit
         reads that state through weights and a bias predicted from its (normalised) embedding
         (a bilinear readout, as NDT's per-unit linear readout but shared across sessions
-        through the embeddings)."""
+        through the embeddings). The state also holds a linear read of the visible counts
+        (:meth:`_smoothed_counts`), left out of ``count_read_drop`` of the training batches."""
         bins = batch["bins"]
         q = self.count_query.expand(*bins["timestamps"].shape, -1) + _per_token(bins, prompt)
         bin_rot = self.rotary(bins["timestamps"])
@@ -357,8 +357,9 @@ class POYO(nn.Module):
         lengths = bins["mask"].sum(1) if "mask" in bins else torch.diff(bins["cu_seqlens"].long())
         offsets = torch.nn.functional.pad(lengths.cumsum(0), (1, 0))
         if self.rate_read is not None:
-            read = self._smoothed_counts(batch, lengths, offsets).to(state.dtype)
-            if self.training and self.config.count_read_drop > 0:  # times 0, not skipped: DDP wants every weight used
+            read = self._smoothed_counts(batch, lengths).to(state.dtype)
+            if self.training and self.config.count_read_drop > 0:
+                # drawn from torch's generator, as dropout is; times 0, not skipped: DDP wants every weight used
                 read = read * (torch.rand((), device=read.device) >= self.config.count_read_drop).to(read.dtype)
             state = state + read
         t = count_targets(batch)
@@ -366,7 +367,7 @@ class POYO(nn.Module):
         unit = self.count_unit(self.count_norm(self.unit_emb(_flat(batch["counts"], "unit_index"))))
         return ((state[rows] * unit[:, :-1]).sum(-1) + unit[:, -1]).float()
 
-    def _smoothed_counts(self, batch, lengths: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    def _smoothed_counts(self, batch, lengths: torch.Tensor) -> torch.Tensor:
         """A linear read of the visible spike counts near each bin ``(bins in the batch, dim)``.
 
         Each visible spike adds its unit's normalised embedding to its bin; the bins are smoothed
