@@ -120,6 +120,11 @@ def test_resuming_with_other_settings_lists_every_difference():
         and "seed: 0 in the checkpoint, 3 now" in text
     )
     assert "target normalisation" in text and "10.0" in text and "7.0" in text
+    # a checkpoint from before optim.eps existed ran with 1e-6: it resumes with that, not with another
+    old = {**saved, "config": {**cfg, "optim": {k: v for k, v in cfg["optim"].items() if k != "eps"}}}
+    assert resume_problems(old, cfg, readouts) == []
+    bigger = OmegaConf.to_container(settings(**{"optim.eps": 1e-4}), resolve=True)
+    assert [p for p in resume_problems(old, bigger, readouts) if p.startswith("optim: ")]
 
 
 # --- checkpoints ------------------------------------------------------------------------------

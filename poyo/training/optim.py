@@ -146,6 +146,9 @@ class OptimConfig:
         weight_decay: decoupled weight decay, for every parameter.
         constant_fraction: the share of the steps run at the peak lr ...
         final_factor: ... before a cosine down to this fraction of it.
+        eps: added to the root of the second moment (Adam, LAMB). A weight whose gradient is
+            far below it moves by less than lr: a larger eps damps steps driven by gradients
+            that are rounding noise (tests/test_ddp.py compares two summation orders with 1e-4).
         mode: ``"poyo"`` (default), or ``"torch_brain"`` to follow torch_brain's recipe exactly
             (LAMB only): ``SparseLamb``'s handling of absent vocabulary rows (see :class:`Lamb`),
             and PyTorch's ``OneCycleLR``, whose learning rates follow the same schedule (its
@@ -157,6 +160,7 @@ class OptimConfig:
     weight_decay: float = 1e-4
     constant_fraction: float = 0.5
     final_factor: float = 1e-4
+    eps: float = 1e-6
     mode: str = "poyo"
 
     def __post_init__(self):
@@ -164,6 +168,8 @@ class OptimConfig:
             raise ValueError(f"unknown optimizer {self.name!r}; choose 'lamb' or 'adamw'")
         if not self.base_lr > 0 or not self.weight_decay >= 0:
             raise ValueError(f"need base_lr > 0 and weight_decay >= 0, got {self.base_lr}, {self.weight_decay}")
+        if not 0 < self.eps < 1:
+            raise ValueError(f"optim.eps must be in (0, 1), got {self.eps}")
         if not (0 <= self.constant_fraction <= 1 and 0 <= self.final_factor <= 1):
             raise ValueError(
                 f"constant_fraction and final_factor must be in [0, 1], got {self.constant_fraction}, {self.final_factor}"
@@ -186,7 +192,9 @@ class OptimConfig:
     def build(self, model: nn.Module, *, global_batch_size: int, total_steps: int):
         """The optimiser and its per-step ``LambdaLR`` schedule for ``total_steps`` steps."""
         lr = self.peak_lr(global_batch_size)
-        opt = build_optimizer(model, name=self.name, lr=lr, weight_decay=self.weight_decay, mode=self.mode)
+        opt = build_optimizer(
+            model, name=self.name, lr=lr, weight_decay=self.weight_decay, eps=self.eps, mode=self.mode
+        )
         if self.mode == "torch_brain":  # torch_brain's scheduler itself: same lr, and beta1 cycled
             one_cycle = torch.optim.lr_scheduler.OneCycleLR(
                 opt, max_lr=lr, total_steps=total_steps, pct_start=self.constant_fraction, anneal_strategy="cos",
