@@ -224,15 +224,15 @@ def test_prompts_change_the_prediction_and_unmasked_batches_use_prompt_zero():
         base = m(batch)[COUNTS]
         m.prompt_emb.weight[PROMPTS.index("neuron")] += 1.0
         assert not torch.allclose(m(batch)[COUNTS], base)
-        plain = m.tokenizer([RC])(window(0))  # a supervised batch: prompt 0 and no count queries
-        from poyo.data import collate_packed
-
-        out = m(collate_packed([plain]))
+    plain = m.tokenizer([RC])(window(0))  # a supervised batch: prompt 0 and no count queries
+    out = m(collate_packed([plain]))
     assert COUNTS not in out
     loss, _ = m.loss(out, collate_packed([plain]))
     loss.backward()
-    assert m.count_head.weight.grad is not None  # in the graph (DDP), with zero gradient
-    assert float(m.count_head.weight.grad.abs().sum()) == 0.0
+    # every parameter is in the graph (DDP wants that); the masked-modelling ones with zero gradient
+    assert [n for n, p in m.named_parameters() if p.grad is None] == []
+    for name in ("count_query", "count_head.weight", "count_read.to_q.weight", "rate_read.weight", "rate_norm.weight"):
+        assert float(dict(m.named_parameters())[name].grad.abs().sum()) == 0.0, name
 
 
 def test_models_without_a_count_head_refuse_masked_batches():

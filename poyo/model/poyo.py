@@ -178,6 +178,7 @@ class POYO(nn.Module):
             self.readout = nn.ModuleDict({s.name: Linear(c.dim, s.out_dim) for s in specs})
             self.prompt_emb = self.count_query = self.count_read = None
             self.count_head = self.count_norm = self.count_unit = self.rate_norm = self.rate_read = None
+            before = {name for name, _ in self.named_parameters()}
             if c.masked_modelling:
                 self.prompt_emb = nn.Embedding(len(PROMPTS), c.dim)
                 nn.init.normal_(self.prompt_emb.weight, std=c.emb_init_scale)
@@ -198,6 +199,8 @@ class POYO(nn.Module):
                 if c.count_kernels:  # the visible counts, smoothed, read linearly (_smoothed_counts)
                     self.rate_norm = nn.LayerNorm(c.dim)
                     self.rate_read = Linear(len(c.count_kernels) * c.dim, c.dim)
+            # what a batch without count queries leaves unused (loss() keeps it in the graph for DDP)
+            self._count_path = tuple(name for name, _ in self.named_parameters() if name not in before)
         self.attention = attention
         # How each head's targets were normalised and weighted when the model was trained
         # (ReadoutConfigs); set by training and by load_pretrained, used by tokenizer().
@@ -442,10 +445,9 @@ class POYO(nn.Module):
             denominator = global_mean_weight(t["weight"].sum())
             parts[name] = readout_loss(get_readout(name), pred, t["values"], t["weight"], denominator)
         total = sum(parts.values())
-        if self.count_head is not None and COUNTS not in preds:
+        if self._count_path and COUNTS not in preds:
             # a batch without count queries leaves the masked-modelling parts unused; DDP needs
             # every parameter in the graph, so they join it with weight 0
-            heads = (self.count_read, self.count_head, self.count_norm, self.count_unit, self.rate_norm, self.rate_read)
-            unused = [self.count_query, *(p for m in heads if m is not None for p in m.parameters())]
-            total = total + 0.0 * sum(p.sum() for p in unused)
+            params = dict(self.named_parameters())
+            total = total + 0.0 * sum(params[name].sum() for name in self._count_path)
         return total, parts
