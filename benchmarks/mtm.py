@@ -14,7 +14,8 @@ pretraining, animal d is held out. This script runs ``train.py`` to:
    objective=mtm``, 1,200 steps at 3x the base learning rate: only the new units' embeddings
    learn, from spikes alone) and score, on their test trials, co-smoothing, forward prediction
    and intra-/inter-region prediction in bits per spike beside the GLM and mean-rate baselines
-   (fitted on the same training split);
+   (fitted on the same training split), with the model's own readout and with a readout of its
+   state fitted per task as the GLM's is ("fitted");
 4. decode behaviour on the 2 held-out sessions with behaviour from their first 30 s / 2 min
    of labels: fine-tuning the MtM model and the supervised model alike (``finetune=full``),
    training from scratch, and the linear decoders every run prints (window-matched ridge and
@@ -67,12 +68,13 @@ def listing(ids: list[str]) -> str:
 
 
 def masked_table(summary: dict) -> str:
-    head = f"{'metric':<18} {'POYO-MtM':>9} {'GLM':>9} {'mean rate':>9}   (bits per spike, mean over held-out sessions)"
+    methods = ("model", "model_fitted", "glm", "mean_rate")
+    head = f"{'metric':<18} {'POYO-MtM':>9} {'fitted':>9} {'GLM':>9} {'mean rate':>9}   (bits per spike, mean over held-out sessions)"
     lines = [head]
     for label in ("co-bps", "forward bps", "intra-region bps", "inter-region bps"):
         rows = [per[label] for per in summary.values() if label in per]
         if rows:
-            cells = " ".join(f"{statistics.mean(r[m] for r in rows):>9.3f}" for m in ("model", "glm", "mean_rate"))
+            cells = " ".join(f"{statistics.mean(r.get(m, float('nan')) for r in rows):>9.3f}" for m in methods)
             lines.append(f"{label:<18} {cells}")
     return "\n".join(lines)
 

@@ -18,7 +18,7 @@ from poyo.model.masking import (
     bin_counts,
     plan_mask,
 )
-from poyo.model.poyo import COUNTS, count_targets
+from poyo.model.poyo import COUNT_STATE, COUNTS, count_targets
 from poyo.model.tokenizer import UNIT_END
 from poyo.readouts import ReadoutConfig
 from poyo.training.mtm_eval import SIGMAS_BINS, glm_features, window_counts
@@ -224,15 +224,37 @@ def test_prompts_change_the_prediction_and_unmasked_batches_use_prompt_zero():
         base = m(batch)[COUNTS]
         m.prompt_emb.weight[PROMPTS.index("neuron")] += 1.0
         assert not torch.allclose(m(batch)[COUNTS], base)
-    plain = m.tokenizer([RC])(window(0))  # a supervised batch: prompt 0 and no count queries
-    out = m(collate_packed([plain]))
+    plain = collate_packed([m.tokenizer([RC])(window(0))])  # a supervised batch: prompt 0 and no count queries
+    out = m(plain)
     assert COUNTS not in out
-    loss, _ = m.loss(out, collate_packed([plain]))
+    loss, _ = m.loss(out, plain)
     loss.backward()
     # every parameter is in the graph (DDP wants that); the masked-modelling ones with zero gradient
     assert [n for n, p in m.named_parameters() if p.grad is None] == []
     for name in ("count_query", "count_head.weight", "count_read.to_q.weight", "rate_read.weight", "rate_norm.weight"):
-        assert float(dict(m.named_parameters())[name].grad.abs().sum()) == 0.0, name
+        assert float(m.get_parameter(name).grad.abs().sum()) == 0.0, name
+
+
+@pytest.mark.parametrize("layout", ["packed", "padded"])
+def test_count_state_is_what_the_counts_are_read_from(layout):
+    """forward(count_state=True) returns each bin's state (window by window, bins in order),
+    and every predicted log count is that state read through its unit's weights and bias."""
+    m = model(time_prior=3.0).eval()
+    tok = m.tokenizer([RC], masking=True)
+    samples = [tok(window(i), np.random.default_rng(i)) for i in range(2)]
+    batch = MaskingCollate(MaskSettings(), layout, scheme="causal")(samples)
+    with torch.no_grad():
+        out = m(batch, count_state=True)
+        plain = m(batch)
+        unit = m.count_unit(m.count_norm(m.unit_emb(count_targets(batch)["unit_index"])))
+    state, t = out[COUNT_STATE], count_targets(batch)
+    assert state.shape == (2 * 50, 32) and COUNT_STATE not in plain
+    rows = t["sample"] * 50 + t["bin"]
+    torch.testing.assert_close((state[rows] * unit[:, :-1]).sum(-1) + unit[:, -1], out[COUNTS], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out[COUNTS], plain[COUNTS])
+    assert torch.equal(m.loss(out, batch)[0], m.loss(plain, batch)[0])  # the state carries no loss
+    with pytest.raises(ValueError, match="count_state=True needs a masked batch"):
+        m(collate_packed([m.tokenizer([RC])(window(0))]), count_state=True)
 
 
 def test_models_without_a_count_head_refuse_masked_batches():

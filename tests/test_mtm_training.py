@@ -3,6 +3,7 @@ behaviour, in both layouts; scores every task beside the baselines; the pretrain
 fine-tunes on behaviour; bad settings are refused."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -44,7 +45,8 @@ def test_mtm_run_scores_every_task_beside_both_baselines(mtm_run):
     for per in results["summary"].values():
         assert set(per) == {"co-bps", "forward bps", "intra-region bps", "inter-region bps"}
         for v in per.values():
-            assert {"model", "glm", "mean_rate", "spikes"} <= set(v) and v["spikes"] > 0
+            assert {"model", "model_fitted", "glm", "mean_rate", "spikes"} <= set(v) and v["spikes"] > 0
+            assert all(math.isfinite(v[m]) for m in ("model", "model_fitted", "glm", "mean_rate"))
     for tasks in results["tasks"].values():
         assert {"inter:M1", "inter:PMd", "inter:S1", "intra:M1", "co_smoothing", "forward"} <= set(tasks)
     assert "Masked modelling on the test split" in out.stdout and "mean over sessions" in out.stdout

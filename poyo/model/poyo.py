@@ -44,6 +44,7 @@ def _flat(group: Mapping, field: str) -> torch.Tensor:
 
 
 COUNTS = "spike_counts"  # the prediction of masked modelling's (unit, bin) queries
+COUNT_STATE = "count_state"  # forward(count_state=True): the state each bin's counts are read from
 READ_PRIOR = 8.0  # nats: how local in time a count bin's read of the spikes starts (RotaryTime.local_bump)
 COUNT_INIT = 0.5  # initial spread (sd) of a unit's log rate per unit of spread of the state it reads
 
@@ -80,11 +81,12 @@ def targets(batch: Mapping, name: str) -> dict[str, torch.Tensor]:
 
 def count_targets(batch: Mapping) -> dict[str, torch.Tensor]:
     """The ``counts`` group of a masked batch flattened to line up with ``model(batch)["spike_counts"]``:
-    ``counts``, ``unit_position`` (in its window), ``bin``, and ``sample`` (row of the batch)."""
+    ``counts``, ``unit_index`` (vocabulary row), ``unit_position`` (in its window), ``bin``, and
+    ``sample`` (row of the batch)."""
     if "counts" not in batch:
         raise KeyError("batch has no 'counts' group: it was not made by poyo.model.masking.MaskingCollate")
     group = batch["counts"]
-    out = {f: _flat(group, f) for f in ("counts", "unit_position", "bin")}
+    out = {f: _flat(group, f) for f in ("counts", "unit_index", "unit_position", "bin")}
     out["sample"] = group["mask"].nonzero()[:, 0] if "mask" in group else group["batch_index"]
     return out
 
@@ -288,8 +290,10 @@ class POYO(nn.Module):
         )
 
     # --- forward -------------------------------------------------------------------------
-    def forward(self, batch: Mapping) -> dict[str, torch.Tensor]:
-        """Predictions per readout for a collated batch (padded or packed)."""
+    def forward(self, batch: Mapping, *, count_state: bool = False) -> dict[str, torch.Tensor]:
+        """Predictions per readout for a collated batch (padded or packed). ``count_state``: also
+        return, under ``"count_state"``, the state every bin of a masked batch reads its counts
+        from ``(bins in the batch, dim)`` (each window's bins in order), e.g. to fit another readout."""
         for key in ("input", "latent", "output"):
             if key not in batch:
                 raise KeyError(f"batch has no '{key}' group: was it made by POYO.tokenizer() and a poyo.data collate?")
@@ -336,8 +340,12 @@ class POYO(nn.Module):
             latents = latents + self.proc_dropout(ffn(latents))
         tokens = self._decode(queries, out, out_rot, latents, lat_rot, lat_layout)  # (queries in the batch, dim)
         preds = {}
+        if count_state and counts is None:
+            raise ValueError("count_state=True needs a masked batch (a 'counts' group, made by poyo.model.masking)")
         if counts is not None:
-            preds[COUNTS] = self._counts(batch, prompt, latents, lat_rot, lat_layout, x, in_rot, in_layout)
+            preds[COUNTS], state = self._counts(batch, prompt, latents, lat_rot, lat_layout, x, in_rot, in_layout)
+            if count_state:
+                preds[COUNT_STATE] = state.float()
         if len(self.readout_names) == 1:
             return {self.readout_names[0]: self.readout[self.readout_names[0]](tokens), **preds}
         # Heads the batch's tokenizer asked for (it writes a target group per readout).
@@ -345,8 +353,9 @@ class POYO(nn.Module):
         which = _flat(out, "readout_index")
         return {**{n: self.readout[n](tokens[which == self.readout_names.index(n)]) for n in asked}, **preds}
 
-    def _counts(self, batch, prompt, latents, lat_rot, lat_layout, x, in_rot, in_layout) -> torch.Tensor:
-        """Log expected spike count of every (unit, bin) entry of ``batch["counts"]``: one query
+    def _counts(self, batch, prompt, latents, lat_rot, lat_layout, x, in_rot, in_layout):
+        """Log expected spike count of every (unit, bin) entry of ``batch["counts"]``, and the
+        state of every bin it is read from ``(bins in the batch, dim)``: one query
         per bin reads the visible spikes near it, then the latents, into a state; each unit
         reads that state through weights and a bias predicted from its (normalised) embedding
         (a bilinear readout, as NDT's per-unit linear readout but shared across sessions
@@ -367,8 +376,8 @@ class POYO(nn.Module):
             state = state + read
         t = count_targets(batch)
         rows = offsets[t["sample"].to(offsets.device)] + t["bin"].to(offsets.device)
-        unit = self.count_unit(self.count_norm(self.unit_emb(_flat(batch["counts"], "unit_index"))))
-        return ((state[rows] * unit[:, :-1]).sum(-1) + unit[:, -1]).float()
+        unit = self.count_unit(self.count_norm(self.unit_emb(t["unit_index"])))
+        return ((state[rows] * unit[:, :-1]).sum(-1) + unit[:, -1]).float(), state
 
     def _smoothed_counts(self, batch, lengths: torch.Tensor) -> torch.Tensor:
         """A linear read of the visible spike counts near each bin ``(bins in the batch, dim)``.
@@ -436,6 +445,8 @@ class POYO(nn.Module):
             return total / torch.distributed.get_world_size()
 
         for name, pred in preds.items():
+            if name == COUNT_STATE:  # a view of the model, not a prediction with a loss
+                continue
             if name == COUNTS:
                 y = _flat(batch["counts"], "counts").to(pred.dtype)
                 denominator = global_mean_weight(torch.tensor(float(len(y)), device=pred.device))
@@ -448,6 +459,5 @@ class POYO(nn.Module):
         if self._count_path and COUNTS not in preds:
             # a batch without count queries leaves the masked-modelling parts unused; DDP needs
             # every parameter in the graph, so they join it with weight 0
-            params = dict(self.named_parameters())
-            total = total + 0.0 * sum(params[name].sum() for name in self._count_path)
+            total = total + 0.0 * sum(self.get_parameter(name).sum() for name in self._count_path)
         return total, parts

@@ -21,6 +21,7 @@ from poyo.data import intervals as ivs
 from poyo.io import pid_alive
 from poyo.model import BACKENDS
 from poyo.training.module import OBJECTIVES
+from poyo.training.optim import OptimConfig
 from poyo.training.precision import SETTINGS as PRECISION_SETTINGS
 from poyo.training.unit_init import INITS
 
@@ -123,7 +124,12 @@ def check_settings(cfg: Mapping) -> None:
     need("optim.weight_decay", lambda v: v is None or (_number(v) and v >= 0), "must be a number >= 0", "1e-4")
     for key in ("optim.constant_fraction", "optim.final_factor"):
         need(key, lambda v: v is None or (_number(v) and 0 <= v <= 1), "must be a number in [0, 1]", "0.5")
-    need("optim.eps", lambda v: v is None or (_number(v) and 0 < v < 1), "must be a number in (0, 1)", "1e-6")
+    need(
+        "optim.eps",
+        lambda v: v is None or (_number(v) and 0 < v < 1),
+        "must be a number in (0, 1)",
+        f"{OptimConfig.eps:g}",
+    )
     need("optim.mode", lambda v: v in (None, "poyo", "torch_brain"), "must be poyo or torch_brain (optim=lamb)", "poyo")
     need("optim.warmup_steps", lambda v: v is None or (_integer(v) and v >= 0), "must be an integer >= 0", "0")
     need("trainer.max_epochs", lambda v: _integer(v) and v >= 1, "must be a positive integer", "20")
@@ -163,8 +169,8 @@ def plan_differences(saved: Mapping, current: Mapping) -> list[str]:
         a, b = _get(saved, key), _get(current, key)
         if a is None and key in ("objective", "mtm"):  # checkpoints from before masked modelling
             a = "supervised" if key == "objective" else b
-        if key == "optim" and isinstance(a, Mapping) and "eps" not in a:  # before optim.eps: always 1e-6
-            a = {**a, "eps": 1e-6}
+        if key == "optim" and isinstance(a, Mapping) and "eps" not in a:  # before optim.eps: always the default
+            a = {**a, "eps": OptimConfig.eps}
         if a != b:
             out.append(f"{key}: {a!r} in the checkpoint, {b!r} now")
     return out

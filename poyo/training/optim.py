@@ -212,7 +212,7 @@ def build_optimizer(
     lr: float,
     weight_decay: float = 1e-4,
     betas=(0.9, 0.999),
-    eps: float = 1e-6,
+    eps: float = OptimConfig.eps,
     mode: str = "poyo",
 ):
     """LAMB (``name="lamb"``, in ``mode``: see :class:`Lamb`) or AdamW at peak learning rate ``lr``."""
