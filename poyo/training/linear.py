@@ -156,8 +156,9 @@ class LinearBaseline:
                 best = None
                 for before, after in contexts:
                     c = cols[:, most_before - before : most_before + after].ravel()
+                    xv = x["valid"][:, c] - mx[c]  # once per context, not per penalty
                     for alpha, wt in ridge_fits(gram[np.ix_(c, c)], xy[c], self.alphas).items():
-                        fit = score(spec, (x["valid"][:, c] - mx[c]) @ wt + my, y[va]) if len(va) >= 2 else 0.0
+                        fit = score(spec, xv @ wt + my, y[va]) if len(va) >= 2 else 0.0
                         if best is None or fit > best[0]:
                             best = (fit, before, after, alpha, c, wt)
                 _, before, after, alpha, c, wt = best
