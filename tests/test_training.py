@@ -16,7 +16,7 @@ import torch
 from poyo.io import atomic_save, safe_load
 from poyo.model import POYO
 from poyo.readouts import ReadoutConfig
-from poyo.training.linear import binned_counts
+from poyo.training.linear import ALPHAS, binned_counts, ridge_fits
 from poyo.training.module import DataModule, POYOModule, ResumableLoader
 from poyo.training.optim import Lamb, schedule
 from poyo.training.stitch import Stitcher, r2_score
@@ -222,6 +222,22 @@ def test_binned_counts_count_spikes_in_bins_around_each_time():
     assert x.tolist() == [[[1, 2, 0], [1, 0, 1]]]
     centred = binned_counts(times, units, 2, np.array([0.075]), bin_s=0.05, before=1, after=0, offset=0.025)
     assert centred.tolist() == [[[2], [0]]]  # the bin [0.05, 0.1) centred on 0.075
+
+
+def test_ridge_fits_solve_the_normal_equations_of_every_penalty():
+    rng = np.random.default_rng(0)
+    x = rng.poisson(0.3, (300, 40)).astype(np.float64)
+    x[:, 7] = 0.0  # a silent unit: the gram matrix is singular without the penalty
+    x -= x.mean(0)
+    gram, xy = x.T @ x, x.T @ rng.normal(size=(300, 2))
+    scale = np.mean(np.diag(gram))
+    fits = ridge_fits(gram, xy, ALPHAS)
+    assert list(fits) == list(ALPHAS)
+    for alpha, w in fits.items():
+        np.testing.assert_allclose((gram + alpha * scale * np.eye(40)) @ w, xy, rtol=0, atol=1e-9 * np.abs(xy).max())
+    assert ridge_fits(gram, xy[:, 0], [1.0])[1.0].shape == (40,)
+    with pytest.raises(ValueError, match="square gram"):
+        ridge_fits(gram[:, :5], xy, [1.0])
 
 
 def test_training_killed_at_an_epoch_boundary_resumes_and_trains_exactly_the_planned_steps(tmp_path):

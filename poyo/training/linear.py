@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 
 from poyo.data import intervals as ivs
 from poyo.data.dataset import Dataset
@@ -50,10 +51,25 @@ def binned_counts(
 
 
 def ridge_fits(gram: np.ndarray, xy: np.ndarray, alphas: Sequence[float]) -> dict[float, np.ndarray]:
-    """Ridge weights for centred normal equations ``(gram + a I) w = xy``, one per penalty."""
+    """Ridge weights for centred normal equations ``(gram + a I) w = xy``, one per penalty.
+
+    With a > 0 the matrix is symmetric positive definite, so a Cholesky factorisation solves it
+    in half the work of a general solve (this fit is most of the time a supervised run spends
+    on its baselines); a general solve takes over if rounding leaves it not quite definite."""
+    if gram.ndim != 2 or gram.shape[0] != gram.shape[1] or len(xy) != len(gram):
+        raise ValueError(f"need a square gram matrix and xy with as many rows, got {gram.shape} and {xy.shape}")
     scale = max(float(np.mean(np.diag(gram))), 1e-12)
-    eye = np.eye(len(gram))
-    return {a: np.linalg.solve(gram + a * scale * eye, xy) for a in alphas}
+    g = torch.from_numpy(np.asarray(gram, np.float64))
+    b = torch.from_numpy(np.asarray(xy, np.float64))
+    b = b[:, None] if b.ndim == 1 else b
+    out = {}
+    for a in alphas:
+        m = g.clone()
+        m.diagonal().add_(a * scale)
+        factor, info = torch.linalg.cholesky_ex(m)
+        w = torch.cholesky_solve(b, factor) if int(info) == 0 else torch.linalg.solve(m, b)
+        out[a] = w.numpy().reshape(xy.shape)
+    return out
 
 
 class LinearBaseline:
