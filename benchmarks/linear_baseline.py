@@ -4,7 +4,8 @@
     python benchmarks/linear_baseline.py --repeats 1     # one timing (for farm-bench A/B runs)
 
 Times :meth:`poyo.training.linear.LinearBaseline.evaluate` (window-matched and causal decoders,
-context and ridge penalty chosen on validation, per session) on the quick start's synthetic set,
+context and ridge penalty chosen on validation, per session) on the quick start's synthetic set
+and readout (``configs/dataset/synthetic_reaching.yaml``),
 and prints the mean test R² of each decoder, so that a faster fit can be seen to choose the same
 decoders.
 """
@@ -24,8 +25,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.train_speed import READOUT, dataset  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+from poyo.data import Dataset  # noqa: E402
+from poyo.pipelines.synthetic_reaching import SyntheticConfig, ensure  # noqa: E402
+from poyo.readouts import readouts_from_settings  # noqa: E402
 from poyo.training.linear import LinearBaseline  # noqa: E402
+
+QUICK_START = ROOT / "configs" / "dataset" / "synthetic_reaching.yaml"
 
 
 def main() -> None:
@@ -35,12 +42,15 @@ def main() -> None:
     a = p.parse_args()
     if a.repeats < 1:
         raise SystemExit("--repeats must be >= 1")
-    ds = dataset(a.data_root)
+    settings = OmegaConf.to_container(OmegaConf.load(QUICK_START), resolve=True)
+    ensure(a.data_root, SyntheticConfig(**settings["generate"]), progress=False)
+    (readout,) = readouts_from_settings(settings, a.data_root)
+    ds = Dataset(a.data_root, behaviour=[readout.key], intervals=list(readout.eval_intervals), validate=False)
     print(f"{len(ds.session_ids)} sessions, {platform.machine()}, {torch.get_num_threads()} torch threads")
     times, result = [], None
     for _ in range(a.repeats):
         start = time.perf_counter()
-        result = LinearBaseline().evaluate(ds, READOUT)
+        result = LinearBaseline().evaluate(ds, readout)
         times.append(time.perf_counter() - start)
     print(
         f"LinearBaseline.evaluate: median {statistics.median(times):.1f} s (min {min(times):.1f}, max {max(times):.1f})"
