@@ -68,13 +68,14 @@ def listing(ids: list[str]) -> str:
 
 
 def masked_table(summary: dict) -> str:
-    methods = ("model", "model_fitted", "glm", "mean_rate")
-    head = f"{'metric':<18} {'POYO-MtM':>9} {'fitted':>9} {'GLM':>9} {'mean rate':>9}   (bits per spike, mean over held-out sessions)"
-    lines = [head]
+    from poyo.training.mtm_eval import LABELS, METHODS
+
+    head = f"{'metric':<18} " + " ".join(f"{LABELS[m]:>9}" for m in METHODS)
+    lines = [head + "   (bits per spike, mean over held-out sessions)"]
     for label in ("co-bps", "forward bps", "intra-region bps", "inter-region bps"):
         rows = [per[label] for per in summary.values() if label in per]
         if rows:
-            cells = " ".join(f"{statistics.mean(r.get(m, float('nan')) for r in rows):>9.3f}" for m in methods)
+            cells = " ".join(f"{statistics.mean(r.get(m, float('nan')) for r in rows):>9.3f}" for m in METHODS)
             lines.append(f"{label:<18} {cells}")
     return "\n".join(lines)
 

@@ -45,7 +45,10 @@ from poyo.model.masking import MaskSettings, Plan, apply_mask, bin_counts, plan_
 from poyo.model.poyo import COUNT_STATE, COUNTS, POYO, count_targets
 from poyo.training.stitch import to_device
 
-METHODS = ("model", "model_fitted", "glm", "mean_rate")
+# what is scored, and its column in the tables (the model's own readout, its state read by a
+# readout fitted as the GLM is, the GLM, each unit's mean rate)
+LABELS = {"model": "POYO-MtM", "model_fitted": "fitted", "glm": "GLM", "mean_rate": "mean rate"}
+METHODS = tuple(LABELS)
 SIGMAS_BINS = (1.0, 4.0, 12.0)  # Gaussian kernels of the GLM features, in bins (20, 80, 240 ms at 20 ms)
 PENALTIES = (1e-2, 1e-1, 1.0)  # validation chose 0.1 or 1 on every synthetic session we looked at
 
@@ -332,42 +335,39 @@ def evaluate_masked(
             unit, y, log_rate, state = run(samples, plan)
             rates = {"model": log_rate}
             if baselines:
-                rates.update(_baseline_rates(plan, train, valid, test, mean_count, unit, y))
-                # the model's state on the same windows and masks as the GLM's counts, the same fit
-                valid_fit = (run(valid_samples, plan)[3], _all_targets(valid, plan)) if valid else (None, None)
-                fitted = fit_poisson(run(train_samples, plan)[3], _all_targets(train, plan), *valid_fit)
-                rates["model_fitted"] = _unit_major(fitted.log_rate(state), len(windows), unit, y, plan, test)
+                # the model's state on the same windows and masks as the GLM's counts
+                states = (run(train_samples, plan)[3], run(valid_samples, plan)[3] if valid else None, state)
+                rates.update(_baseline_rates(plan, train, valid, test, mean_count, y, states))
             scores.add(sid, task.name, unit, y, rates)
     model.train(was_training)
     return scores.scores()
 
 
-def _unit_major(log_rate: np.ndarray, n_windows: int, unit, y, plan: Plan, test) -> np.ndarray:
-    """``(windows x bins, targets)`` log counts in the order of the model's entries (window by
-    window, unit-major within a window); checked against the counts."""
-    rows = log_rate.reshape(n_windows, -1, log_rate.shape[-1]).transpose(0, 2, 1).reshape(-1)
-    ys = np.concatenate([_targets(c, plan).T.reshape(-1) for c in test])
-    if not (np.array_equal(ys, y) and len(unit) == len(rows)):
-        raise RuntimeError(
-            "the fitted readout's entries differ from the model's (window or unit order); cannot compare them"
-        )
-    return rows
-
-
-def _baseline_rates(plan, train, valid, test, mean_count, unit, y) -> dict[str, np.ndarray]:
+def _baseline_rates(plan, train, valid, test, mean_count, y, states) -> dict[str, np.ndarray]:
     """Baseline log counts for the model's entries, which come window by window, unit-major
-    within a window (the order :func:`apply_mask` writes); checked against the counts."""
+    within a window (the order :func:`apply_mask` writes); checked against the counts.
+    ``states``: the model's state at the predicted bins of the train, valid (None without
+    validation windows) and test windows, ``(windows x bins, dim)``, read by a readout fitted
+    exactly as the GLM is (``model_fitted``)."""
     glm = fit_glm(train, valid, plan)
+    valid_fit = (states[1], _all_targets(valid, plan)) if valid else (None, None)
+    fitted = fit_poisson(states[0], _all_targets(train, plan), *valid_fit)
     targets = np.flatnonzero(plan.target)
-    glm_lr, mean_lr, ys = [], [], []
-    for c in test:
+    fitted_by_window = fitted.log_rate(states[2]).reshape(len(test), -1, len(targets))  # (windows, bins, targets)
+    glm_lr, fitted_lr, mean_lr, ys = [], [], [], []
+    for c, f in zip(test, fitted_by_window):
         lr = glm.log_rate(glm_features(c, plan))  # (bins, targets)
         glm_lr.append(lr.T.reshape(-1))
+        fitted_lr.append(f.T.reshape(-1))
         mean_lr.append(np.repeat(np.log(np.maximum(mean_count[targets], 1e-6)), lr.shape[0]))
         ys.append(_targets(c, plan).T.reshape(-1))
     if not np.array_equal(np.concatenate(ys), y):
         raise RuntimeError("the baselines' entries differ from the model's (window or unit order); cannot compare them")
-    return {"glm": np.concatenate(glm_lr), "mean_rate": np.concatenate(mean_lr)}
+    return {
+        "glm": np.concatenate(glm_lr),
+        "model_fitted": np.concatenate(fitted_lr),
+        "mean_rate": np.concatenate(mean_lr),
+    }
 
 
 # --- the report ------------------------------------------------------------------------------
@@ -394,7 +394,7 @@ def summarise(scores: Mapping[str, Mapping[str, dict]]) -> dict[str, dict[str, d
 
 def format_table(summary: Mapping[str, Mapping[str, dict]]) -> str:
     """A text table: one row per session and metric, bits per spike of each method."""
-    head = f"{'session':<44} {'metric':<18} {'POYO-MtM':>9} {'fitted':>9} {'GLM':>9} {'mean rate':>9} {'spikes':>8}"
+    head = f"{'session':<44} {'metric':<18} " + " ".join(f"{LABELS[m]:>9}" for m in METHODS) + f" {'spikes':>8}"
     lines = [head, "-" * len(head)]
     for sid, row in summary.items():
         for label, v in row.items():
