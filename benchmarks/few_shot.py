@@ -19,7 +19,8 @@ session's training split, this script runs ``train.py`` for
 each with ``--seeds`` seeds (window order, dropout, random rows: the pretraining is shared),
 and every run also fits the linear baselines on the same data (ridge on binned counts: the
 window-matched decoder with past and future bins, and the causal one, a Wiener filter; they
-do not depend on the seed). All runs are scored on the same held-out test trials (R² on reach
+do not depend on the seed). The GRU decoders (:mod:`poyo.training.gru`, bidirectional and
+causal; size and dropout chosen on validation) are fitted on the same data with each seed. All runs are scored on the same held-out test trials (R² on reach
 periods, stitched windows, mean over the held-out sessions). Prints mean ± sd over seeds and
 writes ``results.json`` and ``few_shot.png`` to ``--out``.
 """
@@ -91,7 +92,28 @@ METHODS = {  # row name: train.py overrides (besides the data and the steps)
     "from scratch": [],
 }
 BASELINES = {"linear (window)": "linear", "causal (Wiener)": "causal"}
-STYLES = ["o-", "D-", "s-", "^-", "x--", "+:"]
+GRU_ROWS = {"GRU (bidirectional)": "window", "GRU (causal)": "causal"}  # row: poyo.training.gru variant
+
+
+def gru_scores(run_dir: Path, folder: Path, sessions: list[str], seconds: float, seed: int, **settings) -> dict:
+    """Mean test R² over ``sessions`` of both GRU decoders (:mod:`poyo.training.gru`), fitted on
+    the same data as the ``train.py`` run in ``run_dir`` (its readout, evaluation intervals, and
+    the earliest ``seconds`` of each training split); ``settings`` go to ``GRUBaseline``."""
+    sys.path.insert(0, str(ROOT))
+    from poyo.data import Dataset
+    from poyo.model import load_pretrained
+    from poyo.training.gru import GRUBaseline
+
+    readout = load_pretrained(run_dir / "checkpoints" / "model.pt").readout_configs[0]
+    intervals = sorted({*(readout.eval_intervals or ()), *readout.weights})
+    ds = Dataset(
+        folder, behaviour=[readout.key], intervals=intervals, sessions=sessions, train_seconds=seconds, validate=False
+    )
+    res = GRUBaseline(seed=seed, verbose=True, **settings).evaluate(ds, readout)
+    return {row: statistics.fmean(r["r2"] for r in res[variant].values()) for row, variant in GRU_ROWS.items()}
+
+
+STYLES = ["o-", "D-", "s-", "^-", "v-.", "<-.", "x--", "+:"]
 
 
 def summarise(results: list[dict]) -> dict[tuple[str, float], tuple[float, float, int]]:
@@ -102,7 +124,8 @@ def summarise(results: list[dict]) -> dict[tuple[str, float], tuple[float, float
     return {k: (statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v)) for k, v in cells.items()}
 
 
-def plot(results: list[dict], png: Path) -> None:
+def plot(results: list[dict], png: Path, rows=None, title: str = "Adapting to new animals") -> None:
+    """Test R² against training data per new session, one line per row (default: this script's)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -110,7 +133,7 @@ def plot(results: list[dict], png: Path) -> None:
 
     summary = summarise(results)
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for method, style in zip([*METHODS, *BASELINES], STYLES):
+    for method, style in zip(rows or [*METHODS, *GRU_ROWS, *BASELINES], STYLES):
         cells = sorted((s, m) for (name, s), m in summary.items() if name == method)
         if cells:
             x = [s / 60 for s, _ in cells]
@@ -118,7 +141,7 @@ def plot(results: list[dict], png: Path) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("training data per new session (min)")
     ax.set_ylabel("test R² (held-out sessions), mean ± sd over seeds")
-    ax.set_title("Adapting to new animals")
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -129,7 +152,7 @@ def table(results: list[dict]) -> str:
     summary = summarise(results)
     sizes = sorted({s for _, s in summary})
     lines = ["| method | " + " | ".join(f"{s / 60:g} min" for s in sizes) + " |", "|---|" + "---|" * len(sizes)]
-    for method in [*METHODS, *BASELINES]:
+    for method in [*METHODS, *GRU_ROWS, *BASELINES]:
         cells = ["{:.3f} ± {:.3f}".format(*summary[(method, s)][:2]) if (method, s) in summary else "" for s in sizes]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -156,6 +179,8 @@ def main() -> None:
     p.add_argument(
         "--pretrained", type=Path, default=None, help="reuse this pretrained model.pt instead of pretraining"
     )
+    p.add_argument("--gru-hidden", type=int, nargs="+", default=[64, 128], help="GRU sizes to choose from")
+    p.add_argument("--gru-dropout", type=float, nargs="+", default=[0.3, 0.5], help="GRU dropout rates to choose from")
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     pretrain_animals, held_animals = animals(a.pretrain_animals)
@@ -219,6 +244,16 @@ def main() -> None:
                     f"(linear {r['linear_mean_r2']:.3f}, causal {r['causal_mean_r2']:.3f})  {r['seconds']:.0f} s",
                     flush=True,
                 )
+            gru = gru_scores(
+                a.out / run, a.data_root / name, held, seconds, seed, hidden=a.gru_hidden, dropout=a.gru_dropout
+            )
+            for row, r2 in gru.items():  # the GRUs' seed sets their initialisation and minibatch order
+                results.append(dict(method=row, seconds_per_session=seconds, seed=seed, r2=r2, steps=0, wall_s=0.0))
+            print(
+                f"{'GRU':40s} {seconds:6.0f} s/session seed {seed}  "
+                + ", ".join(f"{k} {v:.3f}" for k, v in gru.items()),
+                flush=True,
+            )
         for row, key in BASELINES.items():  # fitted on the same data in every run; identical across seeds
             results.append(dict(method=row, seconds_per_session=seconds, r2=r[f"{key}_mean_r2"], steps=0, wall_s=0.0))
         (a.out / "results.json").write_text(json.dumps(results, indent=1))

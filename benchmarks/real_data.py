@@ -11,7 +11,9 @@ tuned to one file's size: ``small`` keeps 15 random units and the first 9 minute
 population, like a head-direction recording), ``short`` all units for the first 13 minutes.
 
 For every run: validation R² against steps and seconds, the test R² of the checkpoint chosen
-on validation beside the window-matched and causal linear decoders, and the wall time.
+on validation beside the window-matched and causal linear decoders, and the wall time. Once
+per recording, the GRU decoders (:mod:`poyo.training.gru`: bidirectional over -0.75..+0.25 s
+and causal over the past 1 s, on the same splits and test samples; ``--no-gru`` skips them).
 Writes ``results.json`` and ``r2_vs_steps.png`` (R² against steps and against time) into ``--out``.
 """
 
@@ -90,6 +92,19 @@ def run(brainset: str, model: str, data_root: Path, run_dir: Path, extra: list[s
     }  # fmt: skip
 
 
+def gru_scores(folder: Path) -> dict:
+    """Test R² of both GRU decoders on the recording's one session (same splits as train.py)."""
+    from poyo.data import Dataset
+    from poyo.readouts import ReadoutConfig
+    from poyo.training.gru import GRUBaseline
+
+    t0 = time.time()
+    ds = Dataset(folder, behaviour=["hand.vel"], validate=False)
+    res = GRUBaseline(verbose=True).evaluate(ds, ReadoutConfig("hand_velocity_2d", key="hand.vel"))
+    sid = ds.session_ids[0]
+    return {"gru_r2": res["window"][sid]["r2"], "gru_causal_r2": res["causal"][sid]["r2"], "seconds": time.time() - t0}
+
+
 def plot(results: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -119,6 +134,14 @@ def plot(results: list[dict], path: Path) -> None:
                 lw=1,
                 label=f"linear, causal (test {mine[0]['causal_r2']:.3f})",
             )
+            if "gru_r2" in mine[0]:
+                ax.axhline(
+                    mine[0]["gru_r2"],
+                    color="C3",
+                    ls="-.",
+                    lw=1,
+                    label=f"GRU, bidirectional (test {mine[0]['gru_r2']:.3f})",
+                )
             ax.set_ylabel(f"{bs}: validation R²")
             ax.set_ylim(max(0.0, min(ax.get_ylim()[0], 0.4)), 1.0)
             ax.grid(alpha=0.3)
@@ -137,6 +160,7 @@ def main() -> None:
     p.add_argument("--subsets", nargs="+", default=["full"], choices=sorted(SUBSETS))
     p.add_argument("--val-every", type=int, default=4, help="validate every N epochs (the R² curve's resolution)")
     p.add_argument("--extra", nargs="*", default=[], help="more train.py overrides, for every run")
+    p.add_argument("--no-gru", action="store_true", help="skip the GRU decoders (minutes per recording)")
     p.add_argument("--linear-contexts", nargs="*", type=float, default=[], metavar="S",
                    help="also fit the window-matched linear decoder with these longest contexts (s), e.g. 1.5 2.0: "
                         "POYO's stitched predictions average windows that together span up to 2 x window - eval_step")  # fmt: skip
@@ -152,9 +176,13 @@ def main() -> None:
         flush=True,
     )
     data_root = a.out / "data"
-    results = []
+    results, grus = [], {}
     for subset in a.subsets:
         brainset = import_subset(a.mat, data_root, subset)
+        if not a.no_gru:
+            grus[brainset] = gru_scores(data_root / brainset)
+            print(f"{brainset:10s} GRU bidirectional {grus[brainset]['gru_r2']:.3f}  causal {grus[brainset]['gru_causal_r2']:.3f}"
+                  f"  {grus[brainset]['seconds']:.0f} s", flush=True)  # fmt: skip
         for model in a.models:
             r = run(
                 brainset,
@@ -163,19 +191,24 @@ def main() -> None:
                 a.out / "runs" / f"{brainset}_{model}",
                 [f"trainer.check_val_every_n_epoch={a.val_every}", *a.extra],
             )
+            r.update({k: v for k, v in grus.get(brainset, {}).items() if k != "seconds"})
             results.append(r)
             print(
                 f"{brainset:10s} {model:11s} POYO {r['poyo_r2']:.3f}  linear {r['linear_r2']:.3f}  causal {r['causal_r2']:.3f}  {r['wall_s']:.0f} s  ({r['checkpoint']})",
                 flush=True,
             )
     print(
-        f"\n{'recording':10s} {'model':11s} {'POYO R2':>8s} {'linear R2':>10s} {'causal R2':>10s} {'margin':>7s} {'wall s':>7s}"
+        f"\n{'recording':10s} {'model':11s} {'POYO R2':>8s} {'linear R2':>10s} {'causal R2':>10s} {'GRU R2':>7s} "
+        f"{'GRU-c R2':>8s} {'vs best':>7s} {'wall s':>7s}"
     )
     for r in results:
         if "model" not in r:
             continue
+        peers = [r[k] for k in ("linear_r2", "causal_r2", "gru_r2", "gru_causal_r2") if k in r]
+        gru = f"{r['gru_r2']:7.3f} {r['gru_causal_r2']:8.3f}" if "gru_r2" in r else f"{'-':>7s} {'-':>8s}"
         print(
-            f"{r['brainset']:10s} {r['model']:11s} {r['poyo_r2']:8.3f} {r['linear_r2']:10.3f} {r['causal_r2']:10.3f} {r['poyo_r2'] - r['linear_r2']:+7.3f} {r['wall_s']:7.0f}"
+            f"{r['brainset']:10s} {r['model']:11s} {r['poyo_r2']:8.3f} {r['linear_r2']:10.3f} {r['causal_r2']:10.3f} {gru} "
+            f"{r['poyo_r2'] - max(peers):+7.3f} {r['wall_s']:7.0f}"
         )
         print("   validation R2 by step: " + ", ".join(f"{s}:{v:.3f}" for s, v, _ in r["val_curve"]))
     if a.linear_contexts:

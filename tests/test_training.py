@@ -45,16 +45,34 @@ def test_stitcher_averages_overlapping_predictions_by_sample_index():
     np.testing.assert_allclose(s["pred"][:, 0], [1.0, 2.0, 2.0, 3.0, 3.0])  # +1 and -1 average out on 2, 3
 
 
+def test_stitching_leans_on_the_windows_that_hold_a_sample_near_their_centre():
+    """Sample 7 is at 0.5 s of a 1 s window (weight 1) and at 0.0 s of the next (weight e^-2)."""
+    st = Stitcher(window_length=1.0)
+    first, _ = rows([7], [[0.0]])
+    first["timestamps"] = torch.tensor([0.5], dtype=torch.float64)
+    st.add(["s"], "cursor_velocity_2d", first, torch.tensor([[1.0]]))
+    second, _ = rows([7], [[0.0]])
+    second["timestamps"] = torch.tensor([0.0], dtype=torch.float64)
+    st.add(["s"], "cursor_velocity_2d", second, torch.tensor([[-1.0]]))
+    s = st.stitched()[("s", "cursor_velocity_2d")]
+    w = np.exp(-2.0)
+    np.testing.assert_allclose(s["pred"][0, 0], (1.0 - w) / (1.0 + w))
+    assert s["count"].tolist() == [2]
+    assert Stitcher().add(["s"], "cursor_velocity_2d", first, torch.tensor([[3.0]])) is None  # no length: plain mean
+    with pytest.raises(ValueError, match="window_length"):
+        Stitcher(window_length=0.0)
+
+
 def test_gathered_parts_merge_like_one_process():
     """What DDP gather does: merging per-rank merged parts equals stitching everything at once."""
     rng = np.random.default_rng(0)
     chunks = [(np.sort(rng.choice(50, 20, replace=False)), rng.normal(size=(20, 2))) for _ in range(6)]
-    whole, ranks = Stitcher(), [Stitcher(), Stitcher()]
+    whole, ranks = Stitcher(1.0), [Stitcher(1.0), Stitcher(1.0)]
     for k, (idx, pred) in enumerate(chunks):
         r, _ = rows(idx, np.zeros((20, 2)))
         whole.add(["s"], "cursor_velocity_2d", r, torch.tensor(pred))
         ranks[k % 2].add(["s"], "cursor_velocity_2d", r, torch.tensor(pred))
-    merged = Stitcher()
+    merged = Stitcher(1.0)
     merged._chunks[("s", "cursor_velocity_2d")] = [rk._merge(("s", "cursor_velocity_2d")) for rk in ranks]
     a, b = whole.stitched()[("s", "cursor_velocity_2d")], merged.stitched()[("s", "cursor_velocity_2d")]
     np.testing.assert_array_equal(a["sample_index"], b["sample_index"])

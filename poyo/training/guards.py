@@ -41,6 +41,7 @@ PLAN = (
     "trainer.max_steps",
     "trainer.max_epochs",
     "trainer.min_steps",
+    "trainer.ema_decay",
 )
 
 
@@ -155,6 +156,12 @@ def check_settings(cfg: Mapping) -> None:
         "statistics",
     )
     need(
+        "trainer.ema_decay",
+        lambda v: v is None or (_number(v) and 0 <= v < 1),
+        "must be a number in [0, 1) (0: no weight averaging)",
+        "0.995",
+    )
+    need(
         "trainer.gradient_clip_val",
         lambda v: v is None or (_number(v) and v > 0),
         "must be null or a positive number",
@@ -169,6 +176,8 @@ def plan_differences(saved: Mapping, current: Mapping) -> list[str]:
         a, b = _get(saved, key), _get(current, key)
         if a is None and key in ("objective", "mtm"):  # checkpoints from before masked modelling
             a = "supervised" if key == "objective" else b
+        if key == "trainer.ema_decay" and not a and not b:  # before the setting: no averaging
+            a = b
         if key == "optim" and isinstance(a, Mapping) and "eps" not in a:  # before optim.eps: always the default
             a = {**a, "eps": OptimConfig.eps}
         if a != b:

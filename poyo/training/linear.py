@@ -72,6 +72,31 @@ def ridge_fits(gram: np.ndarray, xy: np.ndarray, alphas: Sequence[float]) -> dic
     return out
 
 
+def session_samples(ds: Dataset, sid: str, readout: ReadoutConfig):
+    """One session's behaviour samples for a baseline: ``(window, values (n, d), split masks
+    {train, valid, test} (finite values only), evaluation mask, absolute times, sample index)``."""
+    s = ds.sessions[sid]
+    w = ds.read(WindowIndex(sid, s.start, s.end + 1e-6))
+    series = w.behaviour[readout.key]
+    t = series.timestamps + w.start
+    y = np.asarray(series.values, np.float64).reshape(len(t), -1)
+    ok = np.isfinite(y).all(1)
+    if readout.eval_intervals is None:
+        ev = np.ones(len(t), bool)
+    else:
+        ev = np.zeros(len(t), bool)
+        for key in readout.eval_intervals:
+            iv = w.intervals.get(key)
+            if iv is None:
+                raise KeyError(f"session '{sid}': interval '{key}' was not loaded by the dataset")
+            ev |= ivs.contains(iv + w.start, t)  # window intervals are relative to its start
+    split = {
+        k: ivs.contains(s.splits[k], t) & ok if s.splits[k] is not None else np.zeros(len(t), bool)
+        for k in ("train", "valid", "test")
+    }
+    return w, y, split, ev, t, series.sample_index
+
+
 class LinearBaseline:
     """Fit per session on ``train``, choose context and penalty on ``valid``, score ``test``.
 
@@ -108,28 +133,6 @@ class LinearBaseline:
             return [(b, 0) for b in before]
         return [(b, a) for b in before for a in range(0, total - b + 1, step)]
 
-    def _session_arrays(self, ds: Dataset, sid: str, readout: ReadoutConfig):
-        s = ds.sessions[sid]
-        w = ds.read(WindowIndex(sid, s.start, s.end + 1e-6))
-        series = w.behaviour[readout.key]
-        t = series.timestamps + w.start
-        y = np.asarray(series.values, np.float64).reshape(len(t), -1)
-        ok = np.isfinite(y).all(1)
-        if readout.eval_intervals is None:
-            ev = np.ones(len(t), bool)
-        else:
-            ev = np.zeros(len(t), bool)
-            for key in readout.eval_intervals:
-                iv = w.intervals.get(key)
-                if iv is None:
-                    raise KeyError(f"session '{sid}': interval '{key}' was not loaded by the dataset")
-                ev |= ivs.contains(iv + w.start, t)  # window intervals are relative to its start
-        split = {
-            k: ivs.contains(s.splits[k], t) & ok if s.splits[k] is not None else np.zeros(len(t), bool)
-            for k in ("train", "valid", "test")
-        }
-        return w, y, split, ev, t, series.sample_index
-
     def evaluate(
         self, ds: Dataset, readout: ReadoutConfig, sessions: Sequence[str] | None = None
     ) -> dict[str, dict[str, dict]]:
@@ -141,7 +144,7 @@ class LinearBaseline:
         spec = readout.spec
         out: dict[str, dict[str, dict]] = {v: {} for v in VARIANTS}
         for sid in sessions if sessions is not None else ds.session_ids:
-            w, y, split, ev, t, index = self._session_arrays(ds, sid, readout)
+            w, y, split, ev, t, index = session_samples(ds, sid, readout)
             if spec.kind == "circular":  # regress each angle's cos and sin
                 y = readout.encode(np.where(np.isfinite(y), y, 0.0))
             tr, va, te = (

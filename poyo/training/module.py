@@ -34,7 +34,7 @@ from poyo.model.poyo import COUNTS, count_targets
 from poyo.readouts import ReadoutConfig, behaviour_keys, interval_keys, readouts_for
 from poyo.training.mtm_eval import CountScores
 from poyo.training.optim import OptimConfig
-from poyo.training.stitch import Stitcher
+from poyo.training.stitch import Stitcher, window_length
 
 # What a run learns from: behaviour readouts, masked modelling of spikes (MtM), or both
 # (each batch either unmasked for the readouts or masked by one scheme).
@@ -133,7 +133,7 @@ class DataModule(L.LightningDataModule):
         batch_size: int = 64,
         eval_batch_size: int | None = None,
         window_length: float = 1.0,
-        eval_step: float = 0.5,
+        eval_step: float = 0.25,
         num_workers: int = 0,
         layout: str = "packed",
         unit_dropout: Mapping | None = None,
@@ -294,7 +294,7 @@ class POYOModule(L.LightningModule):
         self.optim = optim if isinstance(optim, OptimConfig) else OptimConfig.from_dict(optim)
         self.global_batch_size, self.total_steps = int(global_batch_size), int(total_steps)
         self.save_hyperparameters(dict(hparams or {}))  # plain containers only: checkpoints load with weights_only=True
-        self.stitcher = Stitcher()
+        self.stitcher = Stitcher(window_length(self.model))
         self.count_scores = CountScores()
         self.last_scores: dict[str, dict[str, float]] = {}
         self.last_stitched: dict = {}
@@ -358,7 +358,7 @@ class POYOModule(L.LightningModule):
         self.stitcher.gather()
         scores = self.stitcher.scores()
         self.last_scores, self.last_stitched = scores, self.stitcher.stitched()
-        self.stitcher = Stitcher()
+        self.stitcher = Stitcher(window_length(self.model))
         self.count_scores.gather()
         self.last_count_scores = self.count_scores.scores()
         self.count_scores = CountScores()
@@ -371,7 +371,7 @@ class POYOModule(L.LightningModule):
             self.log("val/elapsed_s", time.monotonic() - self._fit_start, sync_dist=False, rank_zero_only=False)
 
     def on_validation_epoch_start(self):
-        self.stitcher, self.count_scores = Stitcher(), CountScores()
+        self.stitcher, self.count_scores = Stitcher(window_length(self.model)), CountScores()
 
     def validation_step(self, batch, batch_idx):
         self._eval_step(batch, "val")
@@ -380,7 +380,7 @@ class POYOModule(L.LightningModule):
         self._eval_end("val")
 
     def on_test_epoch_start(self):
-        self.stitcher, self.count_scores = Stitcher(), CountScores()
+        self.stitcher, self.count_scores = Stitcher(window_length(self.model)), CountScores()
 
     def test_step(self, batch, batch_idx):
         self._eval_step(batch, "test")

@@ -1,5 +1,6 @@
 """The test report: POYO's per-session R² beside the window-matched and causal linear
-decoders, as a table (printed, CSV, JSON) and a plot of test trials."""
+decoders (and, with ``baseline.gru=true``, the GRU decoders), as a table (printed, CSV, JSON)
+and a plot of test trials."""
 
 from __future__ import annotations
 
@@ -12,10 +13,13 @@ import numpy as np
 from poyo.data import Dataset
 from poyo.data import intervals as ivs
 from poyo.readouts import ReadoutConfig
+from poyo.training.gru import GRUBaseline
 from poyo.training.linear import VARIANTS, LinearBaseline
 from poyo.training.module import DataModule, POYOModule
 from poyo.training.plots import plot_test_trials
 from poyo.training.stitch import angular_error_deg
+
+GRU_COLUMNS = (("window", "gru_r2", "GRU R2"), ("causal", "gru_causal_r2", "GRU-c R2"))  # variant, column, header
 
 
 def results_table(
@@ -23,14 +27,19 @@ def results_table(
 ) -> tuple[str, list[dict]]:
     """POYO beside the window-matched and causal linear decoders, one row per session; a
     session without evaluable test samples is listed (n/a) and left out of the means.
+    ``baselines`` holds ``{variant: {session: result}}`` for the linear variants and, when the
+    GRU decoders ran, ``gru_window`` and ``gru_causal`` (columns ``gru_r2``, ``gru_causal_r2``).
     ``errors`` (``{session: degrees}``, circular readouts) adds mean angular error columns."""
     rows, out = [], []
     cols = [("poyo_r2", "POYO R2", 8), ("linear_r2", "linear R2", 10), ("causal_r2", "causal R2", 10)]
+    grus = [(f"gru_{v}", col, name) for v, col, name in GRU_COLUMNS if f"gru_{v}" in baselines]
+    cols += [(col, name, 10) for _, col, name in grus]
     if errors is not None:
         cols += [
             ("poyo_err_deg", "POYO err", 9),
             ("linear_err_deg", "linear err", 10),
             ("causal_err_deg", "causal err", 10),
+            *[(col.replace("_r2", "_err_deg"), name.replace("R2", "err"), 10) for _, col, name in grus],
         ]
     w = max(len(s) for s in [*sessions, "mean over sessions"])
     head = f"{'session':{w}s} " + " ".join(f"{name:>{n}s}" for _, name, n in cols) + "   linear context"
@@ -44,12 +53,17 @@ def results_table(
             "poyo_r2": scores.get(sid, {}).get(readout, float("nan")),
             "linear_r2": lin.get("r2", np.nan),
             "causal_r2": cau.get("r2", np.nan),
+            **{col: baselines[key].get(sid, {}).get("r2", np.nan) for key, col, _ in grus},
         }
         if errors is not None:
             row.update(
                 poyo_err_deg=errors.get(sid, np.nan),
                 linear_err_deg=lin.get("angle_error_deg", np.nan),
                 causal_err_deg=cau.get("angle_error_deg", np.nan),
+                **{
+                    col.replace("_r2", "_err_deg"): baselines[key].get(sid, {}).get("angle_error_deg", np.nan)
+                    for key, col, _ in grus
+                },
             )
         context = f"-{lin['before_s']:g} s .. +{lin['after_s']:g} s" if lin else ""
         rows.append(f"{sid:{w}s} " + " ".join(f"{fmt(row[k]):>{n}s}" for k, _, n in cols) + f"   {context}")
@@ -74,10 +88,11 @@ def report(
     run_dir: Path,
     checkpoint: str,
     linear: LinearBaseline,
+    gru: GRUBaseline | None = None,
 ) -> dict:
     """Print the per-session test table (POYO beside the linear baselines); write it as
     ``test_results.csv`` and ``.json``, and ``test_predictions.png``. ``checkpoint`` says
-    which weights POYO was tested with."""
+    which weights POYO was tested with; ``gru`` adds the GRU decoders' columns."""
     first = readouts[0]
     head = [r for r in readouts if r.name == first.name]  # one config per brainset, or one for all
     sessions = [  # sessions without this behaviour (objective=both) have nothing to score
@@ -98,12 +113,23 @@ def report(
         for r in head:
             for variant, per in linear.evaluate(dm.eval_set, r, [s for s in sessions if r.applies_to(s)]).items():
                 baselines[variant].update(per)
+            if gru is not None:
+                print(f"fitting the GRU decoders for {first.name} (baseline.gru) ...", flush=True)
+                for variant, per in gru.evaluate(dm.eval_set, r, [s for s in sessions if r.applies_to(s)]).items():
+                    baselines.setdefault(f"gru_{variant}", {}).update(per)
     table, rows = results_table(module.last_scores, baselines, first.name, sessions, errors)
     evals = sorted({str(r.eval_intervals) for r in head})
     print(
         f"\ntest split, {first.name} (POYO: {checkpoint}, stitched windows; evaluation intervals {', '.join(evals)}; "
         f"linear: ridge on {linear.bin_s:g} s bins spanning up to {linear.context_s:g} s around each sample, "
-        f"causal: bins before it only; context and penalty chosen on the validation split):\n{table}"
+        f"causal: bins before it only; context and penalty chosen on the validation split"
+        + (
+            f"; GRU: bidirectional over -{gru.before_s:g} s .. +{gru.after_s:g} s, GRU-c: causal over {gru.causal_s:g} s, "
+            "sqrt counts, size, dropout and stopping chosen on the validation split"
+            if gru is not None
+            else ""
+        )
+        + f"):\n{table}"
         if decodable
         else f"\ntest split, {first.name} (POYO: {checkpoint}):\n{table}"
     )

@@ -27,7 +27,9 @@ from poyo.model.masking import DECODE, MaskSettings
 from poyo.model.pretrained import pretrained_payload
 from poyo.readouts import ReadoutConfig, fit_normalisation, readouts_from_settings
 from poyo.training.checkpoint import AtomicCheckpointIO
+from poyo.training.ema import EMA
 from poyo.training.finetune import MODES, pretrained_for_finetuning
+from poyo.training.gru import GRUBaseline
 from poyo.training.guards import find_resume, resume_problems, warn_short_validation
 from poyo.training.linear import LinearBaseline
 from poyo.training.loggers import make_loggers
@@ -177,7 +179,18 @@ def make_trainer(
 
 def linear_baseline(cfg: DictConfig) -> LinearBaseline:
     """The linear decoders printed beside POYO; the window one spans at most POYO's window."""
-    return LinearBaseline(**{"context_s": cfg.window_length, **cfg.baseline})
+    b = cfg.baseline
+    return LinearBaseline(bin_s=b.bin_s, step_s=b.step_s, context_s=cfg.window_length)
+
+
+def gru_baseline(cfg: DictConfig) -> GRUBaseline | None:
+    """The GRU decoders printed beside POYO when ``baseline.gru`` is true: the bidirectional
+    one reads three quarters of a window before each sample and one quarter after (what
+    POYO's window holds), the causal one a window before it."""
+    if not cfg.baseline.get("gru"):
+        return None
+    w = cfg.window_length
+    return GRUBaseline(bin_s=cfg.baseline.bin_s, before_s=0.75 * w, after_s=0.25 * w, causal_s=w, seed=cfg.seed)
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict:
@@ -242,6 +255,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     best = L.pytorch.callbacks.ModelCheckpoint(
         dirpath=ckpt_dir, filename="best", monitor="val/metric", mode="max", save_top_k=1, enable_version_counter=False
     )
+    if cfg.trainer.get("ema_decay"):
+        callbacks.append(EMA(cfg.trainer.ema_decay))
     callbacks += [
         best,
         L.pytorch.callbacks.ModelCheckpoint(
@@ -267,7 +282,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
             metadata={"run": str(run_dir), "steps": step, "chosen": which},
         )
         summary = (
-            report(module, dm, readouts, run_dir, which, linear_baseline(cfg)) if objective(cfg) != "mtm" else None
+            report(module, dm, readouts, run_dir, which, linear_baseline(cfg), gru_baseline(cfg))
+            if objective(cfg) != "mtm"
+            else None
         )
         masked = masked_report(cfg, model, dm, readouts, run_dir)
         print(f"\nrun folder: {run_dir} (the trained model: checkpoints/model.pt; poyo.load_pretrained() reads it)")
@@ -367,6 +384,8 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict:
     summary = masked = None
     if trainer.is_global_zero:
         if objective(cfg) != "mtm":
-            summary = report(module, dm, readouts, run_dir, f"{Path(path).name}", linear_baseline(cfg))
+            summary = report(
+                module, dm, readouts, run_dir, f"{Path(path).name}", linear_baseline(cfg), gru_baseline(cfg)
+            )
         masked = masked_report(cfg, model, dm, readouts, run_dir)
     return results(module, summary, masked)

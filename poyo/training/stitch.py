@@ -6,6 +6,14 @@ sample's *integer* index in the session's array, averages the predictions of eac
 (logits, for categorical readouts; cos/sin vectors, for circular ones), and scores each
 session on its evaluation samples with :func:`score`.
 
+A prediction near a window's edge has seen spikes on one side of its sample only, and decodes
+worse: on the S1 recording single-window R² was 0.62 in a window's first tenth and 0.74 in its
+last against 0.80 in the middle (benchmarks/README.md, "Real recordings"). Given the window
+length, the average is weighted by :func:`position_weight`, a Gaussian of the sample's
+position centred on the window's middle (sd a quarter window), so each sample leans on the
+windows that hold it near their centre. A sample that one window alone predicts keeps that
+prediction.
+
 Under data parallelism each rank stitches what it saw; :meth:`Stitcher.gather` merges the
 ranks by sample index, so the result equals a single-process evaluation.
 """
@@ -75,10 +83,28 @@ def score(spec: ReadoutSpec, pred: np.ndarray, target: np.ndarray) -> float:
     return float((np.asarray(pred).argmax(-1) == np.asarray(target)).mean())
 
 
-class Stitcher:
-    """Accumulates predictions per (session, readout) and scores them per session."""
+def position_weight(t: np.ndarray, window_length: float | None) -> np.ndarray:
+    """Weight of predictions at times ``t`` (s from their window's start) in the stitched
+    average: ``exp(-((t / L - 1/2) / (1/4))^2 / 2)`` for windows of length ``L`` (from 1 in the
+    middle to 0.14 at the edges); all 1 without a window length."""
+    t = np.asarray(t, np.float64)
+    if window_length is None:
+        return np.ones(len(t))
+    return np.exp(-0.5 * ((t / float(window_length) - 0.5) / 0.25) ** 2)
 
-    def __init__(self):
+
+class Stitcher:
+    """Accumulates predictions per (session, readout) and scores them per session.
+
+    Args:
+        window_length: the evaluation windows' length (s); predictions are then weighted by
+            their position in the window (:func:`position_weight`). None: a plain mean.
+    """
+
+    def __init__(self, window_length: float | None = None):
+        if window_length is not None and not (np.isfinite(window_length) and window_length > 0):
+            raise ValueError(f"window_length must be a positive number of seconds or None, got {window_length}")
+        self.window_length = window_length
         self._chunks: dict[tuple[str, str], list[dict]] = defaultdict(list)
 
     def add(
@@ -97,6 +123,7 @@ class Stitcher:
             "pred": pred.detach().float().cpu().numpy(),
             "target": rows["values"].cpu().numpy(),
             "eval": rows["eval_mask"].cpu().numpy(),
+            "weight": position_weight(rows["timestamps"].double().cpu().numpy(), self.window_length),
             "time": rows["timestamps"].double().cpu().numpy()
             + (absolute_start.double().cpu().numpy()[sample] if absolute_start is not None else 0.0),
         }
@@ -125,25 +152,29 @@ class Stitcher:
                 self._chunks[k].append(v)
 
     def _merge(self, key) -> dict[str, np.ndarray]:
-        """One row per sample index: predictions averaged, the rest taken from the first."""
+        """One row per sample index: predictions averaged with their weights, the rest taken
+        from the first. Merged parts carry their weight and prediction count, so merging again
+        (the ranks' parts, under DDP) gives the same average."""
         parts = self._chunks[key]
         cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        weight = cat.get("count", np.ones(len(cat["sample_index"]), np.int64))  # merged parts carry counts
+        n = len(cat["sample_index"])
         uniq, first, inv = np.unique(cat["sample_index"], return_index=True, return_inverse=True)
-        count = np.bincount(inv, weights=weight).astype(np.int64)
+        count = np.bincount(inv, weights=cat.get("count", np.ones(n))).astype(np.int64)
+        weight = np.bincount(inv, weights=cat["weight"])
         total = np.zeros((len(uniq), *cat["pred"].shape[1:]))
-        np.add.at(total, inv, cat["pred"] * weight.reshape(-1, *[1] * (cat["pred"].ndim - 1)))
+        np.add.at(total, inv, cat["pred"] * cat["weight"].reshape(-1, *[1] * (cat["pred"].ndim - 1)))
         return {
             "sample_index": uniq,
-            "pred": total / count.reshape(-1, *[1] * (total.ndim - 1)),
+            "pred": total / weight.reshape(-1, *[1] * (total.ndim - 1)),
             "count": count,
+            "weight": weight,
             "target": cat["target"][first],
             "eval": cat["eval"][first],
             "time": cat["time"][first],
         }
 
     def stitched(self) -> dict[tuple[str, str], dict[str, np.ndarray]]:
-        """Per (session, readout): sample_index, pred (averaged), count, target, eval, time."""
+        """Per (session, readout): sample_index, pred (averaged), count, weight, target, eval, time."""
         return {k: self._merge(k) for k in sorted(self._chunks)}
 
     def scores(self) -> dict[str, dict[str, float]]:
@@ -160,6 +191,12 @@ class Stitcher:
         return sum(len(c["sample_index"]) for parts in self._chunks.values() for c in parts)
 
 
+def window_length(model: torch.nn.Module) -> float | None:
+    """The window length a POYO model was trained on (its config's), or None if it has none."""
+    length = getattr(getattr(model, "config", None), "window_length", None)
+    return float(length) if length else None
+
+
 def to_device(batch, device):
     """A collated batch (nested dicts of tensors, lists, numbers) with its tensors on ``device``."""
     if isinstance(batch, torch.Tensor):
@@ -170,11 +207,11 @@ def to_device(batch, device):
 
 
 def stitch_predictions(model: torch.nn.Module, batches: Iterable[Mapping]) -> Stitcher:
-    """``model``'s predictions on evaluation ``batches`` (eval mode, no gradients), stitched;
-    the model's training mode is restored."""
+    """``model``'s predictions on evaluation ``batches`` (eval mode, no gradients), stitched
+    with its window length's weights; the model's training mode is restored."""
     was = model.training
     model.eval()
-    stitcher = Stitcher()
+    stitcher = Stitcher(window_length(model))
     with torch.no_grad():
         for batch in batches:
             stitcher.add_batch(batch, model(batch))

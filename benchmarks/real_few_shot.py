@@ -1,0 +1,168 @@
+"""Few-shot adaptation on real spikes: does pretraining help a session whose units are new?
+
+    python benchmarks/real_few_shot.py                  # S1, about 2 h on 2 CPU cores
+    python benchmarks/real_few_shot.py --sizes 120 --seeds 1 --pretrain-steps 600 --steps 100   # quicker look
+
+One real recording (default: the macaque S1 recording in ``../shared/data/s1_miller/``: 52
+units, 50 ms counts and hand velocity, 29 min) is cut into pseudo-sessions: its units are dealt
+at random (seed 0) into ``--groups`` disjoint groups, and each group becomes a session of its
+own through the arrays importer (spikes placed uniformly inside their bins, the importer's 10
+time blocks dealt 8/1/1, identical in every group). A held-out group is then a session whose
+units the model has never seen, recorded from the same animal at the same time as the others
+(so pretraining has seen the behaviour of the held-out group's training split, never of its
+validation or test split). POYO (``--model``) is pretrained once on every other group, then on
+the held-out group with the earliest 30 s, 2 min and 10 min of its training split this script
+runs ``train.py`` for
+
+* unit identification (only the new unit and session embeddings learn; new units start from
+  their firing statistics, ``finetune.init=statistics``),
+* full fine-tuning (everything learns),
+* training from scratch (same architecture, same data),
+
+with ``--seeds`` seeds each, and fits on the same data the GRU decoders
+(:mod:`poyo.training.gru`: bidirectional over -0.75..+0.25 s, and causal over the past 1 s;
+hidden size and dropout chosen on validation, the same seeds) and the linear decoders every
+``train.py`` run prints (window-matched ridge, causal Wiener filter). Everything is scored on
+the held-out group's test split. Prints mean ± sd over seeds and writes ``results.json`` and
+``real_few_shot.png`` to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from few_shot import GRU_ROWS, gru_scores, plot, run_train, summarise
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+BRAINSET = "s1_groups"
+METHODS = {  # row name: train.py overrides (besides the data and the steps)
+    "unit identification": ["finetune=unit_identification", "finetune.init=statistics"],
+    "full fine-tuning": ["finetune=full"],
+    "from scratch": [],
+}
+LINEAR_ROWS = {"linear (window)": "linear", "causal (Wiener)": "causal"}
+
+
+def write_groups(mat: Path, data_root: Path, groups: int) -> list[str]:
+    """Deal the recording's units into ``groups`` sessions of brainset ``s1_groups``; returns their ids."""
+    from poyo.pipelines.arrays import from_binned_counts, load_arrays, write_session
+
+    folder = data_root / f"{BRAINSET}_{groups}"
+    ids = [f"{BRAINSET}_{groups}/group_{g}" for g in range(groups)]
+    if folder.is_dir() and len(list(folder.glob("*.h5"))) == groups:
+        return ids
+    arrays = load_arrays(mat)
+    counts, vel = arrays["spikes"], arrays["vel"]
+    if groups < 2 or counts.shape[1] < 2 * groups:
+        raise SystemExit(f"--groups {groups}: need at least 2 groups of at least 2 units ({counts.shape[1]} units)")
+    dealt = np.array_split(np.random.default_rng(0).permutation(counts.shape[1]), groups)
+    for g, units in enumerate(dealt):
+        units = np.sort(units)
+        data = from_binned_counts(
+            counts[:, units], 0.05, {"hand.vel": vel}, brainset=f"{BRAINSET}_{groups}", session_id=f"group_{g}",
+            seed=g, unit_ids=[f"unit_{u}" for u in units],
+        )  # fmt: skip
+        write_session(data, data_root)
+    return ids
+
+
+def table(results: list[dict]) -> str:
+    summary = summarise(results)
+    sizes = sorted({s for _, s in summary})
+    lines = ["| method | " + " | ".join(f"{s / 60:g} min" for s in sizes) + " |", "|---|" + "---|" * len(sizes)]
+    for method in [*METHODS, *GRU_ROWS, *LINEAR_ROWS]:
+        cells = ["{:.3f} ± {:.3f}".format(*summary[(method, s)][:2]) if (method, s) in summary else "" for s in sizes]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--mat", type=Path, default=ROOT.parent / "shared" / "data" / "s1_miller" / "s1_data.mat")
+    p.add_argument("--out", type=Path, default=ROOT / "outputs" / "real_few_shot")
+    p.add_argument("--groups", type=int, default=4, help="pseudo-sessions the units are dealt into")
+    p.add_argument("--held-out", type=int, default=0, help="which group is the new session")
+    p.add_argument(
+        "--sizes", type=float, nargs="+", default=[30, 120, 600], help="seconds of the new session's training split"
+    )
+    p.add_argument("--seeds", type=int, default=3, help="runs per cell (seeds 0, 1, ...)")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), metavar="METHOD")
+    p.add_argument("--model", default="poyo_mini")
+    p.add_argument("--pretrain-steps", type=int, default=3000)
+    p.add_argument("--steps", type=int, default=300, help="steps for unit identification and fine-tuning")
+    p.add_argument("--scratch-steps", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=16, help="16 lets 30 s of one session make 2 batches")
+    p.add_argument("--gru-hidden", type=int, nargs="+", default=[64, 128], help="GRU sizes to choose from")
+    p.add_argument("--gru-dropout", type=float, nargs="+", default=[0.3, 0.5], help="GRU dropout rates to choose from")
+    p.add_argument("--pretrained", type=Path, default=None, help="reuse this pretrained model.pt")
+    a = p.parse_args()
+    if not a.mat.is_file():
+        sys.exit(
+            f"no recording at {a.mat}; pass --mat PATH (a .mat or .npz with 'spikes' (bins, units) and 'vel' at 50 ms)"
+        )
+    if not 0 <= a.held_out < a.groups:
+        sys.exit(f"--held-out must name a group in 0..{a.groups - 1}, got {a.held_out}")
+    a.out.mkdir(parents=True, exist_ok=True)
+    data_root = a.out / "data"
+    ids = write_groups(a.mat, data_root, a.groups)
+    held, pre = ids[a.held_out], [s for i, s in enumerate(ids) if i != a.held_out]
+    sess = lambda names: "sessions=[" + ",".join(names) + "]"  # noqa: E731
+    common = [
+        f"data_root={data_root}", f"dataset={BRAINSET}_{a.groups}", f"model={a.model}", f"batch_size={a.batch_size}",
+        "trainer.check_val_every_n_epoch=100000", "plot_sessions=1",
+    ]  # fmt: skip
+    ckpt = a.pretrained or a.out / "pretrain" / "checkpoints" / "model.pt"
+    if not ckpt.is_file():
+        print(f"pretraining {a.model} on {len(pre)} pseudo-sessions for {a.pretrain_steps} steps ...", flush=True)
+        r = run_train(
+            a.out / "pretrain", common + [sess(pre), f"trainer.max_steps={a.pretrain_steps}"], a.out / "pretrain.log"
+        )
+        print(f"  pretraining test R² {r['poyo_mean_r2']:.3f} (linear {r['linear_mean_r2']:.3f}), {r['seconds']:.0f} s")
+    results = []
+    for seconds in a.sizes:
+        for seed in range(a.seeds):
+            for method in a.methods:
+                steps = a.scratch_steps if method == "from scratch" else a.steps
+                extra = [*METHODS[method], f"trainer.max_steps={steps}", f"seed={seed}"]
+                if method != "from scratch":
+                    extra.append(f"finetune.checkpoint={ckpt}")
+                run = f"{method.replace(' ', '_')}_{int(seconds)}s_seed{seed}"
+                r = run_train(
+                    a.out / run, common + [sess([held]), f"train_seconds={seconds}", *extra], a.out / f"{run}.log"
+                )
+                results.append(dict(method=method, seconds_per_session=seconds, seed=seed, r2=r["poyo_mean_r2"], steps=steps,
+                                    wall_s=round(r["seconds"], 1)))  # fmt: skip
+                print(f"{method:22s} {seconds:5.0f} s seed {seed}  R² {r['poyo_mean_r2']:.3f}  (linear "
+                      f"{r['linear_mean_r2']:.3f}, causal {r['causal_mean_r2']:.3f})  {r['seconds']:.0f} s", flush=True)  # fmt: skip
+            gru = gru_scores(
+                a.out / run, data_root / f"{BRAINSET}_{a.groups}", [held], seconds, seed, hidden=a.gru_hidden,
+                dropout=a.gru_dropout,
+            )  # fmt: skip
+            for row, r2 in gru.items():
+                results.append(dict(method=row, seconds_per_session=seconds, seed=seed, r2=r2, steps=0, wall_s=0.0))
+            print(
+                f"{'GRU':22s} {seconds:5.0f} s seed {seed}  " + ", ".join(f"{k} {v:.3f}" for k, v in gru.items()),
+                flush=True,
+            )
+        for row, key in LINEAR_ROWS.items():  # fitted on the same data in every run; identical across seeds
+            results.append(dict(method=row, seconds_per_session=seconds, r2=r[f"{key}_mean_r2"], steps=0, wall_s=0.0))
+        (a.out / "results.json").write_text(json.dumps(results, indent=1))
+    print(f"\nmean ± sd of test R² over {a.seeds} seed(s); held-out pseudo-session {held} (units never seen):\n")
+    print(table(results))
+    plot(
+        results,
+        a.out / "real_few_shot.png",
+        [*METHODS, *GRU_ROWS, *LINEAR_ROWS],
+        "Adapting to new units of a real recording",
+    )
+    print(f"\nresults: {a.out / 'results.json'}, plot: {a.out / 'real_few_shot.png'}")
+
+
+if __name__ == "__main__":
+    main()
