@@ -96,7 +96,11 @@ def main() -> None:
     if out.returncode != 0:
         sys.exit(f"train.py failed:\n{out.stderr[-3000:]}")
     test = json.loads((run_dir / "test_results.json").read_text())
-    result = {"brainset": brainset, "wall_s": round(time.time() - t0, 1), **{k: v for k, v in test.items() if k != "sessions"}}
+    result = {
+        "brainset": brainset,
+        "wall_s": round(time.time() - t0, 1),
+        **{k: v for k, v in test.items() if k != "sessions"},
+    }
     if not a.no_gru:
         from poyo.data import Dataset
         from poyo.model import load_pretrained

@@ -69,7 +69,9 @@ def test_the_average_is_validated_saved_and_kept_after_training(tmp_path):
     module, ema = fit(tmp_path, 16)  # 2 epochs of 8 steps
     avg = expected_average(module.trajectory, start)
     torch.testing.assert_close(module.lin.weight.detach(), avg)  # the model is the average once training ends
-    torch.testing.assert_close(module.validated[0], expected_average(module.trajectory[:8], start))  # epoch 1's validation
+    torch.testing.assert_close(
+        module.validated[0], expected_average(module.trajectory[:8], start)
+    )  # epoch 1's validation
     assert not torch.allclose(avg, module.trajectory[-1], atol=1e-4)  # the average is not the last step
     last = safe_load(tmp_path / "last.ckpt")
     torch.testing.assert_close(last["state_dict"]["lin.weight"], avg)
