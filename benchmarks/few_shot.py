@@ -76,6 +76,17 @@ def run_train(run_dir: Path, overrides: list[str], log: Path) -> dict:
     return out
 
 
+def adapt_run(out: Path, common: list[str], method: str, overrides: list[str], seconds: float, seed: int, steps: int,
+              ckpt: Path) -> tuple[str, dict]:  # fmt: skip
+    """One run of ``method`` (its ``overrides``; "from scratch" needs no checkpoint) on the
+    earliest ``seconds`` of the held-out data; returns (the run's name, its test results)."""
+    extra = [*overrides, f"trainer.max_steps={steps}", f"seed={seed}"]
+    if method != "from scratch":
+        extra.append(f"finetune.checkpoint={ckpt}")
+    run = f"{method.replace(' ', '_').replace('(', '').replace(')', '')}_{int(seconds)}s_seed{seed}"
+    return run, run_train(out / run, [*common, f"train_seconds={seconds}", *extra], out / f"{run}.log")
+
+
 def dataset_overrides(data_root: Path, name: str, generate: dict) -> list[str]:
     return [
         f"data_root={data_root}",
@@ -148,11 +159,12 @@ def plot(results: list[dict], png: Path, rows=None, title: str = "Adapting to ne
     fig.savefig(png, dpi=120)
 
 
-def table(results: list[dict]) -> str:
+def table(results: list[dict], rows=None) -> str:
+    """A markdown table of mean ± sd per row (default: this script's) and data size."""
     summary = summarise(results)
     sizes = sorted({s for _, s in summary})
     lines = ["| method | " + " | ".join(f"{s / 60:g} min" for s in sizes) + " |", "|---|" + "---|" * len(sizes)]
-    for method in [*METHODS, *GRU_ROWS, *BASELINES]:
+    for method in rows or [*METHODS, *GRU_ROWS, *BASELINES]:
         cells = ["{:.3f} ± {:.3f}".format(*summary[(method, s)][:2]) if (method, s) in summary else "" for s in sizes]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -220,14 +232,7 @@ def main() -> None:
         for seed in range(a.seeds):
             for method in a.methods:
                 steps = a.scratch_steps if method == "from scratch" else a.steps
-                extra = [*METHODS[method], f"trainer.max_steps={steps}", f"seed={seed}"]
-                if method != "from scratch":
-                    extra.append(f"finetune.checkpoint={ckpt}")
-                tag = method.replace(" ", "_").replace("(", "").replace(")", "")
-                run = f"{tag}_{int(seconds)}s_seed{seed}"
-                r = run_train(
-                    a.out / run, common + [sess(held), f"train_seconds={seconds}", *extra], a.out / f"{run}.log"
-                )
+                run, r = adapt_run(a.out, [*common, sess(held)], method, METHODS[method], seconds, seed, steps, ckpt)
                 results.append(
                     dict(
                         method=method,

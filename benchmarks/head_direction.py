@@ -10,7 +10,8 @@ and sin). The head turns as a random walk whose angular velocity is an Ornstein-
 process (sd ``--turn-sd`` degrees/s, 0.5 s time constant), interrupted by still periods
 (``--still`` of the time, in bouts of 1-10 s) where the head barely moves, as a resting
 animal's does. Each unit is a head-direction cell: von Mises tuning around a preferred
-direction (concentration 1.5-5, peak 10-40 Hz, baseline 0.2-1.5 Hz), Poisson spikes.
+direction (concentration 1.5-5, peak 10-40 Hz, baseline 0.2-1.5 Hz), Poisson spikes; a share
+of them (``1 - --tuned``) fire at a steady rate instead, as the untuned cells a probe also records.
 Behaviour is sampled at 50 Hz.
 
 Prints the test table (circular R², mean angular error in degrees of POYO, the window-matched
@@ -33,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def simulate(units: int, minutes: float, turn_sd: float, still: float, seed: int):
+def simulate(units: int, minutes: float, turn_sd: float, still: float, seed: int, tuned: float = 1.0):
     """(per-unit spike times, behaviour timestamps, head direction in radians in [0, 2 pi))."""
     rng = np.random.default_rng(seed)
     dt, fs = 0.001, 50
@@ -54,6 +55,7 @@ def simulate(units: int, minutes: float, turn_sd: float, still: float, seed: int
     theta = np.cumsum(omega) * dt + rng.uniform(0, 2 * np.pi)
     pref = rng.uniform(0, 2 * np.pi, units)
     kappa, peak, base = rng.uniform(1.5, 5, units), rng.uniform(10, 40, units), rng.uniform(0.2, 1.5, units)
+    kappa[rng.permutation(units)[: units - round(tuned * units)]] = 0.0  # untuned units fire at a steady rate
     trains = []
     t = np.arange(n) * dt
     for u in range(units):
@@ -70,6 +72,7 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=9.0)
     p.add_argument("--turn-sd", type=float, default=90.0, help="sd of the angular velocity while moving (deg/s)")
     p.add_argument("--still", type=float, default=0.3, help="fraction of the time in still bouts")
+    p.add_argument("--tuned", type=float, default=0.6, help="share of the units that are head-direction cells")
     p.add_argument("--seed", type=int, default=0, help="the simulated recording")
     p.add_argument("--model", default="poyo_mini")
     p.add_argument("--extra", nargs="*", default=[], help="more train.py overrides")
@@ -77,10 +80,10 @@ def main() -> None:
     a = p.parse_args()
     from poyo.pipelines.arrays import from_spike_times, write_session
 
-    brainset = f"hd_sim_{a.units}u_{a.minutes:g}min_s{a.seed}"
+    brainset = f"hd_sim_{a.units}u_{a.tuned:g}t_{a.minutes:g}min_s{a.seed}"
     data_root = a.out / "data"
     if not (data_root / brainset).is_dir():
-        trains, bt, hd = simulate(a.units, a.minutes, a.turn_sd, a.still, a.seed)
+        trains, bt, hd = simulate(a.units, a.minutes, a.turn_sd, a.still, a.seed, a.tuned)
         data = from_spike_times(
             trains, [f"hd{u}" for u in range(a.units)], {"head.dir": (bt, hd)}, brainset=brainset, session_id="mouse"
         )

@@ -119,29 +119,11 @@ def plot(results: list[dict], path: Path) -> None:
             steps, r2, secs = zip(*r["val_curve"]) if r["val_curve"] else ((), (), ())
             row[0].plot(steps, r2, marker="o", ms=3, label=f"{r['model']} (test {r['poyo_r2']:.3f})")
             row[1].plot(secs, r2, marker="o", ms=3, label=r["model"])
+        lines = [("linear_r2", "k", "--", "linear, window"), ("causal_r2", "grey", ":", "linear, causal"),
+                 ("gru_r2", "C3", "-.", "GRU, bidirectional")]  # fmt: skip
         for ax in row:
-            ax.axhline(
-                mine[0]["linear_r2"],
-                color="k",
-                ls="--",
-                lw=1,
-                label=f"linear, window (test {mine[0]['linear_r2']:.3f})",
-            )
-            ax.axhline(
-                mine[0]["causal_r2"],
-                color="grey",
-                ls=":",
-                lw=1,
-                label=f"linear, causal (test {mine[0]['causal_r2']:.3f})",
-            )
-            if "gru_r2" in mine[0]:
-                ax.axhline(
-                    mine[0]["gru_r2"],
-                    color="C3",
-                    ls="-.",
-                    lw=1,
-                    label=f"GRU, bidirectional (test {mine[0]['gru_r2']:.3f})",
-                )
+            for key, color, ls, name in [x for x in lines if x[0] in mine[0]]:
+                ax.axhline(mine[0][key], color=color, ls=ls, lw=1, label=f"{name} (test {mine[0][key]:.3f})")
             ax.set_ylabel(f"{bs}: validation R²")
             ax.set_ylim(max(0.0, min(ax.get_ylim()[0], 0.4)), 1.0)
             ax.grid(alpha=0.3)

@@ -35,7 +35,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from few_shot import GRU_ROWS, gru_scores, plot, run_train, summarise
+from few_shot import GRU_ROWS, adapt_run, gru_scores, plot, run_train, table
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -70,16 +70,6 @@ def write_groups(mat: Path, data_root: Path, groups: int) -> list[str]:
         )  # fmt: skip
         write_session(data, data_root)
     return ids
-
-
-def table(results: list[dict]) -> str:
-    summary = summarise(results)
-    sizes = sorted({s for _, s in summary})
-    lines = ["| method | " + " | ".join(f"{s / 60:g} min" for s in sizes) + " |", "|---|" + "---|" * len(sizes)]
-    for method in [*METHODS, *GRU_ROWS, *LINEAR_ROWS]:
-        cells = ["{:.3f} ± {:.3f}".format(*summary[(method, s)][:2]) if (method, s) in summary else "" for s in sizes]
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 def main() -> None:
@@ -129,13 +119,7 @@ def main() -> None:
         for seed in range(a.seeds):
             for method in a.methods:
                 steps = a.scratch_steps if method == "from scratch" else a.steps
-                extra = [*METHODS[method], f"trainer.max_steps={steps}", f"seed={seed}"]
-                if method != "from scratch":
-                    extra.append(f"finetune.checkpoint={ckpt}")
-                run = f"{method.replace(' ', '_')}_{int(seconds)}s_seed{seed}"
-                r = run_train(
-                    a.out / run, common + [sess([held]), f"train_seconds={seconds}", *extra], a.out / f"{run}.log"
-                )
+                run, r = adapt_run(a.out, [*common, sess([held])], method, METHODS[method], seconds, seed, steps, ckpt)
                 results.append(dict(method=method, seconds_per_session=seconds, seed=seed, r2=r["poyo_mean_r2"], steps=steps,
                                     wall_s=round(r["seconds"], 1)))  # fmt: skip
                 print(f"{method:22s} {seconds:5.0f} s seed {seed}  R² {r['poyo_mean_r2']:.3f}  (linear "
@@ -154,7 +138,7 @@ def main() -> None:
             results.append(dict(method=row, seconds_per_session=seconds, r2=r[f"{key}_mean_r2"], steps=0, wall_s=0.0))
         (a.out / "results.json").write_text(json.dumps(results, indent=1))
     print(f"\nmean ± sd of test R² over {a.seeds} seed(s); held-out pseudo-session {held} (units never seen):\n")
-    print(table(results))
+    print(table(results, [*METHODS, *GRU_ROWS, *LINEAR_ROWS]))
     plot(
         results,
         a.out / "real_few_shot.png",

@@ -174,8 +174,8 @@ class Decoder:
 
     Args:
         model: a model config of ``configs/model`` (``poyo_mini``, ``poyo_1.3M``, ``poyo_11.8M``).
-        max_steps: training steps of ``fit`` (None: ``train.py``'s default, 20 epochs but at
-            least 1,000 steps); ``adapt`` takes its own.
+        max_steps: training steps of ``fit`` (None: ``train.py dataset=<folder>``'s default, 20
+            epochs but at least 3,000 steps); ``adapt`` takes its own.
         batch_size: windows per step (the global batch).
         device: ``"auto"`` (a GPU when there is one), ``"cpu"`` or ``"gpu"``.
         precision: ``"auto"`` (bf16 where the hardware computes it), ``"32-true"`` or ``"bf16-mixed"``.

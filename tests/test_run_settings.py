@@ -48,6 +48,8 @@ def test_planned_steps_take_min_steps_and_the_progress_bar_shows_the_epochs_they
     assert (cfg.trainer.max_epochs, cfg.trainer.min_steps, cfg.trainer.max_steps) == (20, 1000, -1)
     assert train.planned_steps(cfg, 42) == 1000  # 20 epochs of 42 batches fall short of min_steps
     assert train.planned_steps(cfg, 100) == 2000  # 20 epochs are more
+    recipe = config("+dataset.min_steps=3000")  # a recipe's own least steps (dataset=<folder>: one recording)
+    assert train.planned_steps(recipe, 42) == 3000 and train.planned_steps(recipe, 200) == 4000
     cfg.trainer.max_steps = 12
     assert train.planned_steps(cfg, 42) == 12  # max_steps overrides both
     trainer = train.make_trainer(cfg, tmp_path, logger=False, total_steps=1000, steps_per_epoch=42)

@@ -41,7 +41,6 @@ PLAN = (
     "trainer.max_steps",
     "trainer.max_epochs",
     "trainer.min_steps",
-    "trainer.ema_decay",
 )
 
 
@@ -135,6 +134,7 @@ def check_settings(cfg: Mapping) -> None:
     need("optim.warmup_steps", lambda v: v is None or (_integer(v) and v >= 0), "must be an integer >= 0", "0")
     need("trainer.max_epochs", lambda v: _integer(v) and v >= 1, "must be a positive integer", "20")
     need("trainer.min_steps", lambda v: v is None or (_integer(v) and v >= 0), "must be an integer >= 0", "1000")
+    need("dataset.min_steps", lambda v: v is None or (_integer(v) and v >= 0), "must be an integer >= 0", "3000")
     need(
         "trainer.max_steps",
         lambda v: _integer(v) and (v == -1 or v >= 1),
@@ -156,12 +156,6 @@ def check_settings(cfg: Mapping) -> None:
         "statistics",
     )
     need(
-        "trainer.ema_decay",
-        lambda v: v is None or (_number(v) and 0 <= v < 1),
-        "must be a number in [0, 1) (0: no weight averaging)",
-        "0.995",
-    )
-    need(
         "trainer.gradient_clip_val",
         lambda v: v is None or (_number(v) and v > 0),
         "must be null or a positive number",
@@ -176,8 +170,6 @@ def plan_differences(saved: Mapping, current: Mapping) -> list[str]:
         a, b = _get(saved, key), _get(current, key)
         if a is None and key in ("objective", "mtm"):  # checkpoints from before masked modelling
             a = "supervised" if key == "objective" else b
-        if key == "trainer.ema_decay" and not a and not b:  # before the setting: no averaging
-            a = b
         if key == "optim" and isinstance(a, Mapping) and "eps" not in a:  # before optim.eps: always the default
             a = {**a, "eps": OptimConfig.eps}
         if a != b:

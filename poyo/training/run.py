@@ -27,7 +27,6 @@ from poyo.model.masking import DECODE, MaskSettings
 from poyo.model.pretrained import pretrained_payload
 from poyo.readouts import ReadoutConfig, fit_normalisation, readouts_from_settings
 from poyo.training.checkpoint import AtomicCheckpointIO
-from poyo.training.ema import EMA
 from poyo.training.finetune import MODES, pretrained_for_finetuning
 from poyo.training.gru import GRUBaseline
 from poyo.training.guards import find_resume, resume_problems, warn_short_validation
@@ -132,9 +131,11 @@ def make_datamodule(cfg: DictConfig, root: Path, readouts, *, progress: bool) ->
 def planned_steps(cfg: DictConfig, steps_per_epoch: int) -> int:
     """``trainer.max_steps`` if set, else ``max_epochs`` epochs but at least ``min_steps`` steps
     (a short recording has few windows per epoch, and the model needs a few hundred steps
-    before it starts to decode at all)."""
+    before it starts to decode at all): the larger of ``trainer.min_steps`` and the dataset
+    recipe's own ``dataset.min_steps`` (one recording of a lab's own: 3,000)."""
     t = cfg.trainer
-    return t.max_steps if t.max_steps > 0 else max(t.max_epochs * steps_per_epoch, t.get("min_steps") or 0)
+    least = max(t.get("min_steps") or 0, cfg.dataset.get("min_steps") or 0)
+    return t.max_steps if t.max_steps > 0 else max(t.max_epochs * steps_per_epoch, least)
 
 
 def run_precision(cfg: DictConfig) -> tuple[str, str]:
@@ -255,8 +256,6 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     best = L.pytorch.callbacks.ModelCheckpoint(
         dirpath=ckpt_dir, filename="best", monitor="val/metric", mode="max", save_top_k=1, enable_version_counter=False
     )
-    if cfg.trainer.get("ema_decay"):
-        callbacks.append(EMA(cfg.trainer.ema_decay))
     callbacks += [
         best,
         L.pytorch.callbacks.ModelCheckpoint(
