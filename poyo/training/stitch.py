@@ -118,14 +118,14 @@ class Stitcher:
         """Add one batch of one readout. ``rows`` is :func:`poyo.model.targets` of the batch
         (values, eval_mask, sample_index, sample, timestamps); ``pred`` lines up with it."""
         sample = rows["sample"].cpu().numpy()
+        in_window = rows["timestamps"].double().cpu().numpy()  # s from each window's start
         arrays = {
             "sample_index": rows["sample_index"].cpu().numpy(),
             "pred": pred.detach().float().cpu().numpy(),
             "target": rows["values"].cpu().numpy(),
             "eval": rows["eval_mask"].cpu().numpy(),
-            "weight": position_weight(rows["timestamps"].double().cpu().numpy(), self.window_length),
-            "time": rows["timestamps"].double().cpu().numpy()
-            + (absolute_start.double().cpu().numpy()[sample] if absolute_start is not None else 0.0),
+            "weight": position_weight(in_window, self.window_length),
+            "time": in_window + (absolute_start.double().cpu().numpy()[sample] if absolute_start is not None else 0.0),
         }
         for i in np.unique(sample):
             keep = sample == i
