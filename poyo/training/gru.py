@@ -170,19 +170,10 @@ class GRUBaseline:
         spec = readout.spec
         out: dict[str, dict[str, dict]] = {v: {} for v in variants}
         for sid in sessions if sessions is not None else ds.session_ids:
-            w, y, split, ev, t, index = session_samples(ds, sid, readout)
-            if spec.kind == "circular":
-                y = readout.encode(np.where(np.isfinite(y), y, 0.0))
-            rows = {
-                "train": np.flatnonzero(split["train"]),
-                "valid": np.flatnonzero(split["valid"] & ev),
-                "test": np.flatnonzero(split["test"] & ev),
-            }
-            # neighbouring samples closer than a bin add little: train on about one per bin
-            tr = rows["train"]
-            rows["train"] = tr[np.unique(np.floor(t[tr] / self.bin_s), return_index=True)[1]]
-            if len(rows["train"]) <= 10 or len(rows["test"]) < 2:
+            samples = session_samples(ds, sid, readout, self.bin_s)
+            if samples is None:
                 continue
+            w, y, rows, t, index = samples
             my, sy = y[rows["train"]].mean(0), y[rows["train"]].std(0) + 1e-8
             targets = {"train": ((y[rows["train"]] - my) / sy).astype(np.float32), "valid": y[rows["valid"]]}
             spikes = (w.spike_times + w.start, w.spike_units, len(w.unit_ids))

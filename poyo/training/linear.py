@@ -72,9 +72,13 @@ def ridge_fits(gram: np.ndarray, xy: np.ndarray, alphas: Sequence[float]) -> dic
     return out
 
 
-def session_samples(ds: Dataset, sid: str, readout: ReadoutConfig):
-    """One session's behaviour samples for a baseline: ``(window, values (n, d), split masks
-    {train, valid, test} (finite values only), evaluation mask, absolute times, sample index)``."""
+def session_samples(ds: Dataset, sid: str, readout: ReadoutConfig, bin_s: float):
+    """One session's behaviour samples as every baseline fits and scores them: ``(window,
+    values (n, d), rows, absolute times, sample index)``, or None when the session has too few
+    training (<= 10) or test (< 2) samples. Values are each angle's cos and sin for a circular
+    readout. ``rows`` holds the indices of finite samples per split: ``valid`` and ``test``
+    inside the readout's evaluation intervals, ``train`` thinned to about one per ``bin_s``
+    bin (neighbours closer than a bin add little)."""
     s = ds.sessions[sid]
     w = ds.read(WindowIndex(sid, s.start, s.end + 1e-6))
     series = w.behaviour[readout.key]
@@ -94,7 +98,17 @@ def session_samples(ds: Dataset, sid: str, readout: ReadoutConfig):
         k: ivs.contains(s.splits[k], t) & ok if s.splits[k] is not None else np.zeros(len(t), bool)
         for k in ("train", "valid", "test")
     }
-    return w, y, split, ev, t, series.sample_index
+    train = np.flatnonzero(split["train"])
+    rows = {
+        "train": train[np.unique(np.floor(t[train] / bin_s), return_index=True)[1]],
+        "valid": np.flatnonzero(split["valid"] & ev),
+        "test": np.flatnonzero(split["test"] & ev),
+    }
+    if len(rows["train"]) <= 10 or len(rows["test"]) < 2:
+        return None
+    if readout.spec.kind == "circular":  # regress each angle's cos and sin
+        y = readout.encode(np.where(np.isfinite(y), y, 0.0))
+    return w, y, rows, t, series.sample_index
 
 
 class LinearBaseline:
@@ -144,18 +158,11 @@ class LinearBaseline:
         spec = readout.spec
         out: dict[str, dict[str, dict]] = {v: {} for v in VARIANTS}
         for sid in sessions if sessions is not None else ds.session_ids:
-            w, y, split, ev, t, index = session_samples(ds, sid, readout)
-            if spec.kind == "circular":  # regress each angle's cos and sin
-                y = readout.encode(np.where(np.isfinite(y), y, 0.0))
-            tr, va, te = (
-                np.flatnonzero(split["train"]),
-                np.flatnonzero(split["valid"] & ev),
-                np.flatnonzero(split["test"] & ev),
-            )
-            # neighbouring samples closer than a bin add little: fit on about one per bin
-            tr = tr[np.unique(np.floor(t[tr] / self.bin_s), return_index=True)[1]]
-            if len(tr) <= 10 or len(te) < 2:
+            samples = session_samples(ds, sid, readout, self.bin_s)
+            if samples is None:
                 continue
+            w, y, rows, t, index = samples
+            tr, va, te = rows["train"], rows["valid"], rows["test"]
             spikes = (w.spike_times + w.start, w.spike_units, len(w.unit_ids))
             for variant in VARIANTS:
                 contexts = self.contexts(variant)
