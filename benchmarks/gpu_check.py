@@ -62,7 +62,7 @@ def log(msg: str = "") -> None:
 
 
 def config(name: str, **changes) -> POYOConfig:
-    return replace(POYOConfig.from_yaml(ROOT / "configs" / "model" / f"{name}.yaml"), **changes)
+    return replace(POYOConfig.from_name(name), **changes)
 
 
 def build(cfg: POYOConfig, device: str, backend: str) -> POYO:

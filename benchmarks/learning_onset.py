@@ -83,10 +83,10 @@ def main() -> None:
     a = p.parse_args()
     torch.manual_seed(a.seed)
 
-    ds_cfg = OmegaConf.load(ROOT / "configs" / "dataset" / "synthetic_reaching.yaml")
+    ds_cfg = OmegaConf.load(ROOT / "poyo" / "configs" / "dataset" / "synthetic_reaching.yaml")
     root = a.data_root / "synthetic_reaching"
     ensure(root, SyntheticConfig(**OmegaConf.to_container(ds_cfg.generate)))
-    model_cfg = POYOConfig.from_yaml(ROOT / "configs" / "model" / f"{a.model}.yaml")
+    model_cfg = POYOConfig.from_name(a.model)
     for kv in a.set:
         key, _, value = kv.partition("=")
         if key not in model_cfg.to_dict():

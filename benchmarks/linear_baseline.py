@@ -5,7 +5,7 @@
 
 Times :meth:`poyo.training.linear.LinearBaseline.evaluate` (window-matched and causal decoders,
 context and ridge penalty chosen on validation, per session) on the quick start's synthetic set
-and readout (``configs/dataset/synthetic_reaching.yaml``),
+and readout (``poyo/configs/dataset/synthetic_reaching.yaml``),
 and prints the mean test R² of each decoder, so that a faster fit can be seen to choose the same
 decoders.
 """
@@ -32,7 +32,7 @@ from poyo.pipelines.synthetic_reaching import SyntheticConfig, ensure  # noqa: E
 from poyo.readouts import readouts_from_settings  # noqa: E402
 from poyo.training.linear import LinearBaseline  # noqa: E402
 
-QUICK_START = ROOT / "configs" / "dataset" / "synthetic_reaching.yaml"
+QUICK_START = ROOT / "poyo" / "configs" / "dataset" / "synthetic_reaching.yaml"
 
 
 def main() -> None:

@@ -95,7 +95,7 @@ def main() -> None:
     print("matmul 2048x512x2048: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peak.items()) + "\n")
     rows = []
     for name in a.models:
-        config = POYOConfig.from_yaml(ROOT / "configs" / "model" / f"{name}.yaml")
+        config = POYOConfig.from_name(name)
         tok = POYO(config, unit_ids=[f"bench/s0/u{i}" for i in range(100)], session_ids=["bench/s0"]).tokenizer(
             [READOUT]
         )

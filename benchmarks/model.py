@@ -108,7 +108,7 @@ def windows(spikes: int, batch_size: int, seed: int) -> list[Window]:
 
 
 def build(model_name: str, seed: int = 0, atn_dropout: float | None = None) -> POYO:
-    cfg = POYOConfig.from_yaml(ROOT / "configs" / "model" / f"{model_name}.yaml")
+    cfg = POYOConfig.from_name(model_name)
     if atn_dropout is not None:
         cfg = replace(cfg, atn_dropout=atn_dropout)
     return POYO(cfg, unit_ids=[f"bench/s0/u{i}" for i in range(UNITS)], session_ids=["bench/s0"], seed=seed)

@@ -136,7 +136,7 @@ def main() -> None:
                           a.out / f"pretrain_{kind}.log")  # fmt: skip
             print(f"  {s:.0f} s", flush=True)
 
-    adapt_lr = a.adapt_lr_scale * OmegaConf.load(ROOT / "configs" / "optim" / "adamw.yaml").base_lr
+    adapt_lr = a.adapt_lr_scale * OmegaConf.load(ROOT / "poyo" / "configs" / "optim" / "adamw.yaml").base_lr
     print(f"adapting the MtM model to the {len(ids['held_out'])} held-out sessions (spikes only) ...", flush=True)
     run = a.out / "adapt_mtm"
     adapt = ["objective=mtm", "finetune=unit_identification", f"finetune.checkpoint={ckpt['mtm']}",

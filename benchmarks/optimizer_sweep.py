@@ -46,7 +46,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
     torch.manual_seed(a.seed)
-    cfg = OmegaConf.load(ROOT / "configs" / "dataset" / "synthetic_reaching.yaml")
+    cfg = OmegaConf.load(ROOT / "poyo" / "configs" / "dataset" / "synthetic_reaching.yaml")
     ensure(a.root, SyntheticConfig(**OmegaConf.to_container(cfg.generate)))
     readouts = [ReadoutConfig(**r) for r in OmegaConf.to_container(cfg.readouts)]
     dm = DataModule(

@@ -33,7 +33,7 @@ from poyo.model import POYO, POYOConfig
 from poyo.readouts import ReadoutConfig
 from poyo.stream import StreamingDecoder, keep_freed_memory
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "model"
+CONFIGS = Path(__file__).resolve().parents[1] / "poyo" / "configs" / "model"
 
 
 def build(name: str, units: list[str], session: str) -> POYO:

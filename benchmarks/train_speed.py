@@ -48,7 +48,7 @@ def dataset(root: Path) -> Dataset:
 
 def model_for(name: str, ds: Dataset) -> POYO:
     return POYO(
-        POYOConfig.from_yaml(ROOT / "configs" / "model" / f"{name}.yaml"),
+        POYOConfig.from_name(name),
         unit_ids=ds.unit_ids,
         session_ids=ds.session_ids,
         seed=0,

@@ -3,7 +3,7 @@
     pip install --no-deps torch_brain==0.2.1     # only for this benchmark (its model needs torch alone)
     python benchmarks/vs_torch_brain.py [--model poyo_1.3M] [--batch-size 32] [--rate-hz 20] [--rounds 3]
 
-The workload: the same architecture in both libraries (``configs/model/<model>.yaml``, dropout
+The workload: the same architecture in both libraries (``poyo/configs/model/<model>.yaml``, dropout
 on), a batch of ``--batch-size`` 1 s windows of ``--units`` units firing at ``--rate-hz``
 (Poisson; 100 x 20 Hz is about 2,000 spikes a window, ragged as real batches are) with 100
 behaviour samples each, an MSE loss on 2-D outputs and a ``torch.optim.AdamW`` step. The rows
@@ -122,7 +122,7 @@ def main() -> None:
         if getattr(a, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
 
-    config = POYOConfig.from_yaml(ROOT / "configs" / "model" / f"{a.model}.yaml")
+    config = POYOConfig.from_name(a.model)
     tok = POYO(config, unit_ids=[f"bench/s0/u{i}" for i in range(a.units)], session_ids=["bench/s0"]).tokenizer(
         [READOUT]
     )

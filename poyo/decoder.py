@@ -15,10 +15,14 @@ intervals (``(n, 2)`` start/end seconds). pynapple objects work where arrays do:
 as ``spike_times``, a ``Tsd``/``TsdFrame`` as ``behaviour``.
 
 Nothing here trains or evaluates on its own: ``fit`` and ``adapt`` write the sessions as
-session files (:mod:`poyo.pipelines.arrays`) into ``workdir`` and call
-:func:`poyo.training.run.train`, the function behind ``train.py``, with the same settings
-(``configs/``); ``predict`` stitches overlapping windows exactly as ``train.py``'s evaluation
-does. Every run folder (checkpoints, metrics, test report) stays in ``workdir``.
+session files (:mod:`poyo.pipelines.arrays`), build a :class:`poyo.training.config.RunConfig`
+(the ``auto`` dataset recipe, the model preset, the Decoder's arguments) and call
+:func:`poyo.training.run.train`, the function behind ``poyo train``; ``predict`` stitches
+overlapping windows exactly as its evaluation does. With ``workdir`` every run folder
+(checkpoints, metrics, test report) stays there; without, a temporary folder per run is removed.
+
+A session passed without ``session_id`` to ``predict``/``score`` whose unit ids are exactly
+those of one fitted session is that session (two parts of one recording need no ids).
 """
 
 from __future__ import annotations
@@ -34,7 +38,6 @@ import numpy as np
 
 DEFAULT_KEY = "behaviour.values"  # where a bare (timestamps, values) behaviour is stored
 BRAINSET = "decoder"  # the folder below workdir/data that holds the sessions
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 @dataclass
@@ -173,21 +176,25 @@ class Decoder:
     """POYO as an estimator: ``fit``, ``predict``, ``score``, ``adapt``, ``save``/``load``.
 
     Args:
-        model: a model config of ``configs/model`` (``poyo_mini``, ``poyo_1.3M``, ``poyo_11.8M``).
-        max_steps: training steps of ``fit`` (None: ``train.py dataset=<folder>``'s default, 20
-            epochs but at least 3,000 steps); ``adapt`` takes its own.
+        model: a model preset (``poyo_mini``, ``poyo_1.3M``, ``poyo_11.8M``) or a :class:`POYOConfig`.
+        max_steps: training steps of ``fit`` (None: ``poyo train dataset=<folder>``'s default,
+            20 epochs but at least 3,000 steps); ``adapt`` takes its own.
         batch_size: windows per step (the global batch).
         device: ``"auto"`` (a GPU when there is one), ``"cpu"`` or ``"gpu"``.
         precision: ``"auto"`` (bf16 where the hardware computes it), ``"32-true"`` or ``"bf16-mixed"``.
         seed: seeds every random choice of a run (model init, windows, augmentation).
-        workdir: where session files and run folders go (default: a new temporary folder).
+        workdir: where session files and run folders go and stay. None (default): a temporary
+            folder per run, removed when the run ends (the model is kept in memory; ``save`` it).
         num_workers: DataLoader worker processes for training (0: load in this process).
-        overrides: any further ``train.py`` settings, e.g. ``["optim.base_lr=1e-4"]``.
+        verbose: True prints what ``poyo train`` prints (tables, progress of every stage);
+            False one progress bar per run and its scores (the rest goes to the run's ``run.log``).
+        settings: any further run settings by dotted key (:class:`poyo.training.config.RunConfig`),
+            e.g. ``{"optim.base_lr": 1e-4, "trainer.precision": "32-true"}``.
     """
 
     def __init__(
         self,
-        model: str = "poyo_mini",
+        model="poyo_mini",
         *,
         max_steps: int | None = None,
         batch_size: int = 32,
@@ -196,31 +203,81 @@ class Decoder:
         seed: int = 0,
         workdir=None,
         num_workers: int = 2,
-        overrides: Sequence[str] = (),
+        verbose: bool = True,
+        settings: Mapping | None = None,
     ):
-        if not (CONFIGS / "model" / f"{model}.yaml").is_file():
-            known = sorted(p.stem for p in (CONFIGS / "model").glob("*.yaml"))
-            raise ValueError(f"model: no config '{model}' in {CONFIGS / 'model'}; choose one of {known}")
+        from poyo.configs import names
+        from poyo.model import POYOConfig
+
+        if isinstance(model, POYOConfig):
+            self.model_config = model
+        elif isinstance(model, str) and model in names("model"):
+            self.model_config = POYOConfig.from_name(model)
+        else:
+            raise ValueError(f"model: no preset {model!r}; choose one of {names('model')} or pass a POYOConfig")
         if max_steps is not None and not (isinstance(max_steps, int) and max_steps >= 1):
             raise ValueError(f"max_steps: a positive integer or None, got {max_steps!r}")
         if device not in ("auto", "cpu", "gpu", "cuda"):
             raise ValueError(f"device: auto, cpu or gpu, got {device!r}")
-        if isinstance(overrides, str):
-            raise TypeError("overrides: a list of 'key=value' strings, not one string")
-        self.model_name, self.max_steps, self.batch_size = model, max_steps, int(batch_size)
-        self.device, self.precision, self.seed, self.num_workers = device, precision, int(seed), int(num_workers)
-        self.overrides = list(overrides)
-        self.workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="poyo-decoder-"))
+        if settings is not None and not isinstance(settings, Mapping):
+            raise TypeError(
+                f"settings: a dict of dotted keys, e.g. {{'optim.base_lr': 1e-4}}, got {type(settings).__name__}"
+            )
+        self.model_name = self.model_config.name
+        self.max_steps, self.batch_size, self.seed = max_steps, int(batch_size), int(seed)
+        self.device, self.precision, self.num_workers = device, precision, int(num_workers)
+        self.verbose, self.settings = bool(verbose), dict(settings or {})
+        self.workdir = Path(workdir) if workdir is not None else None
+        self._config(Path("."), ["check/settings"])  # refuse bad settings now, not after writing sessions
         self.model_ = None  # the trained POYO (poyo.model.POYO), after fit / adapt / load
-        self.runs_: list[Path] = []  # run folders of fit and adapt, oldest first
-        self.report_: dict | None = (
-            None  # the last run's test report: POYO beside the linear decoders (test_results.json)
-        )
+        self.runs_: list[Path] = []  # run folders of fit and adapt, oldest first (kept only with a workdir)
+        self.report_: dict | None = None  # the last run's test report: POYO beside the linear decoders
+
+    @property
+    def window_length(self) -> float:
+        return float(self.settings.get("window_length", 1.0))
 
     # --- sessions -> files -------------------------------------------------------------
-    def _write(self, session, name: str, root: Path, *, model=None, timestamps=None) -> tuple[str, list[str]]:
+    def _known_sessions(self) -> dict[str, set[str]]:
+        """The fitted model's sessions of this decoder and their unit names (without the session prefix)."""
+        out: dict[str, set[str]] = {}
+        if self.model_ is None:
+            return out
+        for sid in self.model_.session_emb.ids:
+            out[sid] = set()
+        for u in self.model_.unit_emb.ids:  # "<brainset>/<session>/<unit>"; unit names may hold "/" too
+            sid = "/".join(u.split("/", 2)[:2])
+            if sid in out:
+                out[sid].add(u[len(sid) + 1 :])
+        return out
+
+    def _session_id(self, s: Session, name: str, trains, names, *, match: bool) -> str:
+        """``session_id`` if given; else (``match``) the one fitted session with exactly these unit
+        ids; else an id hashed from the spikes (a new session)."""
+        if s.session_id is not None:
+            return str(s.session_id)
+        if match:
+            units = set(names)
+            hits = [sid for sid, known in self._known_sessions().items() if known == units]
+            if len(hits) == 1:
+                print(
+                    f"{name}: no session_id; its {len(units)} unit ids are those of the fitted session "
+                    f"'{hits[0]}', so it is taken as that session"
+                )
+                return hits[0].split("/", 1)[1]
+            if len(hits) > 1:
+                raise ValueError(
+                    f"{name}: no session_id, and its {len(units)} unit ids match {len(hits)} fitted sessions "
+                    f"({[h.split('/', 1)[1] for h in hits]}); pass session_id= one of them (and give session ids when fitting)"
+                )
+        return session_id_of(trains, names)
+
+    def _write(
+        self, session, name: str, root: Path, *, model=None, timestamps=None, match: bool = False
+    ) -> tuple[str, list[str]]:
         """Write one session below ``root/decoder``, its behaviour under the key ``model`` decodes
-        (if given); returns its global id and global unit ids."""
+        (if given); returns its global id and global unit ids. ``match``: a session without
+        ``session_id`` may be a fitted one (:meth:`_session_id`)."""
         from temporaldata import Interval
 
         from poyo.pipelines.arrays import ArrayContentError, from_spike_times, write_session
@@ -236,12 +293,12 @@ class Decoder:
             key, t, v = _behaviour(name, s.behaviour, None)
         if model is not None:  # the series the model decodes
             key = model.readout_configs[0].key
-        window = float(self._settings([]).window_length)
+        window = self.window_length
         if t[-1] - t[0] < window:
             raise ValueError(
                 f"{name}: the behaviour spans {t[-1] - t[0]:.3f} s, shorter than one {window:g} s window; POYO needs at least one window"
             )
-        sid = str(s.session_id) if s.session_id is not None else session_id_of(trains, names)
+        sid = self._session_id(s, name, trains, names, match=match)
         try:
             data = from_spike_times(trains, names, {key: (t, v)}, brainset=BRAINSET, session_id=sid)
         except ArrayContentError as e:
@@ -260,70 +317,111 @@ class Decoder:
         return f"{BRAINSET}/{data.session.id}", [f"{BRAINSET}/{data.session.id}/{u}" for u in data.units.id]
 
     # --- runs ------------------------------------------------------------------------------
-    def _settings(self, extra: Sequence[str], batch_size: int | None = None):
-        from hydra import compose, initialize_config_dir
+    def _config(self, data_root: Path, sessions: Sequence[str], **run):
+        """The :class:`RunConfig` of a run on ``sessions`` below ``data_root`` (``run``: more fields)."""
+        from poyo.training.config import RunConfig, TrainerConfig, dataset_config
 
         accelerator = {"auto": "auto", "cpu": "cpu", "gpu": "gpu", "cuda": "gpu"}[self.device]
-        overrides = [
-            f"model={self.model_name}",
-            "dataset=auto",
-            f"dataset.name={BRAINSET}",
-            f"data_root={self.workdir / 'data'}",
-            f"seed={self.seed}",
-            f"batch_size={batch_size or self.batch_size}",
-            f"num_workers={self.num_workers}",
-            f"trainer.accelerator={accelerator}",
-            f"trainer.precision={self.precision}",
-            *extra,
-            *self.overrides,
-        ]
-        with initialize_config_dir(str(CONFIGS), version_base="1.3"):
-            return compose("train", overrides=overrides)
+        trainer = run.pop("trainer", {})
+        cfg = RunConfig(
+            dataset=dataset_config(BRAINSET),
+            model=self.model_config,
+            data_root=str(data_root),
+            sessions=list(sessions),
+            seed=self.seed,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            trainer=TrainerConfig(accelerator=accelerator, precision=self.precision, **trainer),
+            **run,
+        )
+        return cfg.with_changes(**self.settings) if self.settings else cfg
 
-    def _run(self, sessions: Sequence[str], extra: Sequence[str], train_seconds: float | None = None) -> None:
+    def _workspace(self) -> Path:
+        """The folder a run works in: ``workdir``, or a new temporary one the run removes."""
+        if self.workdir is not None:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            return self.workdir
+        return Path(tempfile.mkdtemp(prefix="poyo-decoder-"))
+
+    def _run(self, sessions, *, what: str, max_steps=None, train_seconds=None, finetune=None) -> None:
+        """Write ``sessions`` and train on them (``finetune``: adapt the current model), as ``poyo train`` does."""
+        work = self._workspace()
+        try:
+            if finetune is not None:
+                start = work / "runs" / f"{len(self.runs_):02d}-start.pt"
+                self.save(start)
+                finetune = {**finetune, "checkpoint": str(start)}
+            model = self.model_ if finetune is not None else None
+            ids = [self._write(x, f"sessions[{i}]", work / "data", model=model)[0] for i, x in enumerate(sessions)]
+            self._train(work, ids, what=what, max_steps=max_steps, train_seconds=train_seconds, finetune=finetune)
+        finally:
+            if self.workdir is None:
+                shutil.rmtree(work, ignore_errors=True)
+
+    def _train(self, work: Path, ids, *, what, max_steps, train_seconds, finetune) -> None:
+        import contextlib
+        import warnings
+
         import lightning as L
 
         from poyo.data import Dataset, RandomFixedWindowSampler
         from poyo.model import load_pretrained
-        from poyo.training.guards import RunLock, check_settings
+        from poyo.training.config import FinetuneConfig
+        from poyo.training.guards import RunLock
+        from poyo.training.loggers import quiet_libraries
         from poyo.training.run import planned_steps, train
 
-        ds = Dataset(self.workdir / "data", sessions=sessions, train_seconds=train_seconds, validate=False)
-        extra = [f"sessions=[{','.join(sessions)}]", *extra]
-        cfg = self._settings(extra)
+        quiet_libraries()
+        steps = max_steps if max_steps is not None else self.max_steps
+        trainer = {"max_steps": steps} if steps is not None else {}
+        run = dict(train_seconds=train_seconds)
+        if finetune is not None:
+            run["finetune"] = FinetuneConfig(**finetune)
+        cfg = self._config(work / "data", ids, trainer=trainer, **run)
+        ds = Dataset(work / "data", sessions=ids, train_seconds=train_seconds, validate=False)
         windows = len(RandomFixedWindowSampler(ds.sampling_intervals("train"), cfg.window_length, seed=self.seed))
+        ds.close()
         batch = cfg.batch_size
         if windows < 2 * batch:  # a few seconds of data: at least two batches per epoch
             batch = max(1, windows // 2)
-            print(f"{windows} training windows: batches of {batch} instead of {cfg.batch_size}")
+            if self.verbose:
+                print(f"{windows} training windows: batches of {batch} instead of {cfg.batch_size}")
         # Short recordings make short epochs: validate about 10 times a run, not every few epochs.
         epochs = -(-planned_steps(cfg, windows // batch) // (windows // batch))
-        every = max(int(cfg.trainer.check_val_every_n_epoch), -(-epochs // 10))
-        cfg = self._settings([*extra, f"trainer.check_val_every_n_epoch={every}"], batch_size=batch)
-        check_settings(cfg)
-        run_dir = self.workdir / "runs" / f"{len(self.runs_):02d}"
+        every = max(cfg.trainer.check_val_every_n_epoch, -(-epochs // 10))
+        cfg = cfg.with_changes(batch_size=batch, **{"trainer.check_val_every_n_epoch": every})
+        run_dir = work / "runs" / f"{len(self.runs_):02d}"
+        run_dir.mkdir(parents=True, exist_ok=True)
         L.seed_everything(cfg.seed, workers=False, verbose=False)
-        with RunLock(run_dir):
-            self.report_ = train(cfg, run_dir)["report"]
-        self.runs_.append(run_dir)
+        with contextlib.ExitStack() as quiet, RunLock(run_dir):
+            if not self.verbose:  # one progress bar (stderr) and the scores; the rest into run.log
+                log = quiet.enter_context(open(run_dir / "run.log", "w"))
+                quiet.enter_context(contextlib.redirect_stdout(log))
+                quiet.enter_context(warnings.catch_warnings())
+                warnings.showwarning = lambda m, c, f, n, file=None, line=None: log.write(f"warning: {m}\n")
+            out = train(cfg, run_dir, progress=self.verbose, describe=what)
+        self.report_ = out["report"]
         self.model_ = load_pretrained(run_dir / "checkpoints" / "model.pt")
-
-    def _steps(self, max_steps) -> list[str]:
-        steps = max_steps if max_steps is not None else self.max_steps
-        return [f"trainer.max_steps={steps}"] if steps is not None else []
+        if self.workdir is not None:
+            self.runs_.append(run_dir)
+        if not self.verbose and self.report_:
+            r = self.report_
+            print(
+                f"{what}: test R2 {r['poyo_mean_r2']:.3f} (linear {r['linear_mean_r2']:.3f}, "
+                f"causal linear {r['causal_mean_r2']:.3f}) over {len(ids)} session(s)"
+            )
 
     def fit(self, sessions, *, max_steps: int | None = None) -> Decoder:
         """Train a new model on one session or a list of them (pretraining); returns self.
 
         Each session is split into train/valid/test (its own intervals, else 10 time blocks
         dealt 8/1/1); the weights are chosen on valid and reported on test beside the linear
-        decoders, as ``train.py`` does."""
+        decoders, as ``poyo train`` does."""
         sessions = [sessions] if isinstance(sessions, (Mapping, Session)) else list(sessions)
         if not sessions:
             raise ValueError("sessions: empty list")
         # a fresh model: nothing carries over from an earlier fit (the old one stays until this one is trained)
-        ids = [self._write(s, f"sessions[{i}]", self.workdir / "data")[0] for i, s in enumerate(sessions)]
-        self._run(ids, self._steps(max_steps))
+        self._run(sessions, what="fit", max_steps=max_steps)
         return self
 
     def adapt(
@@ -348,22 +446,12 @@ class Decoder:
         if mode not in MODES[1:]:  # "none" is pretraining, which is fit()
             raise ValueError(f"mode: one of {MODES[1:]}, got {mode!r}")
         sessions = [sessions] if isinstance(sessions, (Mapping, Session)) else list(sessions)
-        ids = [
-            self._write(s, f"sessions[{i}]", self.workdir / "data", model=self.model_)[0]
-            for i, s in enumerate(sessions)
-        ]
-        start = self.workdir / "runs" / f"{len(self.runs_):02d}-start.pt"
-        self.save(start)
-        extra = [
-            f"finetune={mode}",
-            f"finetune.checkpoint={start}",
-            "finetune.subset=false",
-            f"finetune.init={init}",
-            *self._steps(max_steps),
-        ]
-        if train_seconds is not None:
-            extra.append(f"train_seconds={train_seconds}")
-        self._run(ids, extra, train_seconds)
+        if not sessions:
+            raise ValueError("sessions: empty list")
+        ft = {"mode": mode, "subset": False, "init": init}
+        if mode == "gradual":
+            ft["unfreeze_epoch"] = 2
+        self._run(sessions, what=f"adapt ({mode})", max_steps=max_steps, train_seconds=train_seconds, finetune=ft)
         return self
 
     # --- prediction ----------------------------------------------------------------------
@@ -373,8 +461,9 @@ class Decoder:
         ``intervals`` (default: the whole session) exactly as ``train.py`` evaluates. Samples
         no window covers (inside a stretch shorter than one window) are NaN."""
         self._check_fitted("predict")
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        root = Path(tempfile.mkdtemp(prefix="predict-", dir=self.workdir))
+        if self.workdir is not None:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+        root = Path(tempfile.mkdtemp(prefix="poyo-predict-", dir=self.workdir))
         try:
             return self._predict(session, timestamps, intervals, root)
         finally:
@@ -389,14 +478,14 @@ class Decoder:
         from poyo.training.stitch import stitch_predictions, to_device
 
         model, readout = self.model_, self.model_.readout_configs[0]
-        sid, units = self._write(session, "session", root, model=model, timestamps=timestamps)
+        sid, units = self._write(session, "session", root, model=model, timestamps=timestamps, match=True)
         unknown = [u for u in units if u not in model.unit_emb]
         if sid not in model.session_emb or unknown:
             raise KeyError(
                 f"session: '{sid}' is not known to this decoder ({len(unknown)} of its {len(units)} units are new); "
                 "adapt(session) first"
             )
-        cfg = self._settings([])
+        cfg = self._config(root, [sid])
         ds = Dataset(root, behaviour=[readout.key], validate=True, seed=cfg.seed)
         ds.transform = model.tokenizer(model.readout_configs)
         where = {sid: _intervals("intervals", intervals) if intervals is not None else ds.sessions[sid].domain}
@@ -461,8 +550,7 @@ class Decoder:
         if not model.readout_configs:
             raise ValueError(f"{path}: the model carries no readout configs; it cannot decode arrays")
         # adapting starts from the file's weights; the config name only matters to a later fit
-        name = model.config.name if (CONFIGS / "model" / f"{model.config.name}.yaml").is_file() else "poyo_mini"
-        dec = cls(**{"model": name, **settings})
+        dec = cls(**{"model": model.config, **settings})
         dec.model_ = model
         return dec
 

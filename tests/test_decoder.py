@@ -14,6 +14,7 @@ import pytest
 import poyo
 from poyo.decoder import Session, _behaviour, _trains, session_id_of
 from poyo.pipelines.synthetic_reaching import SyntheticConfig, session_arrays
+from poyo.training.config import SettingError
 
 ROOT = Path(__file__).resolve().parents[1]
 SHORT = SyntheticConfig(duration_s=90.0, min_units=20, max_units=40, seed=3)
@@ -33,9 +34,12 @@ def readme_run(tmp_path_factory):
     code = readme_example()
     assert "max_steps=1000" in code and "dec.adapt(new)" in code
     code = code.replace("max_steps=1000", "max_steps=500").replace("dec.adapt(new)", "dec.adapt(new, max_steps=30)")
+    work = tmp_path_factory.mktemp("readme")
+    assert "seed=0)" in code
+    code = code.replace("seed=0)", f"seed=0, workdir={str(work / 'work')!r})", 1)  # keep the run folders
     scope: dict = {}
-    with pytest.MonkeyPatch.context() as mp:  # the decoder's workdir goes below the test's folder
-        mp.setattr(tempfile, "tempdir", str(tmp_path_factory.mktemp("readme")))
+    with pytest.MonkeyPatch.context() as mp:  # anything temporary goes below the test's folder
+        mp.setattr(tempfile, "tempdir", str(work))
         exec(compile(code, "README.md", "exec"), scope)
     return scope
 
@@ -53,20 +57,15 @@ def test_readme_example_runs_and_beats_the_wiener_filter(readme_run):
 
 
 def test_predict_equals_train_py_stitched_evaluation(readme_run, tmp_path):
-    from hydra import compose, initialize_config_dir
-
     from poyo.data import Dataset
+    from poyo.training.config import compose
     from poyo.training.run import evaluate
 
     dec, a = readme_run["dec"], readme_run["new"]
     path = dec.save(tmp_path / "model.pt")
     sid = f"decoder/{a['session_id']}"
-    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=["dataset=auto", "dataset.name=decoder", f"data_root={dec.workdir / 'data'}", f"checkpoint={path}",
-                       "mode=evaluate", "num_workers=0", f"sessions=[{sid}]"],
-        )  # fmt: skip
+    cfg = compose("dataset=decoder", f"data_root={dec.workdir / 'data'}", f"checkpoint={path}", "mode=evaluate",
+                  "num_workers=0", f"sessions=[{sid}]")  # fmt: skip
     out = evaluate(cfg, tmp_path / "eval")
     readout = dec.model_.readout_configs[0]
     st = out["stitched"][(sid, readout.name)]
@@ -134,12 +133,49 @@ def test_bad_input_names_the_argument(tmp_path, change, message):
 
 
 def test_misuse_is_refused_clearly(tmp_path):
-    with pytest.raises(ValueError, match="model: no config 'poyo_huge'"):
+    with pytest.raises(ValueError, match="model: no preset 'poyo_huge'"):
         poyo.Decoder("poyo_huge")
     with pytest.raises(RuntimeError, match="call fit"):
         poyo.Decoder(workdir=tmp_path).predict(good())
     with pytest.raises(ValueError, match="max_steps"):
         poyo.Decoder(max_steps=0)
+    with pytest.raises(SettingError, match="optim: need base_lr > 0"):
+        poyo.Decoder(settings={"optim.base_lr": 0})
+    with pytest.raises(SettingError, match="optim.lr: unknown key"):
+        poyo.Decoder(settings={"optim.lr": 1e-3})
+
+
+def split(a: dict, lo: float, hi: float) -> dict:
+    """The part of a recording between lo and hi seconds, as a notebook would cut it: no session_id."""
+    st, u = a["spike_times"], a["unit_ids"]
+    t, v = a["behaviour"]["cursor.vel"]
+    k, j = (st >= lo) & (st < hi), (t >= lo) & (t < hi)
+    return {"spike_times": st[k], "unit_ids": u[k], "behaviour": {"cursor.vel": (t[j], v[j])}}
+
+
+def test_a_part_of_a_fitted_recording_without_session_id_is_that_session(readme_run, capsys):
+    dec, new = readme_run["dec"], readme_run["new"]  # new: adapted on its first 30 s, with a session_id
+    later = dec.score(split(new, 60, 240))  # the notebook split: same unit ids, no session_id
+    assert "unit ids are those of the fitted session" in capsys.readouterr().out
+    assert later == dec.score(new, intervals=[[60, 240]])  # exactly as if the id had been given
+    assert later["r2"] > 0.5, later
+
+
+@pytest.mark.slow
+def test_a_quiet_fit_prints_a_bar_and_its_scores_leaves_no_temporary_folder_and_refuses_ambiguity(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    a = session_arrays(0, 0, SHORT)
+    # two parts of one recording, fitted as two sessions (no ids): their units are the same
+    two = poyo.Decoder(max_steps=10, num_workers=0, verbose=False).fit([split(a, 0, 40), split(a, 45, 90)])
+    out, err = capsys.readouterr()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("poyo-")] == []  # the run's folder is gone
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("fit: test R2") and "over 2 session(s)" in lines[0], out
+    assert "10/10" in err and "Epoch" not in out + err and "GPU available" not in out + err  # one bar, no banners
+    with pytest.raises(ValueError, match=r"match 2 fitted sessions .* pass session_id="):
+        two.score(split(a, 40, 45 + 5))
 
 
 class Ts:  # the parts of pynapple's Ts/Tsd/TsdFrame that poyo reads

@@ -88,19 +88,32 @@ def test_train_py_reports_bad_settings(tmp_path):
 
 def test_train_and_evaluate_are_functions_tests_can_call(tmp_path):
     """train.py only wires the command line to poyo.training.run: the same run, in process."""
-    from hydra import compose, initialize_config_dir
-
+    from poyo.training.config import compose
     from poyo.training.run import evaluate, train
 
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("train", overrides=[f"data_root={tmp_path / 'data'}", *SMALL])
-        model_pt = tmp_path / "run" / "checkpoints" / "model.pt"
-        cfg_eval = compose(
-            "train", overrides=[f"data_root={tmp_path / 'data'}", *SMALL, "mode=evaluate", f"checkpoint={model_pt}"]
-        )
+    cfg = compose(f"data_root={tmp_path / 'data'}", *SMALL)
+    model_pt = tmp_path / "run" / "checkpoints" / "model.pt"
+    cfg_eval = compose(f"data_root={tmp_path / 'data'}", *SMALL, "mode=evaluate", f"checkpoint={model_pt}")
     train(cfg, tmp_path / "run")
     trained = json.loads((tmp_path / "run" / "test_results.json").read_text())
     assert len(trained["sessions"]) == 2 and torch.load(model_pt, weights_only=True)["model"]["name"] == "poyo_mini"
     evaluate(cfg_eval, tmp_path / "eval")
     again = json.loads((tmp_path / "eval" / "test_results.json").read_text())
     assert abs(again["poyo_mean_r2"] - trained["poyo_mean_r2"]) < 1e-6
+
+
+def test_the_poyo_command_lists_its_commands_and_refuses_what_it_cannot_run(capsys):
+    from poyo.cli import main
+
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"\n  {c} " in out for c in ("train", "evaluate", "import")) and "poyo train dataset=<folder>" in out
+    assert main([]) == 2  # no command: the usage, and a failing status
+    assert main(["evaluate", "dataset=lab"]) == 2
+    assert "poyo evaluate needs checkpoint=PATH" in capsys.readouterr().err
+    assert main(["import", "matlab"]) == 2 and "poyo import nwb|arrays" in capsys.readouterr().err
+    assert main(["import", "--help"]) == 0
+    assert main(["fit"]) == 2 and "unknown command 'fit'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # the pipeline's own parser: --help lists its arguments, under its poyo name
+        main(["import", "arrays", "--help"])
+    assert "usage: poyo import arrays" in capsys.readouterr().out

@@ -1,8 +1,6 @@
 """The GRU peer: sees what POYO sees (the bidirectional one the future, the causal one only the
 past), learns what a linear decoder cannot, chooses its size on validation, and reproduces."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -70,14 +68,12 @@ def test_bad_settings_are_refused(kw, match):
 
 
 def test_the_closing_table_prints_the_grus_only_when_asked():
-    from hydra import compose, initialize_config_dir
-
+    from poyo.training.config import compose
     from poyo.training.report import results_table
     from poyo.training.run import gru_baseline
 
-    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "configs"), version_base="1.3"):
-        assert gru_baseline(compose("train")) is None  # off by default: minutes per session
-        gru = gru_baseline(compose("train", overrides=["baseline.gru=true", "window_length=2.0", "seed=4"]))
+    assert gru_baseline(compose()) is None  # off by default: minutes per session
+    gru = gru_baseline(compose("baseline.gru=true", "window_length=2.0", "seed=4"))
     assert (gru.before_s, gru.after_s, gru.causal_s, gru.seed) == (1.5, 0.5, 2.0, 4)  # what POYO's window holds
     lin = {"window": {"b/s": {"r2": 0.7, "before_s": 0.5, "after_s": 0.5}}, "causal": {"b/s": {"r2": 0.6}}}
     plain, rows = results_table({"b/s": {"r": 0.8}}, lin, "r", ["b/s"])

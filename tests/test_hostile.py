@@ -19,7 +19,6 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from poyo.data import Dataset, SessionFormatError
 from poyo.io import atomic_save, safe_load
@@ -30,27 +29,18 @@ from poyo.pipelines.nwb import main as nwb_main
 from poyo.pipelines.synthetic_reaching import SyntheticConfig, ensure
 from poyo.readouts import ReadoutConfig
 from poyo.training.checkpoint import AtomicCheckpointIO
-from poyo.training.guards import RunLock, SettingError, check_settings, resume_problems
+from poyo.training.config import RunConfig, SettingError
+from poyo.training.guards import RunLock, resume_problems
 from poyo.training.module import DataModule, POYOModule
 from poyo.training.report import results_table
 from tests import raw_fixtures as fx
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = OmegaConf.load(ROOT / "configs" / "train.yaml")
-CONFIG.pop("hydra")  # its ${now:} needs a Hydra run
 
 
 def settings(**changes):
-    cfg = OmegaConf.merge(
-        CONFIG,
-        {
-            "optim": OmegaConf.load(ROOT / "configs" / "optim" / "adamw.yaml"),
-            "trainer": OmegaConf.load(ROOT / "configs" / "trainer" / "default.yaml"),
-        },
-    )
-    for key, value in changes.items():
-        OmegaConf.update(cfg, key, value, force_add=True)
-    return cfg
+    """The default run's settings with dotted keys changed (validated when built)."""
+    return RunConfig.preset().with_changes(**changes)
 
 
 # --- settings -------------------------------------------------------------------------------
@@ -60,7 +50,10 @@ def settings(**changes):
         ("batch_size", 0, "batch_size=0: must be a positive integer"),
         ("batch_size", -8, "batch_size=-8: must be a positive integer"),
         ("batch_size", "big", "batch_size='big'"),
-        ("optim.base_lr", "1e-3x", "optim.base_lr='1e-3x': must be a positive number"),
+        ("optim.base_lr", "1e-3x", "optim.base_lr='1e-3x': must be a number"),
+        ("optim.base_lr", -1.0, "optim: need base_lr > 0"),
+        ("model.dim", "wide", "model.dim='wide': must be an integer"),
+        ("trainer.max_step", 10, "trainer.max_step: unknown key"),
         ("train_seconds", "two minutes", "train_seconds='two minutes'"),
         ("sessions", [], "sessions=[]: must be null"),
         ("eval_step", 2.0, "eval_step=2.0: must be a number of seconds in (0, window_length=1]"),
@@ -72,9 +65,9 @@ def settings(**changes):
     ],
 )
 def test_bad_settings_fail_in_one_line_that_names_them(key, value, message):
-    check_settings(settings())  # the defaults are fine
+    settings()  # the defaults are fine
     with pytest.raises(SettingError) as e:
-        check_settings(settings(**{key: value}))
+        settings(**{key: value})
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
@@ -107,11 +100,11 @@ def test_a_second_run_in_the_same_folder_is_refused_and_a_dead_ones_lock_is_take
 
 
 def test_resuming_with_other_settings_lists_every_difference():
-    cfg = OmegaConf.to_container(settings(), resolve=True)
+    cfg = settings().to_dict()
     readouts = [ReadoutConfig("cursor_velocity_2d", std=10.0)]
     saved = {"config": cfg, "readouts": [r.to_dict() for r in readouts]}
     assert resume_problems(saved, cfg, readouts) == []
-    changed = OmegaConf.to_container(settings(batch_size=64, seed=3, **{"optim.name": "lamb"}), resolve=True)
+    changed = settings(batch_size=64, seed=3, **{"optim.name": "lamb"}).to_dict()
     problems = resume_problems(saved, changed, [ReadoutConfig("cursor_velocity_2d", std=7.0)])
     text = "\n".join(problems)
     assert (
@@ -123,7 +116,7 @@ def test_resuming_with_other_settings_lists_every_difference():
     # a checkpoint from before optim.eps existed ran with 1e-6: it resumes with that, not with another
     old = {**saved, "config": {**cfg, "optim": {k: v for k, v in cfg["optim"].items() if k != "eps"}}}
     assert resume_problems(old, cfg, readouts) == []
-    bigger = OmegaConf.to_container(settings(**{"optim.eps": 1e-4}), resolve=True)
+    bigger = settings(**{"optim.eps": 1e-4}).to_dict()
     assert [p for p in resume_problems(old, bigger, readouts) if p.startswith("optim: ")]
 
 

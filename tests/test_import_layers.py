@@ -11,14 +11,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1] / "poyo"
 # what each layer may import from poyo (besides itself and the package root)
 ALLOWED = {
+    "configs": set(),  # the presets (package data) and their reader
     "io": set(),
     "data": {"io"},
     "pipelines": set(),
     "readouts": {"io", "data"},
-    "model": {"io", "data", "readouts"},
-    "training": {"io", "data", "readouts", "model", "pipelines"},  # a run generates the embedded synthetic set
+    "model": {"io", "data", "readouts", "configs"},
+    "training": {"io", "data", "readouts", "model", "pipelines", "configs"},  # a run generates the synthetic set
     "stream": {"io", "data", "readouts", "model"},
-    "decoder": {"io", "data", "readouts", "model", "training", "pipelines"},  # the estimator over train.py's runs
+    "decoder": {"io", "data", "readouts", "model", "training", "pipelines", "configs"},  # the estimator over runs
+    "cli": {"io", "data", "readouts", "model", "training", "pipelines", "configs", "decoder"},  # the poyo command
 }
 
 

@@ -9,10 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
 from poyo.model import load_pretrained
-from poyo.training.guards import SettingError, check_settings
+from poyo.training.config import SettingError, compose
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = [
@@ -74,19 +73,11 @@ def test_both_objectives_together_packed(tmp_path):
 
 
 def test_objective_and_mask_settings_are_checked():
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("train", overrides=["objective=masked"])
     with pytest.raises(SettingError, match="setting objective='masked'"):
-        check_settings(cfg)
-    from poyo.training.run import mask_settings
-
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("train", overrides=["objective=both", "mtm.neuron_ratio=1.5"])
-    with pytest.raises(ValueError, match="mtm.neuron_ratio"):
-        mask_settings(cfg)
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("train", overrides=["objective=both"])
-    assert mask_settings(cfg).schemes == {
+        compose("objective=masked")
+    with pytest.raises(SettingError, match="mtm.neuron_ratio"):
+        compose("objective=both", "mtm.neuron_ratio=1.5")
+    assert compose("objective=both").mtm.masking("both").schemes == {
         "neuron": 3.0,
         "causal": 1.0,
         "intra_region": 1.0,

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
 from poyo.data import Dataset, FractionUnitDropout, SpikeJitter, UnitDropout
 from poyo.pipelines.arrays import from_binned_counts, write_session
 from poyo.readouts import ReadoutConfig
+from poyo.training.config import SettingError, compose
 from poyo.training.plots import segments
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,8 +26,7 @@ def train():
 
 
 def config(*overrides):
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        return compose("train", overrides=list(overrides))
+    return compose(*overrides)
 
 
 def recording(root, seconds: float, units: int = 8, seed: int = 0) -> Path:
@@ -61,8 +59,7 @@ def test_a_dataset_config_without_augmentation_keys_trains_without_augmentation(
     root = recording(tmp_path, 300)
     readouts = [ReadoutConfig("hand_velocity_2d", std=1.0)]
     cfg = config("num_workers=0", "validate_data=false")
-    OmegaConf.set_struct(cfg, False)
-    del cfg.dataset["unit_dropout"]  # a hand-written dataset YAML that names neither key
+    cfg.dataset.unit_dropout = None  # a hand-written dataset YAML that names neither key
     assert train.make_datamodule(cfg, root, readouts, progress=False).augment == []
     cfg.dataset.unit_dropout = {"min_fraction": 0.5}
     cfg.dataset.spike_jitter = 0.02
@@ -96,3 +93,64 @@ def test_plot_stretches_keep_whole_trials_and_never_invent_panels():
     pieces = segments(t, 3)
     assert [len(p) for p in pieces] == [200, 250]
     assert segments(np.array([]), 3) == []
+
+
+def test_the_documented_overrides_reach_their_typed_fields(tmp_path):
+    """The overrides the README and the guide show, composed as ``poyo train`` composes them."""
+    cfg = config("model=poyo_1.3M", "optim=lamb", "trainer.max_steps=20000", "batch_size=128", "seed=3")
+    assert (cfg.model.name, cfg.model.depth, cfg.optim.name, cfg.trainer.max_steps, cfg.batch_size, cfg.seed) == (
+        "poyo_1.3M", 6, "lamb", 20000, 128, 3,
+    )  # fmt: skip
+    assert cfg.optim.peak_lr(cfg.batch_size) == 3.125e-5 * 128
+    cfg = config("dataset=my_lab", "train_seconds=120", "finetune=unit_identification", "finetune.checkpoint=m.pt")
+    assert (cfg.dataset.name, cfg.dataset.readouts, cfg.dataset.min_steps, cfg.train_seconds) == (
+        "my_lab",
+        "auto",
+        3000,
+        120.0,
+    )
+    assert (cfg.finetune.mode, cfg.finetune.checkpoint, cfg.finetune.init) == (
+        "unit_identification",
+        "m.pt",
+        "statistics",
+    )
+    cfg = config("dataset=synthetic_regions", "objective=mtm", "model.time_prior=4", "mtm.schemes.causal=0")
+    assert cfg.dataset.generate["regions"] == 3 and cfg.model.time_prior == 4.0 and cfg.mtm.schemes["causal"] == 0
+    cfg = config("mode=evaluate", "checkpoint=x.ckpt", "logger=tensorboard", "attention=varlen", "layout=padded")
+    assert (cfg.mode, cfg.checkpoint, cfg.logger.name, cfg.attention, cfg.layout) == (
+        "evaluate",
+        "x.ckpt",
+        "tensorboard",
+        "varlen",
+        "padded",
+    )
+    cfg = config(
+        "trainer.devices=8", "trainer.num_nodes=2", "trainer.precision=32-true", "resume=true", "baseline.gru=true"
+    )
+    assert (cfg.trainer.devices, cfg.trainer.num_nodes, cfg.trainer.precision, cfg.resume, cfg.baseline.gru) == (
+        8,
+        2,
+        "32-true",
+        True,
+        True,
+    )
+    assert config("dataset.circular=false", "dataset=lab2").dataset.circular is False
+    with pytest.raises(SettingError, match=r"mode=evaluate needs checkpoint=PATH"):
+        config("mode=evaluate")
+    # a dataset config of one's own, in a folder named on the command line, is used as written
+    (tmp_path / "dataset").mkdir()
+    (tmp_path / "dataset" / "mine.yaml").write_text("name: mine\nreadouts: auto\nspike_jitter: 0.01\n")
+    mine = config("dataset=mine", f"hydra.searchpath=[file://{tmp_path}]").dataset
+    assert (mine.spike_jitter, mine.unit_dropout, mine.min_steps) == (0.01, None, 0)
+
+
+def test_a_run_config_round_trips_and_refuses_what_it_does_not_know():
+    from poyo.training.config import RunConfig
+
+    cfg = config("model.dim=32", "optim.base_lr=1e-4", "sessions=[a/b]")
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.with_changes(**{"trainer.max_steps": 7}).trainer.max_steps == 7 and cfg.trainer.max_steps == -1
+    with pytest.raises(SettingError, match=r"setting model.wide: unknown to POYOConfig"):
+        RunConfig.from_dict({**cfg.to_dict(), "model": {**cfg.to_dict()["model"], "wide": 1}})
+    with pytest.raises(SettingError, match=r"setting trainer.max_steps=2.5: must be an integer"):
+        cfg.with_changes(**{"trainer.max_steps": 2.5})

@@ -1,6 +1,6 @@
 """The settings that define a POYO network, as one typed object: the model is built from it,
-saved from it (``model.pt``, checkpoints) and loaded from it. ``configs/model/*.yaml`` build
-it through Hydra (``_target_: poyo.model.POYOConfig``)."""
+saved from it (``model.pt``, checkpoints) and loaded from it. The presets are the package's
+``poyo/configs/model/*.yaml`` (:meth:`POYOConfig.from_name`)."""
 
 from __future__ import annotations
 
@@ -124,8 +124,15 @@ class POYOConfig:
         return out
 
     @classmethod
+    def from_name(cls, name: str) -> POYOConfig:
+        """A preset shipped with poyo: ``poyo_mini``, ``poyo_1.3M``, ``poyo_11.8M`` (``poyo/configs/model``)."""
+        from poyo.configs import preset
+
+        return cls.from_dict(preset("model", name), source=f"model preset '{name}'")
+
+    @classmethod
     def from_yaml(cls, path) -> POYOConfig:
-        """A ``configs/model/*.yaml`` file (its ``_target_`` names this class)."""
+        """A model YAML file (a ``_target_`` key, if any, must name this class)."""
         import yaml
 
         settings = yaml.safe_load(open(path))

@@ -97,7 +97,7 @@ class POYO(nn.Module):
     Args:
         config: the architecture (:class:`POYOConfig`); keyword settings (``dim=...``) override
             its fields, so ``POYO(dim=64, depth=6)`` also works. Sizes follow the paper's
-            configs (``configs/model/``): poyo_1.3M is ``dim=64, depth=6,
+            configs (``poyo/configs/model/``): poyo_1.3M is ``dim=64, depth=6,
             num_latents_per_step=16, cross_heads=2, self_heads=8``.
         unit_ids, session_ids: the ids the vocabularies start with (more join with
             :meth:`init_vocabs`); ids are global, e.g. ``"<brainset>/<session>/<unit>"``.

@@ -37,7 +37,7 @@ def auto_readout(root, behaviour: str | None = None, circular: str | bool = "aut
 
 
 def readouts_from_settings(dataset: Mapping, root) -> list[ReadoutConfig]:
-    """The readouts a dataset config asks for (``configs/dataset/*.yaml``, as plain containers):
+    """The readouts a dataset config asks for (``poyo/configs/dataset/*.yaml``, as plain containers):
     ``readouts: auto`` (:func:`auto_readout`), or a list of :class:`ReadoutConfig` fields, where
     a mean or std left out is taken from the training split later."""
     readouts = dataset.get("readouts")

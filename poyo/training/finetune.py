@@ -21,18 +21,18 @@ sessions the model already knew keep predicting exactly as before.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import lightning as L
 import torch
-from hydra.utils import to_absolute_path
-from omegaconf import DictConfig
 
 from poyo.model import POYO, load_pretrained
 from poyo.readouts import ReadoutConfig, keep_pretrained_normalisation
-from poyo.training.unit_init import INITS, init_new_embeddings, merge_features, unit_features
+from poyo.training.unit_init import init_new_embeddings, merge_features, unit_features
 
 if TYPE_CHECKING:
+    from poyo.training.config import FinetuneConfig
     from poyo.training.module import DataModule
 
 MODES = ("none", "unit_identification", "full", "gradual")
@@ -126,15 +126,15 @@ class BackboneFreezer(L.Callback):
 
 
 def pretrained_for_finetuning(
-    cfg: DictConfig, dm: DataModule, readouts: list[ReadoutConfig]
+    ft: FinetuneConfig, dm: DataModule, readouts: list[ReadoutConfig], *, attention: str = "auto", seed: int = 0
 ) -> tuple[POYO, list[ReadoutConfig], BackboneFreezer]:
-    """The pretrained model with the dataset's ids in its vocabularies, and the freezing callback."""
-    ft = cfg.finetune
+    """The pretrained model ``ft.checkpoint`` with the dataset's ids in its vocabularies, and the
+    freezing callback ``ft.mode`` asks for (``ft``: the run's ``finetune`` section)."""
     if not ft.checkpoint:
         raise ValueError(f"finetune={ft.mode} needs finetune.checkpoint=PATH (a poyo checkpoint or pretrained .pt)")
-    path = to_absolute_path(str(ft.checkpoint))
+    path = str(Path(ft.checkpoint).expanduser().absolute())
     model = load_pretrained(path).train()
-    model.attention = cfg.attention
+    model.attention = attention
     missing = [r.name for r in readouts if r.name not in model.readout_names]
     if missing:
         raise ValueError(
@@ -143,15 +143,13 @@ def pretrained_for_finetuning(
     # The pretrained heads were trained on targets normalised their way: keep it.
     readouts = keep_pretrained_normalisation(model.readout_configs or (), readouts, dm.session_ids)
     before_units, before_sessions = set(model.unit_emb.ids), set(model.session_emb.ids)
-    init = ft.get("init") or "random"
-    if init not in INITS:
-        raise ValueError(f"finetune.init must be one of {INITS}, got {init!r}")
-    added = adapt_vocabularies(model, dm.unit_ids, dm.session_ids, subset=False, seed=cfg.seed)
+    init = ft.init
+    added = adapt_vocabularies(model, dm.unit_ids, dm.session_ids, subset=False, seed=seed)
     how = "new unit and session embeddings start at random (finetune.init=random)"
     features = unit_features(dm.train_set, readouts, dm.session_ids)
     if init == "statistics" and features is not None:
         how = init_new_embeddings(
-            model, features, added["units"], added["sessions"], sorted(before_sessions), seed=cfg.seed
+            model, features, added["units"], added["sessions"], sorted(before_sessions), seed=seed
         )
     if ft.subset:
         model.unit_emb.subset(dm.unit_ids)

@@ -114,7 +114,7 @@ class DataModule(L.LightningDataModule):
             ``eval_step`` seconds (overlapping; predictions are stitched).
         num_workers: DataLoader worker processes (each seeded from ``seed``).
         layout: ``"packed"`` (one long sequence, ``cu_seqlens``) or ``"padded"`` (with masks).
-        unit_dropout, spike_jitter: augmentation of training windows (``configs/dataset``).
+        unit_dropout, spike_jitter: augmentation of training windows (``poyo/configs/dataset``).
         seed: seeds the window sampler and every window's augmentation.
         validate, progress: check every session file at start-up; show progress bars.
         sessions, train_seconds: keep only these sessions / the earliest seconds of their

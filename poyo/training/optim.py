@@ -138,7 +138,7 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """The optimiser and its schedule (``configs/optim/*.yaml`` build it through Hydra).
+    """The optimiser and its schedule (presets: ``poyo/configs/optim/*.yaml``).
 
     Args:
         name: ``"adamw"`` or ``"lamb"`` (the POYO recipe's; vocabulary rows without gradient keep their moments).
@@ -178,6 +178,13 @@ class OptimConfig:
             raise ValueError(f"optim.mode must be one of {LAMB_MODES}, got {self.mode!r}")
         if self.mode == "torch_brain" and self.name != "lamb":
             raise ValueError("optim.mode=torch_brain reproduces torch_brain's SparseLamb: use it with optim=lamb")
+
+    @classmethod
+    def from_name(cls, name: str) -> OptimConfig:
+        """A preset shipped with poyo: ``adamw`` or ``lamb`` (``poyo/configs/optim``)."""
+        from poyo.configs import preset
+
+        return cls.from_dict(preset("optim", name))
 
     @classmethod
     def from_dict(cls, settings: Mapping) -> OptimConfig:

@@ -39,6 +39,7 @@ def plot_test_trials(
     scores: Mapping[str, Mapping[str, float]] | None = None,
     sessions: Sequence[str] | None = None,
     trials_per_session: int = 3,
+    max_sessions: int = 3,
 ) -> Path:
     """Write a PNG grid: one row per session and output dim (one series per panel, so the
     dims are never confused), one column per test trial (or stretch of at most 8 s of a long
@@ -59,7 +60,7 @@ def plot_test_trials(
     keys = [k for k in stitched if k[1] == readout.name and (sessions is None or k[0] in sessions)]
     if not keys:
         raise ValueError(f"nothing to plot for readout '{readout.name}'")
-    keys = keys[: 3 if sessions is None else len(keys)]
+    keys = keys[: max_sessions if sessions is None else len(keys)]
     circular, dims = readout.spec.kind == "circular", readout.spec.dim
     prepared = []
     for key in keys:

@@ -89,10 +89,12 @@ def report(
     checkpoint: str,
     linear: LinearBaseline,
     gru: GRUBaseline | None = None,
+    plot_sessions: int = 3,
 ) -> dict:
     """Print the per-session test table (POYO beside the linear baselines); write it as
-    ``test_results.csv`` and ``.json``, and ``test_predictions.png``. ``checkpoint`` says
-    which weights POYO was tested with; ``gru`` adds the GRU decoders' columns."""
+    ``test_results.csv`` and ``.json``, and ``test_predictions.png`` (its first ``plot_sessions``
+    sessions; 0: no plot). ``checkpoint`` says which weights POYO was tested with; ``gru`` adds
+    the GRU decoders' columns."""
     first = readouts[0]
     head = [r for r in readouts if r.name == first.name]  # one config per brainset, or one for all
     sessions = [  # sessions without this behaviour (objective=both) have nothing to score
@@ -139,9 +141,14 @@ def report(
         )
         writer.writeheader()
         writer.writerows(rows)
-    if decodable and module.last_stitched:
+    if decodable and module.last_stitched and plot_sessions > 0:
         png = plot_test_trials(
-            run_dir / "test_predictions.png", module.last_stitched, head, baselines["window"], module.last_scores
+            run_dir / "test_predictions.png",
+            module.last_stitched,
+            head,
+            baselines["window"],
+            module.last_scores,
+            max_sessions=plot_sessions,
         )
         print(f"plot: {png}")
     summary = {"checkpoint": checkpoint}

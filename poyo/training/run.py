@@ -1,33 +1,33 @@
 """Training and evaluation runs, as functions: ``train(cfg, run_dir)`` and
-``evaluate(cfg, run_dir)`` take the composed settings (``configs/train.yaml``) and a run
-folder. ``train.py`` calls them from the command line; tests and notebooks call them directly.
+``evaluate(cfg, run_dir)`` take a :class:`poyo.training.config.RunConfig` and a run folder.
+``poyo train`` / ``train.py`` call them from the command line, ``poyo.Decoder`` from Python.
 
 A run: the dataset's folder is prepared (the synthetic set generated when missing), readouts
 chosen and normalised from the training split, the model built from ``cfg.model`` (a
 :class:`poyo.model.POYOConfig`) or a pretrained file (fine-tuning), trained with Lightning,
 and the weights chosen on validation tested against the linear baselines (:mod:`.report`).
+Each helper below takes the config and reads only its own section of it.
 """
 
 from __future__ import annotations
 
+import sys
 import warnings
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
-from hydra.utils import instantiate, to_absolute_path
-from omegaconf import DictConfig, OmegaConf
 
 from poyo.data import RandomFixedWindowSampler
 from poyo.io import safe_load
 from poyo.model import POYO, load_pretrained, save_pretrained
-from poyo.model.masking import DECODE, MaskSettings
 from poyo.model.pretrained import pretrained_payload
 from poyo.readouts import ReadoutConfig, fit_normalisation, readouts_from_settings
 from poyo.training.checkpoint import AtomicCheckpointIO
-from poyo.training.finetune import MODES, pretrained_for_finetuning
+from poyo.training.config import RunConfig
+from poyo.training.finetune import pretrained_for_finetuning
 from poyo.training.gru import GRUBaseline
 from poyo.training.guards import find_resume, resume_problems, warn_short_validation
 from poyo.training.linear import LinearBaseline
@@ -40,69 +40,50 @@ from poyo.training.report import report, summary_table
 from poyo.training.unit_init import unit_features
 
 
-def prepare_data(cfg: DictConfig) -> Path | list[Path]:
+def prepare_data(cfg: RunConfig) -> Path | list[Path]:
     """The dataset's folder(s) below ``data_root``: ``dataset.brainsets`` if listed, else ``dataset.name``."""
-    data_root = Path(to_absolute_path(cfg.data_root))
-    if cfg.dataset.get("generate"):
+    data_root = Path(cfg.data_root).expanduser().absolute()  # relative: from where the run started
+    if cfg.dataset.generate:
         from poyo.pipelines.synthetic_reaching import SyntheticConfig, ensure
 
         root = data_root / cfg.dataset.name
-        ensure(root, SyntheticConfig(**OmegaConf.to_container(cfg.dataset.generate)))
+        ensure(root, SyntheticConfig(**cfg.dataset.generate))
         return root
-    brainsets = list(cfg.dataset.get("brainsets") or [cfg.dataset.name])
+    brainsets = list(cfg.dataset.brainsets or [cfg.dataset.name])
     missing = [b for b in brainsets if not (data_root / b).is_dir()]
     if missing:
         raise FileNotFoundError(
             f"dataset '{cfg.dataset.name}' needs the brainset folder(s) {[str(data_root / b) for b in missing]}; prepare each with "
             f"`python -m poyo.pipelines.<brainset> --raw-dir data/raw --processed-dir {data_root}` (or set data_root=...)"
         )
-    return [data_root / b for b in brainsets] if cfg.dataset.get("brainsets") else data_root / brainsets[0]
+    return [data_root / b for b in brainsets] if cfg.dataset.brainsets else data_root / brainsets[0]
 
 
-def build_model(cfg: DictConfig, readouts: list[ReadoutConfig], unit_ids, session_ids) -> POYO:
+def build_model(cfg: RunConfig, readouts: list[ReadoutConfig], unit_ids, session_ids) -> POYO:
     """The model ``cfg.model`` describes (a :class:`POYOConfig`), with one head per readout name
     and these units and sessions in its vocabularies."""
     config = replace(
-        instantiate(cfg.model, _convert_="all"),
+        cfg.model,
         readouts=list(dict.fromkeys(r.name for r in readouts)),
         window_length=cfg.window_length,
-        masked_modelling=objective(cfg) != "supervised",
+        masked_modelling=cfg.objective != "supervised",
     )
     return POYO(config, unit_ids=unit_ids, session_ids=session_ids, attention=cfg.attention, seed=cfg.seed)
 
 
-def run_readouts(cfg: DictConfig, root) -> list[ReadoutConfig]:
+def run_readouts(cfg: RunConfig, root) -> list[ReadoutConfig]:
     """The dataset's readouts. Masked modelling on sessions that share no behaviour series
     keeps one untrained placeholder head (the model is built with at least one), and says so."""
     try:
-        return readouts_from_settings(OmegaConf.to_container(cfg.dataset, resolve=True), root)
+        return readouts_from_settings(asdict(cfg.dataset), root)
     except KeyError as e:
-        if objective(cfg) != "mtm" or "share no behaviour" not in str(e):
+        if cfg.objective != "mtm" or "share no behaviour" not in str(e):
             raise
         print(f"{e.args[0]}: masked modelling only (a placeholder head cursor_velocity_2d stays untrained)")
         return [ReadoutConfig("cursor_velocity_2d", mean=0.0, std=1.0)]
 
 
-def objective(cfg: DictConfig) -> str:
-    """What the run learns from (``objective``; runs saved before masked modelling: supervised)."""
-    return str(cfg.get("objective") or "supervised")
-
-
-def mask_settings(cfg: DictConfig) -> MaskSettings | None:
-    """The masking of ``objective=mtm|both`` runs (``cfg.mtm``); None for supervised runs.
-    ``both`` adds unmasked batches (``mtm.decode``) to the schemes drawn."""
-    if objective(cfg) == "supervised":
-        return None
-    m = OmegaConf.to_container(cfg.mtm, resolve=True)
-    schemes = dict(m.pop("schemes"))
-    decode = m.pop("decode", 1.0)
-    m.pop("report_sessions", None)  # how many sessions the closing table scores, not how to mask
-    if objective(cfg) == "both":
-        schemes[DECODE] = decode
-    return MaskSettings(**m, schemes=schemes)
-
-
-def make_datamodule(cfg: DictConfig, root: Path, readouts, *, progress: bool) -> DataModule:
+def make_datamodule(cfg: RunConfig, root: Path, readouts, *, progress: bool) -> DataModule:
     """The run's data module: the dataset's sessions (or ``sessions``), its augmentation, the batch settings."""
     return DataModule(
         root,
@@ -113,32 +94,29 @@ def make_datamodule(cfg: DictConfig, root: Path, readouts, *, progress: bool) ->
         eval_step=cfg.eval_step,
         num_workers=cfg.num_workers,
         layout=cfg.layout,
-        unit_dropout=OmegaConf.to_container(cfg.dataset.unit_dropout) if cfg.dataset.get("unit_dropout") else None,
-        spike_jitter=cfg.dataset.get("spike_jitter") or 0.0,
+        unit_dropout=cfg.dataset.unit_dropout or None,
+        spike_jitter=cfg.dataset.spike_jitter,
         seed=cfg.seed,
         validate=cfg.validate_data,
         progress=progress,
         # top-level `sessions` (few-shot, fine-tuning) replaces the dataset's own selection
-        sessions=list(cfg.sessions)
-        if cfg.sessions
-        else (list(cfg.dataset.include) if cfg.dataset.get("include") else None),
+        sessions=list(cfg.sessions) if cfg.sessions else (list(cfg.dataset.include) if cfg.dataset.include else None),
         train_seconds=cfg.train_seconds,
-        objective=objective(cfg),
-        masking=mask_settings(cfg),
+        objective=cfg.objective,
+        masking=cfg.mtm.masking(cfg.objective),
     )
 
 
-def planned_steps(cfg: DictConfig, steps_per_epoch: int) -> int:
+def planned_steps(cfg: RunConfig, steps_per_epoch: int) -> int:
     """``trainer.max_steps`` if set, else ``max_epochs`` epochs but at least ``min_steps`` steps
     (a short recording has few windows per epoch, and the model needs a few hundred steps
     before it starts to decode at all): the larger of ``trainer.min_steps`` and the dataset
     recipe's own ``dataset.min_steps`` (one recording of a lab's own: 3,000)."""
     t = cfg.trainer
-    least = max(t.get("min_steps") or 0, cfg.dataset.get("min_steps") or 0)
-    return t.max_steps if t.max_steps > 0 else max(t.max_epochs * steps_per_epoch, least)
+    return t.max_steps if t.max_steps > 0 else max(t.max_epochs * steps_per_epoch, cfg.planned_min_steps)
 
 
-def run_precision(cfg: DictConfig) -> tuple[str, str]:
+def run_precision(cfg: RunConfig) -> tuple[str, str]:
     """``trainer.precision`` resolved for the device the run uses (``auto``: bf16 where the
     hardware computes it natively, see :mod:`poyo.training.precision`), and why, in words."""
     wanted = str(cfg.trainer.precision)
@@ -153,7 +131,14 @@ def run_precision(cfg: DictConfig) -> tuple[str, str]:
 
 
 def make_trainer(
-    cfg: DictConfig, run_dir: Path, *, callbacks=(), logger=True, total_steps: int = -1, steps_per_epoch: int = 1
+    cfg: RunConfig,
+    run_dir: Path,
+    *,
+    callbacks=(),
+    logger=True,
+    total_steps: int = -1,
+    steps_per_epoch: int = 1,
+    progress: bool = True,
 ) -> L.Trainer:
     """The Lightning Trainer; it trains ``total_steps`` (shown as the epochs they take)."""
     t = cfg.trainer
@@ -172,49 +157,76 @@ def make_trainer(
         use_distributed_sampler=False,  # our samplers shard by rank themselves
         plugins=[AtomicCheckpointIO()],
         callbacks=list(callbacks),
-        logger=make_loggers(cfg.logger, run_dir) if logger else False,
+        logger=make_loggers(asdict(cfg.logger), run_dir) if logger else False,
         default_root_dir=run_dir,
         enable_model_summary=False,
+        enable_progress_bar=progress,
     )
 
 
-def linear_baseline(cfg: DictConfig) -> LinearBaseline:
+class StepBar(L.Callback):
+    """One progress bar over a run's training steps (on stderr), for quiet runs."""
+
+    def __init__(self, total: int, describe: str):
+        self.total, self.describe, self.bar = total, describe, None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if trainer.is_global_zero:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(
+                total=self.total, initial=trainer.global_step, desc=self.describe, unit="step", file=sys.stderr
+            )
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.bar is not None:
+            self.bar.update(trainer.global_step - self.bar.n)
+            loss = trainer.callback_metrics.get("train/loss")
+            if loss is not None:
+                self.bar.set_postfix(loss=f"{float(loss):.3f}", refresh=False)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def linear_baseline(cfg: RunConfig) -> LinearBaseline:
     """The linear decoders printed beside POYO; the window one spans at most POYO's window."""
     b = cfg.baseline
     return LinearBaseline(bin_s=b.bin_s, step_s=b.step_s, context_s=cfg.window_length)
 
 
-def gru_baseline(cfg: DictConfig) -> GRUBaseline | None:
+def gru_baseline(cfg: RunConfig) -> GRUBaseline | None:
     """The GRU decoders printed beside POYO when ``baseline.gru`` is true: the bidirectional
     one reads three quarters of a window before each sample and one quarter after (what
     POYO's window holds), the causal one a window before it."""
-    if not cfg.baseline.get("gru"):
+    if not cfg.baseline.gru:
         return None
     w = cfg.window_length
     return GRUBaseline(bin_s=cfg.baseline.bin_s, before_s=0.75 * w, after_s=0.25 * w, causal_s=w, seed=cfg.seed)
 
 
-def train(cfg: DictConfig, run_dir: Path) -> dict:
+def train(cfg: RunConfig, run_dir: Path, *, progress: bool = True, describe: str = "training") -> dict:
     """Train (or fine-tune, ``cfg.finetune``) as ``cfg`` says, then test the weights chosen on
-    validation; everything goes into ``run_dir``. Returns the test results (:func:`results`)."""
+    validation; everything goes into ``run_dir``. Returns the test results (:func:`results`).
+    ``progress=False``: one bar over the training steps (on stderr, titled ``describe``)
+    instead of Lightning's bars for every stage."""
+    _check_config(cfg)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.finetune.mode not in MODES:
-        raise ValueError(f"finetune.mode must be one of {MODES}, got {cfg.finetune.mode!r}")
     root = prepare_data(cfg)
     readouts = run_readouts(cfg, root)
-    dm = make_datamodule(cfg, root, readouts, progress=True)
+    dm = make_datamodule(cfg, root, readouts, progress=progress)
     ds = dm.train_set
     print(f"\n{len(ds.session_ids)} sessions, {len(ds.subject_ids)} subjects, {len(ds.unit_ids)} units in {root}\n")
     print(summary_table(ds))
     dm.check_splits()
     warn_short_validation(ds)
     readouts = dm.readouts = fit_normalisation(ds, readouts)
-    resume = find_resume(cfg, run_dir)
+    resume = find_resume(cfg.resume, run_dir)
     if resume is not None:
-        problems = resume_problems(
-            safe_load(resume).get("hyper_parameters") or {}, OmegaConf.to_container(cfg, resolve=True), readouts
-        )
+        problems = resume_problems(safe_load(resume).get("hyper_parameters") or {}, cfg.to_dict(), readouts)
         if problems:
             raise ValueError(
                 f"resume={resume}: this run's settings differ from the checkpoint's, so it would not continue the same run:\n  "
@@ -228,10 +240,12 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         model.unit_features = unit_features(ds, readouts)  # what adapting to new units later starts from
         name = model.config.name
     else:
-        model, readouts, freezer = pretrained_for_finetuning(cfg, dm, readouts)
+        model, readouts, freezer = pretrained_for_finetuning(
+            cfg.finetune, dm, readouts, attention=cfg.attention, seed=cfg.seed
+        )
         dm.readouts = readouts
         callbacks.append(freezer)
-        name = f"pretrained ({Path(str(cfg.finetune.checkpoint)).name})"
+        name = f"pretrained ({Path(cfg.finetune.checkpoint).name})"
     model.readout_configs = readouts
     dm.attach(model)
     windows = len(RandomFixedWindowSampler(ds.sampling_intervals("train"), cfg.window_length, seed=cfg.seed))
@@ -242,8 +256,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         )
     total = planned_steps(cfg, steps_per_epoch)
     # the checkpoints carry what model.pt carries, plus the run's settings (for resume and evaluate)
-    hparams = {**pretrained_payload(model, readouts), "config": OmegaConf.to_container(cfg, resolve=True)}
-    optim = instantiate(cfg.optim, _convert_="all")
+    hparams = {**pretrained_payload(model, readouts), "config": cfg.to_dict()}
+    optim = cfg.optim
     module = POYOModule(model, optim, global_batch_size=cfg.batch_size, total_steps=total, hparams=hparams)
     print(
         f"\nmodel {name}: {model.num_parameters(embeddings=False):,} parameters + "
@@ -263,7 +277,11 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         ),
         L.pytorch.callbacks.LearningRateMonitor("step"),
     ]
-    trainer = make_trainer(cfg, run_dir, callbacks=callbacks, total_steps=total, steps_per_epoch=steps_per_epoch)
+    if not progress:
+        callbacks.append(StepBar(total, describe))
+    trainer = make_trainer(
+        cfg, run_dir, callbacks=callbacks, total_steps=total, steps_per_epoch=steps_per_epoch, progress=progress
+    )
     if resume is not None:
         print(f"resuming from {resume}")
     with warnings.catch_warnings():
@@ -281,8 +299,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
             metadata={"run": str(run_dir), "steps": step, "chosen": which},
         )
         summary = (
-            report(module, dm, readouts, run_dir, which, linear_baseline(cfg), gru_baseline(cfg))
-            if objective(cfg) != "mtm"
+            report(module, dm, readouts, run_dir, which, linear_baseline(cfg), gru_baseline(cfg), cfg.plot_sessions)
+            if cfg.objective != "mtm"
             else None
         )
         masked = masked_report(cfg, model, dm, readouts, run_dir)
@@ -291,16 +309,16 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     return results(module, None)
 
 
-def masked_report(cfg: DictConfig, model: POYO, dm: DataModule, readouts, run_dir: Path) -> dict | None:
+def masked_report(cfg: RunConfig, model: POYO, dm: DataModule, readouts, run_dir: Path) -> dict | None:
     """Masked-modelling scores of a model with a count head on the test split, beside the GLM
     and mean-rate baselines (:mod:`poyo.training.mtm_eval`); None for supervised runs."""
-    settings = mask_settings(cfg)
+    settings = cfg.mtm.masking(cfg.objective)
     if settings is None or model.count_head is None:
         return None
     device = next(model.parameters()).device
     precision = run_precision(cfg)[0]
     sessions = dm.eval_set.session_ids
-    limit = cfg.mtm.get("report_sessions")
+    limit = cfg.mtm.report_sessions
     if limit and len(sessions) > limit:  # each session fits its own GLMs: a pretraining set would take hours
         print(f"\nscoring masked modelling on {limit} of the {len(sessions)} sessions (mtm.report_sessions)")
         sessions = sessions[:limit]
@@ -353,21 +371,30 @@ def choose_checkpoint(trainer: L.Trainer, module: POYOModule, dm: DataModule, be
     )
 
 
+def _check_config(cfg) -> None:
+    if not isinstance(cfg, RunConfig):
+        raise TypeError(
+            f"expected a poyo.training.config.RunConfig, got {type(cfg).__name__}; build one with RunConfig.preset(...), "
+            "RunConfig.from_dict(...) or poyo.training.config.compose('key=value', ...)"
+        )
+
+
 def safe_step(path) -> int:
     return int(safe_load(path).get("global_step", -1))
 
 
-def evaluate(cfg: DictConfig, run_dir: Path) -> dict:
+def evaluate(cfg: RunConfig, run_dir: Path) -> dict:
     """Test ``cfg.checkpoint`` on the test split of ``cfg.dataset``; the report goes into
     ``run_dir``. Returns the test results (:func:`results`)."""
+    _check_config(cfg)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if not cfg.checkpoint:
         raise ValueError("mode=evaluate needs checkpoint=PATH (a .ckpt written by train.py, or a pretrained .pt)")
-    path = to_absolute_path(str(cfg.checkpoint))
+    path = str(Path(cfg.checkpoint).expanduser().absolute())
     model = load_pretrained(path)
     model.attention = cfg.attention
-    module = POYOModule(model, instantiate(cfg.optim, _convert_="all"), global_batch_size=cfg.batch_size, total_steps=1)
+    module = POYOModule(model, cfg.optim, global_batch_size=cfg.batch_size, total_steps=1)
     readouts = model.readout_configs
     root = prepare_data(cfg)
     dm = make_datamodule(cfg, root, readouts, progress=True)
@@ -382,9 +409,16 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict:
     trainer.test(module, datamodule=dm, verbose=False)
     summary = masked = None
     if trainer.is_global_zero:
-        if objective(cfg) != "mtm":
+        if cfg.objective != "mtm":
             summary = report(
-                module, dm, readouts, run_dir, f"{Path(path).name}", linear_baseline(cfg), gru_baseline(cfg)
+                module,
+                dm,
+                readouts,
+                run_dir,
+                f"{Path(path).name}",
+                linear_baseline(cfg),
+                gru_baseline(cfg),
+                cfg.plot_sessions,
             )
         masked = masked_report(cfg, model, dm, readouts, run_dir)
     return results(module, summary, masked)

@@ -395,13 +395,11 @@ def _parse_behaviour(specs: list[str], binned: bool) -> dict[str, tuple[str, str
     return out
 
 
-def main(argv=None) -> int:
+def main(argv=None, prog: str = "python -m poyo.pipelines.arrays") -> int:
     import argparse
     import sys
 
-    p = argparse.ArgumentParser(
-        prog="python -m poyo.pipelines.arrays", description="Turn arrays in a .npz or .mat file into a poyo session."
-    )
+    p = argparse.ArgumentParser(prog=prog, description="Turn arrays in a .npz or .mat file into a poyo session.")
     p.add_argument("file", type=Path, help=".npz or .mat file holding the arrays")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--counts", metavar="KEY", help="(bins, units) spike-count matrix")

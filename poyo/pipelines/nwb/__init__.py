@@ -162,10 +162,8 @@ def convert_file(
     return Data(**d, spikes=spikes, units=units, domain=domain, **series, **splits)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m poyo.pipelines.nwb", description="Convert your own NWB file into a poyo session."
-    )
+def main(argv=None, prog: str = "python -m poyo.pipelines.nwb") -> int:
+    p = argparse.ArgumentParser(prog=prog, description="Convert your own NWB file into a poyo session.")
     p.add_argument("nwb", type=Path, nargs="+", help="NWB file(s)")
     p.add_argument(
         "--behaviour",
