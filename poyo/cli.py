@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 USAGE = """usage: poyo <command> [arguments]
 
@@ -62,7 +63,7 @@ def run_hydra(args: Sequence[str], *, program: str = "poyo train") -> None:
         from hydra.core.hydra_config import HydraConfig
 
         from poyo.training.config import from_hydra
-        from poyo.training.guards import RunLock
+        from poyo.training.guards import RunLock, find_resume
         from poyo.training.loggers import check_logger, quiet_libraries
         from poyo.training.run import evaluate, train
 
@@ -72,6 +73,11 @@ def run_hydra(args: Sequence[str], *, program: str = "poyo train") -> None:
             cfg = from_hydra(hydra_cfg)
             check_logger({"name": cfg.logger.name})
             run_dir = HydraConfig.get().runtime.output_dir
+            if cfg.mode == "train" and not any(a.startswith("hydra.run.dir=") for a in args):
+                resumed = find_resume(cfg.resume, Path(run_dir))
+                if resumed is not None and resumed.parent.name == "checkpoints":  # continue in the run's own folder
+                    run_dir = resumed.parent.parent
+                    print(f"resuming {resumed} in its run folder {run_dir} (metrics.csv continues there)")
             L.seed_everything(cfg.seed, workers=False, verbose=False)
             with RunLock(run_dir):
                 (train if cfg.mode == "train" else evaluate)(cfg, run_dir)

@@ -57,13 +57,28 @@ def _is_pynapple_series(x) -> bool:
     return hasattr(x, "t") and hasattr(x, "values") and not isinstance(x, (np.ndarray, tuple, list, Mapping))
 
 
+def _times(name: str, t) -> np.ndarray:
+    try:
+        return np.asarray(t, np.float64).ravel()
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}.spike_times: spike times must be numbers (seconds)") from None
+
+
+def _unit_names(name: str, units) -> np.ndarray:
+    """Unit ids as strings; None is refused (it would become the unit 'None')."""
+    units = np.asarray(units, dtype=object).ravel()
+    if any(u is None for u in units):
+        raise ValueError(f"{name}.unit_ids: None is not a unit id")
+    return np.array([str(u) for u in units])
+
+
 def _trains(name: str, spike_times, unit_ids) -> tuple[list[np.ndarray], list[str]]:
     """Per-unit sorted spike-time arrays and their names; errors name the argument at fault."""
     if hasattr(spike_times, "keys") and callable(spike_times.keys):  # {unit: times} or a pynapple TsGroup
         if unit_ids is not None:
             raise ValueError(f"{name}.unit_ids: leave it out when spike_times maps units to their times")
         keys = list(spike_times.keys())
-        trains = [np.asarray(getattr(spike_times[k], "t", spike_times[k]), np.float64).ravel() for k in keys]
+        trains = [_times(name, getattr(spike_times[k], "t", spike_times[k])) for k in keys]
         names = [str(k) for k in keys]
     elif (
         isinstance(spike_times, (list, tuple))
@@ -71,15 +86,15 @@ def _trains(name: str, spike_times, unit_ids) -> tuple[list[np.ndarray], list[st
         and all(np.ndim(t) == 1 for t in spike_times)
         and not np.isscalar(spike_times[0])
     ):
-        trains = [np.asarray(t, np.float64).ravel() for t in spike_times]
-        names = [str(u) for u in unit_ids] if unit_ids is not None else [str(i) for i in range(len(trains))]
+        trains = [_times(name, t) for t in spike_times]
+        names = _unit_names(name, unit_ids).tolist() if unit_ids is not None else [str(i) for i in range(len(trains))]
         if len(names) != len(trains):
             raise ValueError(f"{name}.unit_ids: {len(names)} names for {len(trains)} per-unit spike trains")
     else:
-        times = np.asarray(spike_times, np.float64).ravel()
+        times = _times(name, spike_times)
         if unit_ids is None:
             raise ValueError(f"{name}.unit_ids: needed with a flat spike_times array (one unit id per spike)")
-        units = np.asarray(unit_ids).ravel()
+        units = _unit_names(name, unit_ids)
         if len(units) != len(times):
             raise ValueError(
                 f"{name}.unit_ids: {len(units)} entries but spike_times has {len(times)} spikes; give one unit id per spike"
@@ -116,7 +131,19 @@ def _behaviour(name: str, behaviour, key: str | None) -> tuple[str, np.ndarray, 
             "cannot be placed against the spikes"
         )
     t = np.asarray(behaviour[0], np.float64).ravel()
-    v = np.asarray(behaviour[1], np.float64)
+    raw = np.asarray(behaviour[1])
+    if np.iscomplexobj(raw):
+        raise ValueError(
+            f"{name}.behaviour: complex values; pass real ones (e.g. np.abs, or real and imaginary parts as two columns)"
+        )
+    if raw.ndim > 2:
+        raise ValueError(
+            f"{name}.behaviour: values of shape {raw.shape}; expected (n,) or (n, dims), one row per timestamp"
+        )
+    try:
+        v = raw.astype(np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}.behaviour: values must be numbers, got {raw.dtype}") from None
     v = v.reshape(len(v), -1) if v.ndim else v.reshape(1, 1)
     if len(v) != len(t):
         raise ValueError(f"{name}.behaviour: {len(t)} timestamps but {len(v)} values; their lengths must match")
@@ -135,11 +162,17 @@ def _behaviour(name: str, behaviour, key: str | None) -> tuple[str, np.ndarray, 
         raise ValueError(
             f"{name}.behaviour: timestamps must increase strictly; t[{i}]={t[i]:.6f} >= t[{i + 1}]={t[i + 1]:.6f}"
         )
-    return str(key or DEFAULT_KEY), t, v
+    return str(key or DEFAULT_KEY), t, v  # the importer checks the key (poyo.pipelines.arrays._field_key)
 
 
 def _intervals(name: str, iv) -> np.ndarray:
-    a = np.asarray(iv, np.float64).reshape(-1, 2)
+    try:
+        a = np.asarray(iv, np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected (start, end) rows of numbers (seconds)") from None
+    a = a.reshape(1, 2) if a.shape == (2,) else a
+    if a.ndim != 2 or a.shape[1] != 2 or len(a) == 0:
+        raise ValueError(f"{name}: expected (n, 2) start/end rows, got shape {a.shape}")
     if not (np.isfinite(a).all() and (a[:, 1] > a[:, 0]).all() and (a[1:, 0] >= a[:-1, 1]).all()):
         raise ValueError(
             f"{name}: expected sorted, non-overlapping (start, end) rows with end > start, got {a.tolist()[:3]}"
@@ -215,7 +248,9 @@ class Decoder:
             self.model_config = POYOConfig.from_name(model)
         else:
             raise ValueError(f"model: no preset {model!r}; choose one of {names('model')} or pass a POYOConfig")
-        if max_steps is not None and not (isinstance(max_steps, int) and max_steps >= 1):
+        if max_steps is not None and not (
+            isinstance(max_steps, int) and not isinstance(max_steps, bool) and max_steps >= 1
+        ):
             raise ValueError(f"max_steps: a positive integer or None, got {max_steps!r}")
         if device not in ("auto", "cpu", "gpu", "cuda"):
             raise ValueError(f"device: auto, cpu or gpu, got {device!r}")
@@ -224,8 +259,9 @@ class Decoder:
                 f"settings: a dict of dotted keys, e.g. {{'optim.base_lr': 1e-4}}, got {type(settings).__name__}"
             )
         self.model_name = self.model_config.name
-        self.max_steps, self.batch_size, self.seed = max_steps, int(batch_size), int(seed)
-        self.device, self.precision, self.num_workers = device, precision, int(num_workers)
+        # checked with every other setting by RunConfig, just below (not coerced: "abc" or 1e20 is refused)
+        self.max_steps, self.batch_size, self.seed = max_steps, batch_size, seed
+        self.device, self.precision, self.num_workers = device, precision, num_workers
         self.verbose, self.settings = bool(verbose), dict(settings or {})
         self.workdir = Path(workdir) if workdir is not None else None
         self._config(Path("."), ["check/settings"])  # refuse bad settings now, not after writing sessions
@@ -273,14 +309,16 @@ class Decoder:
         return session_id_of(trains, names)
 
     def _write(
-        self, session, name: str, root: Path, *, model=None, timestamps=None, match: bool = False
+        self, session, name: str, root: Path, *, model=None, timestamps=None, match: bool = False, taken=None
     ) -> tuple[str, list[str]]:
         """Write one session below ``root/decoder``, its behaviour under the key ``model`` decodes
         (if given); returns its global id and global unit ids. ``match``: a session without
-        ``session_id`` may be a fitted one (:meth:`_session_id`)."""
+        ``session_id`` may be a fitted one (:meth:`_session_id`); ``taken``: the ids already written
+        by this call (``{id: name}``), which this session must not reuse."""
         from temporaldata import Interval
 
         from poyo.pipelines.arrays import ArrayContentError, from_spike_times, write_session
+        from poyo.pipelines.common.session import clean_id, import_summary
 
         s = as_session(session, name)
         trains, names = _trains(name, s.spike_times, s.unit_ids)
@@ -299,10 +337,29 @@ class Decoder:
                 f"{name}: the behaviour spans {t[-1] - t[0]:.3f} s, shorter than one {window:g} s window; POYO needs at least one window"
             )
         sid = self._session_id(s, name, trains, names, match=match)
+        if taken is not None:
+            if sid in taken:
+                raise ValueError(
+                    f"{taken[sid]} and {name}: both are session '{sid}' (the same session_id, or the same spikes); "
+                    "give each recording its own session_id"
+                )
+            taken[sid] = name
         try:
             data = from_spike_times(trains, names, {key: (t, v)}, brainset=BRAINSET, session_id=sid)
         except ArrayContentError as e:
             raise ValueError(f"{name}: {e}") from None
+        given = sum(len(x) for x in trains)
+        cut = int(data.session.spikes_outside_behaviour)
+        if cut > given / 2:
+            raise ValueError(
+                f"{name}: {cut} of its {given} spikes fall outside the behaviour's time span [{t[0]:.3f}, {t[-1]:.3f}] s; "
+                "are the spike times and the behaviour timestamps in the same unit (seconds) and on the same clock?"
+            )
+        if cut or int(data.session.units_dropped):
+            print(
+                f"{name}: "
+                + "; ".join(line.strip() for line in import_summary(data, [], root) if "train with" not in line)
+            )
         given = {k: getattr(s, k) for k in ("train", "valid", "test") if getattr(s, k) is not None}
         if given:
             if not {"train", "valid"} <= set(given):
@@ -314,7 +371,7 @@ class Decoder:
                 a = _intervals(f"{name}.{k}", iv)
                 setattr(data, f"{k}_domain", Interval(start=a[:, 0], end=a[:, 1]))
         write_session(data, root, overwrite=True)
-        return f"{BRAINSET}/{data.session.id}", [f"{BRAINSET}/{data.session.id}/{u}" for u in data.units.id]
+        return f"{BRAINSET}/{data.session.id}", [f"{BRAINSET}/{data.session.id}/{clean_id(u)}" for u in data.units.id]
 
     # --- runs ------------------------------------------------------------------------------
     def _config(self, data_root: Path, sessions: Sequence[str], **run):
@@ -352,7 +409,9 @@ class Decoder:
                 self.save(start)
                 finetune = {**finetune, "checkpoint": str(start)}
             model = self.model_ if finetune is not None else None
-            ids = [self._write(x, f"sessions[{i}]", work / "data", model=model)[0] for i, x in enumerate(sessions)]
+            ids, taken = [], {}
+            for i, x in enumerate(sessions):
+                ids.append(self._write(x, f"sessions[{i}]", work / "data", model=model, taken=taken)[0])
             self._train(work, ids, what=what, max_steps=max_steps, train_seconds=train_seconds, finetune=finetune)
         finally:
             if self.workdir is None:
@@ -473,6 +532,7 @@ class Decoder:
         import torch
 
         from poyo.data import Dataset, DistributedStitchingSampler
+        from poyo.data import intervals as ivs
         from poyo.training.module import collate
         from poyo.training.precision import autocast, resolve_precision
         from poyo.training.stitch import stitch_predictions, to_device
@@ -488,7 +548,14 @@ class Decoder:
         cfg = self._config(root, [sid])
         ds = Dataset(root, behaviour=[readout.key], validate=True, seed=cfg.seed)
         ds.transform = model.tokenizer(model.readout_configs)
-        where = {sid: _intervals("intervals", intervals) if intervals is not None else ds.sessions[sid].domain}
+        domain = ds.sessions[sid].domain
+        where = {sid: ivs.intersect(_intervals("intervals", intervals), domain) if intervals is not None else domain}
+        if not any(e - b >= cfg.window_length - 1e-9 for b, e in where[sid]):
+            span = f"[{domain[0][0]:.3f}, {domain[-1][1]:.3f}] s"
+            ds.close()
+            raise ValueError(
+                f"intervals: no stretch of at least one {cfg.window_length:g} s window lies inside the session's span {span}"
+            )
         sampler = DistributedStitchingSampler(where, cfg.window_length, step=cfg.eval_step, drop_short=True)
         gpu = self.device in ("gpu", "cuda") or (self.device == "auto" and torch.cuda.is_available())
         device = "cuda" if gpu else "cpu"
@@ -536,6 +603,8 @@ class Decoder:
         from poyo.model import save_pretrained
 
         self._check_fitted("save")
+        if not str(path).strip() or Path(path).is_dir():
+            raise ValueError(f"save: {str(path)!r} is not a file path (e.g. 'model.pt')")
         return save_pretrained(
             self.model_, path, metadata={"written_by": "poyo.Decoder", "runs": [str(r) for r in self.runs_]}
         )

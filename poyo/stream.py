@@ -64,8 +64,10 @@ class StreamingDecoder:
     ):  # fmt: skip
         if not isinstance(model, POYO):
             raise TypeError(f"expected a POYO model, got {type(model).__name__}")
-        if not window > 0:
-            raise ValueError(f"window must be > 0 s, got {window}")
+        if not (isinstance(window, (int, float)) and np.isfinite(window) and window > 0):
+            raise ValueError(f"window must be a finite number of seconds > 0, got {window!r}")
+        if not (isinstance(capacity, int) and not isinstance(capacity, bool) and capacity >= 1):
+            raise ValueError(f"capacity must be a positive number of spikes, got {capacity!r}")
         if config is None:
             configs = model.readout_configs or [ReadoutConfig(n) for n in model.readout_names]
             # the configs this session was trained with (multi-dataset models normalise per dataset)
@@ -102,6 +104,7 @@ class StreamingDecoder:
         self._units = np.empty(capacity, np.int64)
         self._n = 0
         self._last_t = -np.inf
+        self._cut = -np.inf  # spikes at or before this time have been dropped from the buffer
 
     def _probe_window(self, end: float) -> None:
         self.tokenizer(self._window(end, np.zeros(0), np.zeros(0, np.int64)))
@@ -119,7 +122,7 @@ class StreamingDecoder:
         )  # fmt: skip
 
     def reset(self) -> None:
-        self._n, self._last_t = 0, -np.inf
+        self._n, self._last_t, self._cut = 0, -np.inf, -np.inf
 
     def push(self, times, units) -> None:
         """Add spikes: ``times`` absolute and non-decreasing (also across calls); ``units``
@@ -156,6 +159,7 @@ class StreamingDecoder:
         self._n, self._last_t = need, float(times[-1])
 
     def _trim(self, cutoff: float) -> None:
+        self._cut = max(self._cut, cutoff)
         drop = int(np.searchsorted(self._times[: self._n], cutoff, side="right"))
         if drop:
             keep = self._n - drop
@@ -171,8 +175,16 @@ class StreamingDecoder:
     def predict(self, t_now: float) -> np.ndarray:
         """Behaviour estimate at ``t_now`` (in the behaviour's units), from the spikes in
         ``(t_now - window, t_now]``."""
+        if not (isinstance(t_now, (int, float, np.floating, np.integer)) and np.isfinite(t_now)):
+            raise ValueError(f"predict: t_now must be a finite time in seconds, got {t_now!r}")
         if t_now < self._last_t:
             raise ValueError(f"predict: t_now={t_now:.6f} is before the last spike pushed ({self._last_t:.6f})")
+        if t_now - self.window < self._cut:  # an earlier call already dropped spikes this window needs
+            raise ValueError(
+                f"predict: t_now={t_now:.6f} needs the spikes after {t_now - self.window:.6f} s, but those up to "
+                f"{self._cut:.6f} s were already dropped (by a later predict or push); predict times must not go "
+                "back, or reset() and push the spikes again"
+            )
         self._trim(t_now - self.window)
         times, units = self._times[: self._n], self._units[: self._n]
         sample = self.tokenizer(self._window(t_now, times, units))

@@ -196,7 +196,7 @@ def test_command_converts_npz_and_mat_files(tmp_path, capsys):
     assert (
         "6 units" in printed
         and "uniform random inside each bin (seed 0)" in printed
-        and "python train.py dataset=lab" in printed
+        and "poyo train dataset=lab" in printed
     )
     assert (out / "lab" / "s1.h5").is_file()
 
@@ -229,3 +229,39 @@ def test_command_errors_are_one_line_without_traceback(tmp_path):
     )  # fmt: skip
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert out.stderr.strip().startswith("error: counts:") and "negative" in out.stderr
+
+
+def test_the_import_command_refuses_bad_files_and_values_in_one_line(tmp_path):
+    """Each case: rc 1, one line starting with 'error:', no traceback, nothing written."""
+    from poyo.pipelines.arrays import main
+
+    counts = np.random.default_rng(0).poisson(1.0, size=(400, 5))
+    vel = np.zeros((400, 2))
+    np.savez(tmp_path / "ok.npz", c=counts, v=vel, obj=np.array([{"a": 1}], dtype=object))
+    np.savez(tmp_path / "big.npz", c=counts * 10**6, v=vel)
+    np.savez(tmp_path / "flip.npz", c=counts.T.copy(), v=vel)
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    (tmp_path / "bad.mat").write_bytes(b"MATLAB? no")
+    (tmp_path / "a_file").write_text("x")
+    base = ["--counts", "c", "--bin-size", "0.05", "-b", "hand.vel=v", "--processed-dir", str(tmp_path / "out")]
+    cases = [
+        ([str(tmp_path / "ok.npz"), "--counts", "obj", "--bin-size", "0.05", "-b", "hand.vel=v", "--processed-dir", str(tmp_path / "out")], "holds Python objects"),
+        ([str(tmp_path / "bad.npz"), *base], "not a readable .npz file"),
+        ([str(tmp_path / "bad.mat"), *base], "not a readable .mat file"),
+        ([str(tmp_path), *base], "a folder; give the .npz or .mat file"),
+        ([str(tmp_path / "big.npz"), *base], "not spike counts of single units"),
+        ([str(tmp_path / "flip.npz"), *base], "is counts transposed?"),
+        ([str(tmp_path / "ok.npz"), *base[:2], "--bin-size", "1e9", *base[4:]], "bin_size must be a number of seconds in [0.0001, 10]"),
+        ([str(tmp_path / "ok.npz"), *base[:2], "--bin-size", "1e-12", *base[4:]], "bin_size must be a number of seconds in [0.0001, 10]"),
+        ([str(tmp_path / "ok.npz"), *base, "--start", "nan"], "--start must be a finite time"),
+        ([str(tmp_path / "ok.npz"), *base, "--seed", "-1"], "--seed must be an integer >= 0"),
+        ([str(tmp_path / "ok.npz"), *base[:-1], str(tmp_path / "a_file")], "a file, not a folder"),
+        ([str(tmp_path / "ok.npz"), *base, "--session-id", "s" * 300], "300 characters long"),
+    ]  # fmt: skip
+    for argv, message in cases:
+        out = subprocess.run([sys.executable, "-m", "poyo.pipelines.arrays", *argv], capture_output=True, text=True,
+                             cwd=ROOT, timeout=120)  # fmt: skip
+        err = out.stderr.strip()
+        assert out.returncode == 1 and err.startswith("error:") and message in err and "\n" not in err, (argv, err)
+    assert not (tmp_path / "out").exists()
+    assert main([str(tmp_path / "ok.npz"), *base]) == 0  # the unused object array does not stop the import

@@ -88,9 +88,17 @@ def test_save_load_keeps_predictions_and_predict_at_given_times(readme_run, tmp_
     assert set(s) == {"r2", "r2_per_dim"} and len(s["r2_per_dim"]) == 2
 
 
-def test_an_unknown_session_is_refused_with_the_way_forward(readme_run):
+def test_an_unknown_session_is_refused_with_the_way_forward(readme_run, tmp_path):
+    dec, new = readme_run["dec"], readme_run["new"]
     with pytest.raises(KeyError, match="adapt"):
-        readme_run["dec"].predict(session_arrays(5, 0, SHORT))
+        dec.predict(session_arrays(5, 0, SHORT))
+    with pytest.raises(
+        ValueError, match=r"intervals: no stretch of at least one 1 s window lies inside the session's span"
+    ):
+        dec.predict(new, intervals=[[1000, 2000]])  # outside the recording (it read "cannot reshape array of size 0")
+    for path in ("", tmp_path):
+        with pytest.raises(ValueError, match="is not a file path"):
+            dec.save(path)
 
 
 def good(**changes) -> dict:

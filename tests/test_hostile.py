@@ -50,13 +50,15 @@ def settings(**changes):
         ("batch_size", 0, "batch_size=0: must be a positive integer"),
         ("batch_size", -8, "batch_size=-8: must be a positive integer"),
         ("batch_size", "big", "batch_size='big'"),
-        ("optim.base_lr", "1e-3x", "optim.base_lr='1e-3x': must be a number"),
+        ("optim.base_lr", "1e-3x", "optim.base_lr='1e-3x': must be a finite number"),
         ("optim.base_lr", -1.0, "optim: need base_lr > 0"),
         ("model.dim", "wide", "model.dim='wide': must be an integer"),
         ("trainer.max_step", 10, "trainer.max_step: unknown key"),
         ("train_seconds", "two minutes", "train_seconds='two minutes'"),
         ("sessions", [], "sessions=[]: must be null"),
-        ("eval_step", 2.0, "eval_step=2.0: must be a number of seconds in (0, window_length=1]"),
+        ("eval_step", 2.0, "eval_step=2.0: must be a number of seconds in [0.01, window_length=1]"),
+        ("eval_step", 1e-9, "eval_step=1e-09: must be a number of seconds in [0.01"),
+        ("optim.base_lr", float("inf"), "optim.base_lr=inf: must be a finite number"),
         ("window_length", 0, "window_length=0"),
         ("trainer.max_steps", 0, "trainer.max_steps=0: must be -1"),
         ("num_workers", -1, "num_workers=-1"),
@@ -395,3 +397,225 @@ def test_failed_log_keeps_the_failures_a_later_run_did_not_retry(tmp_path, monke
     assert set(runner.read_failures(log)) == {"a"}
     assert runner.run(_FakePipeline, args) == 0
     assert not log.exists()
+
+
+# --- round two: the Decoder, the array importer, the generator, the streaming decoder ------------
+def recording(seconds: float = 30.0, units: int = 6, seed: int = 0, ids=None) -> dict:
+    """A Decoder session: Poisson spikes of a few units and a 2-D behaviour at 100 Hz."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(0, seconds, 0.01)
+    trains = fx.spike_trains(units, 0.0, seconds, rng, rate=10.0)
+    names = ids if ids is not None else [f"u{i}" for i in range(units)]
+    return {
+        "spike_times": np.concatenate(trains),
+        "unit_ids": np.concatenate([[n] * len(tr) for n, tr in zip(names, trains)]),
+        "behaviour": (t, rng.normal(size=(len(t), 2))),
+    }
+
+
+def test_decoder_refuses_two_sessions_with_one_id_naming_both(tmp_path):
+    import poyo
+
+    a, b = recording(seed=1), recording(seed=2)
+    with pytest.raises(ValueError, match=r"sessions\[0\] and sessions\[1\]: both are session 'same'"):
+        poyo.Decoder(workdir=tmp_path).fit([dict(a, session_id="same"), dict(b, session_id="same")])
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(spike_scale=1000.0), r"spikes fall outside the behaviour's time span .* same unit \(seconds\)"),
+        (dict(behaviour=(np.arange(0, 30, 0.01), np.ones(3000) * (1 + 1j))), r"behaviour: complex values"),
+        (
+            dict(behaviour=(np.arange(0, 30, 0.01), np.zeros((3000, 2, 3)))),
+            r"behaviour: values of shape \(3000, 2, 3\)",
+        ),
+        (dict(behaviour=(np.arange(0, 30, 0.01), np.array(["a"] * 3000))), r"behaviour: values must be numbers"),
+    ],
+)
+def test_decoder_refuses_input_it_would_silently_misread(tmp_path, change, message):
+    import poyo
+
+    s = recording()
+    if "spike_scale" in change:  # spike times in ms, behaviour in s
+        s["spike_times"] = s["spike_times"] * change.pop("spike_scale")
+    s.update(change)
+    with pytest.raises(ValueError, match=message):
+        poyo.Decoder(workdir=tmp_path).fit(s)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_decoder_arguments_are_checked_at_construction():
+    import poyo
+
+    for kwargs, message in [
+        (dict(max_steps=True), "max_steps"),
+        (dict(batch_size=0), r"batch_size=0: must be a positive integer"),
+        (dict(seed="abc"), r"seed='abc': must be a non-negative integer"),
+        (dict(seed=1e20), r"seed=1e\+20: must be a non-negative integer"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            poyo.Decoder(**kwargs)
+
+
+def test_non_ascii_unit_ids_are_the_same_units_when_read_back(tmp_path):
+    import poyo
+    from poyo.data import Dataset
+
+    dec = poyo.Decoder(workdir=tmp_path)
+    sid, units = dec._write(recording(ids=[f"ünit_{i}" for i in range(6)]), "s", tmp_path / "data")
+    assert sorted(units) == sorted(f"{sid}/ünit_{i}" for i in range(6))
+    assert sorted(Dataset(tmp_path / "data", validate=False).unit_ids) == sorted(
+        units
+    )  # what the model's vocabulary holds
+
+
+@pytest.mark.parametrize(
+    "trials, message",
+    [
+        (np.arange(30.0).reshape(10, 3), r"trials: expected an \(n, 2\) array .* got shape \(10, 3\)"),
+        (np.stack([np.arange(0, 50, 5.0), np.arange(4, 54, 5.0)]), r"got shape \(2, 10\) \(transposed\?"),
+        (np.stack([np.arange(100, 150, 5.0), np.arange(104, 154, 5.0)], 1), r"0 of 10 trials overlap the recording"),
+        ([[0, 5], [10, 15]], r"2 of 2 trials overlap the recording .* needs at least 3"),
+        ([[0, 5], [10, 8], [20, 25]], r"end > start"),
+    ],
+)
+def test_array_import_refuses_trials_it_would_misread(trials, message):
+    from poyo.pipelines.arrays import ArrayContentError, from_spike_times
+
+    rng = np.random.default_rng(0)
+    t = np.arange(0, 60, 0.01)
+    with pytest.raises(ArrayContentError, match=message):
+        from_spike_times(fx.spike_trains(4, 0, 60, rng), ["a", "b", "c", "d"], {"hand.vel": (t, np.zeros((len(t), 2)))},
+                         brainset="lab", session_id="s", trials=trials)  # fmt: skip
+
+
+def test_the_generator_never_deletes_a_sibling_folder_or_a_users_file_under_a_generated_name(tmp_path):
+    small = SyntheticConfig(num_animals=1, sessions_per_animal=1, duration_s=30.0, min_units=5, max_units=6)
+    out = ensure(tmp_path / "synthetic_reaching", small, progress=False)
+    for sibling in ("synthetic_reaching.old", "synthetic_reaching.building"):
+        (tmp_path / sibling).mkdir()
+        (tmp_path / sibling / "mine.txt").write_text("my notes")
+        with pytest.raises(FileExistsError, match=rf"{sibling} is in the way .*nothing was deleted"):
+            ensure(out, SyntheticConfig(**{**small.__dict__, "seed": 1}), progress=False)
+        assert (tmp_path / sibling / "mine.txt").read_text() == "my notes"
+        (tmp_path / sibling / "mine.txt").unlink()
+        (tmp_path / sibling).rmdir()
+    (h5,) = out.glob("*.h5")
+    h5.write_bytes(b"my own recording")  # a user's file saved under a generated name
+    with pytest.raises(FileExistsError, match="the generator did not write"):
+        ensure(out, SyntheticConfig(**{**small.__dict__, "seed": 1}), progress=False)
+    assert h5.read_bytes() == b"my own recording"
+    h5.unlink()
+    ensure(out, SyntheticConfig(**{**small.__dict__, "seed": 1}), progress=False)  # a missing file: rebuilt
+    assert len(list(out.glob("*.h5"))) == 1 and not (tmp_path / "synthetic_reaching.old").exists()
+
+
+def test_sessions_whose_behaviour_differs_in_width_say_so(tmp_path):
+    from poyo.data.discover import choose_behaviour
+    from poyo.pipelines.arrays import from_spike_times, write_session
+
+    rng = np.random.default_rng(0)
+    t = np.arange(0, 30, 0.01)
+    for sid, dims in (("a", 2), ("b", 3)):
+        write_session(from_spike_times(fx.spike_trains(3, 0, 30, rng), ["x", "y", "z"],
+                                       {"cursor.vel": (t, np.zeros((len(t), dims)))}, brainset="lab", session_id=sid),
+                      tmp_path)  # fmt: skip
+    with pytest.raises(
+        KeyError, match=r"has 'cursor.vel', but with different widths \(2 dims in e.g. \['a.h5'\], 3 dims"
+    ):
+        choose_behaviour(tmp_path / "lab")
+
+
+def test_a_model_file_with_non_finite_unit_features_is_refused_on_load(tmp_path):
+    from poyo.model import save_pretrained
+
+    model = POYO(dim=32, depth=1, dim_head=16, num_latents_per_step=4, cross_heads=1, self_heads=2,
+                 unit_ids=["b/s/u0", "b/s/u1"], session_ids=["b/s"])  # fmt: skip
+    values = torch.tensor([[1.0, 0.5], [float("nan"), 0.1]])
+    model.unit_features = {
+        "key": "cursor_velocity_2d",
+        "names": ["rate", "c0"],
+        "ids": ["b/s/u0", "b/s/u1"],
+        "values": values,
+    }
+    path = save_pretrained(model, tmp_path / "model.pt", readouts=[ReadoutConfig("cursor_velocity_2d", std=1.0)])
+    with pytest.raises(
+        ValueError, match=rf"{path}: damaged unit_features entry: NaN or infinite values for units \['b/s/u1'\]"
+    ):
+        load_pretrained(path)
+
+
+def test_streaming_refuses_to_predict_from_spikes_it_already_dropped_and_bad_times():
+    from poyo.stream import StreamingDecoder
+
+    units = [f"u{i}" for i in range(4)]
+    model = POYO(dim=32, depth=1, dim_head=16, num_latents_per_step=4, cross_heads=1, self_heads=2,
+                 unit_ids=[f"b/s/{u}" for u in units], session_ids=["b/s"], seed=0).eval()  # fmt: skip
+    model.readout_configs = [ReadoutConfig("cursor_velocity_2d", std=1.0)]
+    ids = [f"b/s/{u}" for u in units]
+    dec = StreamingDecoder(model, session_id="b/s", unit_ids=ids)
+    rng = np.random.default_rng(0)
+    times = np.sort(rng.uniform(0, 9.0, 400))
+    dec.push(times, rng.integers(0, 4, 400))
+    fresh = StreamingDecoder(model, session_id="b/s", unit_ids=ids)
+    fresh.push(dec._times[: dec._n].copy(), dec._units[: dec._n].copy())
+    expected = fresh.predict(9.3)
+    dec.predict(9.8)
+    with pytest.raises(
+        ValueError,
+        match=r"predict: t_now=9.300000 needs the spikes after 8.300000 s, but those up to 8.800000 s were already dropped",
+    ):
+        dec.predict(9.3)
+    np.testing.assert_allclose(fresh.predict(9.3), expected)  # going back within what it still holds is fine
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="t_now must be a finite time"):
+            fresh.predict(bad)
+    with pytest.raises(ValueError, match="window must be a finite number"):
+        StreamingDecoder(model, session_id="b/s", unit_ids=ids, window=float("inf"))
+    with pytest.raises(ValueError, match="capacity must be a positive number"):
+        StreamingDecoder(model, session_id="b/s", unit_ids=ids, capacity=-1)
+
+
+def test_resume_true_continues_in_the_runs_own_folder_and_appends_to_its_metrics(tmp_path):
+    small = ["dataset.generate.num_animals=1", "dataset.generate.sessions_per_animal=1", "dataset.generate.duration_s=40",
+             "dataset.generate.min_units=6", "dataset.generate.max_units=8", "num_workers=0", "batch_size=8",
+             "trainer.max_steps=6", "trainer.checkpoint_every_n_steps=3", "trainer.log_every_n_steps=1",
+             "trainer.check_val_every_n_epoch=100", "baseline.bin_s=0.1", f"data_root={tmp_path / 'data'}"]  # fmt: skip
+    first = subprocess.run([sys.executable, str(ROOT / "train.py"), *small], capture_output=True, text=True,
+                           cwd=tmp_path, timeout=300)  # fmt: skip
+    assert first.returncode == 0, first.stderr[-2000:]
+    (run,) = [p for p in (tmp_path / "outputs").glob("*/*") if (p / "checkpoints").is_dir()]
+    rows = len((run / "metrics.csv").read_text().splitlines())
+    again = subprocess.run([sys.executable, str(ROOT / "train.py"), *small, "resume=true"], capture_output=True,
+                           text=True, cwd=tmp_path, timeout=300)  # fmt: skip
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"in its run folder {run}" in again.stdout
+    assert [p for p in (tmp_path / "outputs").glob("*/*") if (p / "checkpoints").is_dir()] == [run]
+    assert len((run / "metrics.csv").read_text().splitlines()) > rows  # appended, not started anew elsewhere
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(unit_ids=np.array([None] * 100 + [1] * 200, dtype=object)), r"unit_ids: None is not a unit id"),
+        (dict(spike_times=["0.5", "x"] * 150), r"spike_times: spike times must be numbers"),
+        (
+            dict(behaviour={"spikes.rate": (np.arange(0, 30, 0.01), np.zeros((3000, 2)))}),
+            r"behaviour key 'spikes.rate': 'spikes' holds the session's own data",
+        ),
+        (
+            dict(behaviour={"hand.timestamps": (np.arange(0, 30, 0.01), np.zeros((3000, 2)))}),
+            r"'timestamps' holds the session's own data",
+        ),
+        (dict(train=[[0, 10, 12]], valid=[[20, 25]]), r"train: expected \(n, 2\) start/end rows, got shape \(1, 3\)"),
+    ],
+)
+def test_decoder_input_mistakes_are_one_line_naming_the_argument(tmp_path, change, message):
+    import poyo
+
+    s = recording()
+    s["spike_times"], s["unit_ids"] = s["spike_times"][:300], s["unit_ids"][:300]
+    s.update(change)
+    with pytest.raises(ValueError, match=message):
+        poyo.Decoder(workdir=tmp_path).fit(s)

@@ -104,7 +104,7 @@ def test_a_new_users_recordings_import_and_train_without_a_config(tmp_path):
             assert f"cut {cut} spikes outside the behaviour's time span ({where})" in out.stdout, out.stdout
         else:
             assert "cut " not in out.stdout
-        assert f"train with: python train.py dataset={brainset} data_root={proc}" in out.stdout
+        assert f"train with: poyo train dataset={brainset} data_root={proc}" in out.stdout
 
         # 2. train, with no YAML written
         run_dir = tmp_path / f"run_{brainset}"

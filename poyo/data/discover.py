@@ -29,7 +29,12 @@ def behaviour_fields(path) -> dict[str, int]:
             if not (isinstance(obj, h5py.Group) and obj.attrs.get("object") in SERIES) or name == "spikes":
                 return
             for field, d in obj.items():
-                if isinstance(d, h5py.Dataset) and field not in NOT_VALUES and d.dtype.kind in "iuf" and d.ndim in (1, 2):
+                if (
+                    isinstance(d, h5py.Dataset)
+                    and field not in NOT_VALUES
+                    and d.dtype.kind in "iuf"
+                    and d.ndim in (1, 2)
+                ):
                     out[f"{name.replace('/', '.')}.{field}"] = 1 if d.ndim == 1 else int(d.shape[1])
 
         f.visititems(visit)
@@ -46,18 +51,33 @@ def choose_behaviour(root, wanted: str | None = None) -> tuple[str, int]:
     per_file = [behaviour_fields(p) for p in files]
     shared = set(per_file[0]).intersection(*per_file[1:])
     widths = {k: {fields[k] for fields in per_file} for k in shared}
+    differ = {k: sorted(w) for k, w in widths.items() if len(w) > 1}  # in every file, but not equally wide
     shared = sorted(k for k in shared if len(widths[k]) == 1)
     where = f"{root} ({len(files)} session file(s))"
+    if wanted in differ or (wanted is None and not shared and differ):
+        key = wanted if wanted in differ else sorted(differ)[0]
+        by = {w: [p.name for p, fields in zip(files, per_file) if fields[key] == w][:2] for w in differ[key]}
+        raise KeyError(
+            f"every session of {where} has '{key}', but with different widths ("
+            + ", ".join(f"{w} dims in e.g. {names}" for w, names in by.items())
+            + "); one readout decodes one width: keep the sessions of one width (sessions=[...])"
+        )
     if wanted is not None:
         if wanted not in shared:
-            raise KeyError(f"behaviour '{wanted}' is not in every session of {where}; shared series: {shared or 'none'}")
+            raise KeyError(
+                f"behaviour '{wanted}' is not in every session of {where}; shared series: {shared or 'none'}"
+            )
         return wanted, widths[wanted].pop()
     if not shared:
-        raise KeyError(f"the sessions of {where} share no behaviour series to decode (first file has {sorted(per_file[0])})")
+        raise KeyError(
+            f"the sessions of {where} share no behaviour series to decode (first file has {sorted(per_file[0])})"
+        )
     velocity = [k for k in shared if k.rpartition(".")[2].startswith("vel")]
     pick = shared if len(shared) == 1 else velocity if len(velocity) == 1 else None
     if pick is None:
-        raise KeyError(f"the sessions of {where} have several behaviour series {shared}; pick one with dataset.behaviour=KEY")
+        raise KeyError(
+            f"the sessions of {where} have several behaviour series {shared}; pick one with dataset.behaviour=KEY"
+        )
     return pick[0], widths[pick[0]].pop()
 
 
@@ -72,8 +92,20 @@ def readout_name(key: str, dim: int, known: Sequence, kind: str = "continuous") 
     return f"{key.replace('.', '_')}_{dim}d"
 
 
-
-ANGLE_WORDS = {"angle", "angles", "dir", "direction", "heading", "orientation", "theta", "phase", "azimuth", "bearing", "yaw", "hd"}
+ANGLE_WORDS = {
+    "angle",
+    "angles",
+    "dir",
+    "direction",
+    "heading",
+    "orientation",
+    "theta",
+    "phase",
+    "azimuth",
+    "bearing",
+    "yaw",
+    "hd",
+}
 
 
 def _field_values(path, key: str) -> np.ndarray:

@@ -94,6 +94,9 @@ def _unit_features(path: Path, found) -> dict | None:
         ok = isinstance(v, torch.Tensor) and v.ndim == 2 and v.shape == (len(found["ids"]), len(found["names"]))
     if not ok:
         raise ValueError(f"{path}: damaged unit_features entry (expected key, names, ids and a (ids, names) tensor)")
+    if not torch.isfinite(v).all():
+        bad = [found["ids"][i] for i in torch.nonzero(~torch.isfinite(v).all(1)).flatten().tolist()[:3]]
+        raise ValueError(f"{path}: damaged unit_features entry: NaN or infinite values for units {bad}")
     return {"key": str(found["key"]), "names": list(found["names"]), "ids": list(found["ids"]), "values": v.float()}
 
 

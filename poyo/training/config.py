@@ -18,6 +18,7 @@ Two ways to build one:
 
 from __future__ import annotations
 
+import math
 import os
 import types
 import typing
@@ -54,7 +55,7 @@ def _int(v) -> bool:
 
 
 def _num(v) -> bool:
-    return isinstance(v, Real) and not isinstance(v, bool)
+    return isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v)
 
 
 @dataclass
@@ -296,8 +297,8 @@ class RunConfig:
         w = self.window_length
         _need("window_length", w, _num(w) and w > 0, "must be a positive number of seconds", "1.0")
         _need(
-            "eval_step", self.eval_step, _num(self.eval_step) and 0 < self.eval_step <= w,
-            f"must be a number of seconds in (0, window_length={w:g}]", "0.5",
+            "eval_step", self.eval_step, _num(self.eval_step) and 0.01 <= self.eval_step <= w,
+            f"must be a number of seconds in [0.01, window_length={w:g}] (a window every eval_step s)", "0.25",
         )  # fmt: skip
         s = self.train_seconds
         _need(
@@ -453,7 +454,7 @@ def _describe(t) -> str:
     return {
         bool: "true or false",
         int: "an integer",
-        float: "a number",
+        float: "a finite number",
         str: "a string",
         type(None): "null",
     }.get(t, "a list" if typing.get_origin(t) in (list, tuple, Sequence) else str(t))

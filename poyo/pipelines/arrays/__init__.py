@@ -31,6 +31,7 @@ Command line (``.npz`` or MATLAB ``.mat`` files; keys name the arrays inside)::
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -59,10 +60,18 @@ class ArrayContentError(ValueError):
     """Arrays that cannot make a session; the message names the array at fault."""
 
 
+RESERVED = ("spikes", "units", "domain", "session", "subject", "brainset", "device")  # the session file's own groups
+
+
 def _field_key(key: str) -> tuple[str, str]:
     group, dot, field = str(key).partition(".")
     if not (dot and group and field and (group + field).replace("_", "").isalnum()):
         raise ArrayContentError(f"behaviour key {key!r}: expected GROUP.FIELD, e.g. 'cursor.vel' or 'head.dir'")
+    if group in RESERVED or field == "timestamps" or group.endswith("_domain"):
+        raise ArrayContentError(
+            f"behaviour key {key!r}: '{group if group in RESERVED or group.endswith('_domain') else field}' holds the "
+            "session's own data; name the series otherwise, e.g. 'hand.vel'"
+        )
     return group, field
 
 
@@ -70,6 +79,8 @@ def _values(name: str, values, n: int | None = None, *, allow_nan: bool) -> np.n
     v = np.asarray(values)
     if v.dtype.kind not in "iufb":
         raise ArrayContentError(f"{name}: expected numbers, got dtype {v.dtype}")
+    if v.ndim > 2:
+        raise ArrayContentError(f"{name}: shape {v.shape}; expected (samples,) or (samples, dims)")
     v = v.astype(np.float32).reshape(len(v), -1) if v.ndim else v.reshape(1, 1).astype(np.float32)
     if n is not None and len(v) != n:
         raise ArrayContentError(f"{name}: {len(v)} samples but {n} timestamps (or bins); their lengths must match")
@@ -143,6 +154,30 @@ def _is_ragged(x) -> bool:
     return len(x) > 0 and all(np.ndim(t) == 1 for t in x) and not np.isscalar(x[0])
 
 
+def _trials(trials, domain) -> np.ndarray:
+    """``trials`` as sorted ``(n, 2)`` start/end rows, refused when the shape is not that (a
+    transposed or 3-column array would deal the wrong times) or when fewer than 3 trials
+    overlap the recording (the splits need train, valid and test)."""
+    try:
+        tr = np.asarray(trials, np.float64)
+    except (TypeError, ValueError):
+        raise ArrayContentError("trials: expected numbers (an (n, 2) array of start/end times)") from None
+    if tr.ndim != 2 or tr.shape[1] != 2:
+        hint = " (transposed? its rows must be trials)" if tr.ndim == 2 and tr.shape[0] == 2 else ""
+        raise ArrayContentError(f"trials: expected an (n, 2) array of start/end times, got shape {tr.shape}{hint}")
+    if not np.isfinite(tr).all() or (tr[:, 1] <= tr[:, 0]).any():
+        raise ArrayContentError("trials: every row must be a finite (start, end) with end > start")
+    tr = tr[np.argsort(tr[:, 0], kind="stable")]
+    start, end = float(domain.start[0]), float(domain.end[-1])
+    inside = int(((tr[:, 1] > start) & (tr[:, 0] < end)).sum())
+    if inside < 3:
+        raise ArrayContentError(
+            f"trials: {inside} of {len(tr)} trials overlap the recording [{start:.3f}, {end:.3f}) s; splitting by trials "
+            "needs at least 3 (train, valid, test). Are they in seconds, on the spikes' clock? (leave --trials out to split by time blocks)"
+        )
+    return tr
+
+
 def _session(
     trains, names, series: dict, domain, *, brainset, session_id, subject, trials, extra: dict, regions=None
 ) -> Data:
@@ -158,7 +193,7 @@ def _session(
             f"spike_times: {e} inside the behaviour's span [{domain.start[0]:.3f}, {domain.end[-1]:.3f}) s"
         ) from None
     if trials is not None:
-        tr = np.asarray(trials, np.float64).reshape(-1, 2)
+        tr = _trials(trials, domain)
         splits = trial_splits(domain, interval(tr[:, 0], tr[:, 1]), (0.7, 0.1, 0.2), seed=42, gap=1.0)
     else:
         splits = block_splits(domain, 10, (8, 1, 1), seed=42)
@@ -303,8 +338,23 @@ def from_binned_counts(
         )
     if c.sum() == 0:
         raise ArrayContentError("counts: every count is 0 (no spikes)")
-    if not (np.isfinite(bin_size) and bin_size > 0):
-        raise ArrayContentError(f"bin_size must be a positive number of seconds, got {bin_size}")
+    if not (np.isfinite(bin_size) and 1e-4 <= bin_size <= 10.0):
+        raise ArrayContentError(f"bin_size must be a number of seconds in [0.0001, 10], got {bin_size}")
+    if not np.isfinite(start):
+        raise ArrayContentError(f"start must be a finite time in seconds, got {start}")
+    most = float(c.max())
+    if most > 2000.0 * bin_size + 10 or float(c.sum()) > 2e9:  # above 2 kHz in a bin, or past what fits in memory
+        raise ArrayContentError(
+            f"counts: {most:.0f} spikes in one {bin_size:g} s bin ({most / bin_size:.3g} Hz), {float(c.sum()):.3g} in all: "
+            "these are not spike counts of single units at this bin size (the wrong array, or the wrong --bin-size?)"
+        )
+    for key, values in behaviour.items():
+        n = len(np.asarray(values))
+        if n != len(c) and n == c.shape[1]:
+            raise ArrayContentError(
+                f"counts: shape {c.shape}, but behaviour '{key}' has {n} samples, one per column: is counts transposed? "
+                "rows must be bins, columns units"
+            )
     if not behaviour:
         raise ArrayContentError("behaviour: name at least one series, e.g. {'cursor.vel': values}")
     c = c.astype(np.int64)
@@ -352,24 +402,50 @@ def write_session(data: Data, processed_dir, *, overwrite: bool = False) -> Path
 def load_arrays(path) -> dict[str, np.ndarray]:
     """The arrays of a ``.npz`` or MATLAB ``.mat`` (v5 with scipy, v7.3 with h5py) file."""
     path = Path(path)
+    if path.is_dir():
+        raise ArrayContentError(f"{path}: a folder; give the .npz or .mat file inside it")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as f:
-            return {k: f[k] for k in f.files}
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                out = {}
+                for k in f.files:
+                    try:
+                        out[k] = f[k]
+                    except ValueError:  # an object array: needs unpickling, which poyo never does
+                        out[k] = ObjectArray(k)
+                return out
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise ArrayContentError(
+                f"{path}: not a readable .npz file ({type(e).__name__}); write it with numpy.savez"
+            ) from None
     if path.suffix == ".mat":
         try:
             from scipy.io import loadmat
 
-            return {k: v for k, v in loadmat(path).items() if not k.startswith("__")}
-        except NotImplementedError:  # MATLAB v7.3 is HDF5; MATLAB stores arrays transposed
-            import h5py
+            try:
+                found = {k: v for k, v in loadmat(path).items() if not k.startswith("__")}
+            except NotImplementedError:  # MATLAB v7.3 is HDF5; MATLAB stores arrays transposed
+                import h5py
 
-            with h5py.File(path, "r") as f:
-                return {k: np.asarray(f[k]).T for k in f if isinstance(f[k], h5py.Dataset)}
+                with h5py.File(path, "r") as f:
+                    found = {k: np.asarray(f[k]).T for k in f if isinstance(f[k], h5py.Dataset)}
         except ImportError as e:
             raise ImportError(f"{path}: reading .mat files needs scipy (pip install scipy)") from e
+        except Exception as e:  # scipy's MatReadError and h5py's errors share no base class of their own
+            raise ArrayContentError(f"{path}: not a readable .mat file ({type(e).__name__}: {str(e)[:80]})") from None
+        if not found:
+            raise ArrayContentError(f"{path}: the .mat file holds no arrays")
+        return found
     raise ArrayContentError(f"{path}: unsupported file type '{path.suffix}'; use .npz or .mat")
+
+
+class ObjectArray:
+    """Stands for a ``.npz`` entry of Python objects: refused by name if asked for, ignored otherwise."""
+
+    def __init__(self, key: str):
+        self.key = key
 
 
 def _parse_behaviour(specs: list[str], binned: bool) -> dict[str, tuple[str, str | None]]:
@@ -443,11 +519,21 @@ def main(argv=None, prog: str = "python -m poyo.pipelines.arrays") -> int:
             raise ArrayContentError("--counts needs --bin-size (seconds per bin)")
         if args.spike_times and not args.unit_ids:
             raise ArrayContentError("--spike-times needs --unit-ids (the key of each spike's unit)")
+        if args.processed_dir.exists() and not args.processed_dir.is_dir():
+            raise ArrayContentError(f"--processed-dir {args.processed_dir}: a file, not a folder")
+        if not np.isfinite(args.start):
+            raise ArrayContentError(f"--start must be a finite time in seconds, got {args.start}")
+        if args.seed < 0:
+            raise ArrayContentError(f"--seed must be an integer >= 0, got {args.seed}")
         arrays = load_arrays(args.file)
 
         def get(key):
             if key not in arrays:
                 raise ArrayContentError(f"{args.file}: no array '{key}' (it has {sorted(arrays)})")
+            if isinstance(arrays[key], ObjectArray):
+                raise ArrayContentError(
+                    f"{args.file}: array '{key}' holds Python objects, which poyo does not unpickle; save it as numbers"
+                )
             return arrays[key]
 
         spec = _parse_behaviour(args.behaviour, binned=bool(args.counts))

@@ -84,7 +84,7 @@ def import_summary(data: Data, behaviour_keys, processed_dir) -> list[str]:
             )
     default = Path(processed_dir) == Path("data/processed")
     lines.append(
-        f"  train with: python train.py dataset={data.brainset.id}"
+        f"  train with: poyo train dataset={data.brainset.id}"
         + ("" if default else f" data_root={processed_dir}")
         + ("" if behaviour_keys else " objective=mtm   (no behaviour: self-supervised)")
     )
@@ -235,6 +235,8 @@ def safe_name(value, what: str) -> str:
         raise ValueError(
             f"{what} {str(value)!r} cannot name a file: use letters, digits, '_', '-' (no '/', '\\', leading '.' or control characters)"
         )
+    if len(v.encode("utf-8")) > 200:  # file systems refuse names over 255 bytes; ids are also printed in every table
+        raise ValueError(f"{what} is {len(v)} characters long ({v[:40]}...); use at most 200")
     return v
 
 

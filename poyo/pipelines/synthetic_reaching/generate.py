@@ -30,6 +30,7 @@ What is simulated, and why it matters for decoding:
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import shutil
 from dataclasses import asdict, dataclass
@@ -478,7 +479,12 @@ def generate(out_dir, cfg: SyntheticConfig = SyntheticConfig(), progress: bool =
         path = out_dir / f"{data.session.id}.h5"
         write_session(data, path)
         paths.append(path)
-    manifest = {"generator_version": GENERATOR_VERSION, "config": asdict(cfg), "files": [p.name for p in paths]}
+    manifest = {
+        "generator_version": GENERATOR_VERSION,
+        "config": asdict(cfg),
+        "files": [p.name for p in paths],
+        "sha1": {p.name: _sha1(p) for p in paths},  # a user's file under a generated name is not ours
+    }
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return paths
 
@@ -497,14 +503,45 @@ def is_current(out_dir, cfg: SyntheticConfig) -> bool:
     )
 
 
+def _sha1(path: Path) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+MARK = ".poyo-generator"  # written first into a folder the generator builds: its files are its own
+
+
 def foreign_files(out_dir) -> list[Path]:
-    """Files in ``out_dir`` that no earlier ``generate`` wrote (not in its manifest)."""
+    """Files in ``out_dir`` that no earlier ``generate`` wrote: not in its manifest, or in it
+    but changed since (a user's file saved under a generated name)."""
     out_dir = Path(out_dir)
     try:
-        listed = set(json.loads((out_dir / "manifest.json").read_text()).get("files", [])) | {"manifest.json"}
+        manifest = json.loads((out_dir / "manifest.json").read_text())
+        listed = set(manifest.get("files", [])) | {"manifest.json", MARK}
+        sums = manifest.get("sha1") or {}
     except (OSError, ValueError):
-        listed = set()
-    return sorted(p for p in out_dir.rglob("*") if p.is_file() and p.relative_to(out_dir).as_posix() not in listed)
+        listed, sums = set(), {}
+    out = []
+    for p in out_dir.rglob("*"):
+        name = p.relative_to(out_dir).as_posix()
+        if p.is_file() and (name not in listed or (name in sums and _sha1(p) != sums[name])):
+            out.append(p)
+    return sorted(out)
+
+
+def _clear(folder: Path, *, ours) -> None:
+    """Remove ``folder`` (a sibling the generator uses) only if ``ours(folder)``; else raise, naming it."""
+    if not folder.exists():
+        return
+    if not ours(folder):
+        raise FileExistsError(
+            f"{folder} is in the way of the synthetic set's rebuild, and the generator did not write it; "
+            "move it elsewhere (nothing was deleted)"
+        )
+    shutil.rmtree(folder)
 
 
 def ensure(out_dir, cfg: SyntheticConfig = SyntheticConfig(), progress: bool = True) -> Path:
@@ -529,14 +566,17 @@ def ensure(out_dir, cfg: SyntheticConfig = SyntheticConfig(), progress: bool = T
         if progress:
             print(f"{out_dir}: generated with other settings; generating it again")
     staging = out_dir.with_name(out_dir.name + ".building")
-    shutil.rmtree(staging, ignore_errors=True)
+    old = out_dir.with_name(out_dir.name + ".old")
+    # an interrupted build (the mark is written first) or an earlier swap's leftover: only ours go
+    _clear(staging, ours=lambda d: (d / MARK).is_file())
+    _clear(old, ours=lambda d: (d / "manifest.json").is_file() and not foreign_files(d))
+    staging.mkdir(parents=True)
+    (staging / MARK).write_text("written by poyo.pipelines.synthetic_reaching\n")
     generate(staging, cfg, progress=progress)
     if out_dir.exists():
-        old = out_dir.with_name(out_dir.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
         out_dir.rename(old)
         staging.rename(out_dir)
-        shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(old)
     else:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         staging.rename(out_dir)
