@@ -463,6 +463,8 @@ class Decoder:
         self.model_ = load_pretrained(run_dir / "checkpoints" / "model.pt")
         if self.workdir is not None:
             self.runs_.append(run_dir)
+        if self.verbose and self.workdir is None:
+            print("(that run folder was temporary and is removed now; Decoder(workdir=...) keeps run folders)")
         if not self.verbose and self.report_:
             r = self.report_
             print(
