@@ -117,6 +117,24 @@ def _trains(name: str, spike_times, unit_ids) -> tuple[list[np.ndarray], list[st
     return trains, names
 
 
+def _within_one_turn(v: np.ndarray) -> bool:
+    """Values that could be an angle: radians within [-pi, 2 pi] spanning more than a quarter turn."""
+    lo, hi = float(np.min(v)), float(np.max(v))
+    return -np.pi - 1e-6 <= lo and hi <= 2 * np.pi + 1e-6 and hi - lo > np.pi / 2
+
+
+def _locations(spike_times) -> dict[str, str] | None:
+    """``{unit: region}`` from a pynapple ``TsGroup``'s ``location`` metadata (newer pynapple:
+    ``.metadata``; older: ``.get_info``), or None: the units' brain regions for masked modelling."""
+    for read in (lambda g: g.metadata["location"], lambda g: g.get_info("location")):
+        try:
+            column = read(spike_times)
+            return {str(k): str(v) for k, v in zip(column.index, column.values)}
+        except Exception:  # not a TsGroup, or no location column: no regions
+            continue
+    return None
+
+
 def _behaviour(name: str, behaviour, key: str | None) -> tuple[str, np.ndarray, np.ndarray]:
     """(key, timestamps, values (n, d)) of one behaviour series."""
     if isinstance(behaviour, Mapping):
@@ -329,6 +347,11 @@ class Decoder:
             if s.behaviour is None:
                 raise ValueError(f"{name}.behaviour: needed here (or give timestamps= to predict at)")
             key, t, v = _behaviour(name, s.behaviour, None)
+            if key == DEFAULT_KEY and v.shape[1] == 1 and model is None and _within_one_turn(v):
+                print(
+                    f"{name}.behaviour: one unnamed series within one turn; if it is an angle, pass it named like one, "
+                    "e.g. behaviour={'head.dir': ...}, and it is decoded through its cos and sin"
+                )
         if model is not None:  # the series the model decodes
             key = model.readout_configs[0].key
         window = self.window_length
@@ -345,7 +368,10 @@ class Decoder:
                 )
             taken[sid] = name
         try:
-            data = from_spike_times(trains, names, {key: (t, v)}, brainset=BRAINSET, session_id=sid)
+            regions = _locations(s.spike_times)
+            data = from_spike_times(
+                trains, names, {key: (t, v)}, brainset=BRAINSET, session_id=sid, brain_regions=regions
+            )
         except ArrayContentError as e:
             raise ValueError(f"{name}: {e}") from None
         given = sum(len(x) for x in trains)

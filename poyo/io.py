@@ -74,8 +74,12 @@ def atomic_save(obj, path) -> Path:
     says so; temporaries of writers killed earlier are removed.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OSError(e.errno, f"{path}: cannot create its folder {path.parent} ({e.strerror})") from None
     remove_stale_temporaries(path)
+    had = path.is_file()
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
@@ -85,18 +89,23 @@ def atomic_save(obj, path) -> Path:
         os.replace(tmp, path)
     except (OSError, RuntimeError) as e:
         written = tmp.stat().st_size if tmp.exists() else 0
+        code = getattr(e, "errno", None)
         free = shutil.disk_usage(path.parent).free
+        # a full disk by its error code; a writer without one (torch's) by the space left after it failed
         full = (
-            getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+            code in (errno.ENOSPC, errno.EDQUOT)
             or "No space left" in str(e)
-            or free < max(written, 1 << 20)
+            or (code is None and free < max(written, 1 << 20))
         )
+        before = f"the previous {path.name} is intact" if had else f"nothing was written to {path.name}"
         if full:
             raise OSError(
                 errno.ENOSPC,
                 f"{path}: no space left on the disk of {path.parent} ({free / 1e6:.1f} MB free after writing {written / 1e6:.1f} MB); "
-                f"the previous {path.name} is intact. Free some space and resume (train.py resume=true)",
+                f"{before}. Free some space and try again (a training run continues with poyo train resume=true)",
             ) from e
+        if code is not None:  # permissions, a read-only or special file system: say so, not the temporary's name
+            raise OSError(code, f"{path}: cannot be written ({e.strerror or e}); {before}") from e
         raise
     finally:
         if tmp.exists():

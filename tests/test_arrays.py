@@ -243,6 +243,12 @@ def test_the_import_command_refuses_bad_files_and_values_in_one_line(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     (tmp_path / "bad.mat").write_bytes(b"MATLAB? no")
     (tmp_path / "a_file").write_text("x")
+    np.savez(
+        tmp_path / "strs.npz", st=np.array(["0.1", "0.2", "x"]), u=np.array([0, 1, 0]), v=vel, vt=np.arange(400) * 0.05
+    )
+    from scipy.io import savemat
+
+    savemat(tmp_path / "empty.mat", {})
     base = ["--counts", "c", "--bin-size", "0.05", "-b", "hand.vel=v", "--processed-dir", str(tmp_path / "out")]
     cases = [
         ([str(tmp_path / "ok.npz"), "--counts", "obj", "--bin-size", "0.05", "-b", "hand.vel=v", "--processed-dir", str(tmp_path / "out")], "holds Python objects"),
@@ -257,6 +263,9 @@ def test_the_import_command_refuses_bad_files_and_values_in_one_line(tmp_path):
         ([str(tmp_path / "ok.npz"), *base, "--seed", "-1"], "--seed must be an integer >= 0"),
         ([str(tmp_path / "ok.npz"), *base[:-1], str(tmp_path / "a_file")], "a file, not a folder"),
         ([str(tmp_path / "ok.npz"), *base, "--session-id", "s" * 300], "300 characters long"),
+        ([str(tmp_path / "strs.npz"), "--spike-times", "st", "--unit-ids", "u", "-b", "hand.vel=v@vt", *base[-2:]], "spike times must be numbers"),
+        ([str(tmp_path / "empty.mat"), *base], "the .mat file holds no arrays"),
+        ([str(tmp_path / "ok.npz"), *base[:5], "spikes.rate=v", *base[6:]], "'spikes' holds the session's own data"),
     ]  # fmt: skip
     for argv, message in cases:
         out = subprocess.run([sys.executable, "-m", "poyo.pipelines.arrays", *argv], capture_output=True, text=True,

@@ -205,3 +205,33 @@ def test_pynapple_objects_read_like_arrays():
     assert names_a == names_p and all(np.array_equal(x, y) for x, y in zip(trains_a, trains_p))
     assert session_id_of(trains_a, names_a) == session_id_of(trains_p, names_p)
     assert isinstance(poyo.Session(spike_times=group), Session)
+
+
+def test_a_tsgroups_location_metadata_becomes_the_units_brain_region(tmp_path):
+    import pandas as pd
+
+    from poyo.data import Dataset
+
+    class Group(dict):  # the parts of pynapple's TsGroup that poyo reads: {unit: Ts}, and its metadata table
+        metadata = None
+
+    a = good()
+    units = np.asarray(a["unit_ids"])
+    group = Group({int(u): Ts(a["spike_times"][units == u]) for u in np.unique(units)})
+    group.metadata = pd.DataFrame({"location": ["adn", "adn", "ca1", "ca1", "ca1"]}, index=sorted(group))
+    dec = poyo.Decoder(workdir=tmp_path)
+    sid, _ = dec._write({"spike_times": group, "behaviour": a["behaviour"]}, "s", tmp_path / "data")
+    s = Dataset(tmp_path / "data", validate=False).sessions[sid]
+    assert dict(zip(s.unit_ids, s.unit_regions)) == {
+        f"{sid}/{u}": r for u, r in zip(range(5), ["adn", "adn", "ca1", "ca1", "ca1"])
+    }
+
+
+def test_an_unnamed_series_that_could_be_an_angle_gets_a_hint(tmp_path, capsys):
+    a = good()
+    t = a["behaviour"][0]
+    dec = poyo.Decoder(workdir=tmp_path)
+    dec._write({**a, "behaviour": Ts(t, np.angle(np.exp(1j * t)))}, "s", tmp_path / "data")  # a bare pynapple Tsd
+    assert "if it is an angle, pass it named like one, e.g. behaviour={'head.dir': ...}" in capsys.readouterr().out
+    dec._write(a, "s", tmp_path / "data")  # two dims of anything: no hint
+    assert capsys.readouterr().out == ""

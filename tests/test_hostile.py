@@ -143,6 +143,24 @@ def test_a_full_disk_says_so_and_keeps_the_previous_checkpoint(tmp_path, monkeyp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
 
 
+def test_a_file_that_cannot_be_written_is_not_called_a_full_disk(tmp_path, monkeypatch):
+    def refused(obj, f, *a, **k):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(torch, "save", refused)
+    monkeypatch.setattr("shutil.disk_usage", lambda p: type("U", (), {"free": 0})())  # as /proc reports
+    with pytest.raises(
+        OSError, match=r"x.pt: cannot be written \(Permission denied\); nothing was written to x.pt$"
+    ) as e:
+        atomic_save({"step": 1}, tmp_path / "x.pt")
+    assert e.value.errno == errno.EACCES and "space" not in str(e.value)
+    monkeypatch.undo()
+    full = lambda obj, f, *a, **k: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device"))  # noqa: E731
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(OSError, match=r"no space left .*; nothing was written to new.pt\. Free some space"):
+        atomic_save({"step": 1}, tmp_path / "new.pt")  # no earlier file to call intact
+
+
 def test_temporaries_of_killed_writers_are_removed(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()

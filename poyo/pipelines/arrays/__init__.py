@@ -98,7 +98,10 @@ def _values(name: str, values, n: int | None = None, *, allow_nan: bool) -> np.n
 
 
 def _times(name: str, t) -> np.ndarray:
-    t = np.asarray(t, dtype=np.float64).ravel()
+    try:
+        t = np.asarray(t, dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        raise ArrayContentError(f"{name}: timestamps must be numbers (seconds)") from None
     if len(t) == 0:
         raise ArrayContentError(f"{name}: no timestamps (an empty recording)")
     if not np.isfinite(t).all():
@@ -116,6 +119,17 @@ def _times(name: str, t) -> np.ndarray:
 
 def _trains(spike_times, unit_ids) -> tuple[list[np.ndarray], list[str]]:
     """One sorted spike-time array per unit, and the unit names."""
+    try:
+        return _trains_of_numbers(spike_times, unit_ids)
+    except (TypeError, ValueError) as e:  # a string among the times (ArrayContentError is ours: passed on)
+        if isinstance(e, ArrayContentError):
+            raise
+        raise ArrayContentError(
+            f"spike_times: spike times must be numbers (seconds), got {type(e).__name__}: {e}"
+        ) from None
+
+
+def _trains_of_numbers(spike_times, unit_ids) -> tuple[list[np.ndarray], list[str]]:
     if unit_ids is None or (
         isinstance(unit_ids, Sequence)
         and not isinstance(unit_ids, str)
