@@ -282,14 +282,14 @@ class Decoder:
         self.device, self.precision, self.num_workers = device, precision, num_workers
         self.verbose, self.settings = bool(verbose), dict(settings or {})
         self.workdir = Path(workdir) if workdir is not None else None
-        self._config(Path("."), ["check/settings"])  # refuse bad settings now, not after writing sessions
+        self._checked = self._config(Path("."), ["check/settings"])  # bad settings fail now, not after writing sessions
         self.model_ = None  # the trained POYO (poyo.model.POYO), after fit / adapt / load
         self.runs_: list[Path] = []  # run folders of fit and adapt, oldest first (kept only with a workdir)
         self.report_: dict | None = None  # the last run's test report: POYO beside the linear decoders
 
     @property
     def window_length(self) -> float:
-        return float(self.settings.get("window_length", 1.0))
+        return self._checked.window_length
 
     # --- sessions -> files -------------------------------------------------------------
     def _known_sessions(self) -> dict[str, set[str]]:
