@@ -637,3 +637,10 @@ def test_decoder_input_mistakes_are_one_line_naming_the_argument(tmp_path, chang
     s.update(change)
     with pytest.raises(ValueError, match=message):
         poyo.Decoder(workdir=tmp_path).fit(s)
+
+
+def test_mixed_type_unit_ids_are_read_as_their_names():
+    from poyo.decoder import _trains
+
+    trains, names = _trains("s", [0.1, 0.2, 0.3, 0.4], np.array([1, "a", 1, 2.5], dtype=object))
+    assert names == ["1", "2.5", "a"] and [t.tolist() for t in trains] == [[0.1, 0.3], [0.4], [0.2]]
