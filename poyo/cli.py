@@ -64,11 +64,12 @@ def run_hydra(args: Sequence[str], *, program: str = "poyo train") -> None:
 
         from poyo.training.config import from_hydra
         from poyo.training.guards import RunLock, find_resume
-        from poyo.training.loggers import check_logger, quiet_libraries
+        from poyo.training.loggers import check_logger, quiet_libraries, run_log
         from poyo.training.run import evaluate, train
 
         quiet_libraries()
         sys.argv = saved  # as the process was started: Lightning relaunches DDP workers from it
+        log = None
         try:
             cfg = from_hydra(hydra_cfg)
             check_logger({"name": cfg.logger.name})
@@ -79,13 +80,16 @@ def run_hydra(args: Sequence[str], *, program: str = "poyo train") -> None:
                     run_dir = resumed.parent.parent
                     print(f"resuming {resumed} in its run folder {run_dir} (metrics.csv continues there)")
             L.seed_everything(cfg.seed, workers=False, verbose=False)
-            with RunLock(run_dir):
+            with RunLock(run_dir), run_log(Path(run_dir) / "run.log") as log:
                 (train if cfg.mode == "train" else evaluate)(cfg, run_dir)
         except USER_ERRORS as e:  # a message for the user, not a traceback (POYO_DEBUG=1 shows it)
             if os.environ.get("POYO_DEBUG"):
                 raise
             msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
             print(f"error: {msg}", file=sys.stderr)
+            if log is not None:  # the run's own log says how it ended too
+                with open(log.name, "a", encoding="utf-8") as f:
+                    f.write(f"error: {msg}\n")
             sys.exit(1)
 
     saved = list(sys.argv)

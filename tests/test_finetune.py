@@ -195,3 +195,17 @@ def test_train_py_unit_identification_end_to_end(synthetic_root, split, tmp_path
         cwd=tmp_path,
     )
     assert ev.returncode != 0 and "finetune=unit_identification" in ev.stderr
+
+
+def test_a_model_of_spikes_alone_gets_behaviour_heads_for_full_fine_tuning():
+    """A model pretrained by masked modelling without behaviour has no heads; full fine-tuning
+    adds the run's (untrained), keeping every other weight; modes that freeze the backbone refuse."""
+    from poyo.training.finetune import add_heads
+
+    units, sessions = [f"s/u{i}" for i in range(5)], ["s"]
+    alone = POYO(dim=32, depth=1, dim_head=16, readouts=[], masked_modelling=True, unit_ids=units, session_ids=sessions)
+    grown = add_heads(alone, ["cursor_velocity_2d"])
+    assert grown.readout_names == ["cursor_velocity_2d"] and grown.unit_emb.ids == units
+    kept = {k: v for k, v in grown.state_dict().items() if not k.startswith("readout.")}
+    assert kept.keys() == alone.state_dict().keys()
+    assert all(torch.equal(v, alone.state_dict()[k]) for k, v in kept.items() if isinstance(v, torch.Tensor))

@@ -347,3 +347,27 @@ def test_count_read_drop_leaves_out_the_linear_read_in_some_training_batches_onl
         seen = [m(batch)[COUNTS] for _ in range(40)]
     kinds = [0 if torch.allclose(s, full) else 1 if torch.allclose(s, without) else 2 for s in seen]
     assert 2 not in kinds and 10 <= kinds.count(1) <= 30, kinds
+
+
+def test_a_model_of_spikes_alone_has_no_heads_and_the_same_counts():
+    """readouts=[] (masked modelling on recordings without behaviour): no head, no zero loss
+    of a placeholder; it predicts the counts a model with a head predicts from the same weights,
+    and every parameter is in the graph (DDP). Without masked modelling, no heads is refused."""
+    alone, headed = model(readouts=[]), model()
+    assert alone.readout_names == [] and len(alone.readout) == 0
+    missing = headed.load_state_dict(alone.state_dict(), strict=False)
+    assert missing.unexpected_keys == [] and all(k.startswith("readout.") for k in missing.missing_keys)
+    samples = [alone.tokenizer([], masking=True)(window(i, behaviour=False), np.random.default_rng(i)) for i in range(2)]
+    batch = MaskingCollate(MaskSettings(), "packed", scheme="neuron")(samples)
+    with torch.no_grad():
+        torch.testing.assert_close(alone.eval()(batch)[COUNTS], headed.eval()(batch)[COUNTS])
+    out = alone.train()(batch)
+    assert set(out) == {COUNTS}
+    loss, parts = alone.loss(out, batch)
+    assert set(parts) == {COUNTS} and torch.isfinite(loss)
+    loss.backward()
+    assert [n for n, p in alone.named_parameters() if p.grad is None] == []
+    with pytest.raises(ValueError, match="empty only with masked_modelling=True"):
+        POYO(dim=32, depth=1, dim_head=16, readouts=[], unit_ids=UNITS, session_ids=["b/s"])
+    with pytest.raises(ValueError, match="at least one readout"):
+        alone.tokenizer([])

@@ -2,6 +2,7 @@
 by the synthetic generator and the NWB and array importers, read into windows), sessions
 without behaviour, bits per spike, and the GLM baseline."""
 
+import json
 import math
 
 import h5py
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from poyo.data import Dataset, SessionFormatError, WindowIndex
+from poyo.model import load_pretrained
 from poyo.model.masking import MaskSettings, Plan
 from poyo.pipelines.arrays import ArrayContentError, from_spike_times, write_session
 from poyo.pipelines.nwb import main as nwb_main
@@ -156,7 +158,7 @@ def test_tasks_follow_the_regions_a_session_has():
 
 def test_spikes_only_nwb_trains_with_objective_mtm(tmp_path, capsys):
     """A recording without behaviour: the NWB importer writes spikes only, train.py's masked
-    modelling learns from it (the auto dataset finds no behaviour: an untrained placeholder head, said so)."""
+    modelling learns from it (the auto dataset finds no behaviour: a model without heads, said so)."""
     import subprocess
     import sys
     from pathlib import Path
@@ -177,5 +179,117 @@ def test_spikes_only_nwb_trains_with_objective_mtm(tmp_path, capsys):
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "masked modelling only" in run.stdout and "co-bps" in run.stdout
+    assert "masked modelling of the spikes alone (no behaviour heads)" in run.stdout and "co-bps" in run.stdout
+    assert "no region labels" not in run.stdout  # it has regions: M1 and S1
     assert (tmp_path / "run" / "mtm_results.json").is_file()
+    # no placeholder head and its constant-zero loss column; the run's log holds what it printed, no empty train.log
+    assert load_pretrained(tmp_path / "run" / "checkpoints" / "model.pt").readout_names == []
+    header = (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0]
+    assert "val/metric" in header and "loss_" not in header
+    assert not (tmp_path / "run" / "train.log").exists()
+    log = (tmp_path / "run" / "run.log").read_text()
+    assert "Masked modelling on the test split" in log and "co-bps" in log
+
+
+def _forward_case(rng):
+    """Counts where the forward task's GLM blew up on a real recording: unit 5 fires once in
+    training, far enough before the predicted bins that its 20 ms feature there is ~1e-11
+    (nearly constant), and fires steadily before the predicted bins of the test windows."""
+    settings = MaskSettings(forward_s=0.2)
+    plan = task_plan(session_tasks(None, 6)[1], "s", np.zeros(6, np.int64), 1.0, settings)
+
+    def windows(n, quiet: bool):
+        out = []
+        for i in range(n):
+            drive = np.exp(rng.normal(0, 0.5, (50, 1)))
+            c = rng.poisson(0.3 * drive * np.ones((1, 6))).astype(np.float32)
+            c[:, 5] = 0
+            if not quiet:  # it fires up to the predicted bins: a feature of ~1 there (std 1e-10 in training)
+                c[: plan.first_bin, 5] = rng.poisson(1.0, plan.first_bin)
+            out.append(c)
+        if quiet:
+            out[0][plan.first_bin - 7, 5] = 1.0  # its only training spike: e^(-0.5 * 7^2) ~ 2e-11 at the first predicted bin
+        return out
+
+    return plan, windows(150, True), windows(20, True), windows(30, False)
+
+
+def test_glm_on_a_nearly_constant_feature_stays_in_range(monkeypatch):
+    """The blow-up, reproduced with the old scaling (std + 1e-6, log rates up to 20) and fixed:
+    with the std floor and the per-target clip, the GLM scores near the mean rate, not -1e6."""
+    from poyo.training import mtm_eval
+
+    def glm_bits(monkeypatch_old: bool) -> float:
+        rng = np.random.default_rng(3)
+        plan, train, valid, test = _forward_case(rng)
+        if monkeypatch_old:
+            monkeypatch.setattr(mtm_eval, "SD_FLOOR", 1e-9)
+            monkeypatch.setattr(mtm_eval, "RATE_HEADROOM", 20.0)
+        glm = fit_glm(train, valid, plan)
+        monkeypatch.undo()
+        x = np.concatenate([glm_features(c, plan) for c in test])
+        y = np.concatenate([c[plan.first_bin :, plan.target] for c in test])
+        unit = np.tile(np.arange(6), len(y))
+        return bits_per_spike(unit, y.reshape(-1), {"glm": glm.log_rate(x).reshape(-1)})["glm"]
+
+    old, new = glm_bits(True), glm_bits(False)
+    assert old < -100  # what the forward task reported on the real recording (-2e7 there)
+    assert -1.0 < new < 0.5
+
+
+def test_an_impossible_score_is_an_error_that_names_it(tmp_path):
+    from poyo.training.mtm_eval import ScoreRangeError, write_report
+
+    y = np.array([0, 1, 2, 0, 1, 3], np.float64)
+    unit = np.array([0, 1, 0, 1, 0, 1])
+    fine = bits_per_spike(unit, y, {m: np.log(np.full(6, 1.0)) for m in ("model", "model_fitted", "mean_rate")})
+    blown = bits_per_spike(unit, y, {"glm": np.full(6, 20.0)})
+    assert fine["saturated"] > fine["model"] and blown["glm"] < -1e6
+    scores = {"lab/rec": {"co_smoothing": {**fine, "windows": 3}, "forward": {**fine, **blown, "windows": 3}}}
+    with pytest.raises(ScoreRangeError, match=r"session 'lab/rec', task forward, GLM: -\d.*below -10"):
+        write_report(scores, tmp_path)
+    saved = json.loads((tmp_path / "mtm_results.json").read_text())
+    assert len(saved["out_of_range"]) == 1 and "forward, GLM" in saved["out_of_range"][0]
+    above = {**fine, "model": fine["saturated"] + 0.5}
+    with pytest.raises(ScoreRangeError, match="above the saturated model"):
+        write_report({"lab/rec": {"co_smoothing": above}}, tmp_path)
+
+
+def test_a_short_region_less_report_says_what_it_left_out(tmp_path, capsys):
+    from poyo.training.mtm_eval import region_note, write_report
+
+    y = np.array([0, 1, 2, 0, 1, 3], np.float64)
+    v = bits_per_spike(np.array([0, 1, 0, 1, 0, 1]), y, {m: np.zeros(6) for m in ("model", "model_fitted", "glm", "mean_rate")})
+    notes = {"lab/rec": region_note(None, 2)}
+    write_report({"lab/rec": {"co_smoothing": {**v, "windows": 12}}}, tmp_path, notes=notes, chosen="final weights, step 9")
+    out = capsys.readouterr().out
+    assert "lab/rec" in out and "no region labels: intra/inter-region tasks skipped" in out
+    assert "Tested: final weights, step 9" in out
+    assert "warning: session 'lab/rec': co-bps rests on 12 test windows" in out
+    assert region_note(np.array(["CA1", "DG"]), 2) == "no region with 2 units (CA1, DG): intra-region tasks skipped"
+    assert region_note(np.array(["CA1", "CA1", "DG"]), 3) is None
+    assert "one region (CA1): inter-region tasks skipped" == region_note(np.array(["CA1", "CA1"]), 2)
+
+
+def test_spikes_only_arrays(tmp_path, capsys):
+    """Spike times or counts without behaviour make a spikes-only session (function and command
+    line), spanning the spikes, and the import says it trains with objective=mtm."""
+    from poyo.pipelines.arrays import from_binned_counts, main as arrays_main
+
+    rng = np.random.default_rng(2)
+    times = np.sort(rng.uniform(3.0, 60.0, 3000))
+    units = rng.integers(0, 8, 3000)
+    d = from_spike_times(times, units, None, brainset="lab", session_id="quiet")
+    assert d.domain.start[0] == pytest.approx(times[0]) and d.domain.end[-1] == pytest.approx(times[-1] + 1e-3)
+    assert len(d.spikes.timestamps) == 3000 and len(d.units.id) == 8
+    assert len(d.test_domain) and len(d.train_domain)
+    c = from_binned_counts(rng.poisson(0.5, (600, 4)), 0.05, {}, brainset="lab", session_id="binned", start=2.0)
+    assert (c.domain.start[0], c.domain.end[-1]) == pytest.approx((2.0, 32.0))
+    np.savez(tmp_path / "rec.npz", t=times, unit=units)
+    assert arrays_main([str(tmp_path / "rec.npz"), "--spike-times", "t", "--unit-ids", "unit",
+                        "--brainset", "lab", "--processed-dir", str(tmp_path / "p")]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "no behaviour (spikes only: it trains with objective=mtm" in out
+    assert "poyo train dataset=lab" in out and "objective=mtm" in out
+    s = next(iter(Dataset(tmp_path / "p" / "lab", optional_behaviour=True).sessions.values()))
+    assert len(s.unit_ids) == 8

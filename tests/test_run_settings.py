@@ -48,6 +48,10 @@ def test_planned_steps_take_min_steps_and_the_progress_bar_shows_the_epochs_they
     assert train.planned_steps(cfg, 100) == 2000  # 20 epochs are more
     recipe = config("+dataset.min_steps=3000")  # a recipe's own least steps (dataset=<folder>: one recording)
     assert train.planned_steps(recipe, 42) == 3000 and train.planned_steps(recipe, 200) == 4000
+    # ... which is about decoding behaviour: masked modelling alone takes trainer.min_steps, and no spike jitter
+    spikes_only = config("+dataset.min_steps=3000", "+dataset.spike_jitter=0.025", "objective=mtm")
+    assert train.planned_steps(spikes_only, 2) == 1000 and spikes_only.spike_jitter == 0.0
+    assert config("+dataset.spike_jitter=0.025", "objective=both").spike_jitter == 0.025
     cfg.trainer.max_steps = 12
     assert train.planned_steps(cfg, 42) == 12  # max_steps overrides both
     trainer = train.make_trainer(cfg, tmp_path, logger=False, total_steps=1000, steps_per_epoch=42)

@@ -24,7 +24,8 @@ class POYOConfig:
         processing block, and on the attention weights.
     emb_init_scale: std of the initial embeddings.
     t_min, t_max: shortest and longest rotary period, in seconds (log-spaced between).
-    readouts: the names of the heads (registered readouts, :mod:`poyo.readouts`).
+    readouts: the names of the heads (registered readouts, :mod:`poyo.readouts`); none for a
+        model of spikes alone (masked_modelling=True, no behaviour to decode).
     window_length: the window (s) the model was trained on, if known; running it on other
         windows warns (the latent grid and the rotary phases it learned assume it).
     masked_modelling: add what self-supervised masked modelling needs (MtM,
@@ -84,8 +85,11 @@ class POYOConfig:
         if not 0 < self.t_min < self.t_max:
             raise ValueError(f"need 0 < t_min < t_max, got {self.t_min}, {self.t_max}")
         readouts = (self.readouts,) if isinstance(self.readouts, str) else tuple(self.readouts)
-        if not readouts or len(set(readouts)) != len(readouts):
-            raise ValueError(f"readouts must be a non-empty list of distinct names, got {list(readouts)}")
+        if len(set(readouts)) != len(readouts) or not (readouts or self.masked_modelling):
+            raise ValueError(
+                f"readouts must be a list of distinct names, empty only with masked_modelling=True "
+                f"(a model of spikes alone), got {list(readouts)}"
+            )
         if not (isinstance(self.time_prior, (int, float)) and 0.0 <= self.time_prior < 100.0):
             raise ValueError(f"time_prior must be a number of nats in [0, 100), got {self.time_prior!r}")
         for name in (

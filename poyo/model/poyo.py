@@ -203,6 +203,10 @@ class POYO(nn.Module):
                     self.rate_read = Linear(len(c.count_kernels) * c.dim, c.dim)
             # what a batch without count queries leaves unused (loss() keeps it in the graph for DDP)
             self._count_path = tuple(name for name, _ in self.named_parameters() if name not in before)
+            # ... and what a model without behaviour heads never uses (it has no session queries to decode)
+            self._decode_path = () if c.readouts else tuple(
+                name for name, _ in self.named_parameters() if name.startswith(("dec_atn.", "dec_ffn.", "session_emb."))
+            )  # fmt: skip
         self.attention = attention
         # How each head's targets were normalised and weighted when the model was trained
         # (ReadoutConfigs); set by training and by load_pretrained, used by tokenizer().
@@ -338,7 +342,6 @@ class POYO(nn.Module):
         for atn, ffn in zip(self.proc_atn, self.proc_ffn):
             latents = latents + self.proc_dropout(atn(latents, lat_rot, lat_layout))
             latents = latents + self.proc_dropout(ffn(latents))
-        tokens = self._decode(queries, out, out_rot, latents, lat_rot, lat_layout)  # (queries in the batch, dim)
         preds = {}
         if count_state and counts is None:
             raise ValueError("count_state=True needs a masked batch (a 'counts' group, made by poyo.model.masking)")
@@ -346,6 +349,9 @@ class POYO(nn.Module):
             preds[COUNTS], state = self._counts(batch, prompt, latents, lat_rot, lat_layout, x, in_rot, in_layout)
             if count_state:
                 preds[COUNT_STATE] = state.float()
+        if not self.readout_names:  # a model of spikes alone (masked modelling, no behaviour heads)
+            return preds
+        tokens = self._decode(queries, out, out_rot, latents, lat_rot, lat_layout)  # (queries in the batch, dim)
         if len(self.readout_names) == 1:
             return {self.readout_names[0]: self.readout[self.readout_names[0]](tokens), **preds}
         # Heads the batch's tokenizer asked for (it writes a target group per readout).
@@ -456,8 +462,9 @@ class POYO(nn.Module):
             denominator = global_mean_weight(t["weight"].sum())
             parts[name] = readout_loss(get_readout(name), pred, t["values"], t["weight"], denominator)
         total = sum(parts.values())
-        if self._count_path and COUNTS not in preds:
-            # a batch without count queries leaves the masked-modelling parts unused; DDP needs
-            # every parameter in the graph, so they join it with weight 0
-            total = total + 0.0 * sum(self.get_parameter(name).sum() for name in self._count_path)
+        unused = (self._count_path if COUNTS not in preds else ()) + self._decode_path
+        if unused:
+            # a batch without count queries leaves the masked-modelling parts unused (a model
+            # without heads, its decoder); DDP needs every parameter in the graph, so they join it with weight 0
+            total = total + 0.0 * sum(self.get_parameter(name).sum() for name in unused)
         return total, parts

@@ -76,8 +76,8 @@ class Tokenizer:
         vocab: str = "",
         masking: bool = False,
     ):
-        if not readouts:
-            raise ValueError("the tokenizer needs at least one readout")
+        if not readouts and not masking:
+            raise ValueError("the tokenizer needs at least one readout (or masking=True: spikes alone)")
         for r in readouts:
             r._check_normalised()
         if not (latent_step > 0 and num_latents_per_step >= 1):
@@ -173,6 +173,8 @@ class Tokenizer:
 
     def readouts_for(self, session_id: str) -> list[ReadoutConfig]:
         """The readout configs that feed this session (cached)."""
+        if not self.readouts:  # masked modelling of spikes alone
+            return []
         chosen = self._chosen.get(session_id)
         if chosen is None:
             chosen = readouts_for(self.readouts, session_id)
@@ -220,9 +222,10 @@ class Tokenizer:
             return name in chosen and (not self.masking or chosen[name].key in window.behaviour)
 
         targets = {n: self._targets(window, chosen[n]) if feeds(n) else self._no_targets(n) for n in self.readout_index}
-        out_t = np.concatenate([t["timestamps"] for t in targets.values()])
+        out_t = np.concatenate([np.zeros(0)] + [np.asarray(t["timestamps"]) for t in targets.values()])
         readout_index = np.concatenate(
-            [np.full(len(t["weight"]), self.readout_index[name], np.int64) for name, t in targets.items()]
+            [np.zeros(0, np.int64)]
+            + [np.full(len(t["weight"]), self.readout_index[name], np.int64) for name, t in targets.items()]
         )
         sample = {
             "input": {

@@ -20,7 +20,8 @@ sessions the model already knew keep predicting exactly as before.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -125,6 +126,24 @@ class BackboneFreezer(L.Callback):
                     emb.weight[rows] = saved.to(emb.weight.device)
 
 
+def add_heads(model: POYO, names: Sequence[str], *, seed: int = 0) -> POYO:
+    """``model`` with new, untrained readout heads ``names`` beside its own (e.g. behaviour heads
+    for a model pretrained by masked modelling on spikes alone); every other weight is kept."""
+    grown = POYO(
+        replace(model.config, readouts=[*model.readout_names, *names]),
+        unit_ids=model.unit_emb.ids,
+        session_ids=model.session_emb.ids,
+        attention=model.attention,
+        seed=seed,
+    )
+    result = grown.load_state_dict(model.state_dict(), strict=False)
+    fresh = [k for k in result.missing_keys if not k.startswith(("readout.", "readout_emb."))]
+    if result.unexpected_keys or fresh:
+        raise RuntimeError(f"adding heads {list(names)} changed other weights: {result.unexpected_keys or fresh}")
+    grown.readout_configs, grown.unit_features = model.readout_configs, model.unit_features
+    return grown.train(model.training)
+
+
 def pretrained_for_finetuning(
     ft: FinetuneConfig, dm: DataModule, readouts: list[ReadoutConfig], *, attention: str = "auto", seed: int = 0
 ) -> tuple[POYO, list[ReadoutConfig], BackboneFreezer]:
@@ -136,10 +155,14 @@ def pretrained_for_finetuning(
     model = load_pretrained(path).train()
     model.attention = attention
     missing = [r.name for r in readouts if r.name not in model.readout_names]
-    if missing:
+    if missing and ft.mode != "full":
         raise ValueError(
-            f"{path}: the pretrained model has no head for readouts {missing} (it has {model.readout_names})"
+            f"{path}: the pretrained model has no head for readouts {missing} (it has {model.readout_names or 'none'}); "
+            f"finetune={ft.mode} keeps the backbone frozen, so a new head would stay untrained: use finetune=full"
         )
+    if missing:
+        model = add_heads(model, missing, seed=seed)
+        print(f"new heads {missing} start untrained and learn with the rest of the model (finetune=full)")
     # The pretrained heads were trained on targets normalised their way: keep it.
     readouts = keep_pretrained_normalisation(model.readout_configs or (), readouts, dm.session_ids)
     before_units, before_sessions = set(model.unit_emb.ids), set(model.session_emb.ids)

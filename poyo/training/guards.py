@@ -145,12 +145,22 @@ def find_resume(resume, run_dir: Path) -> Path | None:
     return candidates[-1]
 
 
-def warn_short_validation(ds: Dataset, least: float = 120.0) -> None:
-    """Validation R² picks the tested checkpoint; on a few seconds of data it is mostly noise."""
-    seconds = sum(ivs.total_length(iv) for iv in ds.sampling_intervals("valid").values())
+SHORT_VALIDATION = 120.0  # s: below this, validation figures are mostly noise (they do not choose the tested weights)
+
+
+def validation_seconds(ds: Dataset) -> float:
+    """How much data the validation split holds, over all sessions (s)."""
+    return float(sum(ivs.total_length(iv) for iv in ds.sampling_intervals("valid").values()))
+
+
+def warn_short_validation(ds: Dataset, metric: str = "R²", least: float = SHORT_VALIDATION) -> None:
+    """The validation figure (``metric``: R², or co-bps for masked modelling) picks the tested
+    checkpoint; on a few seconds of data it is mostly noise, so the final weights are tested."""
+    seconds = validation_seconds(ds)
     if seconds < least:
         warnings.warn(
-            f"the validation split holds only {seconds:.0f} s of data (less than {least:.0f} s): its R² is a noisy guide for "
-            "choosing the checkpoint to test. Longer recordings, or splits with more validation time, make it reliable.",
+            f"the validation split holds only {seconds:.0f} s of data (less than {least:.0f} s): its {metric} is too noisy to "
+            "choose the checkpoint to test, so the final weights are tested. Longer recordings, or splits with more "
+            "validation time, make it reliable.",
             stacklevel=2,
         )

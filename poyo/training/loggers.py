@@ -1,13 +1,17 @@
-"""Where training metrics go: ``metrics.csv`` always, plus TensorBoard or W&B when asked
-(``logger=tensorboard`` / ``logger=wandb``). Their packages are optional extras; a missing
-one stops the run before training with the command that installs it."""
+"""Where a run's record goes: ``metrics.csv`` always, plus TensorBoard or W&B when asked
+(``logger=tensorboard`` / ``logger=wandb``; their packages are optional extras, and a missing
+one stops the run before training with the command that installs it), and ``run.log``: what
+the command printed (:func:`run_log`)."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib.util
 import os
-from collections.abc import Mapping
+import sys
+import warnings
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from lightning.pytorch.loggers import CSVLogger
@@ -82,3 +86,42 @@ def make_loggers(settings: Mapping, run_dir: Path) -> list:
         extra = {k: v for k, v in settings.items() if k not in ("name",) and v is not None}
         loggers.append(WandbLogger(save_dir=str(run_dir), **extra))
     return loggers
+
+
+class _Tee:
+    """A text stream that also copies what is written to ``log``, except progress-bar redraws
+    (carriage returns and terminal control codes)."""
+
+    def __init__(self, stream, log):
+        self._stream, self._log = stream, log
+
+    def write(self, text: str) -> int:
+        if "\r" not in text and "\x1b" not in text:
+            self._log.write(text)
+        return self._stream.write(text)
+
+    def flush(self) -> None:
+        self._log.flush()
+        self._stream.flush()
+
+    def __getattr__(self, name):  # isatty, fileno, encoding...: the terminal's
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def run_log(path: Path) -> Iterator:
+    """Within the block, what the run prints (its tables, scores and warnings; not the progress
+    bars) is also appended to ``path``, so a run folder keeps its own account."""
+    log = open(path, "a", encoding="utf-8")
+    stdout, show = sys.stdout, warnings.showwarning
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        show(message, category, filename, lineno, file, line)
+        log.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+    sys.stdout, warnings.showwarning = _Tee(stdout, log), showwarning
+    try:
+        yield log
+    finally:
+        sys.stdout, warnings.showwarning = stdout, show
+        log.close()

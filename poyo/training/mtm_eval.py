@@ -127,18 +127,50 @@ class CountScores:
 
 
 def bits_per_spike(unit: np.ndarray, y: np.ndarray, log_rates: Mapping[str, np.ndarray]) -> dict:
-    """Bits per spike of each prediction (log expected counts) against each unit's mean count."""
+    """Bits per spike of each prediction (log expected counts) against each unit's mean count,
+    and ``saturated``: what predicting every count exactly would score (no Poisson model scores more)."""
+    y = np.asarray(y, np.float64)
     units, inv = np.unique(unit, return_inverse=True)
     total = np.bincount(inv, weights=y, minlength=len(units))
     n = np.bincount(inv, minlength=len(units))
     rate = total / np.maximum(n, 1)
     ll_null = float(np.sum(np.where(total > 0, total * np.log(np.maximum(rate, 1e-300)), 0.0) - total))
+    ll_saturated = float(np.sum(np.where(y > 0, y * np.log(np.maximum(y, 1e-300)), 0.0) - y))
     spikes = float(y.sum())
     out = {"spikes": spikes, "bins": int(len(y))}
+    out["saturated"] = (ll_saturated - ll_null) / (spikes * math.log(2)) if spikes > 0 else float("nan")
     for name, lr in log_rates.items():
         ll = float(np.sum(y * lr - np.exp(lr)))
         out[name] = (ll - ll_null) / (spikes * math.log(2)) if spikes > 0 else float("nan")
     return out
+
+
+BITS_FLOOR = -10.0  # bits per spike: 2^10 times less likely per spike than each unit's mean rate
+
+
+class ScoreRangeError(ValueError):
+    """A bits-per-spike figure outside what a Poisson prediction can score: a numerical fault."""
+
+
+def out_of_range(scores: Mapping[str, Mapping[str, dict]]) -> list[str]:
+    """Every figure of ``scores`` that cannot be a real fit, named by session, task and model:
+    not finite (with spikes to score), above the saturated model (impossible) or below
+    :data:`BITS_FLOOR` (the mean-rate baseline scores near 0; a fit this far below it has blown up)."""
+    bad = []
+    for sid, per in scores.items():
+        for task, v in per.items():
+            if not v.get("spikes", 0) > 0:
+                continue
+            for m in METHODS:
+                if m not in v:
+                    continue
+                x, top = v[m], v.get("saturated", np.inf)
+                if not np.isfinite(x) or x > top + 1e-6 or x < BITS_FLOOR:
+                    why = "not finite" if not np.isfinite(x) else (
+                        f"above the saturated model's {top:.3f}" if x > top + 1e-6 else f"below {BITS_FLOOR:g}"
+                    )  # fmt: skip
+                    bad.append(f"session '{sid}', task {task}, {LABELS[m]}: {x:.6g} bits per spike ({why})")
+    return bad
 
 
 def pooled(per_task: Mapping[str, dict], prefix: str) -> dict | None:
@@ -180,15 +212,28 @@ def _targets(counts: np.ndarray, plan: Plan) -> np.ndarray:
     return counts[plan.first_bin :][:, plan.target]
 
 
+SD_FLOOR = 0.01  # features are counts per bin: one that barely varies in training is scaled as if its std were this
+RATE_HEADROOM = 1.0  # predictions stay below e^1 x (the most a target counted in one training bin + 1)
+RATE_FLOOR = 7.0  # ... and above e^-7 (~1/1000) x its mean count on the training split
+
+
 class PoissonGLM:
     """``log E[y] = x W + b`` per target column, L2 on ``W``, fitted by L-BFGS (float32: as
-    accurate to the third decimal of bits per spike, and twice as fast)."""
+    accurate to the third decimal of bits per spike, and twice as fast).
+
+    Two guards keep it in a plausible range. Features are standardised with their training std
+    floored at :data:`SD_FLOOR`: a feature nearly constant in training (a unit that fired once,
+    std 1e-9) would otherwise turn one test spike into a value of 1e9 and a rate at the
+    ceiling. Predictions are clipped per target between :data:`RATE_FLOOR` below its mean count
+    and :data:`RATE_HEADROOM` above its largest training count (in log units)."""
 
     def __init__(self, penalty: float):
         self.penalty = float(penalty)
 
     def fit(self, x: np.ndarray, y: np.ndarray, init: PoissonGLM | None = None) -> PoissonGLM:
-        self.mu, self.sd = x.mean(0), x.std(0) + 1e-6
+        self.mu, self.sd = x.mean(0), np.maximum(x.std(0), SD_FLOOR)
+        self.lo = np.log(np.maximum(y.mean(0), 1e-6)) - RATE_FLOOR
+        self.hi = np.log(y.max(0) + 1.0) + RATE_HEADROOM
         X = torch.from_numpy(((x - self.mu) / self.sd).astype(np.float32))
         Y = torch.from_numpy(y.astype(np.float32))
         W = torch.zeros(X.shape[1], Y.shape[1], dtype=torch.float32)
@@ -211,7 +256,7 @@ class PoissonGLM:
         return self
 
     def log_rate(self, x: np.ndarray) -> np.ndarray:
-        return np.clip(((x - self.mu) / self.sd) @ self.W + self.b, -30.0, 20.0)
+        return np.clip(((x - self.mu) / self.sd) @ self.W + self.b, self.lo, self.hi)
 
 
 def _all_targets(windows: Sequence[np.ndarray], plan: Plan) -> np.ndarray:
@@ -275,7 +320,7 @@ def evaluate_masked(
     sessions: Sequence[str] | None = None,
 ) -> dict[str, dict[str, dict]]:
     """Bits per spike of every task of every session of ``ds`` on ``split``:
-    ``{session: {task: {"spikes", "bins", "model", "model_fitted", "glm", "mean_rate"}}}``
+    ``{session: {task: {"spikes", "bins", "windows", "saturated", "model", "model_fitted", "glm", "mean_rate"}}}``
     (the last three only with ``baselines``: each is fitted on the session's train and valid
     splits). ``autocast``: a context manager factory the forward runs under; ``sessions``:
     score only these."""
@@ -290,6 +335,7 @@ def evaluate_masked(
     model.eval()
     scores = CountScores()
     chosen = list(ds.session_ids if sessions is None else sessions)
+    counted: dict[str, int] = {}
 
     def run(samples: list[dict], plan: Plan):
         """The model on ``samples`` masked by ``plan``: its entries (unit position, count, log
@@ -312,6 +358,7 @@ def evaluate_masked(
         windows = _windows(ds, sid, split, window_length)
         if not windows:
             continue
+        counted[sid] = len(windows)
         session = ds.sessions[sid]
         _, codes = region_codes(session.unit_regions, len(session.unit_ids))
         samples = [tokenizer(w) for w in windows]
@@ -340,7 +387,11 @@ def evaluate_masked(
                 rates.update(_baseline_rates(plan, train, valid, test, mean_count, y, states))
             scores.add(sid, task.name, unit, y, rates)
     model.train(was_training)
-    return scores.scores()
+    out = scores.scores()
+    for sid, per in out.items():  # how many windows each figure rests on
+        for v in per.values():
+            v["windows"] = counted[sid]
+    return out
 
 
 def _baseline_rates(plan, train, valid, test, mean_count, y, states) -> dict[str, np.ndarray]:
@@ -379,6 +430,40 @@ SUMMARY = (
 )
 
 
+def region_note(regions: np.ndarray | None, num_units: int) -> str | None:
+    """Why a session has no intra- or inter-region rows, in words (None when it has both)."""
+    if regions is None or not any(str(r) for r in np.asarray(regions).ravel()):
+        return "no region labels: intra/inter-region tasks skipped"
+    tasks = {t.scheme for t in session_tasks(regions, num_units)}
+    names = region_codes(regions, num_units)[0]
+    missing = [k for k, scheme in (("intra", "intra_region"), ("inter", "inter_region")) if scheme not in tasks]
+    if not missing:
+        return None
+    why = "one region" if len(names) == 1 else "no region with 2 units"
+    return f"{why} ({', '.join(names[:3])}{'...' if len(names) > 3 else ''}): {'/'.join(missing)}-region tasks skipped"
+
+
+MIN_TEST_WINDOWS = 60  # fewer test windows than this: co-bps moves by a few hundredths between splits
+MIN_TEST_SPIKES = 2000  # fewer held-out spikes scored than this: the same
+
+
+def thin_tests(scores: Mapping[str, Mapping[str, dict]], window_length: float) -> list[str]:
+    """Sessions whose co-smoothing score rests on too little test data to be stable, in words."""
+    out = []
+    for sid, per in scores.items():
+        v = per.get("co_smoothing")
+        if v is None:
+            continue
+        n = int(v.get("windows", 0))
+        if n < MIN_TEST_WINDOWS or v["spikes"] < MIN_TEST_SPIKES:
+            out.append(
+                f"session '{sid}': co-bps rests on {n} test windows of {window_length:g} s "
+                f"and {int(v['spikes'])} held-out spikes (below {MIN_TEST_WINDOWS} windows or {MIN_TEST_SPIKES} spikes): "
+                "expect it to move by a few hundredths with another split"
+            )
+    return out
+
+
 def summarise(scores: Mapping[str, Mapping[str, dict]]) -> dict[str, dict[str, dict]]:
     """Per session, the four headline metrics (region tasks pooled over regions)."""
     out = {}
@@ -392,14 +477,17 @@ def summarise(scores: Mapping[str, Mapping[str, dict]]) -> dict[str, dict[str, d
     return out
 
 
-def format_table(summary: Mapping[str, Mapping[str, dict]]) -> str:
-    """A text table: one row per session and metric, bits per spike of each method."""
+def format_table(summary: Mapping[str, Mapping[str, dict]], notes: Mapping[str, str | None] | None = None) -> str:
+    """A text table: one row per session and metric, bits per spike of each method; ``notes``:
+    a line per session saying which rows are missing and why (:func:`region_note`)."""
     head = f"{'session':<44} {'metric':<18} " + " ".join(f"{LABELS[m]:>9}" for m in METHODS) + f" {'spikes':>8}"
     lines = [head, "-" * len(head)]
     for sid, row in summary.items():
         for label, v in row.items():
             cells = " ".join(f"{v.get(m, float('nan')):>9.3f}" for m in METHODS)
             lines.append(f"{sid[-44:]:<44} {label:<18} {cells} {int(v['spikes']):>8d}")
+        if (notes or {}).get(sid):
+            lines.append(f"{sid[-44:]:<44} {notes[sid]}")
     means = {}
     for row in summary.values():
         for label, v in row.items():
@@ -410,14 +498,32 @@ def format_table(summary: Mapping[str, Mapping[str, dict]]) -> str:
     return "\n".join(lines)
 
 
-def write_report(scores, run_dir: Path) -> dict:
-    """Print the table, write ``mtm_results.json`` (per task and summary); returns the summary."""
+def write_report(
+    scores, run_dir: Path, *, notes: Mapping[str, str | None] | None = None, chosen: str = "", window_length: float = 1.0
+) -> dict:
+    """Print the table, write ``mtm_results.json`` (per task and summary); returns the summary.
+    ``notes``: per session, the rows left out and why; ``chosen``: which weights were tested and
+    by what validation figure. Warns about sessions whose test split is too thin (:func:`thin_tests`).
+    Raises :class:`ScoreRangeError` naming every impossible figure (:func:`out_of_range`), after
+    writing them into the JSON under ``out_of_range``."""
     summary = summarise(scores)
     print(
         "\nMasked modelling on the test split, bits per spike (higher is better; 0 = each unit's mean rate on these bins).\n"
-        "POYO-MtM: the model's own readout; fitted: its state read by a Poisson readout fitted per task as the GLM is:"
+        "POYO-MtM: the model's own readout; fitted: its state read by a Poisson readout fitted per task as the GLM is"
+        + (f".\nTested: {chosen}" if chosen else "")
+        + ":"
     )
-    print(format_table(summary))
+    print(format_table(summary, notes))
+    thin = thin_tests(scores, window_length)
+    for line in thin:
+        print(f"warning: {line}")
+    bad = out_of_range(scores)
     Path(run_dir).mkdir(parents=True, exist_ok=True)
-    (Path(run_dir) / "mtm_results.json").write_text(json.dumps({"summary": summary, "tasks": scores}, indent=2))
+    report = {"summary": summary, "tasks": scores, "tested": chosen, "notes": dict(notes or {}), "thin_tests": thin}
+    (Path(run_dir) / "mtm_results.json").write_text(json.dumps({**report, "out_of_range": bad}, indent=2))
+    if bad:
+        raise ScoreRangeError(
+            "masked-modelling scores out of range (a numerical fault, not a result; written to mtm_results.json "
+            "under out_of_range):\n  " + "\n  ".join(bad)
+        )
     return summary

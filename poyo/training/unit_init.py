@@ -94,7 +94,9 @@ def unit_features(ds: Dataset, readouts: Sequence[ReadoutConfig], sessions: Sequ
     """The description of every unit of ``sessions`` (default: all) against the first readout
     (each session through the config of that head that feeds it), as stored with a model:
     ``{"key": readout name, "names", "ids", "values": float32 tensor (units, features)}``.
-    None for a categorical first readout (nothing to correlate with)."""
+    None for a categorical first readout or none at all (nothing to correlate with)."""
+    if not readouts:
+        return None
     head = readouts[0]
     if head.spec.kind == "categorical":
         return None

@@ -19,7 +19,10 @@ Splits: with ``trials`` ((n, 2) start/end), whole trials are dealt 70/10/20 (see
 training keeps 1 s away from held-out trials; without, 10 equal time blocks are dealt 8/1/1
 (seed 42). Spikes outside the behaviour's span are cut and counted
 (``session.spikes_outside_behaviour``), as are units left without spikes
-(``session.units_dropped``). Bad input raises :class:`ArrayContentError` naming the array.
+(``session.units_dropped``). Without behaviour (``behaviour=None`` or ``{}``; no ``-b`` on the
+command line) the session holds spikes only and spans them (spike times: first to last spike;
+counts: every bin): such a session trains with ``objective=mtm`` (masked modelling), not with a
+behaviour readout. Bad input raises :class:`ArrayContentError` naming the array.
 
 Command line (``.npz`` or MATLAB ``.mat`` files; keys name the arrays inside)::
 
@@ -48,6 +51,7 @@ from poyo.pipelines.common.session import (
     interval,
     safe_name,
     session_path,
+    spikes_domain,
     spikes_from_trains,
     trial_splits,
     write,
@@ -233,7 +237,7 @@ def _session(
 def from_spike_times(
     spike_times,
     unit_ids,
-    behaviour: Mapping[str, tuple],
+    behaviour: Mapping[str, tuple] | None = None,
     *,
     brainset: str,
     session_id: str,
@@ -249,7 +253,7 @@ def from_spike_times(
             spike's unit (ints or strings); or a list of per-unit time arrays, with
             ``unit_ids`` the list of their names (or None for 0, 1, ...).
         behaviour: ``{"GROUP.FIELD": (timestamps (n,), values (n,) or (n, d))}``; fields of
-            one group must share their timestamps.
+            one group must share their timestamps. None or ``{}``: spikes only (``objective=mtm``).
         trials: optional ``(n, 2)`` start/end times used for the splits.
         brain_regions: optional ``{unit id: region name}`` for every unit, written as
             ``units.brain_region`` (what region masking in ``objective=mtm`` uses).
@@ -262,10 +266,8 @@ def from_spike_times(
         if missing:
             raise ArrayContentError(f"brain_regions: no region for units {missing[:5]} (give one for every unit)")
         regions = [lookup[n] for n in names]
-    if not behaviour:
-        raise ArrayContentError("behaviour: name at least one series, e.g. {'cursor.vel': (timestamps, values)}")
     groups: dict[str, tuple[np.ndarray, dict]] = {}
-    for key, pair in behaviour.items():
+    for key, pair in _behaviour(behaviour).items():
         group, field = _field_key(key)
         if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
             raise ArrayContentError(f"behaviour '{key}': expected a (timestamps, values) pair")
@@ -278,7 +280,13 @@ def from_spike_times(
                     f"behaviour '{key}': other timestamps than the rest of group '{group}'; give it a group of its own"
                 )
         groups.setdefault(group, (t, {}))[1][field] = v
-    domain = series_domain(np.sort(np.concatenate([t for t, _ in groups.values()])))
+    if groups:
+        domain = series_domain(np.sort(np.concatenate([t for t, _ in groups.values()])))
+    else:
+        try:
+            domain = spikes_domain(trains)
+        except ValueError as e:
+            raise ArrayContentError(f"spike_times: {e}") from None
     series = {g: IrregularTimeSeries(timestamps=t, domain=domain, **v) for g, (t, v) in groups.items()}
     return _session(
         trains,
@@ -292,6 +300,17 @@ def from_spike_times(
         extra={},
         regions=regions,
     )
+
+
+def _behaviour(behaviour) -> Mapping:
+    """``behaviour`` as a mapping: None and ``{}`` mean spikes only."""
+    if behaviour is None:
+        return {}
+    if not isinstance(behaviour, Mapping):
+        raise ArrayContentError(
+            f"behaviour: expected a mapping {{'GROUP.FIELD': ...}} (or None for spikes only), got {type(behaviour).__name__}"
+        )
+    return behaviour
 
 
 def place_spikes(
@@ -319,7 +338,7 @@ def place_spikes(
 def from_binned_counts(
     counts,
     bin_size: float,
-    behaviour: Mapping[str, np.ndarray],
+    behaviour: Mapping[str, np.ndarray] | None = None,
     *,
     brainset: str,
     session_id: str,
@@ -336,9 +355,11 @@ def from_binned_counts(
     Args:
         counts: ``(bins, units)`` non-negative integer counts; bin ``i`` covers
             ``[start + i * bin_size, start + (i + 1) * bin_size)``.
-        behaviour: ``{"GROUP.FIELD": values}`` with one sample per bin, ``(bins,)`` or ``(bins, d)``.
+        behaviour: ``{"GROUP.FIELD": values}`` with one sample per bin, ``(bins,)`` or ``(bins, d)``;
+            None or ``{}``: spikes only (``objective=mtm``).
         placement, seed: how counts become spike times (module docstring).
     """
+    behaviour = _behaviour(behaviour)
     c = np.asarray(counts)
     if c.ndim != 2:
         raise ArrayContentError(f"counts: expected a (bins, units) matrix, got shape {c.shape}")
@@ -369,8 +390,6 @@ def from_binned_counts(
                 f"counts: shape {c.shape}, but behaviour '{key}' has {n} samples, one per column: is counts transposed? "
                 "rows must be bins, columns units"
             )
-    if not behaviour:
-        raise ArrayContentError("behaviour: name at least one series, e.g. {'cursor.vel': values}")
     c = c.astype(np.int64)
     groups: dict[str, dict] = {}
     for key, values in behaviour.items():
@@ -512,9 +531,9 @@ def main(argv=None, prog: str = "python -m poyo.pipelines.arrays") -> int:
         "--behaviour",
         "-b",
         action="append",
-        required=True,
+        default=[],
         metavar="GROUP.FIELD=KEY[@TIMES_KEY]",
-        help="a behaviour series, e.g. hand.vel=vel (repeatable)",
+        help="a behaviour series, e.g. hand.vel=vel (repeatable); none: spikes only, for objective=mtm",
     )
     p.add_argument(
         "--trials", metavar="KEY", help="(n, 2) trial start/end times: split by trials instead of time blocks"
@@ -573,7 +592,8 @@ def main(argv=None, prog: str = "python -m poyo.pipelines.arrays") -> int:
         return 1
     s = data.session
     print(
-        f"{args.file} -> {out}: {len(data.units.id)} units, {len(data.spikes.timestamps)} spikes, behaviour {sorted(spec)}"
+        f"{args.file} -> {out}: {len(data.units.id)} units, {len(data.spikes.timestamps)} spikes, "
+        + (f"behaviour {sorted(spec)}" if spec else "no behaviour (spikes only: it trains with objective=mtm, masked modelling)")
     )
     if getattr(s, "spike_placement", None):
         print(f"  spike times placed {s.spike_placement}, {s.bin_size_s:g} s bins")

@@ -91,6 +91,16 @@ def import_summary(data: Data, behaviour_keys, processed_dir) -> list[str]:
     return lines
 
 
+def spikes_domain(trains: list[np.ndarray]) -> Interval:
+    """The span of a spikes-only session (no behaviour to bound it): first spike to just
+    after the last. Raises ValueError when there is no finite spike time."""
+    every = np.concatenate([np.asarray(t, np.float64).ravel() for t in trains]) if trains else np.zeros(0)
+    every = every[np.isfinite(every)]
+    if not len(every):
+        raise ValueError("no spikes (an empty recording)")
+    return interval([float(every.min())], [float(every.max()) + 1e-3])
+
+
 def spikes_from_trains(
     trains: list[np.ndarray], ids: list[str], domain: Interval | None = None, regions: list[str] | None = None
 ):

@@ -45,6 +45,7 @@ from poyo.pipelines.common.session import (
     merge,
     safe_name,
     session_path,
+    spikes_domain,
     spikes_from_trains,
     subtract,
     trial_splits,
@@ -129,10 +130,10 @@ def convert_file(
         date = nwb.session_start_time.strftime("%Y%m%d") if nwb.session_start_time else ""
         sid = clean_id(session_id or nwb.session_id or path.stem)
         if not groups:  # spikes only (self-supervised training): the session spans its spikes
-            every = np.concatenate([t[np.isfinite(t)] for t in trains]) if trains else np.zeros(0)
-            if not len(every):
-                raise NWBContentError(f"{path}: the Units table holds no spike times")
-            domain = interval([float(every.min())], [float(every.max()) + 1e-3])
+            try:
+                domain = spikes_domain(trains)
+            except ValueError:
+                raise NWBContentError(f"{path}: the Units table holds no spike times") from None
         else:
             first_t = np.concatenate([g[0] for g in groups.values()])
             domain = (
@@ -202,7 +203,7 @@ def main(argv=None, prog: str = "python -m poyo.pipelines.nwb") -> int:
                 + (
                     f"behaviour {sorted(args.behaviour)}"
                     if args.behaviour
-                    else "no behaviour (spikes only: objective=mtm)"
+                    else "no behaviour (spikes only: it trains with objective=mtm, masked modelling)"
                 )
             )
             for line in import_summary(data, keys, args.processed_dir):
