@@ -85,7 +85,9 @@ def main() -> None:
         (row,) = summary.values()
         rows.append({"seed": seed, "seconds": time.time() - t0, **row})
     methods = ("model", "model_fitted", "glm", "mean_rate")
-    print(f"\n{'seed':>4} {'metric':<12} {'POYO-MtM':>9} {'fitted':>9} {'GLM':>9} {'mean':>9} {'own-GLM':>8} {'wall':>7}")
+    print(
+        f"\n{'seed':>4} {'metric':<12} {'POYO-MtM':>9} {'fitted':>9} {'GLM':>9} {'mean':>9} {'own-GLM':>8} {'wall':>7}"
+    )
     for r in rows:
         for metric in ("co-bps", "forward bps"):
             v = r[metric]
@@ -94,7 +96,9 @@ def main() -> None:
     if len(rows) > 1:
         for metric in ("co-bps", "forward bps"):
             gaps = [r[metric]["model"] - r[metric]["glm"] for r in rows]
-            print(f"mean {metric:<12} own - GLM {statistics.mean(gaps):+.3f} ± {statistics.stdev(gaps):.3f} ({len(rows)} seeds)")
+            print(
+                f"mean {metric:<12} own - GLM {statistics.mean(gaps):+.3f} ± {statistics.stdev(gaps):.3f} ({len(rows)} seeds)"
+            )
     (out / "results.json").write_text(json.dumps(rows, indent=2))
 
 

@@ -357,7 +357,9 @@ def test_a_model_of_spikes_alone_has_no_heads_and_the_same_counts():
     assert alone.readout_names == [] and len(alone.readout) == 0
     missing = headed.load_state_dict(alone.state_dict(), strict=False)
     assert missing.unexpected_keys == [] and all(k.startswith("readout.") for k in missing.missing_keys)
-    samples = [alone.tokenizer([], masking=True)(window(i, behaviour=False), np.random.default_rng(i)) for i in range(2)]
+    samples = [
+        alone.tokenizer([], masking=True)(window(i, behaviour=False), np.random.default_rng(i)) for i in range(2)
+    ]
     batch = MaskingCollate(MaskSettings(), "packed", scheme="neuron")(samples)
     with torch.no_grad():
         torch.testing.assert_close(alone.eval()(batch)[COUNTS], headed.eval()(batch)[COUNTS])

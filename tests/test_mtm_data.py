@@ -200,7 +200,7 @@ def _forward_case(rng):
 
     def windows(n, quiet: bool):
         out = []
-        for i in range(n):
+        for _ in range(n):
             drive = np.exp(rng.normal(0, 0.5, (50, 1)))
             c = rng.poisson(0.3 * drive * np.ones((1, 6))).astype(np.float32)
             c[:, 5] = 0
@@ -208,7 +208,9 @@ def _forward_case(rng):
                 c[: plan.first_bin, 5] = rng.poisson(1.0, plan.first_bin)
             out.append(c)
         if quiet:
-            out[0][plan.first_bin - 7, 5] = 1.0  # its only training spike: e^(-0.5 * 7^2) ~ 2e-11 at the first predicted bin
+            out[0][plan.first_bin - 7, 5] = (
+                1.0  # its only training spike: e^(-0.5 * 7^2) ~ 2e-11 at the first predicted bin
+            )
         return out
 
     return plan, windows(150, True), windows(20, True), windows(30, False)
@@ -259,9 +261,13 @@ def test_a_short_region_less_report_says_what_it_left_out(tmp_path, capsys):
     from poyo.training.mtm_eval import region_note, write_report
 
     y = np.array([0, 1, 2, 0, 1, 3], np.float64)
-    v = bits_per_spike(np.array([0, 1, 0, 1, 0, 1]), y, {m: np.zeros(6) for m in ("model", "model_fitted", "glm", "mean_rate")})
+    v = bits_per_spike(
+        np.array([0, 1, 0, 1, 0, 1]), y, {m: np.zeros(6) for m in ("model", "model_fitted", "glm", "mean_rate")}
+    )
     notes = {"lab/rec": region_note(None, 2)}
-    write_report({"lab/rec": {"co_smoothing": {**v, "windows": 12}}}, tmp_path, notes=notes, chosen="final weights, step 9")
+    write_report(
+        {"lab/rec": {"co_smoothing": {**v, "windows": 12}}}, tmp_path, notes=notes, chosen="final weights, step 9"
+    )
     out = capsys.readouterr().out
     assert "lab/rec" in out and "no region labels: intra/inter-region tasks skipped" in out
     assert "Tested: final weights, step 9" in out
@@ -274,7 +280,8 @@ def test_a_short_region_less_report_says_what_it_left_out(tmp_path, capsys):
 def test_spikes_only_arrays(tmp_path, capsys):
     """Spike times or counts without behaviour make a spikes-only session (function and command
     line), spanning the spikes, and the import says it trains with objective=mtm."""
-    from poyo.pipelines.arrays import from_binned_counts, main as arrays_main
+    from poyo.pipelines.arrays import from_binned_counts
+    from poyo.pipelines.arrays import main as arrays_main
 
     rng = np.random.default_rng(2)
     times = np.sort(rng.uniform(3.0, 60.0, 3000))

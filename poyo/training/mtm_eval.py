@@ -499,7 +499,12 @@ def format_table(summary: Mapping[str, Mapping[str, dict]], notes: Mapping[str, 
 
 
 def write_report(
-    scores, run_dir: Path, *, notes: Mapping[str, str | None] | None = None, chosen: str = "", window_length: float = 1.0
+    scores,
+    run_dir: Path,
+    *,
+    notes: Mapping[str, str | None] | None = None,
+    chosen: str = "",
+    window_length: float = 1.0,
 ) -> dict:
     """Print the table, write ``mtm_results.json`` (per task and summary); returns the summary.
     ``notes``: per session, the rows left out and why; ``chosen``: which weights were tested and

@@ -230,7 +230,9 @@ def train(cfg: RunConfig, run_dir: Path, *, progress: bool = True, describe: str
     dm.check_splits()
     warn_short_validation(ds, "co-bps" if cfg.objective == "mtm" else "R²")
     if cfg.spike_jitter != cfg.dataset.spike_jitter:
-        print(f"dataset.spike_jitter={cfg.dataset.spike_jitter:g} is not used by objective=mtm: spikes keep their times")
+        print(
+            f"dataset.spike_jitter={cfg.dataset.spike_jitter:g} is not used by objective=mtm: spikes keep their times"
+        )
     readouts = dm.readouts = fit_normalisation(ds, readouts)
     resume = find_resume(cfg.resume, run_dir)
     if resume is not None:

@@ -593,7 +593,11 @@ def main(argv=None, prog: str = "python -m poyo.pipelines.arrays") -> int:
     s = data.session
     print(
         f"{args.file} -> {out}: {len(data.units.id)} units, {len(data.spikes.timestamps)} spikes, "
-        + (f"behaviour {sorted(spec)}" if spec else "no behaviour (spikes only: it trains with objective=mtm, masked modelling)")
+        + (
+            f"behaviour {sorted(spec)}"
+            if spec
+            else "no behaviour (spikes only: it trains with objective=mtm, masked modelling)"
+        )
     )
     if getattr(s, "spike_placement", None):
         print(f"  spike times placed {s.spike_placement}, {s.bin_size_s:g} s bins")
