@@ -26,6 +26,7 @@ import argparse
 import hashlib
 import json
 import pickle
+import shutil
 import statistics
 import subprocess
 import sys
@@ -76,6 +77,7 @@ def main() -> None:
         run = out / f"seed{seed}"
         cmd = [*cli, "train", f"dataset={BRAINSET}", f"data_root={processed}", "objective=mtm", f"seed={seed}",
                f"hydra.run.dir={run}", *args.extra]  # fmt: skip
+        shutil.rmtree(run, ignore_errors=True)  # a fresh run: an earlier call's metrics.csv would be appended to
         t0 = time.time()
         with open(out / f"seed{seed}.log", "w") as log:
             rc = subprocess.call(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)

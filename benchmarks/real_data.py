@@ -23,6 +23,7 @@ import argparse
 import csv
 import json
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -72,6 +73,7 @@ def run(brainset: str, model: str, data_root: Path, run_dir: Path, extra: list[s
         *extra,
     ]
     print(" ".join(cmd), flush=True)
+    shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run: an earlier call's metrics.csv would be appended to
     t0 = time.time()
     out = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.time() - t0
