@@ -2,6 +2,8 @@
 
     python benchmarks/real_few_shot.py                  # S1, about 2 h on 2 CPU cores
     python benchmarks/real_few_shot.py --sizes 120 --seeds 1 --pretrain-steps 600 --steps 100   # quicker look
+    python benchmarks/real_few_shot.py --target other.mat   # a second recording: pretrain on S1, adapt to it
+    python benchmarks/real_few_shot.py --target later       # stand-in: S1's last 40%, its units renamed
 
 One real recording (default: the macaque S1 recording in ``../shared/data/s1_miller/``: 52
 units, 50 ms counts and hand velocity, 29 min) is cut into pseudo-sessions: its units are dealt
@@ -25,6 +27,13 @@ hidden size and dropout chosen on validation, the same seeds) and the linear dec
 ``train.py`` run prints (window-matched ridge, causal Wiener filter). Everything is scored on
 the held-out group's test split. Prints mean ± sd over seeds and writes ``results.json`` and
 ``real_few_shot.png`` to ``--out``.
+
+``--target`` runs the multi-recording variant instead: POYO is pretrained on every unit of
+``--mat`` (one session) and adapted, in the same way, to another recording (a ``.mat`` or
+``.npz`` in ``--mat``'s format) whose units and behaviour it never saw. Without a second
+recording, ``--target later`` stands in for a later recording of the same array: pretraining
+gets the first 60% of ``--mat``'s time, the new session is the last 40% with its units renamed
+(as a new spike sorting would name them), so neither its units nor any of its behaviour were seen.
 """
 
 from __future__ import annotations
@@ -41,6 +50,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 BRAINSET = "s1_groups"
+RECORDINGS = "recordings"  # the brainset of the multi-recording variant (--target)
+LATER = 0.6  # --target later: the share of --mat's time pretraining gets
 METHODS = {  # row name: train.py overrides (besides the data and the steps)
     "unit identification": ["finetune=unit_identification", "finetune.init=statistics"],
     "full fine-tuning": ["finetune=full"],
@@ -72,10 +83,50 @@ def write_groups(mat: Path, data_root: Path, groups: int) -> list[str]:
     return ids
 
 
+def write_recordings(mat: Path, target: str, data_root: Path) -> tuple[list[str], list[str]]:
+    """The multi-recording variant's sessions (brainset ``recordings``): ``source`` (all of
+    ``mat``, or its first 60% when ``target`` is ``later``) and ``target`` (the other recording,
+    or ``mat``'s last 40% with renamed units). Returns (pretraining ids, new-session ids)."""
+    from poyo.pipelines.arrays import from_binned_counts, load_arrays, write_session
+
+    def arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
+        a = load_arrays(path)
+        missing = [k for k in ("spikes", "vel") if k not in a]
+        if missing:
+            raise SystemExit(
+                f"{path}: no {missing} array(s); need 'spikes' (bins, units) and 'vel' (bins, dims) at 50 ms"
+            )
+        return a["spikes"], a["vel"]
+
+    counts, vel = arrays(mat)
+    if target == "later":
+        cut = int(round(LATER * len(counts)))
+        parts = {"source": (counts[:cut], vel[:cut], "unit"), "target": (counts[cut:], vel[cut:], "later_unit")}
+    else:
+        other = Path(target)
+        if not other.is_file():
+            raise SystemExit(f"--target {target}: no such file (a .mat or .npz like --mat, or 'later')")
+        t_counts, t_vel = arrays(other)
+        if t_vel.shape[1] != vel.shape[1]:
+            raise SystemExit(f"--target {other}: 'vel' has {t_vel.shape[1]} dims, {mat} has {vel.shape[1]}")
+        parts = {"source": (counts, vel, "unit"), "target": (t_counts, t_vel, "target_unit")}
+    folder = data_root / RECORDINGS
+    if folder.is_dir():  # written for another --target: start again
+        for f in folder.glob("*.h5"):
+            f.unlink()
+    for g, (name, (c, v, prefix)) in enumerate(parts.items()):
+        data = from_binned_counts(
+            c, 0.05, {"hand.vel": v}, brainset=RECORDINGS, session_id=name, seed=g,
+            unit_ids=[f"{prefix}_{u}" for u in range(c.shape[1])],
+        )  # fmt: skip
+        write_session(data, data_root)
+    return [f"{RECORDINGS}/source"], [f"{RECORDINGS}/target"]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--mat", type=Path, default=ROOT.parent / "shared" / "data" / "s1_miller" / "s1_data.mat")
-    p.add_argument("--out", type=Path, default=ROOT / "outputs" / "real_few_shot")
+    p.add_argument("--out", type=Path, default=None, help="default: outputs/real_few_shot[_<target>]")
     p.add_argument("--groups", type=int, default=4, help="pseudo-sessions the units are dealt into")
     p.add_argument("--held-out", type=int, default=0, help="which group is the new session")
     p.add_argument(
@@ -91,6 +142,10 @@ def main() -> None:
     p.add_argument("--gru-hidden", type=int, nargs="+", default=[64, 128], help="GRU sizes to choose from")
     p.add_argument("--gru-dropout", type=float, nargs="+", default=[0.3, 0.5], help="GRU dropout rates to choose from")
     p.add_argument("--pretrained", type=Path, default=None, help="reuse this pretrained model.pt")
+    p.add_argument(
+        "--target", default=None,
+        help="multi-recording variant: pretrain on all of --mat, adapt to this recording ('later': --mat's last 40%%)",
+    )  # fmt: skip
     a = p.parse_args()
     if not a.mat.is_file():
         sys.exit(
@@ -98,18 +153,31 @@ def main() -> None:
         )
     if not 0 <= a.held_out < a.groups:
         sys.exit(f"--held-out must name a group in 0..{a.groups - 1}, got {a.held_out}")
+    if a.out is None:
+        a.out = ROOT / "outputs" / ("real_few_shot" if a.target is None else f"real_few_shot_{Path(a.target).stem}")
     a.out.mkdir(parents=True, exist_ok=True)
     data_root = a.out / "data"
-    ids = write_groups(a.mat, data_root, a.groups)
-    held, pre = ids[a.held_out], [s for i, s in enumerate(ids) if i != a.held_out]
+    if a.target is None:
+        brainset = f"{BRAINSET}_{a.groups}"
+        ids = write_groups(a.mat, data_root, a.groups)
+        held, pre = ids[a.held_out], [s for i, s in enumerate(ids) if i != a.held_out]
+        what = "pseudo-sessions"
+        title = "Adapting to new units of a real recording"
+    else:
+        brainset = RECORDINGS
+        pre, (held,) = write_recordings(a.mat, a.target, data_root)
+        what = "recording(s)"
+        title = "Adapting to a recording never seen" + (
+            " (stand-in: a later part, units renamed)" if a.target == "later" else ""
+        )
     sess = lambda names: "sessions=[" + ",".join(names) + "]"  # noqa: E731
     common = [
-        f"data_root={data_root}", f"dataset={BRAINSET}_{a.groups}", f"model={a.model}", f"batch_size={a.batch_size}",
+        f"data_root={data_root}", f"dataset={brainset}", f"model={a.model}", f"batch_size={a.batch_size}",
         "trainer.check_val_every_n_epoch=100000", "plot_sessions=1",
     ]  # fmt: skip
     ckpt = a.pretrained or a.out / "pretrain" / "checkpoints" / "model.pt"
     if not ckpt.is_file():
-        print(f"pretraining {a.model} on {len(pre)} pseudo-sessions for {a.pretrain_steps} steps ...", flush=True)
+        print(f"pretraining {a.model} on {len(pre)} {what} for {a.pretrain_steps} steps ...", flush=True)
         r = run_train(
             a.out / "pretrain", common + [sess(pre), f"trainer.max_steps={a.pretrain_steps}"], a.out / "pretrain.log"
         )
@@ -125,7 +193,7 @@ def main() -> None:
                 print(f"{method:22s} {seconds:5.0f} s seed {seed}  R² {r['poyo_mean_r2']:.3f}  (linear "
                       f"{r['linear_mean_r2']:.3f}, causal {r['causal_mean_r2']:.3f})  {r['seconds']:.0f} s", flush=True)  # fmt: skip
             gru = gru_scores(
-                a.out / run, data_root / f"{BRAINSET}_{a.groups}", [held], seconds, seed, hidden=a.gru_hidden,
+                a.out / run, data_root / brainset, [held], seconds, seed, hidden=a.gru_hidden,
                 dropout=a.gru_dropout,
             )  # fmt: skip
             for row, r2 in gru.items():
@@ -137,13 +205,13 @@ def main() -> None:
         for row, key in LINEAR_ROWS.items():  # fitted on the same data in every run; identical across seeds
             results.append(dict(method=row, seconds_per_session=seconds, r2=r[f"{key}_mean_r2"], steps=0, wall_s=0.0))
         (a.out / "results.json").write_text(json.dumps(results, indent=1))
-    print(f"\nmean ± sd of test R² over {a.seeds} seed(s); held-out pseudo-session {held} (units never seen):\n")
+    print(f"\nmean ± sd of test R² over {a.seeds} seed(s); new session {held} (units never seen):\n")
     print(table(results, [*METHODS, *GRU_ROWS, *LINEAR_ROWS]))
     plot(
         results,
         a.out / "real_few_shot.png",
         [*METHODS, *GRU_ROWS, *LINEAR_ROWS],
-        "Adapting to new units of a real recording",
+        title,
     )
     print(f"\nresults: {a.out / 'results.json'}, plot: {a.out / 'real_few_shot.png'}")
 

@@ -1,5 +1,6 @@
-"""Helpers of benchmarks/model.py whose answers are reported as figures: the largest-batch
-search and the peak FLOP/s behind MFU."""
+"""Helpers of the benchmarks whose answers are reported as figures: benchmarks/model.py's
+largest-batch search and the peak FLOP/s behind MFU, and the sessions benchmarks/real_few_shot.py
+writes for its multi-recording variant."""
 
 import importlib.util
 from pathlib import Path
@@ -37,3 +38,55 @@ def test_peak_tflops_by_device_name():
     assert bench.peak_tflops("NVIDIA H200", "fp32") == 66.9
     assert bench.peak_tflops("some CPU", "fp32") is None
     assert bench.peak_tflops("some CPU", "fp32", override=2.0) == 2.0
+
+
+def _real_few_shot():
+    import sys
+
+    benchmarks = str(Path(__file__).resolve().parents[1] / "benchmarks")
+    if benchmarks not in sys.path:
+        sys.path.insert(0, benchmarks)
+    import real_few_shot
+
+    return real_few_shot
+
+
+def test_multi_recording_variant_writes_two_sessions_that_share_nothing(tmp_path):
+    """--target later: pretraining gets the first 60% of the recording, the new session the rest
+    under new unit ids; --target FILE: all of both; a target whose behaviour differs is refused."""
+    import numpy as np
+
+    from poyo.data.session import Session
+
+    rfs = _real_few_shot()
+    sessions = lambda: {  # noqa: E731
+        f.stem: Session(f, behaviour=["hand.vel"]) for f in sorted((tmp_path / "data" / "recordings").glob("*.h5"))
+    }
+    rng = np.random.default_rng(0)
+    bins, units = 2000, 6  # 100 s at 50 ms
+    counts = rng.poisson(0.5, (bins, units))
+    vel = rng.normal(size=(bins, 2))
+    mat = tmp_path / "rec.npz"
+    np.savez(mat, spikes=counts, vel=vel)
+
+    pre, held = rfs.write_recordings(mat, "later", tmp_path / "data")
+    assert pre == ["recordings/source"] and held == ["recordings/target"]
+    source, target = sessions()["source"], sessions()["target"]
+    assert not set(source.local_unit_ids) & set(target.local_unit_ids)
+    assert len(source.unit_ids) == len(target.unit_ids) == units
+    cut = int(round(rfs.LATER * bins))
+    assert source.num_spikes == counts[:cut].sum() and target.num_spikes == counts[cut:].sum()
+    assert np.isclose(source.end - source.start, cut * 0.05) and np.isclose(
+        target.end - target.start, (bins - cut) * 0.05
+    )
+
+    other = tmp_path / "other.npz"
+    np.savez(other, spikes=counts[:500, :4], vel=vel[:500])
+    pre, held = rfs.write_recordings(mat, str(other), tmp_path / "data")  # replaces the earlier pair
+    both = sessions()
+    assert sorted(both) == ["source", "target"]
+    assert both["source"].num_spikes == counts.sum() and len(both["target"].unit_ids) == 4
+
+    np.savez(other, spikes=counts[:500], vel=vel[:500, :1])
+    with pytest.raises(SystemExit, match="other.npz.*1 dims"):
+        rfs.write_recordings(mat, str(other), tmp_path / "data")
