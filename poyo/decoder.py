@@ -28,6 +28,7 @@ those of one fitted session is that session (two parts of one recording need no 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -561,6 +562,7 @@ class Decoder:
 
         from poyo.data import Dataset, DistributedStitchingSampler
         from poyo.data import intervals as ivs
+        from poyo.training.layout import choose_layout
         from poyo.training.module import collate
         from poyo.training.precision import autocast, resolve_precision
         from poyo.training.stitch import stitch_predictions, to_device
@@ -587,11 +589,22 @@ class Decoder:
         sampler = DistributedStitchingSampler(where, cfg.window_length, step=cfg.eval_step, drop_short=True)
         gpu = self.device in ("gpu", "cuda") or (self.device == "auto" and torch.cuda.is_available())
         device = "cuda" if gpu else "cpu"
+        precision = resolve_precision(str(cfg.trainer.precision), device)
+        batch_size = cfg.eval_batch_size or cfg.batch_size
+
+        def first_batch() -> dict:  # layout=auto on a GPU times a forward pass of it in both layouts
+            samples = [ds[w] for w in itertools.islice(iter(sampler), batch_size)]
+            return {layout: collate(samples, layout) for layout in ("packed", "padded")}
+
+        layout, _ = choose_layout(
+            cfg.layout, cfg.attention, torch.device(device), model, first_batch, lambda: autocast(device, precision),
+            train=False,
+        )  # fmt: skip
         loader = torch.utils.data.DataLoader(
-            ds, sampler=sampler, batch_size=cfg.eval_batch_size, collate_fn=lambda b: collate(b, cfg.layout)
+            ds, sampler=sampler, batch_size=batch_size, collate_fn=lambda b: collate(b, layout)
         )
         model.to(device)
-        with autocast(device, resolve_precision(str(cfg.trainer.precision), device)):
+        with autocast(device, precision):
             st = stitch_predictions(model, (to_device(b, device) for b in loader)).stitched()
         n = len(ds.behaviour(sid, readout.key).timestamps)
         ds.close()

@@ -75,7 +75,7 @@ def test_train_py_reports_bad_settings(tmp_path):
     )
     assert (
         out.returncode != 0
-        and "error: setting layout='diagonal': must be 'packed' or 'padded'" in out.stderr
+        and "error: setting layout='diagonal': must be one of ['auto', 'packed', 'padded']" in out.stderr
         and "Traceback" not in out.stderr
     )
     out = subprocess.run(

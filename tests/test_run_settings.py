@@ -120,13 +120,13 @@ def test_the_documented_overrides_reach_their_typed_fields(tmp_path):
     )
     cfg = config("dataset=synthetic_regions", "objective=mtm", "model.time_prior=4", "mtm.schemes.causal=0")
     assert cfg.dataset.generate["regions"] == 3 and cfg.model.time_prior == 4.0 and cfg.mtm.schemes["causal"] == 0
-    cfg = config("mode=evaluate", "checkpoint=x.ckpt", "logger=tensorboard", "attention=varlen", "layout=padded")
+    cfg = config("mode=evaluate", "checkpoint=x.ckpt", "logger=tensorboard", "attention=varlen", "layout=packed")
     assert (cfg.mode, cfg.checkpoint, cfg.logger.name, cfg.attention, cfg.layout) == (
         "evaluate",
         "x.ckpt",
         "tensorboard",
         "varlen",
-        "padded",
+        "packed",
     )
     cfg = config(
         "trainer.devices=8", "trainer.num_nodes=2", "trainer.precision=32-true", "resume=true", "baseline.gru=true"

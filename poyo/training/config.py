@@ -32,6 +32,7 @@ from poyo.configs import CONFIG_DIR, names, preset
 from poyo.model import BACKENDS, POYOConfig
 from poyo.model.masking import DECODE, MaskSettings
 from poyo.training.finetune import MODES as FINETUNE_MODES
+from poyo.training.layout import LAYOUTS, check_layout
 from poyo.training.loggers import LOGGERS
 from poyo.training.module import OBJECTIVES
 from poyo.training.optim import OptimConfig
@@ -265,7 +266,7 @@ class RunConfig:
     batch_size: int = 32  # the GLOBAL batch (split over devices)
     eval_batch_size: int | None = 64  # windows per evaluation batch (None: batch_size)
     num_workers: int = 2  # DataLoader worker processes
-    layout: str = "packed"  # packed | padded
+    layout: str = "auto"  # auto (packed on CPU; on a GPU the faster, measured on the first batch) | packed | padded
     attention: str = "auto"  # auto | sdpa | loop | nested | varlen | xformers (the kernel; auto picks per batch)
     validate_data: bool = True  # check every spike array once at start-up
     resume: Any = False  # false | true (the latest run with a checkpoint) | a run folder or .ckpt
@@ -274,12 +275,16 @@ class RunConfig:
 
     def __post_init__(self):
         _need("mode", self.mode, self.mode in ("train", "evaluate"), "must be train or evaluate", "train")
-        _need("layout", self.layout, self.layout in ("packed", "padded"), "must be 'packed' or 'padded'", "packed")
+        _need("layout", self.layout, self.layout in LAYOUTS, f"must be one of {list(LAYOUTS)}", "auto")
         _need(
             "objective", self.objective, self.objective in OBJECTIVES,
             "must be supervised (behaviour readouts), mtm (masked modelling of spikes, no behaviour needed) or both", "mtm",
         )  # fmt: skip
         _need("attention", self.attention, self.attention in BACKENDS, f"must be one of {list(BACKENDS)}", "auto")
+        try:
+            check_layout(self.layout, self.attention)
+        except ValueError as e:
+            raise SettingError(f"setting layout={self.layout!r}: {e}") from None
         _need("seed", self.seed, _int(self.seed) and self.seed >= 0, "must be a non-negative integer", "0")
         _need(
             "batch_size", self.batch_size, _int(self.batch_size) and self.batch_size >= 1,

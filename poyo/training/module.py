@@ -210,19 +210,24 @@ class DataModule(L.LightningDataModule):
             raise ValueError(f"the global batch size {global_batch} does not split evenly over {world} processes")
         return global_batch // world
 
-    def _collate(self, stage: str):
+    def collate_fn(self, stage: str, layout: str | None = None):
+        """What turns a list of ``stage``'s samples (``"train"`` or an evaluation split) into a
+        batch, in ``layout`` (default: the module's)."""
+        layout = layout or self.layout
+        if layout not in ("packed", "padded"):
+            raise ValueError(f"layout must be 'packed' or 'padded', got {layout!r}")
         if self.masking is None:
-            return partial(collate, layout=self.layout)
+            return partial(collate, layout=layout)
         if stage == "train":
-            return MaskingCollate(self.masking, self.layout)
+            return MaskingCollate(self.masking, layout)
         if self.objective == "mtm":  # co-smoothing: the same held-out units in every window of a session
-            return MaskingCollate(self.masking, self.layout, scheme="neuron", fixed=True)
-        return MaskingCollate(self.masking, self.layout, scheme=DECODE)
+            return MaskingCollate(self.masking, layout, scheme="neuron", fixed=True)
+        return MaskingCollate(self.masking, layout, scheme=DECODE)
 
     def _loader_kwargs(self, stage: str = "train") -> dict:
         return dict(
             num_workers=self.num_workers,
-            collate_fn=self._collate(stage),
+            collate_fn=self.collate_fn(stage),
             worker_init_fn=seed_worker,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),

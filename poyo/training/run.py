@@ -11,6 +11,8 @@ Each helper below takes the config and reads only its own section of it.
 
 from __future__ import annotations
 
+import itertools
+import os
 import sys
 import warnings
 from dataclasses import asdict, replace
@@ -20,7 +22,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from poyo.data import RandomFixedWindowSampler
+from poyo.data import DistributedStitchingSampler, RandomFixedWindowSampler
 from poyo.io import safe_load
 from poyo.model import POYO, load_pretrained, save_pretrained
 from poyo.model.pretrained import pretrained_payload
@@ -36,6 +38,7 @@ from poyo.training.guards import (
     validation_seconds,
     warn_short_validation,
 )
+from poyo.training.layout import choose_layout, layout_of_attention
 from poyo.training.linear import LinearBaseline
 from poyo.training.loggers import make_loggers
 from poyo.training.module import DataModule, POYOModule
@@ -99,7 +102,8 @@ def make_datamodule(cfg: RunConfig, root: Path, readouts, *, progress: bool) -> 
         window_length=cfg.window_length,
         eval_step=cfg.eval_step,
         num_workers=cfg.num_workers,
-        layout=cfg.layout,
+        # layout=auto is settled once the model exists (run_layout); until then, what needs no measuring
+        layout=cfg.layout if cfg.layout != "auto" else layout_of_attention(cfg.attention) or "packed",
         unit_dropout=cfg.dataset.unit_dropout or None,
         spike_jitter=cfg.spike_jitter,
         seed=cfg.seed,
@@ -134,6 +138,57 @@ def run_precision(cfg: RunConfig) -> tuple[str, str]:
         return resolved, "auto: " + ("the GPU computes bf16" if resolved != "32-true" else "no bf16 on this GPU")
     units = cpu_bf16_support()
     return resolved, f"auto: this CPU has {units}" if units else "auto: no bf16 matrix units on this CPU"
+
+
+def run_device(cfg: RunConfig) -> torch.device:
+    """The device this process trains on: its GPU (``LOCAL_RANK`` under torchrun, SLURM or
+    Lightning's launcher) where the run uses GPUs, else the CPU."""
+    gpu = str(cfg.trainer.accelerator) in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    if not gpu:
+        return torch.device("cpu")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
+
+
+def per_device_batch(cfg: RunConfig, eval: bool = False) -> int:
+    """Windows per batch on one device: the global batch over the devices of the run."""
+    t = cfg.trainer
+    devices = t.devices if isinstance(t.devices, int) and t.devices > 0 else max(1, torch.cuda.device_count())
+    batch = (cfg.eval_batch_size or cfg.batch_size) if eval else cfg.batch_size
+    return max(1, batch // (devices * t.num_nodes))
+
+
+def run_layout(cfg: RunConfig, model: POYO, dm: DataModule, *, train: bool = True) -> str:
+    """Settle ``layout`` (:func:`poyo.training.layout.choose_layout`) for ``dm``; on a GPU with
+    ``layout=auto`` this times the first batch (of training, or with ``train=False`` of the test
+    split) in both layouts. Returns the layout and why, for the run's summary line."""
+    device = run_device(cfg)
+    precision = run_precision(cfg)[0]
+
+    def batches() -> dict:
+        if train:
+            windows = RandomFixedWindowSampler(
+                dm.train_set.sampling_intervals("train"), cfg.window_length, seed=cfg.seed
+            )
+            data, stage = dm.train_set, "train"
+        else:
+            windows = DistributedStitchingSampler(
+                dm.eval_set.sampling_intervals("test"), cfg.window_length, step=cfg.eval_step, drop_short=True
+            )
+            data, stage = dm.eval_set, "test"
+        samples = [data[w] for w in itertools.islice(iter(windows), per_device_batch(cfg, eval=not train))]
+        return {layout: dm.collate_fn(stage, layout)(samples) for layout in ("packed", "padded")}
+
+    layout, why = choose_layout(
+        cfg.layout,
+        cfg.attention,
+        device,
+        model,
+        batches,
+        lambda: precision_autocast(device.type, precision),
+        train=train,
+    )
+    dm.layout = layout
+    return f"layout {layout} ({why})"
 
 
 def make_trainer(
@@ -258,6 +313,7 @@ def train(cfg: RunConfig, run_dir: Path, *, progress: bool = True, describe: str
         name = f"pretrained ({Path(cfg.finetune.checkpoint).name})"
     model.readout_configs = readouts
     dm.attach(model)
+    layout = run_layout(cfg, model, dm)
     windows = len(RandomFixedWindowSampler(ds.sampling_intervals("train"), cfg.window_length, seed=cfg.seed))
     steps_per_epoch = windows // cfg.batch_size
     if steps_per_epoch < 1:
@@ -274,7 +330,7 @@ def train(cfg: RunConfig, run_dir: Path, *, progress: bool = True, describe: str
         f"{model.num_parameters() - model.num_parameters(embeddings=False):,} in the unit/session vocabularies; "
         f"{optim.name} peak lr {optim.peak_lr(cfg.batch_size):.3g} (= {optim.base_lr:g} x global batch {cfg.batch_size}), "
         f"{total} steps ({steps_per_epoch} per epoch, {total / steps_per_epoch:.3g} epochs); "
-        "precision {} ({})\n".format(*run_precision(cfg))
+        "precision {} ({}); {}\n".format(*run_precision(cfg), layout)
     )
     ckpt_dir = run_dir / "checkpoints"
     best = L.pytorch.callbacks.ModelCheckpoint(
@@ -343,7 +399,7 @@ def masked_report(
         split="test",
         window_length=cfg.window_length,
         batch_size=cfg.eval_batch_size or cfg.batch_size,
-        layout=cfg.layout,
+        layout=dm.layout,
         autocast=lambda: precision_autocast(device.type, precision),
         sessions=sessions,
     )
@@ -429,6 +485,7 @@ def evaluate(cfg: RunConfig, run_dir: Path) -> dict:
             "adapt the model to them first: python train.py finetune=unit_identification finetune.checkpoint=..."
         )
     dm.attach(model)
+    print(run_layout(cfg, model, dm, train=False))
     trainer = make_trainer(cfg, run_dir, logger=False)
     trainer.test(module, datamodule=dm, verbose=False)
     summary = masked = None
