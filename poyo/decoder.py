@@ -28,11 +28,11 @@ those of one fitted session is that session (two parts of one recording need no 
 from __future__ import annotations
 
 import hashlib
-import itertools
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -562,7 +562,7 @@ class Decoder:
 
         from poyo.data import Dataset, DistributedStitchingSampler
         from poyo.data import intervals as ivs
-        from poyo.training.layout import choose_layout
+        from poyo.training.layout import choose_layout, first_batch
         from poyo.training.module import collate
         from poyo.training.precision import autocast, resolve_precision
         from poyo.training.stitch import stitch_predictions, to_device
@@ -591,14 +591,10 @@ class Decoder:
         device = "cuda" if gpu else "cpu"
         precision = resolve_precision(str(cfg.trainer.precision), device)
         batch_size = cfg.eval_batch_size or cfg.batch_size
-
-        def first_batch() -> dict:  # layout=auto on a GPU times a forward pass of it in both layouts
-            samples = [ds[w] for w in itertools.islice(iter(sampler), batch_size)]
-            return {layout: collate(samples, layout) for layout in ("packed", "padded")}
-
-        layout, _ = choose_layout(
-            cfg.layout, cfg.attention, torch.device(device), model, first_batch, lambda: autocast(device, precision),
-            train=False,
+        layout, _ = choose_layout(  # layout=auto on a GPU times a forward pass of the first batch in both layouts
+            cfg.layout, cfg.attention, torch.device(device), model,
+            lambda: first_batch(ds, sampler, batch_size, lambda layout: partial(collate, layout=layout)),
+            lambda: autocast(device, precision), train=False,
         )  # fmt: skip
         loader = torch.utils.data.DataLoader(
             ds, sampler=sampler, batch_size=batch_size, collate_fn=lambda b: collate(b, layout)

@@ -6,7 +6,7 @@ import torch
 
 from poyo.data import Dataset, collate_packed, collate_padded
 from poyo.training.config import RunConfig, SettingError, compose
-from poyo.training.layout import MARGIN, choose_layout, measure
+from poyo.training.layout import MARGIN, choose_layout, first_batch, measure
 from tests.test_model import build, samples
 
 CPU, GPU = torch.device("cpu"), torch.device("cuda")
@@ -57,9 +57,9 @@ def test_measuring_changes_nothing_of_the_run(synthetic, train):
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    ms = measure(
-        model, {"packed": collate_packed(windows), "padded": collate_padded(windows)}, CPU, nullcontext, train=train
-    )
+    batches = first_batch(windows, range(len(windows)), 4, {"packed": collate_packed, "padded": collate_padded}.get)
+    assert batches["packed"]["input"]["cu_seqlens"].numel() == 5 and batches["padded"]["input"]["mask"].shape[0] == 4
+    ms = measure(model, batches, CPU, nullcontext, train=train)
     assert torch.equal(torch.rand(3), expected)
     assert set(ms) == {"packed", "padded"} and all(v > 0 for v in ms.values())
     assert not model.training and all(p.grad is None for p in model.parameters())

@@ -17,6 +17,7 @@ faster than padded (``sdpa``) in fp32, and its bf16 products are bucketed per sa
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -46,6 +47,13 @@ def check_layout(layout: str, attention: str) -> None:
     need = layout_of_attention(attention)
     if need is not None and layout not in ("auto", need):
         raise ValueError(f"attention={attention} runs {need} batches, not layout={layout}: set layout={need} or auto")
+
+
+def first_batch(data, windows, n: int, collate: Callable[[str], Callable]) -> dict[str, dict]:
+    """The first ``n`` of ``windows`` read from ``data`` (a dataset with its transform), collated
+    in each layout by ``collate(layout)``: what :func:`choose_layout` times."""
+    samples = [data[w] for w in itertools.islice(iter(windows), n)]
+    return {layout: collate(layout)(samples) for layout in ("packed", "padded")}
 
 
 def step_ms(model, batch: dict, device: torch.device, autocast: Callable, repeats: int, train: bool) -> float:

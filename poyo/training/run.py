@@ -11,11 +11,11 @@ Each helper below takes the config and reads only its own section of it.
 
 from __future__ import annotations
 
-import itertools
 import os
 import sys
 import warnings
 from dataclasses import asdict, replace
+from functools import partial
 from pathlib import Path
 
 import lightning as L
@@ -38,7 +38,7 @@ from poyo.training.guards import (
     validation_seconds,
     warn_short_validation,
 )
-from poyo.training.layout import choose_layout, layout_of_attention
+from poyo.training.layout import choose_layout, first_batch, layout_of_attention
 from poyo.training.linear import LinearBaseline
 from poyo.training.loggers import make_loggers
 from poyo.training.module import DataModule, POYOModule
@@ -130,7 +130,7 @@ def run_precision(cfg: RunConfig) -> tuple[str, str]:
     """``trainer.precision`` resolved for the device the run uses (``auto``: bf16 where the
     hardware computes it natively, see :mod:`poyo.training.precision`), and why, in words."""
     wanted = str(cfg.trainer.precision)
-    gpu = str(cfg.trainer.accelerator) in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    gpu = run_device(cfg).type == "cuda"
     resolved = resolve_precision(wanted, "cuda" if gpu else "cpu")
     if wanted != "auto":
         return resolved, "trainer.precision"
@@ -175,8 +175,7 @@ def run_layout(cfg: RunConfig, model: POYO, dm: DataModule, *, train: bool = Tru
                 dm.eval_set.sampling_intervals("test"), cfg.window_length, step=cfg.eval_step, drop_short=True
             )
             data, stage = dm.eval_set, "test"
-        samples = [data[w] for w in itertools.islice(iter(windows), per_device_batch(cfg, eval=not train))]
-        return {layout: dm.collate_fn(stage, layout)(samples) for layout in ("packed", "padded")}
+        return first_batch(data, windows, per_device_batch(cfg, eval=not train), partial(dm.collate_fn, stage))
 
     layout, why = choose_layout(
         cfg.layout,
