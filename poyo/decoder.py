@@ -230,7 +230,7 @@ class Decoder:
     Args:
         model: a model preset (``poyo_mini``, ``poyo_1.3M``, ``poyo_11.8M``) or a :class:`POYOConfig`.
         max_steps: training steps of ``fit`` (None: ``poyo train dataset=<folder>``'s default,
-            20 epochs but at least 3,000 steps); ``adapt`` takes its own.
+            70 epochs but at least 1,000 steps); ``adapt`` takes its own.
         batch_size: windows per step (the global batch).
         device: ``"auto"`` (a GPU when there is one), ``"cpu"`` or ``"gpu"``.
         precision: ``"auto"`` (bf16 where the hardware computes it), ``"32-true"`` or ``"bf16-mixed"``.

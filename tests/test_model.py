@@ -56,11 +56,14 @@ def predict(model, batch):
     return model(batch)["cursor_velocity_2d"]
 
 
-@pytest.mark.parametrize("time_prior", [0.0, 3.0])
+SETTINGS = [{}, {"time_prior": 3.0}, {"latent_counts": (0.05, 0.2)}]
+
+
+@pytest.mark.parametrize("settings", SETTINGS, ids=["published", "time_prior", "latent_counts"])
 @pytest.mark.parametrize("device", DEVICES)
-def test_packed_backends_match_padded_model_outputs_and_gradients(dataset, device, time_prior):
+def test_packed_backends_match_padded_model_outputs_and_gradients(dataset, device, settings):
     """Whole-model parity in fp32, eval mode: atol 1e-5 on outputs, 1e-5 relative on gradients."""
-    model = build(dataset, time_prior=time_prior).to(device).eval()
+    model = build(dataset, **settings).to(device).eval()
     ss = samples(dataset, model)
 
     def run(batch, backend):
@@ -84,10 +87,10 @@ def test_packed_backends_match_padded_model_outputs_and_gradients(dataset, devic
     assert tried >= 2
 
 
-@pytest.mark.parametrize("time_prior", [0.0, 3.0])
+@pytest.mark.parametrize("settings", SETTINGS, ids=["published", "time_prior", "latent_counts"])
 @pytest.mark.parametrize("shift", [0.37, -3.0, 250.0])
-def test_shifting_all_timestamps_leaves_predictions_unchanged(dataset, shift, time_prior):
-    model = build(dataset, time_prior=time_prior).eval()
+def test_shifting_all_timestamps_leaves_predictions_unchanged(dataset, shift, settings):
+    model = build(dataset, **settings).eval()
     batch = collate_packed(samples(dataset, model))
     shifted = {
         **batch,
@@ -116,8 +119,9 @@ def test_spike_token_order_does_not_matter(dataset):
         )
 
 
-def test_padded_junk_changes_nothing(dataset):
-    model = build(dataset).eval()
+@pytest.mark.parametrize("settings", [{}, {"latent_counts": (0.05,)}], ids=["published", "latent_counts"])
+def test_padded_junk_changes_nothing(dataset, settings):
+    model = build(dataset, **settings).eval()
     ss = samples(dataset, model, n=4)
     clean = collate_padded(ss)
     junk = collate_padded(ss, pad_to_multiple=64)
@@ -308,3 +312,46 @@ def test_time_prior_is_checked_saved_and_off_by_default(tmp_path):
     back = load_pretrained(save_pretrained(model, tmp_path / "m.pt"))
     assert back.config.time_prior == 3.0
     torch.testing.assert_close(back.enc_atn.time_k, model.enc_atn.time_k)
+
+
+def test_latent_count_read_is_linear_in_the_spikes_and_local_in_time(dataset, tmp_path):
+    """Each latent's count read grows with the number of spikes near it (doubling every spike
+    doubles it, less the projection's bias), a spike far from a latent's time leaves that
+    latent's read alone, it is off by default (no weights) and a saved model keeps it."""
+    with pytest.raises(ValueError, match="latent_counts"):
+        POYOConfig(latent_counts=[0.1, 0.1])
+    plain = build(dataset)
+    assert plain.latent_read is None and plain.config.latent_counts == ()
+    model = build(dataset, latent_counts=(0.02, 0.05)).eval()
+    batch = collate_packed(samples(dataset, model, n=3))
+    inp, lat = batch["input"], batch["latent"]
+    bias = model.latent_read.bias
+    with torch.no_grad():
+        read = model._latent_counts(inp, lat) - bias
+        spikes = inp["token_type"] == 0
+        doubled = {f: torch.cat([t, t[spikes]]) for f, t in inp.items() if f not in ("cu_seqlens", "max_seqlen")}
+        order = torch.sort(doubled["batch_index"], stable=True).indices
+        doubled = {f: t[order] for f, t in doubled.items()}
+        lengths = torch.bincount(doubled["batch_index"], minlength=3)
+        doubled["cu_seqlens"] = torch.nn.functional.pad(lengths.cumsum(0), (1, 0)).to(inp["cu_seqlens"].dtype)
+        doubled["max_seqlen"] = int(lengths.max())
+        torch.testing.assert_close(model._latent_counts(doubled, lat) - bias, 2 * read, atol=1e-4, rtol=1e-4)
+        # the first window's spike nearest its middle moves to its start: latents of the first
+        # step see it come, those of the last (>= 0.4 s, 8 widths, from both places) do not
+        extra = {f: t.clone() if isinstance(t, torch.Tensor) else t for f, t in inp.items()}
+        ours = torch.nonzero((inp["batch_index"] == 0) & spikes)[:, 0]
+        mid = int(ours[(inp["timestamps"][ours] - 0.5).abs().argmin()])
+        assert abs(float(inp["timestamps"][mid]) - 0.5) < 0.03
+        extra["timestamps"][mid] = 0.001
+        moved = model._latent_counts(extra, lat) - bias
+    w0 = lat["batch_index"] == 0
+    t0 = lat["timestamps"][w0]
+    changed = (moved[w0] - read[w0]).abs().amax(-1)
+    assert float(changed[t0 < 0.125].min()) > 1e-3
+    torch.testing.assert_close(moved[w0][t0 > 0.875], read[w0][t0 > 0.875], atol=1e-6, rtol=0)
+    from poyo.model.pretrained import load_pretrained, save_pretrained
+
+    back = load_pretrained(save_pretrained(model, tmp_path / "m.pt"))
+    assert back.config.latent_counts == (0.02, 0.05)
+    with torch.no_grad():
+        torch.testing.assert_close(predict(back.eval(), batch), predict(model, batch))

@@ -46,10 +46,11 @@ def test_planned_steps_take_min_steps_and_the_progress_bar_shows_the_epochs_they
     assert (cfg.trainer.max_epochs, cfg.trainer.min_steps, cfg.trainer.max_steps) == (20, 1000, -1)
     assert train.planned_steps(cfg, 42) == 1000  # 20 epochs of 42 batches fall short of min_steps
     assert train.planned_steps(cfg, 100) == 2000  # 20 epochs are more
-    recipe = config("+dataset.min_steps=3000")  # a recipe's own least steps (dataset=<folder>: one recording)
-    assert train.planned_steps(recipe, 42) == 3000 and train.planned_steps(recipe, 200) == 4000
-    # ... which is about decoding behaviour: masked modelling alone takes trainer.min_steps, and no spike jitter
-    spikes_only = config("+dataset.min_steps=3000", "+dataset.spike_jitter=0.025", "objective=mtm")
+    recipe = config("+dataset.min_epochs=70")  # a recipe's own least epochs (dataset=<folder>: one recording)
+    assert train.planned_steps(recipe, 42) == 2940 and train.planned_steps(recipe, 13) == 1000  # min_steps still holds
+    assert train.planned_steps(config("+dataset.min_epochs=10"), 200) == 4000  # trainer.max_epochs (20) is more
+    # ... which is about decoding behaviour: masked modelling alone takes trainer.max_epochs, and no spike jitter
+    spikes_only = config("+dataset.min_epochs=70", "+dataset.spike_jitter=0.025", "objective=mtm")
     assert train.planned_steps(spikes_only, 2) == 1000 and spikes_only.spike_jitter == 0.0
     assert config("+dataset.spike_jitter=0.025", "objective=both").spike_jitter == 0.025
     cfg.trainer.max_steps = 12
@@ -107,10 +108,10 @@ def test_the_documented_overrides_reach_their_typed_fields(tmp_path):
     )  # fmt: skip
     assert cfg.optim.peak_lr(cfg.batch_size) == 3.125e-5 * 128
     cfg = config("dataset=my_lab", "train_seconds=120", "finetune=unit_identification", "finetune.checkpoint=m.pt")
-    assert (cfg.dataset.name, cfg.dataset.readouts, cfg.dataset.min_steps, cfg.train_seconds) == (
+    assert (cfg.dataset.name, cfg.dataset.readouts, cfg.dataset.min_epochs, cfg.train_seconds) == (
         "my_lab",
         "auto",
-        3000,
+        70,
         120.0,
     )
     assert (cfg.finetune.mode, cfg.finetune.checkpoint, cfg.finetune.init) == (
@@ -145,7 +146,7 @@ def test_the_documented_overrides_reach_their_typed_fields(tmp_path):
     (tmp_path / "dataset").mkdir()
     (tmp_path / "dataset" / "mine.yaml").write_text("name: mine\nreadouts: auto\nspike_jitter: 0.01\n")
     mine = config("dataset=mine", f"hydra.searchpath=[file://{tmp_path}]").dataset
-    assert (mine.spike_jitter, mine.unit_dropout, mine.min_steps) == (0.01, None, 0)
+    assert (mine.spike_jitter, mine.unit_dropout, mine.min_epochs) == (0.01, None, 0)
 
 
 def test_a_run_config_round_trips_and_refuses_what_it_does_not_know():

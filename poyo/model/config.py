@@ -40,6 +40,14 @@ class POYOConfig:
         without that linear read, so the latents still learn to carry the counts: with the
         read always on (0), an MtM backbone fine-tuned on behaviour did no better than one
         trained from scratch (``benchmarks/README.md``).
+    latent_counts: widths (s, Gaussian sd) over which each latent also reads the window's
+        spike counts *linearly*: the units' normalised embeddings, summed over the spikes near
+        the latent's time with each width's weights (counts per latent step, over sqrt(units)),
+        then projected and added to the latent before it attends to the spikes. Attention
+        averages over the spikes it reads, so on its own a latent cannot tell how many fell
+        near it: on real recordings with few units or minutes this read is what binned-count
+        decoders (a GRU) have and POYO lacked (``benchmarks/README.md``). Empty (the published
+        POYO, and checkpoints saved before it existed): none.
     time_prior: height (nats) of a learned relative-time bump every attention starts with
         (:mod:`poyo.model.layers`), so that attention is local in time from the first step;
         0 (the published POYO, and checkpoints saved before it existed): none.
@@ -69,6 +77,7 @@ class POYOConfig:
     time_prior: float = 0.0
     count_kernels: Sequence[float] = (0.02, 0.08, 0.24)
     count_read_drop: float = 0.5
+    latent_counts: Sequence[float] = ()
 
     def __post_init__(self):
         for name in ("dim", "depth", "num_latents_per_step", "cross_heads", "self_heads", "dim_head"):
@@ -105,10 +114,12 @@ class POYOConfig:
         ):
             object.__setattr__(self, name, float(getattr(self, name)))
         object.__setattr__(self, "readouts", tuple(str(r) for r in readouts))
-        kernels = tuple(float(k) for k in self.count_kernels)
-        if not all(0 < k < 100 for k in kernels) or len(set(kernels)) != len(kernels):
-            raise ValueError(f"count_kernels must be distinct widths in (0, 100) s, got {list(self.count_kernels)}")
-        object.__setattr__(self, "count_kernels", kernels)
+        for name in ("count_kernels", "latent_counts"):
+            given = getattr(self, name)
+            widths = (given,) if isinstance(given, (int, float)) else tuple(given)
+            if not all(isinstance(k, (int, float)) and 0 < k < 100 for k in widths) or len(set(widths)) != len(widths):
+                raise ValueError(f"{name} must be distinct widths in (0, 100) s, got {given!r}")
+            object.__setattr__(self, name, tuple(float(k) for k in widths))
         if self.window_length is not None:
             if not self.window_length > 0:
                 raise ValueError(f"window_length must be > 0 s, got {self.window_length}")
@@ -124,6 +135,7 @@ class POYOConfig:
     def to_dict(self) -> dict:
         """Plain values (what checkpoints store; loads with ``torch.load(weights_only=True)``)."""
         out = {**asdict(self), "readouts": list(self.readouts), "count_kernels": list(self.count_kernels)}
+        out["latent_counts"] = list(self.latent_counts)
         out["rotary_omega"] = None if self.rotary_omega is None else list(self.rotary_omega)
         return out
 

@@ -20,7 +20,7 @@ from poyo.model.config import POYOConfig
 from poyo.model.layers import CrossAttention, Dropout, FeedForward, Linear, SelfAttention
 from poyo.model.masking import PROMPTS
 from poyo.model.rotary import RotaryTime
-from poyo.model.tokenizer import NUM_TOKEN_TYPES, SPIKE, UNIT_START, Tokenizer
+from poyo.model.tokenizer import NUM_TOKEN_TYPES, SPIKE, UNIT_END, UNIT_START, Tokenizer
 from poyo.model.vocab import VocabEmbedding
 from poyo.readouts import ReadoutConfig, get_readout, readout_loss
 
@@ -46,6 +46,7 @@ def _flat(group: Mapping, field: str) -> torch.Tensor:
 COUNTS = "spike_counts"  # the prediction of masked modelling's (unit, bin) queries
 COUNT_STATE = "count_state"  # forward(count_state=True): the state each bin's counts are read from
 READ_PRIOR = 8.0  # nats: how local in time a count bin's read of the spikes starts (RotaryTime.local_bump)
+FINE_BINS = 8  # bins per latent step in which a latent's count read (POYO._latent_counts) places spikes
 COUNT_INIT = 0.5  # initial spread (sd) of a unit's log rate per unit of spread of the state it reads
 
 
@@ -178,6 +179,10 @@ class POYO(nn.Module):
             self.dec_atn = cross(rotate_value=False, time_prior=c.time_prior)
             self.dec_ffn = FeedForward(c.dim, dropout=c.ffn_dropout)
             self.readout = nn.ModuleDict({s.name: Linear(c.dim, s.out_dim) for s in specs})
+            self.latent_norm = self.latent_read = None
+            if c.latent_counts:  # each latent's linear read of the spike counts near it (_latent_counts)
+                self.latent_norm = nn.LayerNorm(c.dim)
+                self.latent_read = Linear(len(c.latent_counts) * c.dim, c.dim)
             self.prompt_emb = self.count_query = self.count_read = None
             self.count_head = self.count_norm = self.count_unit = self.rate_norm = self.rate_read = None
             before = {name for name, _ in self.named_parameters()}
@@ -314,6 +319,8 @@ class POYO(nn.Module):
 
         x = self.unit_emb(inp["unit_index"]) + self.token_type_emb(inp["token_type"])
         latents = self.latent_emb(lat["index"])
+        if self.latent_read is not None:
+            latents = latents + self._latent_counts(inp, lat)
         queries = self.session_emb(out["session_index"])
         if self.readout_emb is not None:
             queries = queries + self.readout_emb(out["readout_index"])
@@ -419,6 +426,55 @@ class POYO(nn.Module):
         feats = torch.cat(feats, -1)  # (samples, n_max, kernels * dim)
         rows = torch.arange(n_max, device=grid.device)[None, :] < lengths[:, None].to(grid.device)
         return self.rate_read(feats[rows])
+
+    def _latent_counts(self, inp: Mapping, lat: Mapping) -> torch.Tensor:
+        """Each latent's linear read of the spike counts near its time, laid out like the latents.
+
+        Spikes add their unit's normalised embedding to bins of ``latent_step / FINE_BINS``;
+        for each width in ``config.latent_counts`` the bins are weighted by a Gaussian around
+        each latent step's centre (normalised over the bins inside the window, times
+        ``FINE_BINS``: the expected count per unit of one latent step), summed over units
+        divided by sqrt(units in the window), and projected. Unlike attention, this grows with
+        the number of spikes: a firing rate, as a binned-count decoder reads it."""
+        step = self.config.latent_step
+        fine = step / FINE_BINS
+        token_type, times = _flat(inp, "token_type"), _flat(inp, "timestamps")
+        sample = inp["mask"].nonzero()[:, 0] if "mask" in inp else inp["batch_index"].to(times.device)
+        lat_times = _flat(lat, "timestamps")
+        lat_sample = lat["mask"].nonzero()[:, 0] if "mask" in lat else lat["batch_index"].to(lat_times.device)
+        n_samples = inp["mask"].shape[0] if "mask" in inp else len(inp["cu_seqlens"]) - 1
+        # Times from each window's start (its first latent sits half a step after it), so that
+        # shifting a whole window in time changes nothing, as with rotary time.
+        origin = lat_times.new_full((n_samples,), float("inf")).scatter_reduce(0, lat_sample, lat_times, "amin")
+        origin = torch.where(torch.isfinite(origin), origin - step / 2, torch.zeros_like(origin))
+        j = torch.floor((lat_times - origin[lat_sample]).double() / step + 1e-6).long().clamp_min(0)  # its step
+        n_steps = int(j.max()) + 1
+        n_bins = n_steps * FINE_BINS
+        rel = (times - origin.to(times.device)[sample]).double()
+        b = torch.floor(rel / fine).long()
+        spike = (token_type == SPIKE) & (b >= 0) & (b < n_bins)
+        emb = self.latent_norm(self.unit_emb(_flat(inp, "unit_index")[spike]))
+        grid = emb.new_zeros(n_samples * n_bins, emb.shape[-1])
+        grid = grid.index_add(0, sample[spike] * n_bins + b[spike], emb).view(n_samples, n_bins, -1)
+        units = torch.bincount(sample[token_type == UNIT_START], minlength=n_samples).clamp_min(1)
+        grid = grid / units.to(grid.dtype).sqrt()[:, None, None]
+        ends = token_type == UNIT_END  # every unit's end token sits at the window's end
+        duration = rel.new_full((n_samples,), n_steps * step).scatter_reduce(0, sample[ends], rel[ends], "amin")
+        centres = (torch.arange(n_steps, device=grid.device, dtype=torch.float64) + 0.5) * step
+        bin_mid = (torch.arange(n_bins, device=grid.device, dtype=torch.float64) + 0.5) * fine
+        in_view = (bin_mid[None, :] < duration[:, None]).to(grid.dtype)  # (samples, bins)
+        feats = []
+        for width in self.config.latent_counts:
+            k = torch.exp(-0.5 * ((centres[:, None] - bin_mid[None, :]) / width) ** 2).to(grid.dtype)
+            k = k[None] * in_view[:, None, :]  # (samples, steps, bins)
+            k = FINE_BINS * k / k.sum(-1, keepdim=True).clamp_min(1e-6)
+            feats.append(k @ grid)
+        read = self.latent_read(torch.cat(feats, -1)[lat_sample, j])  # (latents in the batch, dim)
+        if "mask" not in lat:
+            return read
+        out = read.new_zeros(*lat["mask"].shape, read.shape[-1])
+        out[lat["mask"]] = read
+        return out
 
     def _decode(self, queries, group, q_rot, latents, lat_rot, lat_layout) -> torch.Tensor:
         """Queries cross-attend to the latents; returns their outputs without padding ``(n, dim)``.

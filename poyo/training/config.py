@@ -69,7 +69,7 @@ class DatasetConfig:
     circular: Any = "auto"  # auto | true | false: decode a one-dim angle through its cos and sin
     unit_dropout: dict | None = None  # augmentation: each training window keeps a random subset of its units
     spike_jitter: float = 0.0  # augmentation: every spike moves by up to +- this many seconds (not with objective=mtm)
-    min_steps: int = 0  # the least steps this recipe needs to decode behaviour (the larger of this and trainer.min_steps; not with objective=mtm)
+    min_epochs: int = 0  # least epochs for this recipe (the larger of this and trainer.max_epochs; not objective=mtm)
     brainsets: list[str] | None = None  # several brainset folders below data_root (POYO-1)
     include: list[str] | None = None  # the session ids or patterns kept (default: all)
     generate: dict | None = None  # the synthetic set's generator settings: generated when missing
@@ -81,8 +81,8 @@ class DatasetConfig:
             "must be a number of seconds >= 0", "0.025",
         )  # fmt: skip
         _need(
-            "dataset.min_steps", self.min_steps, _int(self.min_steps) and self.min_steps >= 0,
-            "must be an integer >= 0", "3000",
+            "dataset.min_epochs", self.min_epochs, _int(self.min_epochs) and self.min_epochs >= 0,
+            "must be an integer >= 0", "70",
         )  # fmt: skip
 
 
@@ -367,14 +367,14 @@ class RunConfig:
         return RunConfig.from_dict(d)
 
     @property
-    def planned_min_steps(self) -> int:
-        """The least training steps: the larger of ``trainer.min_steps`` and the recipe's
-        ``dataset.min_steps``, which is about decoding behaviour: masked modelling alone
-        (``objective=mtm``) takes ``trainer.min_steps`` (on a 289-unit Neuropixels recording,
+    def planned_epochs(self) -> int:
+        """The epochs to train: the larger of ``trainer.max_epochs`` and the recipe's
+        ``dataset.min_epochs``, which is about decoding behaviour: masked modelling alone
+        (``objective=mtm``) takes ``trainer.max_epochs`` (on a 289-unit Neuropixels recording,
         1,000 steps beat the GLM in under 10 minutes on 2 cores; benchmarks/README.md)."""
         if self.objective == "mtm":
-            return self.trainer.min_steps
-        return max(self.trainer.min_steps, self.dataset.min_steps)
+            return self.trainer.max_epochs
+        return max(self.trainer.max_epochs, self.dataset.min_epochs)
 
     @property
     def spike_jitter(self) -> float:

@@ -118,12 +118,14 @@ def make_datamodule(cfg: RunConfig, root: Path, readouts, *, progress: bool) -> 
 
 
 def planned_steps(cfg: RunConfig, steps_per_epoch: int) -> int:
-    """``trainer.max_steps`` if set, else ``max_epochs`` epochs but at least ``min_steps`` steps
-    (a short recording has few windows per epoch, and the model needs a few hundred steps
-    before it starts to decode at all): the larger of ``trainer.min_steps`` and the dataset
-    recipe's own ``dataset.min_steps`` (one recording of a lab's own: 3,000)."""
+    """``trainer.max_steps`` if set, else ``max_epochs`` epochs (or the dataset recipe's own
+    ``dataset.min_epochs``, if more: one recording of a lab's own, 70) but at least
+    ``trainer.min_steps`` steps (a short recording has few windows per epoch, and the model
+    needs a few hundred steps before it starts to decode at all). Epochs, not steps, are what
+    a recording's size asks for: on S1's first 13 minutes 3,000 steps (154 epochs) overfitted
+    where 1,000 did not (benchmarks/README.md, "Real recordings")."""
     t = cfg.trainer
-    return t.max_steps if t.max_steps > 0 else max(t.max_epochs * steps_per_epoch, cfg.planned_min_steps)
+    return t.max_steps if t.max_steps > 0 else max(cfg.planned_epochs * steps_per_epoch, t.min_steps)
 
 
 def run_precision(cfg: RunConfig) -> tuple[str, str]:
