@@ -43,6 +43,11 @@ def _flat(group: Mapping, field: str) -> torch.Tensor:
     return x[group["mask"]] if "mask" in group else x
 
 
+def _sample_of(group: Mapping) -> torch.Tensor:
+    """Which sample of the batch each of a group's tokens (padding removed, as :func:`_flat`) belongs to."""
+    return group["mask"].nonzero()[:, 0] if "mask" in group else group["batch_index"]
+
+
 COUNTS = "spike_counts"  # the prediction of masked modelling's (unit, bin) queries
 COUNT_STATE = "count_state"  # forward(count_state=True): the state each bin's counts are read from
 READ_PRIOR = 8.0  # nats: how local in time a count bin's read of the spikes starts (RotaryTime.local_bump)
@@ -76,7 +81,7 @@ def targets(batch: Mapping, name: str) -> dict[str, torch.Tensor]:
         )
     group = batch[key]
     out = {f: _flat(group, f) for f in ("values", "weight", "eval_mask", "sample_index", "timestamps")}
-    out["sample"] = group["mask"].nonzero()[:, 0] if "mask" in group else group["batch_index"]
+    out["sample"] = _sample_of(group)
     return out
 
 
@@ -88,7 +93,7 @@ def count_targets(batch: Mapping) -> dict[str, torch.Tensor]:
         raise KeyError("batch has no 'counts' group: it was not made by poyo.model.masking.MaskingCollate")
     group = batch["counts"]
     out = {f: _flat(group, f) for f in ("counts", "unit_index", "unit_position", "bin")}
-    out["sample"] = group["mask"].nonzero()[:, 0] if "mask" in group else group["batch_index"]
+    out["sample"] = _sample_of(group)
     return out
 
 
@@ -403,17 +408,13 @@ class POYO(nn.Module):
         low-rank form of a GLM on the other units' smoothed counts."""
         inp = batch["input"]
         token_type, times = _flat(inp, "token_type"), _flat(inp, "timestamps")
-        sample = inp["mask"].nonzero()[:, 0] if "mask" in inp else inp["batch_index"].to(times.device)
+        sample = _sample_of(inp).to(times.device)
         n_samples, n_max = len(lengths), int(lengths.max())
         bin_s = batch["bin_s"].to(times.device, torch.float64)
         seen = batch["seen_bins"].to(times.device).long().clamp(max=lengths)
         b = torch.floor(times.double() / bin_s[sample] + 1e-6).long()
         spike = (token_type == SPIKE) & (b >= 0) & (b < seen[sample])
-        emb = self.rate_norm(self.unit_emb(_flat(inp, "unit_index")[spike]))
-        grid = emb.new_zeros(n_samples * n_max, emb.shape[-1])
-        grid = grid.index_add(0, sample[spike] * n_max + b[spike], emb).view(n_samples, n_max, -1)
-        visible_units = torch.bincount(sample[token_type == UNIT_START], minlength=n_samples)
-        grid = grid / visible_units.clamp_min(1).to(grid.dtype).sqrt()[:, None, None]
+        grid = self._spike_grid(inp, sample, b, spike, n_samples, n_max, self.rate_norm)
         j = torch.arange(n_max, device=grid.device)
         in_view = (j[None, :] < seen[:, None]).to(grid.dtype)  # (samples, bins)
         d = (j[:, None] - j[None, :]).to(torch.float64)
@@ -427,6 +428,16 @@ class POYO(nn.Module):
         rows = torch.arange(n_max, device=grid.device)[None, :] < lengths[:, None].to(grid.device)
         return self.rate_read(feats[rows])
 
+    def _spike_grid(self, inp, sample, bin_index, keep, n_samples: int, n_bins: int, norm) -> torch.Tensor:
+        """The linear count input both count reads start from ``(samples, bins, dim)``: each kept
+        spike token's unit embedding, normalised by ``norm``, summed into its bin of its sample,
+        divided by sqrt(units in the window: their start tokens)."""
+        emb = norm(self.unit_emb(_flat(inp, "unit_index")[keep]))
+        grid = emb.new_zeros(n_samples * n_bins, emb.shape[-1])
+        grid = grid.index_add(0, sample[keep] * n_bins + bin_index[keep], emb).view(n_samples, n_bins, -1)
+        units = torch.bincount(sample[_flat(inp, "token_type") == UNIT_START], minlength=n_samples)
+        return grid / units.clamp_min(1).to(grid.dtype).sqrt()[:, None, None]
+
     def _latent_counts(self, inp: Mapping, lat: Mapping) -> torch.Tensor:
         """Each latent's linear read of the spike counts near its time, laid out like the latents.
 
@@ -439,9 +450,9 @@ class POYO(nn.Module):
         step = self.config.latent_step
         fine = step / FINE_BINS
         token_type, times = _flat(inp, "token_type"), _flat(inp, "timestamps")
-        sample = inp["mask"].nonzero()[:, 0] if "mask" in inp else inp["batch_index"].to(times.device)
+        sample = _sample_of(inp).to(times.device)
         lat_times = _flat(lat, "timestamps")
-        lat_sample = lat["mask"].nonzero()[:, 0] if "mask" in lat else lat["batch_index"].to(lat_times.device)
+        lat_sample = _sample_of(lat).to(lat_times.device)
         n_samples = inp["mask"].shape[0] if "mask" in inp else len(inp["cu_seqlens"]) - 1
         # Times from each window's start (its first latent sits half a step after it), so that
         # shifting a whole window in time changes nothing, as with rotary time.
@@ -453,11 +464,7 @@ class POYO(nn.Module):
         rel = (times - origin.to(times.device)[sample]).double()
         b = torch.floor(rel / fine).long()
         spike = (token_type == SPIKE) & (b >= 0) & (b < n_bins)
-        emb = self.latent_norm(self.unit_emb(_flat(inp, "unit_index")[spike]))
-        grid = emb.new_zeros(n_samples * n_bins, emb.shape[-1])
-        grid = grid.index_add(0, sample[spike] * n_bins + b[spike], emb).view(n_samples, n_bins, -1)
-        units = torch.bincount(sample[token_type == UNIT_START], minlength=n_samples).clamp_min(1)
-        grid = grid / units.to(grid.dtype).sqrt()[:, None, None]
+        grid = self._spike_grid(inp, sample, b, spike, n_samples, n_bins, self.latent_norm)
         ends = token_type == UNIT_END  # every unit's end token sits at the window's end
         duration = rel.new_full((n_samples,), n_steps * step).scatter_reduce(0, sample[ends], rel[ends], "amin")
         centres = (torch.arange(n_steps, device=grid.device, dtype=torch.float64) + 0.5) * step
