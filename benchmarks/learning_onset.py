@@ -4,6 +4,7 @@
     python benchmarks/learning_onset.py --model poyo_1.3M --qk-scale 1.0          # larger q/k/v init
     python benchmarks/learning_onset.py --model poyo_mini --set lin_dropout=0 ffn_dropout=0 atn_dropout=0
     python benchmarks/learning_onset.py --model poyo_mini --lr 3e-3 --warmup 100
+    python benchmarks/learning_onset.py --model poyo_1.3M --set "latent_counts=[0.05,0.15]"   # latents count spikes
 
 Every POYO size first predicts the mean for a few hundred steps (validation R² ≤ 0) and then
 starts to decode. This script isolates that onset from the training recipe: a plain loop with
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,7 +95,7 @@ def main() -> None:
             raise SystemExit(
                 f"error: --set {kv}: {key!r} is not a setting of {a.model} ({', '.join(model_cfg.to_dict())})"
             )
-        model_cfg = replace(model_cfg, **{key: type(getattr(model_cfg, key))(value)})
+        model_cfg = replace(model_cfg, **{key: yaml.safe_load(value)})  # numbers, lists: [0.05,0.15]
 
     readouts = [ReadoutConfig(**r) for r in OmegaConf.to_container(ds_cfg.readouts)]
     dm = DataModule(

@@ -90,3 +90,28 @@ def test_multi_recording_variant_writes_two_sessions_that_share_nothing(tmp_path
     np.savez(other, spikes=counts[:500], vel=vel[:500, :1])
     with pytest.raises(SystemExit, match="other.npz.*1 dims"):
         rfs.write_recordings(mat, str(other), tmp_path / "data")
+
+
+def test_gpu_check_suite_names_failures_and_stops_a_shard_past_its_budget(tmp_path):
+    """benchmarks/gpu_check.py's part 5 deals tests into parallel pytest processes: a failing test
+    is reported by name, a shard still running at the budget is stopped and reported, not waited for."""
+    import time
+
+    spec = importlib.util.spec_from_file_location(
+        "gpu_check", Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    )
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    (tmp_path / "test_a.py").write_text("def test_bad():\n    assert 1 == 2\n\ndef test_good():\n    pass\n")
+    (tmp_path / "test_b.py").write_text(
+        "import time\n\ndef test_fine():\n    pass\n\ndef test_slow():\n    time.sleep(120)\n"
+    )
+    # collection order: a::bad, a::good, b::fine, b::slow -> shard 0 gets bad and fine, shard 1 good and slow
+    start = time.perf_counter()
+    r = gpu_check.suite(["test_a.py", "test_b.py"], shards=2, budget_s=20, root=tmp_path)
+    assert time.perf_counter() - start < 60
+    assert r["collected"] == 4 and r["shards"] == 2 and not r["ok"]
+    assert r["failed_tests"] == ["test_a::test_bad"] and r["passed"] == 1  # shard 0's test_fine
+    assert r["timed_out_shards"] == [1]
+    ok = gpu_check.suite(["test_a.py::test_good"], shards=3, budget_s=60, root=tmp_path)
+    assert ok["ok"] and ok["passed"] == 1 and ok["shards"] == 1

@@ -318,8 +318,10 @@ def test_latent_count_read_is_linear_in_the_spikes_and_local_in_time(dataset, tm
     """Each latent's count read grows with the number of spikes near it (doubling every spike
     doubles it, less the projection's bias), a spike far from a latent's time leaves that
     latent's read alone, it is off by default (no weights) and a saved model keeps it."""
-    with pytest.raises(ValueError, match="latent_counts"):
-        POYOConfig(latent_counts=[0.1, 0.1])
+    for bad in ([0.1, 0.1], [True], ["0.1"]):
+        with pytest.raises(ValueError, match="latent_counts"):
+            POYOConfig(latent_counts=bad)
+    assert POYOConfig(latent_counts=[np.float64(0.05), 0.2]).latent_counts == (0.05, 0.2)  # numpy scalars are numbers
     plain = build(dataset)
     assert plain.latent_read is None and plain.config.latent_counts == ()
     model = build(dataset, latent_counts=(0.02, 0.05)).eval()

@@ -18,7 +18,7 @@ from poyo.model import POYO
 from poyo.readouts import ReadoutConfig
 from poyo.training.linear import ALPHAS, binned_counts, ridge_fits
 from poyo.training.module import DataModule, POYOModule, ResumableLoader
-from poyo.training.optim import Lamb, schedule
+from poyo.training.optim import Lamb, OptimConfig, schedule
 from poyo.training.stitch import Stitcher, r2_score
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,6 +111,21 @@ def test_schedule_is_constant_then_cosine():
     assert [f(0), f(49)] == [1.0, 1.0]
     assert abs(f(75) - (1e-4 + (1 - 1e-4) * 0.5)) < 1e-12 and abs(f(100) - 1e-4) < 1e-12
     assert all(f(i) >= f(i + 1) for i in range(100))
+
+
+def test_warmup_ramps_the_schedule_linearly_then_leaves_it_alone():
+    base = schedule(200, constant_fraction=0.5, final_factor=0.1)
+    f = schedule(200, constant_fraction=0.5, final_factor=0.1, warmup_fraction=0.1)
+    assert [f(0), f(9), f(19)] == [1 / 20, 10 / 20, 1.0]
+    assert all(f(i) < f(i + 1) for i in range(19))
+    assert [f(i) for i in range(20, 201)] == [base(i) for i in range(20, 201)]
+    model = POYO(dim=16, depth=1, dim_head=8, num_latents_per_step=2, unit_ids=["a/s/u0"], session_ids=["a/s"])
+    opt, _ = OptimConfig(warmup_fraction=0.1).build(model, global_batch_size=32, total_steps=200)
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-3 / 20)  # the first step already runs at the ramp's start
+    with pytest.raises(ValueError, match="warmup_fraction"):
+        OptimConfig(warmup_fraction=1.5)
+    with pytest.raises(ValueError, match="no warm-up"):
+        OptimConfig(name="lamb", mode="torch_brain", warmup_fraction=0.1)
 
 
 def test_atomic_save_replaces_whole_files_only(tmp_path):

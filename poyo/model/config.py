@@ -4,8 +4,14 @@ saved from it (``model.pt``, checkpoints) and loaded from it. The presets are th
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
+
+
+def _real(x) -> bool:
+    """A real number (numpy scalars included), not a bool."""
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
 @dataclass(frozen=True)
@@ -116,8 +122,8 @@ class POYOConfig:
         object.__setattr__(self, "readouts", tuple(str(r) for r in readouts))
         for name in ("count_kernels", "latent_counts"):
             given = getattr(self, name)
-            widths = (given,) if isinstance(given, (int, float)) else tuple(given)
-            if not all(isinstance(k, (int, float)) and 0 < k < 100 for k in widths) or len(set(widths)) != len(widths):
+            widths = (given,) if _real(given) else tuple(given)
+            if not all(_real(k) and 0 < k < 100 for k in widths) or len(set(widths)) != len(widths):
                 raise ValueError(f"{name} must be distinct widths in (0, 100) s, got {given!r}")
             object.__setattr__(self, name, tuple(float(k) for k in widths))
         if self.window_length is not None:

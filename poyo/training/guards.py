@@ -11,12 +11,16 @@ import os
 import socket
 import warnings
 from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
 
 from poyo.data import Dataset
 from poyo.data import intervals as ivs
 from poyo.io import pid_alive
+from poyo.model import POYOConfig
 from poyo.training.optim import OptimConfig
+
+_DEFAULTS = {"model": lambda: POYOConfig().to_dict(), "optim": lambda: asdict(OptimConfig())}
 
 # the settings that define a run's plan: a resume must not change them
 PLAN = (
@@ -55,8 +59,10 @@ def plan_differences(saved: Mapping, current: Mapping) -> list[str]:
             a = "supervised" if key == "objective" else b
         if key in ("model", "optim") and isinstance(a, Mapping):  # runs saved by the Hydra-only poyo had _target_
             a = {k: v for k, v in a.items() if k != "_target_"}
-        if key == "optim" and isinstance(a, Mapping) and "eps" not in a:  # before optim.eps: always the default
-            a = {**a, "eps": OptimConfig.eps}
+        if key in ("model", "optim") and isinstance(a, Mapping):
+            # a setting added since the checkpoint was written (optim.eps, optim.warmup_fraction,
+            # model.latent_counts, ...) ran with its default, which is the earlier behaviour
+            a = {**_DEFAULTS[key](), **a}
         if a != b:
             out.append(f"{key}: {a!r} in the checkpoint, {b!r} now")
     return out

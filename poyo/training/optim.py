@@ -107,19 +107,30 @@ def _trust(w: torch.Tensor, update: torch.Tensor, clamp: float) -> torch.Tensor:
     return torch.where((w_norm > 0) & (u_norm > 0), w_norm / u_norm.clamp_min(1e-30), torch.ones_like(w_norm))
 
 
-def schedule(total_steps: int, constant_fraction: float = 0.5, final_factor: float = 1e-4):
-    """Multiplier of the peak learning rate at each step (for ``LambdaLR``)."""
-    if total_steps < 1 or not 0 <= constant_fraction <= 1 or not 0 <= final_factor <= 1:
+def schedule(
+    total_steps: int, constant_fraction: float = 0.5, final_factor: float = 1e-4, warmup_fraction: float = 0.0
+):
+    """Multiplier of the peak learning rate at each step (for ``LambdaLR``): times a linear
+    ramp from ``1 / warmup`` to 1 over the first ``warmup_fraction`` of the steps, if any."""
+    if (
+        total_steps < 1
+        or not 0 <= constant_fraction <= 1
+        or not 0 <= final_factor <= 1
+        or not 0 <= warmup_fraction <= 1
+    ):
         raise ValueError(
-            f"bad schedule: total_steps={total_steps}, constant_fraction={constant_fraction}, final_factor={final_factor}"
+            f"bad schedule: total_steps={total_steps}, constant_fraction={constant_fraction}, "
+            f"final_factor={final_factor}, warmup_fraction={warmup_fraction}"
         )
     hold = int(round(constant_fraction * total_steps))
+    warmup = int(round(warmup_fraction * total_steps))
 
     def factor(step: int) -> float:
+        ramp = (step + 1) / warmup if step < warmup else 1.0
         if step < hold:
-            return 1.0
+            return ramp
         x = min(1.0, (step - hold) / max(1, total_steps - hold))
-        return final_factor + (1 - final_factor) * 0.5 * (1 + math.cos(math.pi * x))
+        return ramp * (final_factor + (1 - final_factor) * 0.5 * (1 + math.cos(math.pi * x)))
 
     return factor
 
@@ -146,6 +157,8 @@ class OptimConfig:
         weight_decay: decoupled weight decay, for every parameter.
         constant_fraction: the share of the steps run at the peak lr ...
         final_factor: ... before a cosine down to this fraction of it.
+        warmup_fraction: the share of the steps over which the lr first rises linearly to its
+            schedule (0: none, the POYO recipe).
         eps: added to the root of the second moment (Adam, LAMB). A weight whose gradient is
             far below it moves by less than lr: a larger eps damps steps driven by gradients
             that are rounding noise (tests/test_ddp.py compares two summation orders with 1e-4).
@@ -162,6 +175,7 @@ class OptimConfig:
     final_factor: float = 1e-4
     eps: float = 1e-6
     mode: str = "poyo"
+    warmup_fraction: float = 0.0
 
     def __post_init__(self):
         if self.name not in ("adamw", "lamb"):
@@ -174,10 +188,14 @@ class OptimConfig:
             raise ValueError(
                 f"constant_fraction and final_factor must be in [0, 1], got {self.constant_fraction}, {self.final_factor}"
             )
+        if not 0 <= self.warmup_fraction <= 1:
+            raise ValueError(f"optim.warmup_fraction must be in [0, 1], got {self.warmup_fraction}")
         if self.mode not in LAMB_MODES:
             raise ValueError(f"optim.mode must be one of {LAMB_MODES}, got {self.mode!r}")
         if self.mode == "torch_brain" and self.name != "lamb":
             raise ValueError("optim.mode=torch_brain reproduces torch_brain's SparseLamb: use it with optim=lamb")
+        if self.mode == "torch_brain" and self.warmup_fraction:
+            raise ValueError("optim.mode=torch_brain follows torch_brain's OneCycleLR, which has no warm-up here")
 
     @classmethod
     def from_name(cls, name: str) -> OptimConfig:
@@ -208,7 +226,7 @@ class OptimConfig:
                 div_factor=1.0, final_div_factor=1.0 / self.final_factor,
             )  # fmt: skip
             return opt, one_cycle
-        factor = schedule(total_steps, self.constant_fraction, self.final_factor)
+        factor = schedule(total_steps, self.constant_fraction, self.final_factor, self.warmup_fraction)
         return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
