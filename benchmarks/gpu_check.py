@@ -5,8 +5,9 @@
 
 Parts 1-4 need only torch, lightning (for PyYAML), h5py and numpy: no Hydra, no temporaldata, no
 pytest; part 5 needs pytest (it says so and is left out without it), part 6 the full install
-(``--train-budget 0`` leaves it out, ``--suite-budget 0`` part 5). The synthetic set is read from ``--data`` (default ``data/processed/synthetic_reaching``,
-what ``python train.py`` writes); on a machine without temporaldata, copy that folder over.
+(``--train-budget 0`` leaves it out, ``--suite-budget 0`` part 5). The synthetic set is read from
+``--data`` (default ``data/processed/synthetic_reaching``, what ``python train.py`` writes); on a
+machine without temporaldata, copy that folder over.
 
 Parts (each prints its table and goes into the JSON; a failed check makes the exit status 1):
 
