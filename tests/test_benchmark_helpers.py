@@ -1,11 +1,15 @@
 """Helpers of the benchmarks whose answers are reported as figures: benchmarks/model.py's
 largest-batch search and the peak FLOP/s behind MFU, and the sessions benchmarks/real_few_shot.py
-writes for its multi-recording variant."""
+writes for its multi-recording variant; benchmarks/rotary_cost.py's three ways."""
 
+import importlib
 import importlib.util
+import re
+import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 spec = importlib.util.spec_from_file_location(
     "bench_model", Path(__file__).resolve().parents[1] / "benchmarks" / "model.py"
@@ -40,15 +44,12 @@ def test_peak_tflops_by_device_name():
     assert bench.peak_tflops("some CPU", "fp32", override=2.0) == 2.0
 
 
-def _real_few_shot():
-    import sys
-
+def _benchmark(name: str):
+    """A benchmark script imported as a module (its own imports of its neighbours resolve)."""
     benchmarks = str(Path(__file__).resolve().parents[1] / "benchmarks")
     if benchmarks not in sys.path:
         sys.path.insert(0, benchmarks)
-    import real_few_shot
-
-    return real_few_shot
+    return importlib.import_module(name)
 
 
 def test_multi_recording_variant_writes_two_sessions_that_share_nothing(tmp_path):
@@ -58,7 +59,7 @@ def test_multi_recording_variant_writes_two_sessions_that_share_nothing(tmp_path
 
     from poyo.data.session import Session
 
-    rfs = _real_few_shot()
+    rfs = _benchmark("real_few_shot")
     sessions = lambda: {  # noqa: E731
         f.stem: Session(f, behaviour=["hand.vel"]) for f in sorted((tmp_path / "data" / "recordings").glob("*.h5"))
     }
@@ -115,3 +116,22 @@ def test_gpu_check_suite_names_failures_and_stops_a_shard_past_its_budget(tmp_pa
     assert r["timed_out_shards"] == [1]
     ok = gpu_check.suite(["test_a.py::test_good"], shards=3, budget_s=60, root=tmp_path)
     assert ok["ok"] and ok["passed"] == 1 and ok["shards"] == 1
+
+
+def test_rotary_cost_times_three_ways_and_puts_the_rotation_back(monkeypatch, capsys):
+    from poyo.model.rotary import RotaryTime
+
+    rotary_cost = _benchmark("rotary_cost")
+    shipped = RotaryTime.rotate
+    monkeypatch.setattr(sys, "argv", ["rotary_cost.py", "--model", "poyo_mini", "--batch-size", "2", "--rounds", "2"])
+    rotary_cost.main()
+    out = capsys.readouterr().out
+    ratios = dict(
+        re.findall(r"(shipped|full head|no rotation)\s+median\s+[\d.]+ ms/step, ratio to full head ([\d.]+)", out)
+    )
+    assert set(ratios) == {"shipped", "full head", "no rotation"} and float(ratios["full head"]) == 1.0
+    assert RotaryTime.rotate is shipped
+    # the "full head" way is the float32 path applied to bf16 features: the same values as shipped
+    rot = RotaryTime(64)
+    x, r = torch.randn(5, 3, 64).bfloat16(), rot(torch.rand(5, dtype=torch.float64))
+    assert torch.equal(rotary_cost.full_head(rot, x, r), rot.rotate(x, r))

@@ -58,6 +58,30 @@ def test_inverse_undoes_rotation():
     torch.testing.assert_close(rot.rotate(rot.rotate(x, r), r.inverse()), x, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_rotation_matches_float32_and_its_gradient_is_the_inverse(dtype):
+    """bf16/fp16 features take their own path (only the rotated half is cast); it must give the
+    float32 path's values rounded once, leave the unrotated half bit for bit, and backpropagate
+    the inverse rotation, for strided features (keys of a kv projection) and gradients."""
+    rot = RotaryTime(64)
+    g = torch.Generator().manual_seed(1)
+    kv = torch.randn(40, 6, 64, generator=g).to(dtype)
+    x = kv[:, 1::2]  # every other head: a non-contiguous view, as chunks of a projection are
+    r = rot(torch.rand(40, dtype=torch.float64, generator=g) * 2)
+    y = rot.rotate(x, r)
+    assert y.dtype == dtype
+    torch.testing.assert_close(y, rot.rotate(x.float(), r).to(dtype), rtol=0, atol=0)
+    assert torch.equal(y[..., 32:], x[..., 32:])
+
+    leaf = x.detach().clone().requires_grad_()
+    grad = torch.randn(64, 40, 3, generator=g).to(dtype).permute(1, 2, 0)  # last dim not contiguous either
+    rot.rotate(leaf, r).backward(grad)
+    torch.testing.assert_close(leaf.grad, rot.rotate(grad.float(), r.inverse()).to(dtype), rtol=0, atol=0)
+    reference = x.float().requires_grad_()
+    rot.rotate(reference, r).backward(grad.float())
+    torch.testing.assert_close(leaf.grad.float(), reference.grad, rtol=1e-2, atol=1e-2)
+
+
 @pytest.mark.parametrize("shift", [0.37, -5.0, 1234.5])
 def test_dot_product_depends_only_on_relative_time(shift):
     rot = RotaryTime(64)
