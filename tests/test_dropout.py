@@ -25,6 +25,18 @@ def test_keep_mask_drops_at_rate_p_and_keeps_the_expectation(p):
     assert torch.equal(keep_mask((1000, 1000), p, "cpu")[0], keep)  # reproducible from the seed
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_keep_mask_in_the_features_dtype_is_the_bool_mask(dtype):
+    """Dropout asks for its mask in the features' dtype (no conversion copy in the product or its
+    backward): the same draws give the same entries, as 0 and 1."""
+    torch.manual_seed(3)
+    keep, factor = keep_mask((300, 70), 0.2, "cpu")
+    torch.manual_seed(3)
+    as_dtype, same = keep_mask((300, 70), 0.2, "cpu", dtype)
+    assert as_dtype.dtype == dtype and same == factor
+    assert torch.equal(as_dtype, keep.to(dtype)) and set(as_dtype.unique().tolist()) == {0.0, 1.0}
+
+
 def test_without_drops_it_is_sdpa_outputs_and_gradients():
     torch.manual_seed(1)
     q, k, v = (torch.randn(2, 3, n, 8, requires_grad=True) for n in (5, 7, 7))

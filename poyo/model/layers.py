@@ -33,7 +33,7 @@ class Dropout(nn.Dropout):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and own_dropout(x, self.p)):
             return super().forward(x)
-        keep, factor = keep_mask(x.shape, self.p, x.device)
+        keep, factor = keep_mask(x.shape, self.p, x.device, x.dtype)
         return x * keep * factor
 
 
