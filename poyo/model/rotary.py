@@ -12,9 +12,11 @@ checkpoints.
 Angles are computed in float64 and reduced modulo 2 pi before the cast to float32: at the
 shortest period a 1 s timestamp is ~6e4 rad, where a float32 product would already be
 ~4e-3 rad off. A :class:`Rotation` spans the whole head: the unrotated half has phase 1
-(angle 0, so it is multiplied by exactly 1 + 0j), which makes applying it a single complex
-multiplication -- no split, no concatenation -- and lets one call rotate the queries, keys
-and values of a self-attention layer together (see :mod:`poyo.model.layers`).
+(angle 0, so it is multiplied by exactly 1 + 0j), which makes applying it to float32 features a
+single complex multiplication -- no split, no concatenation -- and lets one call rotate the
+queries, keys and values of a self-attention layer together (see :mod:`poyo.model.layers`).
+bf16/fp16 features skip that half instead (:class:`_RotateFirstHalf`): for them the casts to
+float32 and back, not the product, are the cost.
 """
 
 from __future__ import annotations
@@ -128,8 +130,8 @@ class _RotateFirstHalf(torch.autograd.Function):
 
     Why not the float32 path: there, casting the whole head to float32 and back (forward and
     backward) costs more than the complex product itself, and half of the head has phase 1.
-    Casting and multiplying only the rotated half made a poyo_1.3M bf16 training step 0.90x
-    as long (``benchmarks/rotary_cost.py``). Same values as the float32 path rounded to the
+    Casting and multiplying only the rotated half made a poyo_1.3M bf16 training step
+    0.83-0.90x as long (``benchmarks/rotary_cost.py``). Same values as the float32 path rounded to the
     feature dtype."""
 
     @staticmethod
