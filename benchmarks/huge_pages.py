@@ -2,9 +2,9 @@
 
     python benchmarks/huge_pages.py [--models poyo_mini poyo_1.3M] [--precisions 32-true bf16-mixed] [--rounds 3]
 
-``import poyo`` sets ``THP_MEM_ALLOC_ENABLE=1`` unless it is set already: PyTorch's CPU allocator
-then asks the kernel for 2 MiB pages for tensors of 2 MiB and more. The setting is read once per
-process, so each measurement is a child process (with ``THP_MEM_ALLOC_ENABLE=0`` or ``1``) that
+With ``THP_MEM_ALLOC_ENABLE=1`` in the environment PyTorch's CPU allocator asks the kernel for
+2 MiB pages for tensors of 2 MiB and more (poyo does not set it: see benchmarks/README.md, "Huge
+pages"). The setting is read once per process, so each measurement is a child process (with ``THP_MEM_ALLOC_ENABLE=0`` or ``1``) that
 times ``--steps`` training steps of ``benchmarks/vs_torch_brain.py``'s workload (batch 32 windows
 of 100 units x 20 Hz, packed, dropout on, AdamW) after two warm-up steps, and reports its median
 step and its peak resident memory. Off and on alternate, ``--rounds`` times; the table gives the

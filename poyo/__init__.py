@@ -6,7 +6,6 @@ setting of a training run (``poyo train`` on the command line). Names import tor
 use, so ``import poyo`` stays cheap.
 """
 
-import os as _os
 from importlib.metadata import PackageNotFoundError as _NotInstalled
 from importlib.metadata import version as _version
 from typing import TYPE_CHECKING as _TYPE_CHECKING
@@ -15,12 +14,6 @@ if _TYPE_CHECKING:  # what editors and type checkers see; at run time these impo
     from poyo.decoder import Decoder, Session
     from poyo.model import POYO, POYOConfig, load_pretrained, save_pretrained
     from poyo.training.config import RunConfig
-
-# CPU tensors of 2 MiB and more in 2 MiB pages (PyTorch's allocator reads this once, at its first
-# allocation, so it is set before poyo imports torch; an explicit value, 0 included, is kept).
-# Training frees and reallocates its large activations every step, and faulting them in again
-# 4 KiB at a time cost more than some of the kernels that fill them (benchmarks/huge_pages.py).
-_os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 try:
     __version__ = _version("poyo-decoder")  # written once, in pyproject.toml

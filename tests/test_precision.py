@@ -6,7 +6,6 @@ at bf16 tolerances run everywhere; the detection is forced both ways with ``POYO
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -153,32 +152,3 @@ def test_bf16_linear_rounds_its_rows_and_changes_nothing_else():
             torch.testing.assert_close(u.float(), w.float(), atol=5e-2, rtol=2e-2)
     x = torch.randn(37, 64)
     assert torch.equal(ours(x), ref(x))  # fp32: nn.Linear itself
-
-
-HUGE_PAGE_PROBE = """
-import os, poyo, torch
-x = torch.empty(64 << 20, dtype=torch.uint8).fill_(1)
-huge = [int(line.split()[1]) for line in open("/proc/self/smaps_rollup") if line.startswith("AnonHugePages")]
-print(os.environ["THP_MEM_ALLOC_ENABLE"], huge[0] if huge else -1)
-"""
-
-
-def _probe(env_value: str | None) -> tuple[str, int]:
-    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
-    if env_value is not None:
-        env["THP_MEM_ALLOC_ENABLE"] = env_value
-    out = subprocess.run([sys.executable, "-c", HUGE_PAGE_PROBE], env=env, capture_output=True, text=True, check=True)
-    setting, huge_kib = out.stdout.split()
-    return setting, int(huge_kib)
-
-
-@pytest.mark.skipif(not Path("/proc/self/smaps_rollup").is_file(), reason="Linux only (PyTorch's huge-page allocation)")
-def test_import_poyo_puts_large_cpu_tensors_in_huge_pages_unless_told_not_to():
-    """``import poyo`` sets THP_MEM_ALLOC_ENABLE=1 before torch allocates: a 64 MiB tensor then sits
-    in 2 MiB pages (where the kernel allows them); an explicit 0 is kept."""
-    setting, huge_kib = _probe(None)
-    assert setting == "1"
-    mode = Path("/sys/kernel/mm/transparent_hugepage/enabled")
-    if mode.is_file() and "[never]" not in mode.read_text():
-        assert huge_kib >= 32 << 10, f"{huge_kib} KiB in huge pages"
-    assert _probe("0")[0] == "0"
