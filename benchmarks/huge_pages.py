@@ -4,10 +4,11 @@
 
 With ``THP_MEM_ALLOC_ENABLE=1`` in the environment PyTorch's CPU allocator asks the kernel for
 2 MiB pages for tensors of 2 MiB and more (poyo does not set it: see benchmarks/README.md, "Huge
-pages"). The setting is read once per process, so each measurement is a child process (with ``THP_MEM_ALLOC_ENABLE=0`` or ``1``) that
-times ``--steps`` training steps of ``benchmarks/vs_torch_brain.py``'s workload (batch 32 windows
-of 100 units x 20 Hz, packed, dropout on, AdamW) after two warm-up steps, and reports its median
-step and its peak resident memory. Off and on alternate, ``--rounds`` times; the table gives the
+pages"). The setting is read once per process, so each measurement is a child process (with
+``THP_MEM_ALLOC_ENABLE=0`` or ``1``) that times ``--steps`` training steps of
+``benchmarks/vs_torch_brain.py``'s workload (batch 32 windows of 100 units x 20 Hz, packed,
+dropout on, AdamW) after two warm-up steps, and reports its median step and its peak resident
+memory. Off and on alternate, ``--rounds`` times; the table gives the
 median per setting and the median of the per-round ratios (on / off). Linux only: elsewhere the
 setting does nothing.
 """
@@ -32,14 +33,12 @@ def child(model: str, precision: str, steps: int) -> None:
 
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from vs_torch_brain import READOUT, poyo_step, windows
+    from vs_torch_brain import poyo_step, workload
 
-    from poyo.model import POYO, POYOConfig
+    from poyo.model import POYOConfig
 
     config = POYOConfig.from_name(model)
-    units = [f"bench/s0/u{i}" for i in range(100)]
-    tok = POYO(config, unit_ids=units, session_ids=["bench/s0"]).tokenizer([READOUT])
-    step = poyo_step(config, [tok(w) for w in windows(32, 100, 20.0)], "loop", precision, 100)
+    step = poyo_step(config, workload(config, 32), "loop", precision, 100)
     step()
     step()
     times = []

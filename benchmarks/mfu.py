@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import model as bench  # noqa: E402  (benchmarks/model.py: FLOP counting)
-from vs_torch_brain import READOUT, poyo_step, windows  # noqa: E402
+from vs_torch_brain import poyo_step, workload  # noqa: E402
 
 from poyo.model import POYO, POYOConfig  # noqa: E402
 from poyo.training.precision import cpu_bf16_support  # noqa: E402
@@ -96,10 +96,7 @@ def main() -> None:
     rows = []
     for name in a.models:
         config = POYOConfig.from_name(name)
-        tok = POYO(config, unit_ids=[f"bench/s0/u{i}" for i in range(100)], session_ids=["bench/s0"]).tokenizer(
-            [READOUT]
-        )
-        samples = [tok(w) for w in windows(a.batch_size, 100, 20.0)]
+        samples = workload(config, a.batch_size)
         counter_model = POYO(config, unit_ids=[f"bench/s0/u{i}" for i in range(100)], session_ids=["bench/s0"]).train()
         flops = bench.model_flops(counter_model, samples, "cpu")
         for precision in precisions:

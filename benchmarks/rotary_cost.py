@@ -32,9 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from vs_torch_brain import READOUT, poyo_step, windows  # noqa: E402
+from vs_torch_brain import poyo_step, workload  # noqa: E402
 
-from poyo.model import POYO, POYOConfig  # noqa: E402
+from poyo.model import POYOConfig  # noqa: E402
 from poyo.model.rotary import RotaryTime  # noqa: E402
 
 SHIPPED = RotaryTime.rotate
@@ -61,9 +61,7 @@ def main() -> None:
     if a.rounds < 1 or a.batch_size < 1:
         p.error("--rounds and --batch-size must be >= 1")
     config = POYOConfig.from_name(a.model)
-    units = [f"bench/s0/u{i}" for i in range(100)]
-    tok = POYO(config, unit_ids=units, session_ids=["bench/s0"]).tokenizer([READOUT])
-    samples = [tok(w) for w in windows(a.batch_size, 100, 20.0)]
+    samples = workload(config, a.batch_size)
     steps, times = {}, {way: [] for way in WAYS}
     try:
         for way, fn in WAYS.items():

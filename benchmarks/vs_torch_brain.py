@@ -65,6 +65,14 @@ def windows(n: int, units: int, rate_hz: float, seed: int = 0) -> list[Window]:
     return out
 
 
+def workload(config: POYOConfig, batch_size: int, units: int = 100, rate_hz: float = 20.0) -> list:
+    """The timed batch: ``batch_size`` windows of ``units`` x ``rate_hz`` (:func:`windows`), tokenized
+    for a model of ``config``."""
+    unit_ids = [f"bench/s0/u{i}" for i in range(units)]
+    tok = POYO(config, unit_ids=unit_ids, session_ids=["bench/s0"]).tokenizer([READOUT])
+    return [tok(w) for w in windows(batch_size, units, rate_hz)]
+
+
 def poyo_step(config: POYOConfig, samples: list, backend: str, precision: str, units: int):
     model = POYO(config, unit_ids=[f"bench/s0/u{i}" for i in range(units)], session_ids=["bench/s0"], seed=0).train()
     model.attention = backend
@@ -123,10 +131,7 @@ def main() -> None:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
 
     config = POYOConfig.from_name(a.model)
-    tok = POYO(config, unit_ids=[f"bench/s0/u{i}" for i in range(a.units)], session_ids=["bench/s0"]).tokenizer(
-        [READOUT]
-    )
-    samples = [tok(w) for w in windows(a.batch_size, a.units, a.rate_hz)]
+    samples = workload(config, a.batch_size, a.units, a.rate_hz)
     spikes = sum(int((s["input"]["token_type"] == 0).sum()) for s in samples) / a.batch_size
     bf16 = cpu_bf16_support()
     default = default_precision("cpu")
