@@ -9,7 +9,9 @@ the achieved FLOP/s, and that as a fraction of this CPU's measured matmul throug
 precision (a 2048x512x2048 product, as in ``--matmul``). A profile of one step then splits the
 time into matrix products (``mm``, ``bmm``, ``addmm``, ...), dtype copies, elementwise
 arithmetic, softmax, dropout masks, the optimiser and the rest: the largest share that is not a
-matrix product is what bounds the step.
+matrix product is what bounds the step. The process first calls
+:func:`poyo.memory.keep_freed_memory`, as ``poyo train`` does (``--default-allocator``: glibc's
+defaults instead, under which every step faults its largest tensors in afresh).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import model as bench  # noqa: E402  (benchmarks/model.py: FLOP counting)
 from vs_torch_brain import poyo_step, workload  # noqa: E402
 
+from poyo.memory import keep_freed_memory  # noqa: E402
 from poyo.model import POYO, POYOConfig  # noqa: E402
 from poyo.training.precision import cpu_bf16_support  # noqa: E402
 
@@ -84,14 +87,16 @@ def main() -> None:
     )
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--default-allocator", action="store_true", help="glibc's defaults, not poyo train's")
     a = p.parse_args()
+    kept = not a.default_allocator and keep_freed_memory()
     units = cpu_bf16_support()
     precisions = a.precisions or (["32-true", "bf16-mixed"] if units else ["32-true"])
     peak = {"32-true": matmul_gflops(torch.float32)}
     if "bf16-mixed" in precisions:
         peak["bf16-mixed"] = matmul_gflops(torch.bfloat16)
     print(f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}; "
-          f"bf16 matrix units: {units or 'none'}")  # fmt: skip
+          f"bf16 matrix units: {units or 'none'}; allocator: {'keep_freed_memory()' if kept else 'glibc defaults'}")  # fmt: skip
     print("matmul 2048x512x2048: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peak.items()) + "\n")
     rows = []
     for name in a.models:

@@ -9,7 +9,9 @@ on), a batch of ``--batch-size`` 1 s windows of ``--units`` units firing at ``--
 behaviour samples each, an MSE loss on 2-D outputs and a ``torch.optim.AdamW`` step. The rows
 are run in turn within each round (``--steps`` timed steps after ``--warmup``), so load on the
 machine falls on all of them alike; the table gives each row's median over rounds and its speed
-relative to torch_brain in fp32 (its default on CPU).
+relative to torch_brain in fp32 (its default on CPU). Both libraries run under the allocator as
+the process starts (glibc's default); ``--keep-freed-memory`` first calls
+:func:`poyo.memory.keep_freed_memory`, as ``poyo train`` does, for all rows alike.
 
 Rows: torch_brain fp32 (its padded layout and ``F.scaled_dot_product_attention``), torch_brain
 under bf16 autocast (same precision as poyo's default where the CPU has bf16 units), poyo with
@@ -39,6 +41,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import model as bench  # noqa: E402  (benchmarks/model.py: the timed training step)
 
 from poyo.data import Series, Window, collate_packed, collate_padded  # noqa: E402
+from poyo.memory import keep_freed_memory  # noqa: E402
 from poyo.model import POYO, POYOConfig  # noqa: E402
 from poyo.model.poyo import targets  # noqa: E402
 from poyo.readouts import ReadoutConfig  # noqa: E402
@@ -125,11 +128,15 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=3, help="timed steps per row and round")
     p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--keep-freed-memory", action="store_true", help="glibc keeps freed memory (as poyo train sets)")
     a = p.parse_args()
     for name in ("batch_size", "units", "rounds", "steps"):
         if getattr(a, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
 
+    kept = a.keep_freed_memory and keep_freed_memory()
+    if a.keep_freed_memory and not kept:
+        p.error("--keep-freed-memory needs glibc")
     config = POYOConfig.from_name(a.model)
     samples = workload(config, a.batch_size, a.units, a.rate_hz)
     spikes = sum(int((s["input"]["token_type"] == 0).sum()) for s in samples) / a.batch_size
@@ -137,7 +144,7 @@ def main() -> None:
     default = default_precision("cpu")
     print(
         f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}; "
-        f"CPU bf16 matrix units: {bf16 or 'none'}"
+        f"CPU bf16 matrix units: {bf16 or 'none'}; allocator: {'keep_freed_memory()' if kept else 'as started'}"
     )
     print(
         f"{a.model}, batch {a.batch_size} windows of {spikes:.0f} spikes on average ({a.units} units x {a.rate_hz:g} Hz), "

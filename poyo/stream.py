@@ -10,17 +10,15 @@ at ``t_now`` with a single output query at its end, through the same tokenizer a
 training. Predictions are returned in the behaviour's own units (the model's readout
 normalisation is undone). The model runs in eval mode under ``torch.inference_mode``.
 
-For the tightest latency call :func:`keep_freed_memory` once at start-up (glibc only):
-every update allocates a few MB of activations, and by default glibc returns such blocks
-to the system when they are freed, so the next update pays page faults on fresh memory
-(``benchmarks/streaming.py`` measures the difference).
+For the tightest latency call :func:`keep_freed_memory` (:mod:`poyo.memory`, importable
+from here too) once at start-up (glibc only): every update allocates a few MB of
+activations, and by default glibc returns such blocks to the system when they are freed, so
+the next update pays page faults on fresh memory (``benchmarks/streaming.py`` measures the
+difference).
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import platform
 from collections.abc import Sequence
 
 import numpy as np
@@ -29,32 +27,11 @@ import torch
 from poyo.data import intervals as ivs
 from poyo.data.collate import collate_packed
 from poyo.data.window import Series, Window
+from poyo.memory import keep_freed_memory
 from poyo.model import POYO
 from poyo.readouts import ReadoutConfig, readouts_for
 
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
-
-
-def keep_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 256 << 20) -> bool:
-    """Make glibc's malloc keep freed memory for reuse instead of handing it back.
-
-    Blocks below ``mmap_threshold`` bytes come from the heap (not fresh ``mmap`` pages), and
-    the heap is only trimmed when more than ``trim_threshold`` bytes are free at its top.
-    Process-wide and not undoable; the cost is that the process keeps its peak memory.
-    Same effect as the environment variables ``MALLOC_MMAP_THRESHOLD_`` and
-    ``MALLOC_TRIM_THRESHOLD_``. Returns False (and changes nothing) where the C library
-    is not glibc, e.g. on macOS or Windows.
-    """
-    if not (isinstance(mmap_threshold, int) and 0 < mmap_threshold <= 32 << 20):
-        raise ValueError(f"mmap_threshold must be 1 byte to 32 MiB (glibc's limit), got {mmap_threshold!r}")
-    if not (isinstance(trim_threshold, int) and trim_threshold > 0):
-        raise ValueError(f"trim_threshold must be a positive number of bytes, got {trim_threshold!r}")
-    if platform.libc_ver()[0] != "glibc":
-        return False
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    return bool(libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(
-        libc.mallopt(_M_TRIM_THRESHOLD, trim_threshold)
-    )
+__all__ = ["StreamingDecoder", "keep_freed_memory"]
 
 
 class StreamingDecoder:

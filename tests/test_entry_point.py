@@ -88,15 +88,26 @@ def test_train_py_reports_bad_settings(tmp_path):
     assert out.returncode != 0 and "mode=evaluate needs checkpoint=PATH" in out.stderr
 
 
-def test_train_and_evaluate_are_functions_tests_can_call(tmp_path):
-    """train.py only wires the command line to poyo.training.run: the same run, in process."""
+def test_train_and_evaluate_are_functions_tests_can_call(tmp_path, monkeypatch):
+    """train.py only wires the command line to poyo.training.run: the same run, in process
+    (training and testing with freed memory kept, as trainer.keep_freed_memory says)."""
+    from poyo.training import run
     from poyo.training.config import compose
     from poyo.training.run import evaluate, train
 
+    kept = []
+    real = run.freed_memory_kept
+
+    def recording(enabled):
+        kept.append(enabled)
+        return real(enabled)
+
+    monkeypatch.setattr(run, "freed_memory_kept", recording)
     cfg = compose(f"data_root={tmp_path / 'data'}", *SMALL)
     model_pt = tmp_path / "run" / "checkpoints" / "model.pt"
     cfg_eval = compose(f"data_root={tmp_path / 'data'}", *SMALL, "mode=evaluate", f"checkpoint={model_pt}")
     train(cfg, tmp_path / "run")
+    assert kept == [True]
     trained = json.loads((tmp_path / "run" / "test_results.json").read_text())
     assert len(trained["sessions"]) == 2 and torch.load(model_pt, weights_only=True)["model"]["name"] == "poyo_mini"
     evaluate(cfg_eval, tmp_path / "eval")

@@ -1,4 +1,4 @@
-"""Layers import downward only: io and data <- readouts <- model <- training <- decoder and entry points. Pipelines
+"""Layers import downward only: io, memory and data <- readouts <- model <- training <- decoder and entry points. Pipelines
 write sessions and stand apart from the library that reads them. Checked on the source, so an
 upward import anywhere (also one inside a function) fails here."""
 
@@ -13,14 +13,42 @@ ROOT = Path(__file__).resolve().parents[1] / "poyo"
 ALLOWED = {
     "configs": set(),  # the presets (package data) and their reader
     "io": set(),
+    "memory": set(),  # the allocator setting of training and streaming processes
     "data": {"io"},
     "pipelines": set(),
     "readouts": {"io", "data"},
     "model": {"io", "data", "readouts", "configs"},
-    "training": {"io", "data", "readouts", "model", "pipelines", "configs"},  # a run generates the synthetic set
-    "stream": {"io", "data", "readouts", "model"},
-    "decoder": {"io", "data", "readouts", "model", "training", "pipelines", "configs"},  # the estimator over runs
-    "cli": {"io", "data", "readouts", "model", "training", "pipelines", "configs", "decoder"},  # the poyo command
+    "training": {
+        "io",
+        "memory",
+        "data",
+        "readouts",
+        "model",
+        "pipelines",
+        "configs",
+    },  # a run generates the synthetic set
+    "stream": {"io", "memory", "data", "readouts", "model"},
+    "decoder": {
+        "io",
+        "memory",
+        "data",
+        "readouts",
+        "model",
+        "training",
+        "pipelines",
+        "configs",
+    },  # the estimator over runs
+    "cli": {
+        "io",
+        "memory",
+        "data",
+        "readouts",
+        "model",
+        "training",
+        "pipelines",
+        "configs",
+        "decoder",
+    },  # the poyo command
 }
 
 

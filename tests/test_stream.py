@@ -1,10 +1,6 @@
 """Streaming decoder: the same prediction as the offline model on the same window, a
 buffer that forgets old spikes, physical units out, and clear errors."""
 
-import platform
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
@@ -13,7 +9,7 @@ from poyo.data import Dataset, WindowIndex, collate_packed
 from poyo.data.window import Series
 from poyo.model import POYO
 from poyo.readouts import ReadoutConfig
-from poyo.stream import StreamingDecoder, keep_freed_memory
+from poyo.stream import StreamingDecoder
 
 TINY = dict(dim=32, depth=1, dim_head=16, num_latents_per_step=4, cross_heads=1, self_heads=2)
 READOUT = ReadoutConfig("cursor_velocity_2d", mean=[1.0, -2.0], std=10.0, weights={"movement_phases.reach_period": 5.0})
@@ -75,33 +71,3 @@ def test_stream_accepts_unit_ids_grows_its_buffer_and_refuses_bad_input(setup):
         StreamingDecoder(model, session_id=sid, unit_ids=["stranger"])
     with pytest.raises(KeyError, match="session vocabulary"):
         StreamingDecoder(model, session_id="elsewhere", unit_ids=ids)
-
-
-MMAPPED_GROWTH = """
-import ctypes, sys
-import numpy as np
-from poyo.stream import keep_freed_memory
-class Info(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
-libc = ctypes.CDLL("libc.so.6")
-libc.mallinfo2.restype = Info
-if sys.argv[1] == "keep":
-    assert keep_freed_memory()
-before = libc.mallinfo2().hblkhd
-block = np.ones(20 << 17)  # 20 MiB
-print(libc.mallinfo2().hblkhd - before)
-"""
-
-
-@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc only")
-def test_keep_freed_memory_serves_large_blocks_from_the_heap():
-    grown = {
-        mode: int(subprocess.check_output([sys.executable, "-c", MMAPPED_GROWTH, mode], text=True))
-        for mode in ("default", "keep")
-    }
-    assert grown["default"] >= 20 << 20  # glibc's default: a fresh mmap, returned to the system on free
-    assert grown["keep"] == 0
-    with pytest.raises(ValueError, match="32 MiB"):
-        keep_freed_memory(mmap_threshold=64 << 20)
-    with pytest.raises(ValueError, match="trim_threshold"):
-        keep_freed_memory(trim_threshold=0)

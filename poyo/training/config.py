@@ -104,6 +104,7 @@ class TrainerConfig:
     check_val_every_n_epoch: int = 5  # validation R2 picks the tested weights
     log_every_n_steps: int = 10  # metrics.csv rows
     checkpoint_every_n_steps: int = 50  # last.ckpt, written atomically
+    keep_freed_memory: bool = True  # glibc: freed activations stay in the process for the next step (poyo.memory)
 
     def __post_init__(self):
         t = "trainer."
@@ -133,6 +134,13 @@ class TrainerConfig:
             "must be auto (bf16-mixed where the hardware computes bf16, else 32-true), 32-true or bf16-mixed", "auto",
         )  # fmt: skip
         self.precision = str(self.precision)
+        _need(
+            t + "keep_freed_memory",
+            self.keep_freed_memory,
+            isinstance(self.keep_freed_memory, bool),
+            "must be true or false",
+            "true",
+        )
         _need(
             t + "gradient_clip_val", self.gradient_clip_val,
             self.gradient_clip_val is None or (_num(self.gradient_clip_val) and self.gradient_clip_val > 0),

@@ -24,6 +24,7 @@ import torch
 
 from poyo.data import DistributedStitchingSampler, RandomFixedWindowSampler
 from poyo.io import safe_load
+from poyo.memory import freed_memory_kept
 from poyo.model import POYO, load_pretrained, save_pretrained
 from poyo.model.pretrained import pretrained_payload
 from poyo.readouts import ReadoutConfig, fit_normalisation, readouts_from_settings
@@ -351,7 +352,8 @@ def train(cfg: RunConfig, run_dir: Path, *, progress: bool = True, describe: str
     )
     if resume is not None:
         print(f"resuming from {resume}")
-    with warnings.catch_warnings():
+    # every step reuses the memory the last one freed, instead of faulting in fresh pages (poyo.memory)
+    with warnings.catch_warnings(), freed_memory_kept(cfg.trainer.keep_freed_memory):
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None)
         trainer.save_checkpoint(ckpt_dir / "last.ckpt", weights_only=False)  # the final state, whatever the step
