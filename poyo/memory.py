@@ -5,8 +5,9 @@ By default glibc serves every allocation of 32 MiB or more (and, until its thres
 smaller ones) with fresh pages from ``mmap`` and hands them back to the kernel on ``free``, and it
 gives the top of its heap back once more than a threshold is free there. A training step frees
 its activations at the end and allocates them again at the start of the next one, so each step
-paid for faulting its largest tensors in, 4 KiB page by page: measured, a poyo_1.3M bf16 training
-step took 1.4-1.5x as long as with the memory kept (``benchmarks/allocator.py``).
+paid for faulting its largest tensors in, 4 KiB page by page: measured, a training step of
+poyo_1.3M in bf16 took 1.27x as long as with the memory kept, one of poyo_mini 1.4-1.6x
+(``benchmarks/allocator.py``).
 :func:`keep_freed_memory` serves everything from the heap and never trims it, so freed blocks
 are reused. The cost: the process keeps its peak memory until it exits.
 
@@ -80,7 +81,8 @@ def freed_memory_kept(enabled: bool = True) -> Iterator[bool]:
     leaving, blocks of 32 MiB and more are mmapped again and the heap is trimmed beyond 64 MiB free
     (where glibc's own adaptive thresholds settle once such a block has been freed), and what is
     free now goes back to the kernel: the rest of the process does not keep the block's peak memory.
-    ``enabled=False`` does nothing (a setting can switch it off)."""
+    This also ends a :func:`keep_freed_memory` called before the block. ``enabled=False`` does
+    nothing (a setting can switch it off)."""
     kept = enabled and keep_freed_memory()
     try:
         yield kept

@@ -1,5 +1,5 @@
-"""Layers import downward only: io, memory and data <- readouts <- model <- training <- decoder and entry points. Pipelines
-write sessions and stand apart from the library that reads them. Checked on the source, so an
+"""Layers import downward only: io, memory and data <- readouts <- model <- training <- decoder and entry
+points. Pipelines write sessions and stand apart from the library that reads them. Checked on the source, so an
 upward import anywhere (also one inside a function) fails here."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "poyo"
 # what each layer may import from poyo (besides itself and the package root)
+BASE = {"io", "memory", "data", "readouts"}  # what everything above the model may use
 ALLOWED = {
     "configs": set(),  # the presets (package data) and their reader
     "io": set(),
@@ -18,37 +19,10 @@ ALLOWED = {
     "pipelines": set(),
     "readouts": {"io", "data"},
     "model": {"io", "data", "readouts", "configs"},
-    "training": {
-        "io",
-        "memory",
-        "data",
-        "readouts",
-        "model",
-        "pipelines",
-        "configs",
-    },  # a run generates the synthetic set
-    "stream": {"io", "memory", "data", "readouts", "model"},
-    "decoder": {
-        "io",
-        "memory",
-        "data",
-        "readouts",
-        "model",
-        "training",
-        "pipelines",
-        "configs",
-    },  # the estimator over runs
-    "cli": {
-        "io",
-        "memory",
-        "data",
-        "readouts",
-        "model",
-        "training",
-        "pipelines",
-        "configs",
-        "decoder",
-    },  # the poyo command
+    "training": BASE | {"model", "pipelines", "configs"},  # a run generates the synthetic set
+    "stream": BASE | {"model"},
+    "decoder": BASE | {"model", "training", "pipelines", "configs"},  # the estimator over runs
+    "cli": BASE | {"model", "training", "pipelines", "configs", "decoder"},  # the poyo command
 }
 
 
