@@ -2,6 +2,7 @@
 process: the setting is process-wide), until a freed_memory_kept() block ends; clear errors and
 the training setting that switches it (the run's use of it: tests/test_entry_point.py)."""
 
+import json
 import subprocess
 import sys
 
@@ -10,16 +11,22 @@ import pytest
 from poyo.memory import glibc, keep_freed_memory
 from poyo.training.config import SettingError, TrainerConfig
 
-# Allocates a block, frees it and allocates it again; prints how much was mmapped for it and
-# how much of the heap (arena) stayed after the free.
-ALLOCATE = """
+# Both child scripts read glibc's heap statistics (mallinfo2) through ctypes.
+MALLINFO = """
 import ctypes, json, sys
 import numpy as np
-from poyo.memory import keep_freed_memory
 class Info(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
 libc = ctypes.CDLL("libc.so.6")
 libc.mallinfo2.restype = Info
+"""
+
+# Allocates a block and frees it; prints how much was mmapped for it and how much of the heap
+# (arena) stayed after the free.
+ALLOCATE = (
+    MALLINFO
+    + """
+from poyo.memory import keep_freed_memory
 mode, mib = sys.argv[1], int(sys.argv[2])
 if mode == "keep":
     assert keep_freed_memory()
@@ -32,11 +39,10 @@ del block
 kept = libc.mallinfo2().arena - before.arena
 print(json.dumps({"mapped": mapped, "kept": kept}))
 """
+)
 
 
 def allocate(mode: str, mib: int) -> dict:
-    import json
-
     return json.loads(subprocess.check_output([sys.executable, "-c", ALLOCATE, mode, str(mib)], text=True))
 
 
@@ -71,14 +77,10 @@ def test_trainer_setting_is_validated():
 
 # A 64 MiB block allocated and freed inside freed_memory_kept() stays in the heap until the
 # block ends, then goes back to the kernel; prints the heap's growth at both points.
-SCOPED = """
-import ctypes, json
-import numpy as np
+SCOPED = (
+    MALLINFO
+    + """
 from poyo.memory import freed_memory_kept
-class Info(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
-libc = ctypes.CDLL("libc.so.6")
-libc.mallinfo2.restype = Info
 before = libc.mallinfo2().arena
 with freed_memory_kept() as kept:
     block = np.ones(64 << 17)
@@ -89,12 +91,11 @@ with freed_memory_kept(False) as off:
     pass
 print(json.dumps({"kept": kept, "inside": inside, "after": after, "off": off}))
 """
+)
 
 
 @pytest.mark.skipif(not glibc(), reason="glibc only")
 def test_freed_memory_kept_hands_the_memory_back_when_the_block_ends():
-    import json
-
     r = json.loads(subprocess.check_output([sys.executable, "-c", SCOPED], text=True))
     assert r["kept"] is True and r["off"] is False
     assert r["inside"] >= 60 << 20
