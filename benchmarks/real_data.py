@@ -1,6 +1,6 @@
 """POYO against the linear decoders on a real recording: R² against steps and wall time.
 
-    python benchmarks/real_data.py [--models poyo_mini poyo_1.3M] [--subsets full small short] [--extra key=value ...]
+    python benchmarks/real_data.py [--models poyo_mini poyo_1.3M] [--subsets full small short] [--seed N] [--extra key=value ...]
 
 The recording is ``../shared/data/s1_miller/s1_data.mat`` (macaque area 2, 52 units, 50 ms
 spike counts and hand velocity, 29 min; see its README). It is imported exactly as a user
@@ -14,6 +14,8 @@ For every run: validation R² against steps and seconds, the test R² of the che
 on validation beside the window-matched and causal linear decoders, and the wall time. Once
 per recording, the GRU decoders (:mod:`poyo.training.gru`: bidirectional over -0.75..+0.25 s
 and causal over the past 1 s, on the same splits and test samples; ``--no-gru`` skips them).
+``--seed`` seeds both POYO's run and the GRU fits: on the small subset one seed is not enough
+to rank decoders (its test split holds 54 s), so repeat with a few.
 Writes ``results.json`` and ``r2_vs_steps.png`` (R² against steps and against time) into ``--out``.
 """
 
@@ -94,7 +96,7 @@ def run(brainset: str, model: str, data_root: Path, run_dir: Path, extra: list[s
     }  # fmt: skip
 
 
-def gru_scores(folder: Path) -> dict:
+def gru_scores(folder: Path, seed: int = 0) -> dict:
     """Test R² of both GRU decoders on the recording's one session (same splits as train.py)."""
     from poyo.data import Dataset
     from poyo.readouts import ReadoutConfig
@@ -102,7 +104,7 @@ def gru_scores(folder: Path) -> dict:
 
     t0 = time.time()
     ds = Dataset(folder, behaviour=["hand.vel"], validate=False)
-    res = GRUBaseline(verbose=True).evaluate(ds, ReadoutConfig("hand_velocity_2d", key="hand.vel"))
+    res = GRUBaseline(seed=seed, verbose=True).evaluate(ds, ReadoutConfig("hand_velocity_2d", key="hand.vel"))
     sid = ds.session_ids[0]
     return {"gru_r2": res["window"][sid]["r2"], "gru_causal_r2": res["causal"][sid]["r2"], "seconds": time.time() - t0}
 
@@ -145,6 +147,8 @@ def main() -> None:
     p.add_argument("--val-every", type=int, default=4, help="validate every N epochs (the R² curve's resolution)")
     p.add_argument("--extra", nargs="*", default=[], help="more train.py overrides, for every run")
     p.add_argument("--no-gru", action="store_true", help="skip the GRU decoders (minutes per recording)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of POYO's run (train.py seed=) and of the GRU fits: repeat with 1, 2 for the spread")  # fmt: skip
     p.add_argument("--linear-contexts", nargs="*", type=float, default=[], metavar="S",
                    help="also fit the window-matched linear decoder with these longest contexts (s), e.g. 1.5 2.0: "
                         "POYO's stitched predictions average windows that together span up to 2 x window - eval_step")  # fmt: skip
@@ -164,7 +168,7 @@ def main() -> None:
     for subset in a.subsets:
         brainset = import_subset(a.mat, data_root, subset)
         if not a.no_gru:
-            grus[brainset] = gru_scores(data_root / brainset)
+            grus[brainset] = gru_scores(data_root / brainset, a.seed)
             print(f"{brainset:10s} GRU bidirectional {grus[brainset]['gru_r2']:.3f}  causal {grus[brainset]['gru_causal_r2']:.3f}"
                   f"  {grus[brainset]['seconds']:.0f} s", flush=True)  # fmt: skip
         for model in a.models:
@@ -173,7 +177,7 @@ def main() -> None:
                 model,
                 data_root,
                 a.out / "runs" / f"{brainset}_{model}",
-                [f"trainer.check_val_every_n_epoch={a.val_every}", *a.extra],
+                [f"trainer.check_val_every_n_epoch={a.val_every}", f"seed={a.seed}", *a.extra],
             )
             r.update({k: v for k, v in grus.get(brainset, {}).items() if k != "seconds"})
             results.append(r)
