@@ -74,11 +74,12 @@ def test_dropout_module_and_the_switch(monkeypatch):
     assert not own_dropout(x, 0.4)
 
 
-def test_training_on_cpu_runs_the_math_kernel_and_inference_runs_sdpa(monkeypatch):
+def test_training_or_bf16_on_cpu_runs_the_math_kernel_and_fp32_inference_runs_sdpa(monkeypatch):
     q = torch.randn(2, 3, 4, 8)
     assert own_kernel(q.requires_grad_(), 0.0) and own_kernel(q.detach(), 0.2)  # gradients, or dropout
-    assert not own_kernel(q.detach(), 0.0)  # inference: SDPA's fused forward
+    assert not own_kernel(q.detach(), 0.0)  # fp32 inference: SDPA's fused forward
     with torch.no_grad():
         assert not own_kernel(q, 0.0)
+        assert own_kernel(q.bfloat16(), 0.0) and own_kernel(q.half(), 0.0)  # bf16/fp16 inference
     monkeypatch.setenv("POYO_CPU_ATTENTION", "sdpa")
-    assert not own_kernel(q, 0.2)
+    assert not own_kernel(q, 0.2) and not own_kernel(q.bfloat16(), 0.0)

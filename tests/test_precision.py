@@ -152,3 +152,29 @@ def test_bf16_linear_rounds_its_rows_and_changes_nothing_else():
             torch.testing.assert_close(u.float(), w.float(), atol=5e-2, rtol=2e-2)
     x = torch.randn(37, 64)
     assert torch.equal(ours(x), ref(x))  # fp32: nn.Linear itself
+
+
+def test_bf16_inference_runs_the_plain_products_and_predicts_what_sdpa_predicts(dataset, monkeypatch):
+    """Evaluation in bf16 on CPU computes attention with :func:`math_attention` (SDPA's bf16 CPU
+    forward was 1.6-2.7x slower, ``benchmarks/cpu_attention.py``); its predictions are SDPA's
+    within bf16 rounding, and fp32's within 2%, in both layouts."""
+    import poyo.model.attention as A
+
+    model = POYO(**TINY, unit_ids=dataset.unit_ids, session_ids=dataset.session_ids, seed=3).eval()
+    ss = batch_samples(dataset, model)
+    calls = []
+    monkeypatch.setattr(A, "math_attention", lambda *a, **k: calls.append(1) or math_attention(*a, **k))
+    for collate, backend in ((collate_packed, "loop"), (collate_padded, "sdpa")):
+        model.attention = backend
+        batch = collate(ss)
+        preds = {}
+        for kernel, precision in (("math", "32-true"), ("sdpa", "bf16-mixed"), ("math", "bf16-mixed")):
+            monkeypatch.setenv("POYO_CPU_ATTENTION", kernel)
+            calls.clear()
+            with torch.inference_mode(), P.autocast("cpu", precision):
+                preds[kernel, precision] = model(batch)["cursor_velocity_2d"].float()
+            # fp32 inference and the sdpa switch keep PyTorch's kernel; bf16 runs the plain products
+            assert bool(calls) == ((kernel, precision) == ("math", "bf16-mixed")), (backend, kernel, precision)
+        ref = preds["math", "32-true"]
+        assert rel(preds["math", "bf16-mixed"], preds["sdpa", "bf16-mixed"]) < 1e-2, backend
+        assert rel(preds["math", "bf16-mixed"], ref) < 2e-2, backend

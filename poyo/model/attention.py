@@ -27,8 +27,9 @@ gradients against the padded reference.
 
 Training on CPU: PyTorch draws SDPA's dropout mask with ``bernoulli_`` (about a third of a
 poyo_1.3M training step), and the backward of its CPU kernel is slower than that of plain
-matrix products for POYO's small heads. The ``sdpa`` and ``loop`` kernels therefore compute
-attention on CPU themselves when training (:func:`math_attention`), with a dropout mask drawn from 16-bit
+matrix products for POYO's small heads; in bf16 even its forward is. The ``sdpa`` and ``loop``
+kernels therefore compute attention on CPU themselves when training, and in bf16 also when
+evaluating (:func:`math_attention`, see :func:`own_kernel`), with a dropout mask drawn from 16-bit
 random integers (four from each 64-bit draw), about 8x cheaper: each weight is dropped with
 probability ``p`` rounded to a multiple of 2^-16 and the kept ones are scaled to keep the
 expectation exact.
@@ -224,13 +225,17 @@ def own_dropout(x: torch.Tensor, p: float) -> bool:
 
 def own_kernel(q: torch.Tensor, p: float) -> bool:
     """Whether attention on ``q`` runs :func:`math_attention` instead of PyTorch's SDPA: on CPU when
-    training (gradients or dropout), unless ``POYO_CPU_ATTENTION=sdpa``. There, SDPA's CPU kernels
-    draw dropout masks with ``bernoulli_`` and their backward is slow for POYO's small heads (a
-    measured 1.2-1.5x the plain products' forward + backward in fp32, up to 3.8x in bf16: benchmarks/cpu_attention.py);
-    inference keeps SDPA's fused forward, which never holds a whole score matrix."""
+    training (gradients or dropout) or in bf16/fp16, unless ``POYO_CPU_ATTENTION=sdpa``. There,
+    SDPA's CPU kernels draw dropout masks with ``bernoulli_`` and their backward is slow for POYO's
+    small heads (a measured 1.2-1.5x the plain products' forward + backward in fp32, up to 3.8x in
+    bf16: benchmarks/cpu_attention.py); and in bf16 even their forward took 1.6-2.7x as long as the
+    plain products (same script, AVX512-BF16; a poyo_1.3M evaluation forward 1.37x). fp32 inference
+    keeps SDPA's fused forward: a whole evaluation forward took as long either way there (SDPA
+    faster over a batch's latents, slower over one window's spikes), and it never holds a whole
+    score matrix."""
     if q.device.type != "cpu" or _cpu_switch() == "sdpa":
         return False
-    return p > 0 or (torch.is_grad_enabled() and q.requires_grad)
+    return p > 0 or (torch.is_grad_enabled() and q.requires_grad) or q.dtype in (torch.bfloat16, torch.float16)
 
 
 def _sdpa(q, k, v, q_layout, kv_layout, p):
