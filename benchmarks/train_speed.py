@@ -2,15 +2,16 @@
 
     python benchmarks/train_speed.py                          # poyo_1.3M and poyo_11.8M, batch 32
     python benchmarks/train_speed.py --models poyo_mini --batch-size 64 --workers 0 1 2
-    python benchmarks/train_speed.py --models poyo_1.3M --compile    # also torch.compile'd
+    python benchmarks/train_speed.py --models poyo_1.3M --compile    # also with trainer.compile's compiled stack
 
 For each model: training steps/s, samples/s and spike tokens/s of the model alone
 (forward, backward and AdamW step on batches already in memory, the real windows of the
 default synthetic set with unit dropout, packed layout). Then the DataLoader's rate for
 the same chain (read, dropout, tokenize, collate) with each worker count, and whether the
 training would wait for data ("starves") on this machine. ``--compile`` adds a row per
-model with its forward compiled by ``torch.compile(dynamic=True)``, timed after the warm-up
-steps (whose total, compilation included, is printed).
+model with its latent stack compiled as ``trainer.compile=true`` compiles it
+(:func:`poyo.training.compile.compile_latent_stack`), timed after the warm-up steps (whose
+total, compilation included, is printed). fp32, on the CPU.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from poyo.data import Compose, Dataset, RandomFixedWindowSampler, UnitDropout, c
 from poyo.model import POYO, POYOConfig  # noqa: E402
 from poyo.pipelines.synthetic_reaching import SyntheticConfig, ensure  # noqa: E402
 from poyo.readouts import ReadoutConfig  # noqa: E402
+from poyo.training.compile import compile_latent_stack  # noqa: E402
 from poyo.training.optim import build_optimizer  # noqa: E402
 
 READOUT = ReadoutConfig(
@@ -57,7 +59,8 @@ def model_for(name: str, ds: Dataset) -> POYO:
 
 def model_rate(name: str, ds: Dataset, batch_size: int, steps: int, warmup: int, compile: bool = False) -> dict:
     model = model_for(name, ds).train()
-    forward = torch.compile(model.forward, dynamic=True) if compile else model.forward
+    if compile and not compile_latent_stack(model, "cpu"):
+        raise SystemExit("torch.compile cannot build on this machine (see the warning above)")
     chain = Compose([UnitDropout(min_units=30, mode_units=100, max_units=300, peak=4.0), model.tokenizer([READOUT])])
     windows = list(RandomFixedWindowSampler(ds.sampling_intervals("train"), 1.0, seed=0))
     batches = []
@@ -70,7 +73,7 @@ def model_rate(name: str, ds: Dataset, batch_size: int, steps: int, warmup: int,
     for k, batch in enumerate(batches):
         if k == warmup:
             t0 = time.perf_counter()
-        loss, _ = model.loss(forward(batch), batch)
+        loss, _ = model.loss(model(batch), batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -16,8 +16,10 @@ the process starts (glibc's default); ``--keep-freed-memory`` first calls
 Rows: torch_brain fp32 (its padded layout and ``F.scaled_dot_product_attention``), torch_brain
 under bf16 autocast (same precision as poyo's default where the CPU has bf16 units), poyo with
 the packed ``loop`` kernel and with the padded ``sdpa`` kernel in fp32, and poyo in its default
-precision (:func:`poyo.training.precision.default_precision`). Without torch_brain the script
-says how to install it and times poyo alone.
+precision (:func:`poyo.training.precision.default_precision`). ``--compile`` adds poyo's packed
+rows again with the latent stack compiled as ``trainer.compile=true`` compiles it
+(:mod:`poyo.training.compile`; compiled in the warm-up). Without torch_brain the script says how
+to install it and times poyo alone.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from poyo.memory import keep_freed_memory  # noqa: E402
 from poyo.model import POYO, POYOConfig  # noqa: E402
 from poyo.model.poyo import targets  # noqa: E402
 from poyo.readouts import ReadoutConfig  # noqa: E402
+from poyo.training.compile import compile_latent_stack  # noqa: E402
 from poyo.training.precision import autocast, cpu_bf16_support, default_precision  # noqa: E402
 
 READOUT = ReadoutConfig("cursor_velocity_2d", std=1.0)
@@ -76,9 +79,11 @@ def workload(config: POYOConfig, batch_size: int, units: int = 100, rate_hz: flo
     return [tok(w) for w in windows(batch_size, units, rate_hz)]
 
 
-def poyo_step(config: POYOConfig, samples: list, backend: str, precision: str, units: int):
+def poyo_step(config: POYOConfig, samples: list, backend: str, precision: str, units: int, compile: bool = False):
     model = POYO(config, unit_ids=[f"bench/s0/u{i}" for i in range(units)], session_ids=["bench/s0"], seed=0).train()
     model.attention = backend
+    if compile and not compile_latent_stack(model, "cpu"):
+        raise SystemExit("--compile: torch.compile cannot build on this machine (see the warning above)")
     batch = collate_padded(samples) if backend == "sdpa" else collate_packed(samples)
     return bench.adamw_step(model, batch, "cpu", precision)
 
@@ -129,6 +134,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3, help="timed steps per row and round")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--keep-freed-memory", action="store_true", help="glibc keeps freed memory (as poyo train sets)")
+    p.add_argument(
+        "--compile", action="store_true", help="also poyo's packed rows with trainer.compile's compiled stack"
+    )
     a = p.parse_args()
     for name in ("batch_size", "units", "rounds", "steps"):
         if getattr(a, name) < 1:
@@ -165,6 +173,10 @@ def main() -> None:
     rows["poyo padded sdpa fp32"] = poyo_step(config, samples, "sdpa", "32-true", a.units)
     if default != "32-true":
         rows[f"poyo packed loop {default} (default)"] = poyo_step(config, samples, "loop", default, a.units)
+    if a.compile:  # the warm-up step compiles
+        rows["poyo packed loop fp32, compiled"] = poyo_step(config, samples, "loop", "32-true", a.units, True)
+        if default != "32-true":
+            rows[f"poyo packed loop {default}, compiled"] = poyo_step(config, samples, "loop", default, a.units, True)
 
     times: dict[str, list[float]] = {name: [] for name in rows}
     for step in rows.values():

@@ -140,6 +140,9 @@ def test_the_documented_overrides_reach_their_typed_fields(tmp_path):
         True,
     )
     assert config("dataset.circular=false", "dataset=lab2").dataset.circular is False
+    assert config("trainer.compile=true").trainer.compile is True and config().trainer.compile is False
+    with pytest.raises(SettingError, match=r"trainer.compile.*must be true or false"):
+        config("trainer.compile=maybe")
     with pytest.raises(SettingError, match=r"mode=evaluate needs checkpoint=PATH"):
         config("mode=evaluate")
     # a dataset config of one's own, in a folder named on the command line, is used as written

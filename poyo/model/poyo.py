@@ -19,7 +19,7 @@ from poyo.model.attention import BACKENDS, Layout
 from poyo.model.config import POYOConfig
 from poyo.model.layers import CrossAttention, Dropout, FeedForward, Linear, SelfAttention
 from poyo.model.masking import PROMPTS
-from poyo.model.rotary import RotaryTime
+from poyo.model.rotary import RotaryTime, Rotation
 from poyo.model.tokenizer import NUM_TOKEN_TYPES, SPIKE, UNIT_END, UNIT_START, Tokenizer
 from poyo.model.vocab import VocabEmbedding
 from poyo.readouts import ReadoutConfig, get_readout, readout_loss
@@ -351,9 +351,7 @@ class POYO(nn.Module):
 
         latents = latents + self.enc_atn(latents, x, lat_rot, in_rot, lat_layout, in_layout)
         latents = latents + self.enc_ffn(latents)
-        for atn, ffn in zip(self.proc_atn, self.proc_ffn):
-            latents = latents + self.proc_dropout(atn(latents, lat_rot, lat_layout))
-            latents = latents + self.proc_dropout(ffn(latents))
+        latents = self.process(latents, lat_rot, lat_layout)
         preds = {}
         if count_state and counts is None:
             raise ValueError("count_state=True needs a masked batch (a 'counts' group, made by poyo.model.masking)")
@@ -370,6 +368,16 @@ class POYO(nn.Module):
         asked = [n for n in self.readout_names if f"target/{n}" in batch] or self.readout_names
         which = _flat(out, "readout_index")
         return {**{n: self.readout[n](tokens[which == self.readout_names.index(n)]) for n in asked}, **preds}
+
+    def process(self, latents: torch.Tensor, rot: Rotation, layout: Layout) -> torch.Tensor:
+        """The self-attention stack over the latents (``(n_latents, dim)`` packed or ``(B, N, dim)``
+        padded, rotated by ``rot``): most of a step's work, and the part whose shapes depend only on
+        the batch size (the window fixes the latent count), which ``trainer.compile=true`` compiles
+        (:mod:`poyo.training.compile`)."""
+        for atn, ffn in zip(self.proc_atn, self.proc_ffn):
+            latents = latents + self.proc_dropout(atn(latents, rot, layout))
+            latents = latents + self.proc_dropout(ffn(latents))
+        return latents
 
     def _counts(self, batch, prompt, latents, lat_rot, lat_layout, x, in_rot, in_layout):
         """Log expected spike count of every (unit, bin) entry of ``batch["counts"]``, and the

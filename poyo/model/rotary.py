@@ -30,12 +30,20 @@ from torch import nn
 
 class Rotation(NamedTuple):
     """Unit phasors ``exp(i * angle)`` of each token, complex64 ``(..., N, 1, head_dim // 2)``
-    (broadcast over heads); the last ``head_dim // 4`` entries (the unrotated dims) are 1."""
+    (broadcast over heads); the last ``head_dim // 4`` entries (the unrotated dims) are 1.
+    ``parts`` holds the same numbers as real ``(cos, sin)`` pairs ``(..., head_dim // 2, 2)``, in
+    the same memory: what compiled code reads, since inductor generates no code for complex
+    numbers. ``conjugate``: the inverse rotation (``phasors()`` conjugates, lazily)."""
 
     phase: torch.Tensor
+    parts: torch.Tensor
+    conjugate: bool = False
 
     def inverse(self) -> Rotation:
-        return Rotation(self.phase.conj())
+        return self._replace(conjugate=not self.conjugate)
+
+    def phasors(self) -> torch.Tensor:
+        return self.phase.conj() if self.conjugate else self.phase
 
 
 def periods(num: int, t_min: float = 1e-4, t_max: float = 2.0627) -> torch.Tensor:
@@ -77,7 +85,8 @@ class RotaryTime(nn.Module):
         with torch.autocast(timestamps.device.type, enabled=False):
             angles = timestamps.to(torch.float64)[..., None, None] * self.omega.to(timestamps.device)
             angles = torch.remainder(angles, 2 * math.pi).float()  # exact in float64, then small enough for float32
-            return Rotation(torch.complex(torch.cos(angles), torch.sin(angles)))
+            parts = torch.stack((torch.cos(angles), torch.sin(angles)), dim=-1)
+            return Rotation(torch.view_as_complex(parts), parts)
 
     def local_bump(self, height: float, min_period: float = 0.04) -> torch.Tensor:
         """A head-sized vector ``e`` with ``(e . R(dt) e) / sqrt(head_dim) = height * mean_i cos(2 pi dt / P_i)``
@@ -103,13 +112,32 @@ class RotaryTime(nn.Module):
         """
         if x.shape[-1] != self.head_dim:
             raise ValueError(f"expected head dim {self.head_dim}, got {x.shape[-1]}")
+        if torch.compiler.is_compiling():
+            return _rotate_real(x, rot.parts[..., : self.num_freqs, :], rot.conjugate)
         if x.dtype in (torch.bfloat16, torch.float16):
-            return _RotateFirstHalf.apply(x, rot.phase[..., : self.num_freqs])
+            return _RotateFirstHalf.apply(x, rot.phasors()[..., : self.num_freqs])
         pairs = x.float().unflatten(-1, (self.head_dim // 2, 2))
         if pairs.storage_offset() % 2 or any(st % 2 for st in pairs.stride()[:-1]):
             pairs = pairs.contiguous()  # view_as_complex needs even strides and offset
-        rotated = torch.view_as_real(torch.view_as_complex(pairs) * rot.phase).flatten(-2)
+        rotated = torch.view_as_real(torch.view_as_complex(pairs) * rot.phasors()).flatten(-2)
         return rotated.to(x.dtype)
+
+
+def _rotate_real(x: torch.Tensor, parts: torch.Tensor, conjugate: bool = False) -> torch.Tensor:
+    """The rotation of :meth:`RotaryTime.rotate` in real arithmetic, for ``torch.compile``: inductor
+    generates no code for complex numbers, so the complex product would stay an eager kernel
+    between the fused ones. ``parts`` ``(..., D // 4, 2)``: the rotated pairs' ``(cos, sin)``
+    (``conjugate``: rotate backwards). Pairs ``(a, b)`` of the first half become
+    ``(a c - b s, a s + b c)`` in float32; the other half is passed through. The same values as the
+    complex product (a test)."""
+    half = x.shape[-1] // 2
+    pairs = x[..., :half].float().unflatten(-1, (half // 2, 2))
+    a, b = pairs[..., 0], pairs[..., 1]
+    c, s = parts[..., 0], parts[..., 1]
+    if conjugate:
+        s = -s
+    rotated = torch.stack((a * c - b * s, a * s + b * c), dim=-1).flatten(-2)
+    return torch.cat((rotated.to(x.dtype), x[..., half:]), dim=-1)
 
 
 def _rotate_first_half(x: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:

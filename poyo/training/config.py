@@ -105,6 +105,7 @@ class TrainerConfig:
     log_every_n_steps: int = 10  # metrics.csv rows
     checkpoint_every_n_steps: int = 50  # last.ckpt, written atomically
     keep_freed_memory: bool = True  # glibc: freed activations stay in the process for the next step (poyo.memory)
+    compile: bool = False  # torch.compile the latents' self-attention stack (poyo.training.compile); opt-in, for GPUs
 
     def __post_init__(self):
         t = "trainer."
@@ -141,6 +142,7 @@ class TrainerConfig:
             "must be true or false",
             "true",
         )
+        _need(t + "compile", self.compile, isinstance(self.compile, bool), "must be true or false", "false")
         _need(
             t + "gradient_clip_val", self.gradient_clip_val,
             self.gradient_clip_val is None or (_num(self.gradient_clip_val) and self.gradient_clip_val > 0),

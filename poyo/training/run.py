@@ -29,6 +29,7 @@ from poyo.model import POYO, load_pretrained, save_pretrained
 from poyo.model.pretrained import pretrained_payload
 from poyo.readouts import ReadoutConfig, fit_normalisation, readouts_from_settings
 from poyo.training.checkpoint import AtomicCheckpointIO
+from poyo.training.compile import compile_latent_stack
 from poyo.training.config import RunConfig
 from poyo.training.finetune import pretrained_for_finetuning
 from poyo.training.gru import GRUBaseline
@@ -316,6 +317,8 @@ def train(cfg: RunConfig, run_dir: Path, *, progress: bool = True, describe: str
     model.readout_configs = readouts
     dm.attach(model)
     layout = run_layout(cfg, model, dm)
+    if cfg.trainer.compile and compile_latent_stack(model, run_device(cfg)):
+        layout += "; latent stack compiled (trainer.compile)"
     windows = len(RandomFixedWindowSampler(ds.sampling_intervals("train"), cfg.window_length, seed=cfg.seed))
     steps_per_epoch = windows // cfg.batch_size
     if steps_per_epoch < 1:
