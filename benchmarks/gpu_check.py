@@ -17,7 +17,9 @@ Parts (each prints its table and goes into the JSON; a failed check makes the ex
 2. **speed**: training steps/s (forward, backward, AdamW) of poyo_1.3M and poyo_11.8M with each
    backend, in fp32 and bf16-mixed, with model TFLOP/s and MFU against the chip's dense peak
    (``benchmarks/model.py``'s data-sheet table). ``varlen`` has no attention dropout, so its rows
-   (and only those) run with ``atn_dropout=0``.
+   (and only those) run with ``atn_dropout=0``. One more row per model: padded ``sdpa`` in bf16
+   with the latent stack compiled as ``trainer.compile=true`` compiles it (its first steps compile,
+   untimed).
 3. **largest batch**: of poyo_1.3M in bf16 with the fastest packed backend, by doubling and bisecting.
 4. **training**: 200 steps of poyo_1.3M on the synthetic set (packed, automatic backend, the
    default precision, AdamW with a 10% warm-up, each latent reading the spike counts near it);
@@ -58,6 +60,7 @@ from poyo.model import POYO, POYOConfig  # noqa: E402
 from poyo.model.attention import PACKED_BACKENDS, available  # noqa: E402
 from poyo.model.poyo import targets  # noqa: E402
 from poyo.readouts import ReadoutConfig, get_readout, readout_loss  # noqa: E402
+from poyo.training.compile import compile_latent_stack  # noqa: E402
 from poyo.training.optim import OptimConfig  # noqa: E402
 from poyo.training.precision import autocast, default_precision  # noqa: E402
 
@@ -165,45 +168,50 @@ def speed(device: str, models: list[str], spikes: int, batch_size: int, steps: i
         samples = samples_for(config(model_name), spikes, batch_size)
         tokens = sum(len(s["input"]["unit_index"]) for s in samples)
         flops = None
-        for precision in PRECISIONS:
-            for backend in ("sdpa", *PACKED_BACKENDS):
-                why = here[backend] or ("fp16/bf16 only" if backend == "varlen" and precision == "32-true" else None)
-                if why:
-                    rows.append(dict(model=model_name, backend=backend, precision=precision, skipped=why))
-                    continue
-                cfg = config(model_name, atn_dropout=0.0) if backend == "varlen" else config(model_name)
-                model = build(cfg, device, backend).train()
-                batch = batch_for(samples, backend, device)
-                if flops is None:  # the same useful work for every row: packed, no padding
-                    flops = bench.model_flops(build(config(model_name), device, "loop").train(), samples, device)
-                step = bench.adamw_step(model, batch, device, precision)
-                try:
-                    for _ in range(warmup):
-                        step()
+        # trainer.compile's compiled latent stack: the padded sdpa rows in bf16 (GPU time is short)
+        runs = [(p, b, False) for p in PRECISIONS for b in ("sdpa", *PACKED_BACKENDS)] + [("bf16-mixed", "sdpa", True)]
+        for precision, backend, compiled in runs:
+            label = backend + (" compiled" if compiled else "")
+            why = here[backend] or ("fp16/bf16 only" if backend == "varlen" and precision == "32-true" else None)
+            if why:
+                rows.append(dict(model=model_name, backend=label, precision=precision, skipped=why))
+                continue
+            cfg = config(model_name, atn_dropout=0.0) if backend == "varlen" else config(model_name)
+            model = build(cfg, device, backend).train()
+            if compiled and not compile_latent_stack(model, device):
+                rows.append(dict(model=model_name, backend=label, precision=precision, skipped="torch.compile fails"))
+                continue
+            batch = batch_for(samples, backend, device)
+            if flops is None:  # the same useful work for every row: packed, no padding
+                flops = bench.model_flops(build(config(model_name), device, "loop").train(), samples, device)
+            step = bench.adamw_step(model, batch, device, precision)
+            try:
+                for _ in range(warmup + (2 if compiled else 0)):  # compiled: the first steps compile
+                    step()
+                sync(device)
+                times = []
+                for _ in range(steps):
+                    t0 = time.perf_counter()
+                    step()
                     sync(device)
-                    times = []
-                    for _ in range(steps):
-                        t0 = time.perf_counter()
-                        step()
-                        sync(device)
-                        times.append(time.perf_counter() - t0)
-                except torch.cuda.OutOfMemoryError:
-                    rows.append(dict(model=model_name, backend=backend, precision=precision, skipped="out of memory"))
-                    continue
-                finally:
-                    del model, batch, step
-                    if device == "cuda":
-                        torch.cuda.empty_cache()
-                s = statistics.median(times)
-                peak = bench.peak_tflops(name, "bf16" if precision == "bf16-mixed" else "fp32")
-                bf16_peak = bench.peak_tflops(name, "bf16")
-                tflops = flops / s / 1e12
-                rows.append(
-                    dict(model=model_name, backend=backend, precision=precision, ms_per_step=s * 1e3,
-                         steps_per_s=1 / s, tokens_per_s=tokens / s, tflops=tflops,
-                         mfu=tflops / peak if peak else None, mfu_bf16_peak=tflops / bf16_peak if bf16_peak else None,
-                         dropout="attention off" if backend == "varlen" else "on")
-                )  # fmt: skip
+                    times.append(time.perf_counter() - t0)
+            except torch.cuda.OutOfMemoryError:
+                rows.append(dict(model=model_name, backend=label, precision=precision, skipped="out of memory"))
+                continue
+            finally:
+                del model, batch, step
+                if device == "cuda":
+                    torch.cuda.empty_cache()
+            s = statistics.median(times)
+            peak = bench.peak_tflops(name, "bf16" if precision == "bf16-mixed" else "fp32")
+            bf16_peak = bench.peak_tflops(name, "bf16")
+            tflops = flops / s / 1e12
+            rows.append(
+                dict(model=model_name, backend=label, precision=precision, ms_per_step=s * 1e3,
+                     steps_per_s=1 / s, tokens_per_s=tokens / s, tflops=tflops,
+                     mfu=tflops / peak if peak else None, mfu_bf16_peak=tflops / bf16_peak if bf16_peak else None,
+                     dropout="attention off" if backend == "varlen" else "on")
+            )  # fmt: skip
     return rows
 
 
@@ -507,13 +515,13 @@ def main() -> int:
     log(f"\n2. training step, batch {s['batch']} x ~{s['spikes']} spikes/window, AdamW")
     report["speed"] = speed(device, s["models"], s["spikes"], s["batch"], s["steps"], s["warmup"])
     log(
-        f"  {'model':12s} {'backend':9s} {'precision':>10s} {'ms/step':>8s} {'steps/s':>8s} {'Mtok/s':>7s} {'TFLOP/s':>8s} {'MFU':>6s}"
+        f"  {'model':12s} {'backend':13s} {'precision':>10s} {'ms/step':>8s} {'steps/s':>8s} {'Mtok/s':>7s} {'TFLOP/s':>8s} {'MFU':>6s}"
     )
     for r in report["speed"]:
         if "skipped" in r:
-            log(f"  {r['model']:12s} {r['backend']:9s} {r['precision']:>10s}  skipped: {r['skipped']}")
+            log(f"  {r['model']:12s} {r['backend']:13s} {r['precision']:>10s}  skipped: {r['skipped']}")
         else:
-            log(f"  {r['model']:12s} {r['backend']:9s} {r['precision']:>10s} {r['ms_per_step']:8.1f} {r['steps_per_s']:8.2f} "
+            log(f"  {r['model']:12s} {r['backend']:13s} {r['precision']:>10s} {r['ms_per_step']:8.1f} {r['steps_per_s']:8.2f} "
                 f"{r['tokens_per_s'] / 1e6:7.2f} {r['tflops']:8.2f} {fmt(r['mfu'], '6.1%')} {fmt(r['mfu_bf16_peak'], '7.1%')}")  # fmt: skip
 
     log("\n3. largest batch that fits")
