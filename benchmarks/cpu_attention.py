@@ -30,10 +30,11 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import model as bench  # noqa: E402  (benchmarks/model.py: the benchmark session's model)
 from vs_torch_brain import workload  # noqa: E402  (benchmarks/, beside this script)
 
 from poyo.data import collate_packed  # noqa: E402
-from poyo.model import POYO, POYOConfig  # noqa: E402
+from poyo.model import POYOConfig  # noqa: E402
 from poyo.model.attention import math_attention  # noqa: E402
 from poyo.training.precision import cpu_bf16_support  # noqa: E402
 
@@ -58,7 +59,7 @@ def eval_forward(repeats: int) -> None:
     turn; medians, and the largest difference between the two predictions."""
     config = POYOConfig.from_yaml(CONFIGS / "poyo_1.3M.yaml")
     batch = collate_packed(workload(config, 32))  # benchmarks/vs_torch_brain.py's batch
-    model = POYO(config, unit_ids=[f"bench/s0/u{i}" for i in range(100)], session_ids=["bench/s0"], seed=0).eval()
+    model = bench.build(config).eval()
     print("\npoyo_1.3M evaluation forward, packed batch of 32 windows (median ms, kernels in turn):")
     for dtype in (torch.float32, torch.bfloat16):
         times, preds = {"sdpa": [], "math": []}, {}

@@ -79,8 +79,7 @@ def config(name: str, **changes) -> POYOConfig:
 
 
 def build(cfg: POYOConfig, device: str, backend: str) -> POYO:
-    units = [f"bench/s0/u{i}" for i in range(bench.UNITS)]
-    model = POYO(cfg, unit_ids=units, session_ids=["bench/s0"], seed=0).to(device)
+    model = bench.build(cfg).to(device)
     model.attention = backend
     return model
 

@@ -35,7 +35,7 @@ import model as bench  # noqa: E402  (benchmarks/model.py: FLOP counting)
 from vs_torch_brain import poyo_step, workload  # noqa: E402
 
 from poyo.memory import keep_freed_memory  # noqa: E402
-from poyo.model import POYO, POYOConfig  # noqa: E402
+from poyo.model import POYOConfig  # noqa: E402
 from poyo.training.precision import cpu_bf16_support  # noqa: E402
 
 CATEGORIES = {  # profiler op name -> category (first match on a substring)
@@ -102,7 +102,7 @@ def main() -> None:
     for name in a.models:
         config = POYOConfig.from_name(name)
         samples = workload(config, a.batch_size)
-        counter_model = POYO(config, unit_ids=[f"bench/s0/u{i}" for i in range(100)], session_ids=["bench/s0"]).train()
+        counter_model = bench.build(config).train()
         flops = bench.model_flops(counter_model, samples, "cpu")
         for precision in precisions:
             step = poyo_step(config, samples, "loop", precision, 100)

@@ -50,6 +50,13 @@ from poyo.readouts import ReadoutConfig  # noqa: E402
 from poyo.training.precision import autocast  # noqa: E402
 
 UNITS = 100
+SESSION = "bench/s0"  # the one session of every benchmark workload
+
+
+def unit_ids(units: int = UNITS) -> list[str]:
+    """The benchmark session's unit ids, ``units`` of them."""
+    return [f"{SESSION}/u{i}" for i in range(units)]
+
 
 # Dense peak TFLOP/s from the vendors' data sheets (fp32 = CUDA cores, TF32 off as in torch's
 # default). The first name that occurs in the device's name wins.
@@ -95,10 +102,10 @@ def windows(spikes: int, batch_size: int, seed: int) -> list[Window]:
         bt = np.arange(0.005, 1.0, 0.01)
         out.append(
             Window(
-                session_id="bench/s0",
+                session_id=SESSION,
                 start=0.0,
                 end=1.0,
-                unit_ids=np.array([f"bench/s0/u{i}" for i in range(UNITS)]),
+                unit_ids=np.array(unit_ids()),
                 spike_times=t,
                 spike_units=rng.integers(0, UNITS, n),
                 behaviour={"cursor.vel": Series(bt, rng.normal(size=(len(bt), 2)), np.arange(len(bt)))},
@@ -107,11 +114,12 @@ def windows(spikes: int, batch_size: int, seed: int) -> list[Window]:
     return out
 
 
-def build(model_name: str, seed: int = 0, atn_dropout: float | None = None) -> POYO:
-    cfg = POYOConfig.from_name(model_name)
+def build(model: str | POYOConfig, seed: int = 0, atn_dropout: float | None = None, units: int = UNITS) -> POYO:
+    """A model (a preset's name or a config) whose vocabularies hold the benchmark session's units."""
+    cfg = POYOConfig.from_name(model) if isinstance(model, str) else model
     if atn_dropout is not None:
         cfg = replace(cfg, atn_dropout=atn_dropout)
-    return POYO(cfg, unit_ids=[f"bench/s0/u{i}" for i in range(UNITS)], session_ids=["bench/s0"], seed=seed)
+    return POYO(cfg, unit_ids=unit_ids(units), session_ids=[SESSION], seed=seed)
 
 
 def to_device(batch: dict, device: str) -> dict:

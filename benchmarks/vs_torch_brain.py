@@ -44,7 +44,7 @@ import model as bench  # noqa: E402  (benchmarks/model.py: the timed training st
 
 from poyo.data import Series, Window, collate_packed, collate_padded  # noqa: E402
 from poyo.memory import keep_freed_memory  # noqa: E402
-from poyo.model import POYO, POYOConfig  # noqa: E402
+from poyo.model import POYOConfig  # noqa: E402
 from poyo.model.poyo import targets  # noqa: E402
 from poyo.readouts import ReadoutConfig  # noqa: E402
 from poyo.training.compile import compile_latent_stack  # noqa: E402
@@ -55,7 +55,7 @@ READOUT = ReadoutConfig("cursor_velocity_2d", std=1.0)
 
 def windows(n: int, units: int, rate_hz: float, seed: int = 0) -> list[Window]:
     rng = np.random.default_rng(seed)
-    ids = np.array([f"bench/s0/u{i}" for i in range(units)])
+    ids = np.array(bench.unit_ids(units))
     bt = np.arange(0.005, 1.0, 0.01)
     out = []
     for _ in range(n):
@@ -65,7 +65,7 @@ def windows(n: int, units: int, rate_hz: float, seed: int = 0) -> list[Window]:
         order = np.argsort(t)
         beh = Series(bt, rng.normal(size=(len(bt), 2)), np.arange(len(bt)))
         out.append(
-            Window(session_id="bench/s0", start=0.0, end=1.0, unit_ids=ids, spike_times=t[order],
+            Window(session_id=bench.SESSION, start=0.0, end=1.0, unit_ids=ids, spike_times=t[order],
                    spike_units=u[order], behaviour={"cursor.vel": beh})
         )  # fmt: skip
     return out
@@ -74,13 +74,12 @@ def windows(n: int, units: int, rate_hz: float, seed: int = 0) -> list[Window]:
 def workload(config: POYOConfig, batch_size: int, units: int = 100, rate_hz: float = 20.0) -> list:
     """The timed batch: ``batch_size`` windows of ``units`` x ``rate_hz`` (:func:`windows`), tokenized
     for a model of ``config``."""
-    unit_ids = [f"bench/s0/u{i}" for i in range(units)]
-    tok = POYO(config, unit_ids=unit_ids, session_ids=["bench/s0"]).tokenizer([READOUT])
+    tok = bench.build(config, units=units).tokenizer([READOUT])
     return [tok(w) for w in windows(batch_size, units, rate_hz)]
 
 
 def poyo_step(config: POYOConfig, samples: list, backend: str, precision: str, units: int, compile: bool = False):
-    model = POYO(config, unit_ids=[f"bench/s0/u{i}" for i in range(units)], session_ids=["bench/s0"], seed=0).train()
+    model = bench.build(config, units=units).train()
     model.attention = backend
     if compile and not compile_latent_stack(model, "cpu"):
         raise SystemExit("--compile: torch.compile cannot build on this machine (see the warning above)")
@@ -98,16 +97,16 @@ def torch_brain_step(config: POYOConfig, samples: list, precision: str, units: i
         self_heads=config.self_heads, ffn_dropout=config.ffn_dropout, lin_dropout=config.lin_dropout,
         atn_dropout=config.atn_dropout, emb_init_scale=config.emb_init_scale, t_min=config.t_min, t_max=config.t_max,
     ).train()  # fmt: skip
-    tb.unit_emb.initialize_vocab([f"bench/s0/u{i}" for i in range(units)])
-    tb.session_emb.initialize_vocab(["bench/s0"])
+    tb.unit_emb.initialize_vocab(bench.unit_ids(units))
+    tb.session_emb.initialize_vocab([bench.SESSION])
     batch = collate_padded(samples)
     inp, lat, out = batch["input"], batch["latent"], batch["output"]
-    unit_map = torch.tensor([tb.unit_emb.vocab[f"bench/s0/u{i}"] for i in range(units)])
+    unit_map = torch.tensor([tb.unit_emb.vocab[u] for u in bench.unit_ids(units)])
     kwargs = dict(
         input_unit_index=unit_map[inp["unit_index"]] * inp["mask"], input_timestamps=inp["timestamps"],
         input_token_type=inp["token_type"], input_mask=inp["mask"], latent_index=lat["index"],
         latent_timestamps=lat["timestamps"],
-        session_index=torch.full_like(out["session_index"][:, 0], tb.session_emb.vocab["bench/s0"]),
+        session_index=torch.full_like(out["session_index"][:, 0], tb.session_emb.vocab[bench.SESSION]),
         output_timestamps=out["timestamps"], output_mask=out["mask"],
     )  # fmt: skip
     target = targets(batch, READOUT.name)["values"]

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from poyo.data import Dataset, SequentialFixedWindowSampler, collate_packed
+from poyo.data import Dataset, collate_packed
 from poyo.model import POYO
 from poyo.model.rotary import RotaryTime, _rotate_real
 from poyo.readouts import ReadoutConfig
 from poyo.training.compile import compile_latent_stack, compiled, inductor_problem
 from poyo.training.precision import autocast
+from tests.helpers import TINY, rel, tokenized_windows
 
-TINY = dict(dim=32, depth=2, dim_head=16, num_latents_per_step=4, cross_heads=2, self_heads=2)
 READOUT = ReadoutConfig("cursor_velocity_2d", std=10.0)
 
 pytestmark = pytest.mark.skipif(
@@ -32,10 +32,7 @@ def dataset(synthetic_root):
 
 def model_and_batches(dataset, n_batches: int = 1, batch_size: int = 4, seed: int = 3):
     model = POYO(**TINY, unit_ids=dataset.unit_ids, session_ids=dataset.session_ids, seed=seed)
-    tok = model.tokenizer([READOUT])
-    windows = list(SequentialFixedWindowSampler(dataset.sampling_intervals("train"), 1.0, step=0.5, drop_short=True))
-    picks = np.linspace(0, len(windows) - 1, n_batches * batch_size).astype(int)
-    samples = [tok(dataset[windows[i]]) for i in picks]
+    samples = tokenized_windows(dataset, model.tokenizer([READOUT]), n_batches * batch_size, "train", drop_short=True)
     return model, [collate_packed(samples[i : i + batch_size]) for i in range(0, len(samples), batch_size)]
 
 
@@ -47,10 +44,6 @@ def step(model, batch, precision="32-true"):
     loss.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     return pred.detach().float(), loss.item(), grads
-
-
-def rel(a, b) -> float:
-    return float((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-12))
 
 
 def test_the_real_arithmetic_rotation_is_the_complex_one():

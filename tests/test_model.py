@@ -14,10 +14,9 @@ from poyo.model.attention import PACKED_BACKENDS, available
 from poyo.model.poyo import targets
 from poyo.readouts import ReadoutConfig
 from poyo.training.stitch import to_device
-from tests.helpers import assert_gradients_close
+from tests.helpers import TINY, assert_gradients_close
 
 CONFIGS = Path(__file__).resolve().parents[1] / "poyo" / "configs" / "model"
-TINY = dict(dim=32, depth=2, dim_head=16, num_latents_per_step=4, cross_heads=2, self_heads=2)
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 

@@ -10,20 +10,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from poyo.data import Dataset, SequentialFixedWindowSampler, collate_packed, collate_padded
+from poyo.data import Dataset, collate_packed, collate_padded
 from poyo.model import POYO
 from poyo.model.attention import math_attention
 from poyo.model.rotary import RotaryTime
 from poyo.readouts import ReadoutConfig
 from poyo.training import precision as P
+from tests.helpers import TINY, rel, tokenized_windows
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(dim=32, depth=2, dim_head=16, num_latents_per_step=4, cross_heads=2, self_heads=2)
 
 
 def test_detection_follows_the_cpu_and_the_override(monkeypatch):
@@ -50,9 +49,7 @@ def dataset(synthetic_root):
 
 
 def batch_samples(dataset, model, n=4):
-    tok = model.tokenizer([ReadoutConfig("cursor_velocity_2d", std=10.0)])
-    windows = list(SequentialFixedWindowSampler(dataset.sampling_intervals("valid"), 1.0, step=0.5))
-    return [tok(dataset[windows[i]]) for i in np.linspace(0, len(windows) - 1, n).astype(int)]
+    return tokenized_windows(dataset, model.tokenizer([ReadoutConfig("cursor_velocity_2d", std=10.0)]), n)
 
 
 def forward_backward(model, batch, precision):
@@ -62,10 +59,6 @@ def forward_backward(model, batch, precision):
         loss, _ = model.loss({"cursor_velocity_2d": pred}, batch)
     loss.backward()
     return pred.detach().float(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-
-
-def rel(a, b) -> float:
-    return float((a - b).norm() / b.norm().clamp_min(1e-12))
 
 
 def test_bf16_training_step_agrees_with_fp32_in_both_layouts(dataset):

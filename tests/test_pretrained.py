@@ -16,8 +16,9 @@ from poyo.model import POYO, load_pretrained, save_pretrained
 from poyo.model.torch_brain import import_torch_brain
 from poyo.model.torch_brain import main as import_main
 from poyo.readouts import ReadoutConfig
+from tests import helpers
 
-TINY = dict(dim=32, depth=2, dim_head=16, num_latents_per_step=4, cross_heads=2, self_heads=2, atn_dropout=0.1)
+TINY = {**helpers.TINY, "atn_dropout": 0.1}
 READOUT = ReadoutConfig("cursor_velocity_2d", std=10.0, mean=[0.5, -0.5], weights={"movement_phases.reach_period": 5.0})
 
 

@@ -192,12 +192,12 @@ def keep_mask(shape, p: float, device, dtype: torch.dtype = torch.bool) -> tuple
     n = math.prod(shape)
     if torch.compiler.is_compiling():  # torch.compile traces neither random_ nor out=; 2^63 - 1 is never drawn
         bits = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=device)
-        keep = torch.ge(bits.view(torch.int16)[:n].view(shape), threshold - 2 ** (_DROP_BITS - 1)).to(dtype)
-        return keep, 2**_DROP_BITS / (2**_DROP_BITS - threshold)
-    bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), None)
-    keep = torch.empty(shape, dtype=dtype, device=device)
-    torch.ge(bits.view(torch.int16)[:n].view(shape), threshold - 2 ** (_DROP_BITS - 1), out=keep)  # int16 is signed
-    return keep, 2**_DROP_BITS / (2**_DROP_BITS - threshold)
+        keep = None
+    else:
+        bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), None)
+        keep = torch.empty(shape, dtype=dtype, device=device)
+    keep = torch.ge(bits.view(torch.int16)[:n].view(shape), threshold - 2 ** (_DROP_BITS - 1), out=keep)  # signed int16
+    return keep.to(dtype), 2**_DROP_BITS / (2**_DROP_BITS - threshold)
 
 
 def math_attention(q, k, v, p: float = 0.0, key_mask: torch.Tensor | None = None) -> torch.Tensor:
