@@ -6,8 +6,9 @@ For each model and precision: the training step of ``benchmarks/vs_torch_brain.p
 (batch 32 windows of 100 units x 20 Hz, packed ``loop`` kernel, dropout on, AdamW), its model
 FLOPs (``torch.utils.flop_counter``: the matrix products of forward and backward, no padding),
 the achieved FLOP/s, and that as a fraction of this CPU's measured matmul throughput in the same
-precision (a 2048x512x2048 product, as in ``--matmul``). A profile of one step then splits the
-time into matrix products (``mm``, ``bmm``, ``addmm``, ...), dtype copies, elementwise
+precision (a 2048x512x2048 product, as in ``--matmul``). One more step, each operator timed as it
+is dispatched, then splits the time into matrix products (``mm``, ``bmm``, ``addmm``, ...), dtype
+conversions (bf16 <-> fp32: what "fewer casts" would remove), same-dtype copies, elementwise
 arithmetic, softmax, dropout masks, the optimiser and the rest: the largest share that is not a
 matrix product is what bounds the step. The process first calls
 :func:`poyo.memory.keep_freed_memory`, as ``poyo train`` does (``--default-allocator``: glibc's
@@ -25,7 +26,7 @@ import time
 from pathlib import Path
 
 import torch
-from torch.profiler import ProfilerActivity, profile
+from torch.utils._python_dispatch import TorchDispatchMode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -38,17 +39,18 @@ from poyo.memory import keep_freed_memory  # noqa: E402
 from poyo.model import POYOConfig  # noqa: E402
 from poyo.training.precision import cpu_bf16_support  # noqa: E402
 
-CATEGORIES = {  # profiler op name -> category (first match on a substring)
-    "matrix products": ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm", "aten::matmul", "aten::linear"),
-    "dtype copies": ("aten::copy_", "aten::_to_copy", "aten::clone"),
-    "dropout masks": ("aten::random_", "aten::ge", "aten::bernoulli"),
-    "softmax": ("softmax",),
-    "layer norm": ("layer_norm",),
-    "optimiser": ("_foreach", "aten::addcdiv", "aten::addcmul", "aten::lerp", "aten::sqrt"),
-    "elementwise": ("aten::mul", "aten::add", "aten::sub", "aten::div", "aten::gelu", "aten::where", "aten::masked_fill",
-                    "aten::remainder", "aten::cos", "aten::sin", "aten::complex"),
-    "gather, cat, embedding": ("aten::cat", "aten::index", "aten::embedding", "aten::split", "aten::stack"),
+CATEGORIES = {  # aten op (name without a trailing "_") -> category; conversions are told apart by dtype
+    "matrix products": ("mm", "bmm", "addmm", "baddbmm", "matmul", "linear"),
+    "same-dtype copies": ("copy", "_to_copy", "clone", "constant_pad_nd", "slice_backward", "fill", "zero"),
+    "dropout masks": ("random", "ge", "bernoulli"),
+    "softmax": ("_softmax", "_softmax_backward_data"),
+    "layer norm": ("native_layer_norm", "native_layer_norm_backward"),
+    "optimiser": ("_foreach", "addcdiv", "addcmul", "lerp", "sqrt"),
+    "elementwise": ("mul", "add", "sub", "div", "gelu", "gelu_backward", "where", "masked_fill", "remainder", "cos",
+                    "sin", "complex", "neg", "sum"),
+    "gather, cat, embedding": ("cat", "index", "index_select", "embedding", "embedding_dense_backward", "split", "stack"),
 }  # fmt: skip
+CONVERSIONS = "dtype conversions"  # copy_ / _to_copy between two dtypes (bf16 <-> fp32 around the fp32 islands)
 
 
 def matmul_gflops(dtype: torch.dtype, size=(2048, 512, 2048), repeats: int = 20) -> float:
@@ -62,21 +64,45 @@ def matmul_gflops(dtype: torch.dtype, size=(2048, 512, 2048), repeats: int = 20)
     return 2 * m * k * n * repeats / (time.perf_counter() - t0) / 1e9
 
 
-def category(op: str) -> str:
-    return next((c for c, keys in CATEGORIES.items() if any(k in op for k in keys)), "other")
+def category(func, args, out) -> str:
+    """The category of one aten call: by its name, and a copy whose source and result dtypes differ
+    is a dtype conversion."""
+    name = func.overloadpacket.__name__.rstrip("_")
+    if name in ("copy", "_to_copy") and isinstance(out, torch.Tensor):
+        src = args[1] if name == "copy" else args[0]
+        if isinstance(src, torch.Tensor) and src.dtype != out.dtype:
+            return CONVERSIONS
+    if name.startswith("_foreach"):
+        name = "_foreach"
+    return next((c for c, names in CATEGORIES.items() if name in names), "other")
+
+
+class _OpClock(TorchDispatchMode):
+    """Wall time of every aten call, summed per category (:func:`category`)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds: dict[str, float] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        t0 = time.perf_counter()
+        out = func(*args, **(kwargs or {}))
+        c = category(func, args, out)
+        self.seconds[c] = self.seconds.get(c, 0.0) + time.perf_counter() - t0
+        return out
 
 
 def breakdown(step) -> dict[str, float]:
-    """Share of one step's self CPU time per category."""
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    """Share of one step's operator time per category, largest first.
+
+    Each aten call is timed where it is dispatched (a ``TorchDispatchMode``), which tells a bf16 <->
+    fp32 conversion from a same-dtype copy by its dtypes; the profiler's self times cannot, and a
+    ``copy_`` there was counted as a conversion whatever it copied."""
+    clock = _OpClock()
+    with clock:
         step()
-    shares: dict[str, float] = {}
-    for e in prof.key_averages():
-        if e.key.startswith(("aten::", "Optimizer")) or "softmax" in e.key:
-            c = category(e.key)
-            shares[c] = shares.get(c, 0.0) + e.self_cpu_time_total
-    total = sum(shares.values())
-    return {c: v / total for c, v in sorted(shares.items(), key=lambda kv: -kv[1])}
+    total = sum(clock.seconds.values())
+    return {c: v / total for c, v in sorted(clock.seconds.items(), key=lambda kv: -kv[1])}
 
 
 def main() -> None:
@@ -123,8 +149,8 @@ def main() -> None:
                 f"largest other: {bound} {shares[bound]:.0%}",
                 flush=True,
             )
-    print("\nshare of self CPU time per category (one profiled step):")
-    cats = list(CATEGORIES) + ["other"]
+    print("\nshare of operator time per category (one step, each aten call timed):")
+    cats = ["matrix products", CONVERSIONS, *list(CATEGORIES)[1:], "other"]
     print(f"{'model':11s} {'precision':>10s} " + " ".join(f"{c[:12]:>12s}" for c in cats))
     for name, precision, _, _, shares in rows:
         print(f"{name:11s} {precision:>10s} " + " ".join(f"{shares.get(c, 0):12.0%}" for c in cats))

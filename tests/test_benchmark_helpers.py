@@ -135,3 +135,28 @@ def test_rotary_cost_times_three_ways_and_puts_the_rotation_back(monkeypatch, ca
     rot = RotaryTime(64)
     x, r = torch.randn(5, 3, 64).bfloat16(), rot(torch.rand(5, dtype=torch.float64))
     assert torch.equal(rotary_cost.full_head(rot, x, r), rot.rotate(x, r))
+
+
+def test_mfu_breakdown_tells_conversions_from_same_dtype_copies():
+    """benchmarks/mfu.py times every aten call of a step by category: a bf16 <-> fp32 copy is a
+    dtype conversion, a same-dtype copy or clone is not, and the shares sum to 1."""
+    mfu = _benchmark("mfu")
+    x, w, buf = torch.randn(256, 256), torch.randn(256, 256), torch.empty(256, 256)
+    seen = []
+    for make in (
+        lambda: x.bfloat16(),  # _to_copy, fp32 -> bf16
+        lambda: buf.copy_(x.bfloat16().clone()),  # + clone (same dtype), then copy_ bf16 -> fp32
+        lambda: x.clone(),
+        lambda: (x @ w).relu(),
+    ):
+        with mfu._OpClock() as clock:
+            make()
+        seen.append(set(clock.seconds))
+    assert seen == [
+        {mfu.CONVERSIONS},
+        {mfu.CONVERSIONS, "same-dtype copies"},
+        {"same-dtype copies"},
+        {"matrix products", "other"},
+    ]
+    shares = mfu.breakdown(lambda: [m() for m in (lambda: x.bfloat16(), lambda: x.clone(), lambda: x @ w)])
+    assert abs(sum(shares.values()) - 1) < 1e-9 and list(shares) == sorted(shares, key=shares.get, reverse=True)
