@@ -5,9 +5,10 @@
     python benchmarks/dropout_cost.py --mode mask --rounds 3 # one way only (for farm-bench A/B runs)
 
 PyTorch draws dropout masks (SDPA's attention dropout, ``nn.Dropout``) with ``bernoulli_``;
-poyo draws them on CPU from 16-bit random integers, four per 64-bit draw (:func:`poyo.model.attention.keep_mask`),
-in the dtype of the features they multiply (``--mode mask``). ``--mode bool`` draws the same masks as
-bool, as poyo did before 2026-12-05 (each product then converts them with a copy, forward and
+poyo draws them on CPU from 8-bit random integers, eight per 64-bit draw (:func:`poyo.model.attention.keep_mask`),
+in the dtype of the features they multiply (``--mode mask``). ``--mode mask16`` draws 16 bits per entry,
+four per draw, as poyo did before the second 2026-12-05 change. ``--mode bool`` draws 16-bit masks as
+bool, as poyo did before the first (each product then converts them with a copy, forward and
 backward). ``POYO_CPU_ATTENTION=sdpa`` switches back to PyTorch's masks (and to its SDPA kernel),
 which is how ``--mode sdpa`` runs. Each round times ``--steps`` training steps (forward, backward,
 AdamW) of the model on the same packed batch of real windows of the quick start's synthetic set,
@@ -34,10 +35,11 @@ from benchmarks.train_speed import READOUT, dataset, model_for  # noqa: E402
 from poyo.data import RandomFixedWindowSampler, collate_packed  # noqa: E402
 from poyo.model import attention, layers  # noqa: E402
 
-KEEP_MASK = attention.keep_mask
+KEEP_MASK, DROP_BITS = attention.keep_mask, attention._DROP_BITS
 LABELS = {
     "mask": "poyo masks, features' dtype",
-    "bool": "poyo masks as bool (before)",
+    "mask16": "16-bit entries, four per draw",
+    "bool": "16-bit masks as bool",
     "sdpa": "PyTorch masks (bernoulli_)",
 }
 
@@ -49,6 +51,7 @@ def bool_mask(shape, p, device, dtype=None):
 def step_time(model, batch, opt, steps: int, mode: str, precision: str) -> float:
     os.environ["POYO_CPU_ATTENTION"] = "sdpa" if mode == "sdpa" else "math"
     attention.keep_mask = layers.keep_mask = bool_mask if mode == "bool" else KEEP_MASK
+    attention._DROP_BITS = 16 if mode in ("mask16", "bool") else DROP_BITS
     start = time.perf_counter()
     for _ in range(steps):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
@@ -86,6 +89,7 @@ def main() -> None:
                 times[mode].append(step_time(model, batch, opt, a.steps, mode, a.precision))
     finally:
         attention.keep_mask = layers.keep_mask = KEEP_MASK
+        attention._DROP_BITS = DROP_BITS
         os.environ.pop("POYO_CPU_ATTENTION", None)
     c = model.config
     print(

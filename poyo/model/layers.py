@@ -28,7 +28,7 @@ from poyo.model.rotary import RotaryTime, Rotation
 
 class Dropout(nn.Dropout):
     """``nn.Dropout`` whose mask, on CPU, comes from :func:`poyo.model.attention.keep_mask` (about
-    3x cheaper to draw than ``bernoulli_``; ``p`` rounded to a multiple of 2^-15)."""
+    cheaper to draw than ``bernoulli_``; ``p`` rounded to a multiple of 2^-8)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and own_dropout(x, self.p)):
