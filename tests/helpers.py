@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from poyo.data import SequentialFixedWindowSampler
+
 #: A model small enough for many forward/backward passes in a test (two latent layers, two heads).
 TINY = dict(dim=32, depth=2, dim_head=16, num_latents_per_step=4, cross_heads=2, self_heads=2)
 
@@ -16,8 +18,6 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def tokenized_windows(dataset, tokenizer, n: int, split: str = "valid", drop_short: bool = False) -> list:
     """``n`` one-second windows of ``split`` (half-overlapping), spread evenly over it, tokenized."""
-    from poyo.data import SequentialFixedWindowSampler
-
     windows = list(
         SequentialFixedWindowSampler(dataset.sampling_intervals(split), 1.0, step=0.5, drop_short=drop_short)
     )

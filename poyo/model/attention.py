@@ -186,8 +186,8 @@ def keep_mask(shape, p: float, device, dtype: torch.dtype = torch.bool) -> tuple
 
     Each entry compares 8 random bits with a threshold; one 64-bit draw of the generator
     gives the bits of eight entries (``random_`` costs the same per element whatever the
-    dtype, so this is 8x fewer draws than one int8 per entry; a training step of poyo_1.3M was
-    1.05x faster than with 16-bit entries, four per draw).
+    dtype, so this is 8x fewer draws than one int8 per entry; a poyo_1.3M training step was a few
+    percent faster than with 16-bit entries, four per draw: ``benchmarks/dropout_cost.py``).
     Ask for the features' dtype when the mask multiplies them: a bool mask would be converted
     by a copy of its own in the product and again in its backward (measured 3x slower)."""
     if not 0 <= p <= 1:
