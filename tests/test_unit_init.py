@@ -97,6 +97,18 @@ def test_new_rows_are_the_predicted_ones_and_old_rows_stay(tmp_path):
     # Without stored descriptions, or described by another behaviour: random rows, said so.
     model.unit_features = None
     assert "start at random" in init_new_embeddings(model, feats, new, ["b/new"], [])
+    # Units at random still put the new session at the mean of the pretrained ones (its embedding
+    # is every output query's); with no pretrained session to average it stays as drawn.
+    with torch.no_grad():
+        model.session_emb.weight[5] = torch.randn(model.session_emb.weight.shape[1])
+    drawn = model.session_emb.weight.detach()[5].clone()
+    msg = init_new_embeddings(model, None, new, ["b/new"], [])
+    assert "nothing to describe units by" in msg and "1 new session embedding(s) start at random" in msg
+    assert torch.equal(model.session_emb.weight.detach()[5], drawn)
+    msg = init_new_embeddings(model, feats, new, ["b/new"], [f"b/s{i}" for i in range(5)])
+    assert "unit embeddings start at random" in msg and "start at the mean of 5 pretrained ones" in msg
+    s = model.session_emb.weight.detach()
+    np.testing.assert_allclose(s[5].numpy(), s[:5].mean(0).numpy(), atol=1e-6)
     model.unit_features = {**feats, "key": "other_2d"}
     assert "'other_2d'" in init_new_embeddings(model, feats, new, ["b/new"], [])
 

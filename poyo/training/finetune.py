@@ -170,7 +170,7 @@ def pretrained_for_finetuning(
     added = adapt_vocabularies(model, dm.unit_ids, dm.session_ids, subset=False, seed=seed)
     how = "new unit and session embeddings start at random (finetune.init=random)"
     features = unit_features(dm.train_set, readouts, dm.session_ids)
-    if init == "statistics" and features is not None:
+    if init == "statistics":
         how = init_new_embeddings(
             model, features, added["units"], added["sessions"], sorted(before_sessions), seed=seed
         )

@@ -170,24 +170,52 @@ def _session_of(unit_id: str, sessions: Sequence[str]) -> str:
 
 def init_new_embeddings(
     model: POYO,
-    features: Mapping,
+    features: Mapping | None,
     new_units: Sequence[str],
     new_sessions: Sequence[str],
     known_sessions: Sequence[str],
     seed: int = 0,
 ) -> str:
-    """Overwrite the rows of ``new_units`` with the embeddings their descriptions predict
-    (a map fitted on the model's described units), and those of ``new_sessions`` with the mean of
-    the ``known_sessions`` rows. Returns what it did, in words (printed by the caller)."""
+    """Overwrite the rows of ``new_sessions`` with the mean of the ``known_sessions`` rows, and those of
+    ``new_units`` with the embeddings their descriptions predict (a map fitted on the model's
+    described units; ``features``: the new units' descriptions, :func:`unit_features`, None when
+    there are none). Returns what it did, in words (printed by the caller)."""
+    said = _sessions_at_mean(model, new_sessions, known_sessions)
+    units = _units_from_statistics(model, features, new_units, seed)
+    return f"{units}; {said}"
+
+
+def _sessions_at_mean(model: POYO, new_sessions: Sequence[str], known_sessions: Sequence[str]) -> str:
+    """New sessions start at the mean of the known ones: their embedding is what every output query
+    carries, and a random one reads the latents as no pretrained session did."""
+    known = [s for s in known_sessions if s in model.session_emb]
+    if not new_sessions:
+        return "no new session"
+    if not known:
+        return f"{len(new_sessions)} new session embedding(s) start at random (no pretrained session to average)"
+    w = model.session_emb.weight
+    with torch.no_grad():
+        mean = w[torch.as_tensor(model.session_emb.index(known))].mean(0)
+        w[torch.as_tensor(model.session_emb.index(list(new_sessions)))] = mean
+    return f"{len(new_sessions)} new session embedding(s) start at the mean of {len(known)} pretrained ones"
+
+
+def _units_from_statistics(model: POYO, features: Mapping | None, new_units: Sequence[str], seed: int) -> str:
     stored = model.unit_features
+    if features is None:
+        return _random("this data's first readout gives nothing to describe units by (categorical, or none)")
     if stored is None:
-        return "unit embeddings start at random: the pretrained model carries no unit descriptions (trained before they existed, or on sessions without behaviour)"
+        return _random(
+            "the pretrained model carries no unit descriptions (trained before they existed, or on sessions without behaviour)",
+        )
     if stored["key"] != features["key"] or list(stored["names"]) != list(features["names"]):
-        return f"unit embeddings start at random: the pretrained units were described against readout '{stored['key']}', these against '{features['key']}'"
+        return _random(
+            f"the pretrained units were described against readout '{stored['key']}', these against '{features['key']}'",
+        )
     pos = {i: r for r, i in enumerate(stored["ids"])}
     known = [i for i in stored["ids"] if i in model.unit_emb and i not in set(new_units)]
     if len(known) < 2 * len(stored["names"]):
-        return f"unit embeddings start at random: only {len(known)} pretrained units are described"
+        return _random(f"only {len(known)} pretrained units are described")
     x = stored["values"][[pos[i] for i in known]].numpy()
     e = model.unit_emb.weight.detach()[torch.as_tensor(model.unit_emb.index(known))].float().cpu().numpy()
     groups = np.array([_session_of(i, model.session_emb.ids) for i in known])
@@ -203,18 +231,13 @@ def init_new_embeddings(
             w[torch.as_tensor(model.unit_emb.index(list(new_units)))] = torch.as_tensor(rows, dtype=w.dtype).to(
                 w.device
             )
-        known_s = [s for s in known_sessions if s in model.session_emb]
-        if new_sessions and known_s:
-            sw = model.session_emb.weight
-            mean = sw[torch.as_tensor(model.session_emb.index(known_s))].mean(0)
-            sw[torch.as_tensor(model.session_emb.index(list(new_sessions)))] = mean
-    return (
-        f"{len(new_units)} new unit embeddings start from their firing statistics (a ridge map fitted on {len(known)} "
-        + (
-            f"pretrained units explains {r2:.0%} of the embedding variance of held-out sessions' units)"
-            if np.isfinite(r2)
-            else "units of one session)"
-        )
-        + f"; {len(new_sessions)} new session "
-        f"embedding(s) start at the mean of {len(known_s)} pretrained ones"
+    fit = (
+        f"pretrained units explains {r2:.0%} of the embedding variance of held-out sessions' units)"
+        if np.isfinite(r2)
+        else "units of one session)"
     )
+    return f"{len(new_units)} new unit embeddings start from their firing statistics (a ridge map fitted on {len(known)} {fit}"
+
+
+def _random(why: str) -> str:
+    return f"unit embeddings start at random: {why}"
