@@ -10,7 +10,8 @@ precision (a 2048x512x2048 product, as in ``--matmul``). One more step, each ope
 is dispatched, then splits the time into matrix products (``mm``, ``bmm``, ``addmm``, ...), dtype
 conversions (bf16 <-> fp32: what "fewer casts" would remove), same-dtype copies, elementwise
 arithmetic, softmax, dropout masks, the optimiser and the rest: the largest share that is not a
-matrix product is what bounds the step. The process first calls
+matrix product is what bounds the step (``--sites``: where the bf16 step's conversions come from,
+by line of poyo's code). The process first calls
 :func:`poyo.memory.keep_freed_memory`, as ``poyo train`` does (``--default-allocator``: glibc's
 defaults instead, under which every step faults its largest tensors in afresh).
 """
@@ -23,6 +24,7 @@ import platform
 import statistics
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -35,19 +37,20 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import model as bench  # noqa: E402  (benchmarks/model.py: FLOP counting)
 from vs_torch_brain import poyo_step, workload  # noqa: E402
 
+import poyo  # noqa: E402
 from poyo.memory import keep_freed_memory  # noqa: E402
 from poyo.model import POYOConfig  # noqa: E402
 from poyo.training.precision import cpu_bf16_support  # noqa: E402
 
 CATEGORIES = {  # aten op (name without a trailing "_") -> category; conversions are told apart by dtype
     "matrix products": ("mm", "bmm", "addmm", "baddbmm", "matmul", "linear"),
-    "same-dtype copies": ("copy", "_to_copy", "clone", "constant_pad_nd", "slice_backward", "fill", "zero"),
+    "same-dtype copies": ("copy", "_to_copy", "clone", "constant_pad_nd", "slice_backward"),
     "dropout masks": ("random", "ge", "bernoulli"),
     "softmax": ("_softmax", "_softmax_backward_data"),
     "layer norm": ("native_layer_norm", "native_layer_norm_backward"),
     "optimiser": ("_foreach", "addcdiv", "addcmul", "lerp", "sqrt"),
     "elementwise": ("mul", "add", "sub", "div", "gelu", "gelu_backward", "where", "masked_fill", "remainder", "cos",
-                    "sin", "complex", "neg", "sum"),
+                    "sin", "complex", "neg", "sum", "fill", "zero"),
     "gather, cat, embedding": ("cat", "index", "index_select", "embedding", "embedding_dense_backward", "split", "stack"),
 }  # fmt: skip
 CONVERSIONS = "dtype conversions"  # copy_ / _to_copy between two dtypes (bf16 <-> fp32 around the fp32 islands)
@@ -78,18 +81,46 @@ def category(func, args, out) -> str:
 
 
 class _OpClock(TorchDispatchMode):
-    """Wall time of every aten call, summed per category (:func:`category`)."""
+    """Wall time of every aten call, summed per category (:func:`category`); with ``sites``, the
+    conversions' time also per place in poyo's code that asked for them."""
 
-    def __init__(self):
+    def __init__(self, sites: bool = False):
         super().__init__()
         self.seconds: dict[str, float] = {}
+        self.sites: dict[tuple[str, str], list] | None = {} if sites else None
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         t0 = time.perf_counter()
         out = func(*args, **(kwargs or {}))
         c = category(func, args, out)
-        self.seconds[c] = self.seconds.get(c, 0.0) + time.perf_counter() - t0
+        dt = time.perf_counter() - t0
+        self.seconds[c] = self.seconds.get(c, 0.0) + dt
+        if self.sites is not None and c == CONVERSIONS:
+            src = args[1] if func.overloadpacket.__name__ == "copy_" else args[0]
+            key = (_poyo_site(), f"{str(src.dtype)[6:]} -> {str(out.dtype)[6:]}")
+            entry = self.sites.setdefault(key, [0, 0, 0.0])
+            entry[0], entry[1], entry[2] = entry[0] + 1, entry[1] + out.numel(), entry[2] + dt
         return out
+
+
+def _poyo_site() -> str:
+    """The innermost frame of poyo's own code on the stack (none in the backward pass)."""
+    package = os.path.dirname(poyo.__file__) + os.sep
+    for frame in reversed(traceback.extract_stack()):
+        if frame.filename.startswith(package):
+            return f"{frame.filename[len(package) :]}:{frame.lineno} {frame.name}"
+    return "outside poyo (the backward pass, the optimiser)"
+
+
+def conversion_sites(step, top: int = 8) -> None:
+    """Print where one step's dtype conversions come from: time, calls and elements per site."""
+    clock = _OpClock(sites=True)
+    with clock:
+        step()
+    total = sum(v[2] for v in clock.sites.values())
+    print(f"  dtype conversions: {total * 1e3:.1f} ms of operator time in one step, by where poyo asked for them:")
+    for (site, kind), (n, numel, sec) in sorted(clock.sites.items(), key=lambda kv: -kv[1][2])[:top]:
+        print(f"    {sec * 1e3:7.1f} ms  {n:4d} calls  {numel / 1e6:7.2f} M elements  {kind:18s} {site}")
 
 
 def breakdown(step) -> dict[str, float]:
@@ -114,6 +145,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--default-allocator", action="store_true", help="glibc's defaults, not poyo train's")
+    p.add_argument("--sites", action="store_true", help="also where each step's dtype conversions come from")
     a = p.parse_args()
     kept = not a.default_allocator and keep_freed_memory()
     units = cpu_bf16_support()
@@ -149,6 +181,8 @@ def main() -> None:
                 f"largest other: {bound} {shares[bound]:.0%}",
                 flush=True,
             )
+            if a.sites and precision != "32-true":
+                conversion_sites(step)
     print("\nshare of operator time per category (one step, each aten call timed):")
     cats = ["matrix products", CONVERSIONS, *list(CATEGORIES)[1:], "other"]
     print(f"{'model':11s} {'precision':>10s} " + " ".join(f"{c[:12]:>12s}" for c in cats))

@@ -158,5 +158,14 @@ def test_mfu_breakdown_tells_conversions_from_same_dtype_copies():
         {"same-dtype copies"},
         {"matrix products", "other"},
     ]
+    from poyo.model.rotary import RotaryTime
+
+    rotary, q = RotaryTime(16), torch.randn(6, 2, 16).bfloat16()
+    with mfu._OpClock(sites=True) as clock:  # --sites: the conversions by the line of poyo that asked
+        rotary.rotate(q, rotary(torch.rand(6)))
+        x.bfloat16()
+    outside = "outside poyo (the backward pass, the optimiser)"
+    assert {site.split(":")[0] for site, _ in clock.sites} == {"model/rotary.py", outside}
+    assert (outside, "float32 -> bfloat16") in clock.sites  # this test's own cast
     shares = mfu.breakdown(lambda: [m() for m in (lambda: x.bfloat16(), lambda: x.clone(), lambda: x @ w)])
     assert abs(sum(shares.values()) - 1) < 1e-9 and list(shares) == sorted(shares, key=shares.get, reverse=True)
