@@ -67,14 +67,22 @@ def matmul_gflops(dtype: torch.dtype, size=(2048, 512, 2048), repeats: int = 20)
     return 2 * m * k * n * repeats / (time.perf_counter() - t0) / 1e9
 
 
-def category(func, args, out) -> str:
-    """The category of one aten call: by its name, and a copy whose source and result dtypes differ
-    is a dtype conversion."""
+def converted_from(func, args, out) -> torch.dtype | None:
+    """The source dtype of a ``copy_`` or ``_to_copy`` whose result has another dtype; else None."""
     name = func.overloadpacket.__name__.rstrip("_")
     if name in ("copy", "_to_copy") and isinstance(out, torch.Tensor):
         src = args[1] if name == "copy" else args[0]
         if isinstance(src, torch.Tensor) and src.dtype != out.dtype:
-            return CONVERSIONS
+            return src.dtype
+    return None
+
+
+def category(func, args, out) -> str:
+    """The category of one aten call: by its name, and a copy whose source and result dtypes differ
+    is a dtype conversion."""
+    if converted_from(func, args, out) is not None:
+        return CONVERSIONS
+    name = func.overloadpacket.__name__.rstrip("_")
     if name.startswith("_foreach"):
         name = "_foreach"
     return next((c for c, names in CATEGORIES.items() if name in names), "other")
@@ -96,44 +104,45 @@ class _OpClock(TorchDispatchMode):
         dt = time.perf_counter() - t0
         self.seconds[c] = self.seconds.get(c, 0.0) + dt
         if self.sites is not None and c == CONVERSIONS:
-            src = args[1] if func.overloadpacket.__name__ == "copy_" else args[0]
-            key = (_poyo_site(), f"{str(src.dtype)[6:]} -> {str(out.dtype)[6:]}")
+            src = converted_from(func, args, out)
+            key = (_poyo_site(), f"{str(src)[6:]} -> {str(out.dtype)[6:]}")
             entry = self.sites.setdefault(key, [0, 0, 0.0])
             entry[0], entry[1], entry[2] = entry[0] + 1, entry[1] + out.numel(), entry[2] + dt
         return out
 
 
+_PACKAGE = os.path.dirname(poyo.__file__) + os.sep  # poyo's own source files start with this
+
+
 def _poyo_site() -> str:
     """The innermost frame of poyo's own code on the stack (none in the backward pass)."""
-    package = os.path.dirname(poyo.__file__) + os.sep
     for frame in reversed(traceback.extract_stack()):
-        if frame.filename.startswith(package):
-            return f"{frame.filename[len(package) :]}:{frame.lineno} {frame.name}"
+        if frame.filename.startswith(_PACKAGE):
+            return f"{frame.filename[len(_PACKAGE) :]}:{frame.lineno} {frame.name}"
     return "outside poyo (the backward pass, the optimiser)"
 
 
-def conversion_sites(step, top: int = 8) -> None:
-    """Print where one step's dtype conversions come from: time, calls and elements per site."""
-    clock = _OpClock(sites=True)
-    with clock:
-        step()
+def print_sites(clock: _OpClock, top: int = 8) -> None:
+    """Print where a step's dtype conversions came from (``clock`` timed it with ``sites``): time,
+    calls and elements per site."""
     total = sum(v[2] for v in clock.sites.values())
     print(f"  dtype conversions: {total * 1e3:.1f} ms of operator time in one step, by where poyo asked for them:")
     for (site, kind), (n, numel, sec) in sorted(clock.sites.items(), key=lambda kv: -kv[1][2])[:top]:
         print(f"    {sec * 1e3:7.1f} ms  {n:4d} calls  {numel / 1e6:7.2f} M elements  {kind:18s} {site}")
 
 
-def breakdown(step) -> dict[str, float]:
-    """Share of one step's operator time per category, largest first.
+def breakdown(step, sites: bool = False) -> tuple[dict[str, float], _OpClock]:
+    """Share of one step's operator time per category, largest first, and the clock that timed it
+    (``sites``: it also holds where the step's conversions came from, for :func:`print_sites`).
 
     Each aten call is timed where it is dispatched (a ``TorchDispatchMode``), which tells a bf16 <->
     fp32 conversion from a same-dtype copy by its dtypes; the profiler's self times cannot, and a
     ``copy_`` there was counted as a conversion whatever it copied."""
-    clock = _OpClock()
+    clock = _OpClock(sites)
     with clock:
         step()
     total = sum(clock.seconds.values())
-    return {c: v / total for c, v in sorted(clock.seconds.items(), key=lambda kv: -kv[1])}
+    return {c: v / total for c, v in sorted(clock.seconds.items(), key=lambda kv: -kv[1])}, clock
 
 
 def main() -> None:
@@ -171,7 +180,7 @@ def main() -> None:
                 step()
                 times.append(time.perf_counter() - t0)
             s = statistics.median(times)
-            shares = breakdown(step)
+            shares, clock = breakdown(step, sites=a.sites and precision != "32-true")
             rows.append((name, precision, s, flops, shares))
             gflops = flops / s / 1e9
             bound = next(c for c in shares if c != "matrix products")
@@ -181,8 +190,8 @@ def main() -> None:
                 f"largest other: {bound} {shares[bound]:.0%}",
                 flush=True,
             )
-            if a.sites and precision != "32-true":
-                conversion_sites(step)
+            if clock.sites is not None:
+                print_sites(clock)
     print("\nshare of operator time per category (one step, each aten call timed):")
     cats = ["matrix products", CONVERSIONS, *list(CATEGORIES)[1:], "other"]
     print(f"{'model':11s} {'precision':>10s} " + " ".join(f"{c[:12]:>12s}" for c in cats))

@@ -167,5 +167,5 @@ def test_mfu_breakdown_tells_conversions_from_same_dtype_copies():
     outside = "outside poyo (the backward pass, the optimiser)"
     assert {site.split(":")[0] for site, _ in clock.sites} == {"model/rotary.py", outside}
     assert (outside, "float32 -> bfloat16") in clock.sites  # this test's own cast
-    shares = mfu.breakdown(lambda: [m() for m in (lambda: x.bfloat16(), lambda: x.clone(), lambda: x @ w)])
+    shares, _ = mfu.breakdown(lambda: [m() for m in (lambda: x.bfloat16(), lambda: x.clone(), lambda: x @ w)])
     assert abs(sum(shares.values()) - 1) < 1e-9 and list(shares) == sorted(shares, key=shares.get, reverse=True)

@@ -188,9 +188,9 @@ def init_new_embeddings(
 def _sessions_at_mean(model: POYO, new_sessions: Sequence[str], known_sessions: Sequence[str]) -> str:
     """New sessions start at the mean of the known ones: their embedding is what every output query
     carries, and a random one reads the latents as no pretrained session did."""
-    known = [s for s in known_sessions if s in model.session_emb]
     if not new_sessions:
         return "no new session"
+    known = [s for s in known_sessions if s in model.session_emb]
     if not known:
         return f"{len(new_sessions)} new session embedding(s) start at random (no pretrained session to average)"
     w = model.session_emb.weight
