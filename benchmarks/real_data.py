@@ -1,6 +1,7 @@
 """POYO against the linear decoders on a real recording: R² against steps and wall time.
 
-    python benchmarks/real_data.py [--models poyo_mini poyo_1.3M] [--subsets full small short] [--seed N] [--extra key=value ...]
+    python benchmarks/real_data.py [--models poyo_mini poyo_1.3M] [--subsets full small short] [--seed N]
+        [--delay S] [--profile] [--extra key=value ...]
 
 The recording is ``../shared/data/s1_miller/s1_data.mat`` (macaque area 2, 52 units, 50 ms
 spike counts and hand velocity, 29 min; see its README). It is imported exactly as a user
@@ -16,6 +17,13 @@ per recording, the GRU decoders (:mod:`poyo.training.gru`: bidirectional over -0
 and causal over the past 1 s, on the same splits and test samples; ``--no-gru`` skips them).
 ``--seed`` seeds both POYO's run and the GRU fits: on the small subset one seed is not enough
 to rank decoders (its test split holds 54 s), so repeat with a few.
+``--delay S`` delays the behaviour by S seconds against the spikes (whole 50 ms bins; the
+subset's first S s of behaviour and last S s of spikes are dropped), so the spikes lead it by S
+more than in S1: what a motor area, whose spikes precede the movement, looks like. Which part
+of a window decodes best then moves towards its end. ``--profile`` prints, for each POYO run,
+the single-window R² of its tested weights by the sample's position in the window (tenths) and
+the stitched R² for every stitching centre, on the validation and test splits (the run itself
+tests with the centre chosen on validation).
 Writes ``results.json`` and ``r2_vs_steps.png`` (R² against steps and against time) into ``--out``.
 """
 
@@ -45,13 +53,19 @@ SUBSETS = {
 }
 
 
-def import_subset(mat: Path, data_root: Path, name: str) -> str:
-    """Write the S1 recording (or a subset of it) as brainset ``s1_<name>``; returns the brainset."""
-    brainset = f"s1_{name}"
+def import_subset(mat: Path, data_root: Path, name: str, delay: float = 0.0) -> str:
+    """Write the S1 recording (or a subset of it) as brainset ``s1_<name>`` (``_delay<ms>ms`` with
+    the behaviour delayed by ``delay`` s against the spikes); returns the brainset."""
+    shift = int(round(delay / 0.05))
+    brainset = f"s1_{name}" + (f"_delay{shift * 50}ms" if shift else "")
     if (data_root / brainset).is_dir():
         return brainset
     arrays = load_arrays(mat)
     counts, vel = arrays["spikes"], arrays["vel"]
+    if shift > 0:  # behaviour at t paired with the spikes recorded shift bins later: the spikes lead it
+        counts, vel = counts[shift:], vel[:-shift]
+    elif shift < 0:
+        counts, vel = counts[:shift], vel[-shift:]
     spec = SUBSETS[name]
     if spec["minutes"]:
         n = int(spec["minutes"] * 60 / 0.05)
@@ -93,7 +107,40 @@ def run(brainset: str, model: str, data_root: Path, run_dir: Path, extra: list[s
     return {
         "brainset": brainset, "model": model, "wall_s": round(wall, 1), "val_curve": curve, "checkpoint": test["checkpoint"],
         "poyo_r2": test["poyo_mean_r2"], "linear_r2": test["linear_mean_r2"], "causal_r2": test["causal_mean_r2"],
+        "stitch_centre": test.get("stitch_centre"),
     }  # fmt: skip
+
+
+def position_profile(run_dir: Path, data_root: Path, brainset: str) -> dict:
+    """Single-window R² of the run's tested weights by the sample's position in its window
+    (tenths), and the stitched R² at every stitching centre, on the validation and test splits."""
+    import torch
+
+    from poyo.model import load_pretrained
+    from poyo.training.config import compose
+    from poyo.training.run import make_datamodule, prepare_data
+    from poyo.training.stitch import CENTRES, r2_score, stitch_predictions
+
+    model = load_pretrained(run_dir / "checkpoints" / "model.pt")
+    cfg = compose(f"dataset={brainset}", f"data_root={data_root}", "num_workers=0")
+    dm = make_datamodule(cfg, prepare_data(cfg), model.readout_configs, progress=False)
+    dm.attach(model)
+    name = model.readout_configs[0].name
+    out = {}
+    for split in ("valid", "test"):
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # as the run evaluated (bf16-mixed where the CPU has it)
+            st = stitch_predictions(model, dm.eval_dataloader(split))
+        (session,) = {s for s, _ in st.stitched()}
+        rows = st.predictions(session, name)
+        tenth = np.minimum((rows["position"] * 10).astype(int), 9)
+        ok = rows["eval"].astype(bool)
+        out[split] = {
+            "by_tenth": [
+                r2_score(rows["pred"][ok & (tenth == k)], rows["target"][ok & (tenth == k)]) for k in range(10)
+            ],
+            "by_centre": {c: st.scores({name: c})[session][name] for c in CENTRES},
+        }
+    return out
 
 
 def gru_scores(folder: Path, seed: int = 0) -> dict:
@@ -147,6 +194,10 @@ def main() -> None:
     p.add_argument("--val-every", type=int, default=4, help="validate every N epochs (the R² curve's resolution)")
     p.add_argument("--extra", nargs="*", default=[], help="more train.py overrides, for every run")
     p.add_argument("--no-gru", action="store_true", help="skip the GRU decoders (minutes per recording)")
+    p.add_argument("--delay", type=float, default=0.0, metavar="S",
+                   help="delay the behaviour by S s against the spikes (spikes lead it, as in a motor area); 0: as recorded")  # fmt: skip
+    p.add_argument("--profile", action="store_true",
+                   help="print each run's R2 by position in the window and by stitching centre (valid and test)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0,
                    help="seed of POYO's run (train.py seed=) and of the GRU fits: repeat with 1, 2 for the spread")  # fmt: skip
     p.add_argument("--linear-contexts", nargs="*", type=float, default=[], metavar="S",
@@ -164,9 +215,9 @@ def main() -> None:
         flush=True,
     )
     data_root = a.out / "data"
-    results, grus = [], {}
+    results, grus, brainsets = [], {}, {}
     for subset in a.subsets:
-        brainset = import_subset(a.mat, data_root, subset)
+        brainset = brainsets[subset] = import_subset(a.mat, data_root, subset, a.delay)
         if not a.no_gru:
             grus[brainset] = gru_scores(data_root / brainset, a.seed)
             print(f"{brainset:10s} GRU bidirectional {grus[brainset]['gru_r2']:.3f}  causal {grus[brainset]['gru_causal_r2']:.3f}"
@@ -182,9 +233,18 @@ def main() -> None:
             r.update({k: v for k, v in grus.get(brainset, {}).items() if k != "seconds"})
             results.append(r)
             print(
-                f"{brainset:10s} {model:11s} POYO {r['poyo_r2']:.3f}  linear {r['linear_r2']:.3f}  causal {r['causal_r2']:.3f}  {r['wall_s']:.0f} s  ({r['checkpoint']})",
+                f"{brainset:10s} {model:11s} POYO {r['poyo_r2']:.3f}  linear {r['linear_r2']:.3f}  causal {r['causal_r2']:.3f}  {r['wall_s']:.0f} s  "
+                f"({r['checkpoint']}; stitched towards {r['stitch_centre']} of the window)",
                 flush=True,
             )
+            if a.profile:
+                r["profile"] = position_profile(a.out / "runs" / f"{brainset}_{model}", data_root, brainset)
+                for split, prof in r["profile"].items():
+                    print(f"   {split:5s} R2 by tenth of the window: " + " ".join(f"{v:.3f}" for v in prof["by_tenth"]))
+                    print(
+                        f"   {split:5s} stitched R2 by centre:     "
+                        + " ".join(f"{c:g}:{v:.4f}" for c, v in prof["by_centre"].items())
+                    )
     print(
         f"\n{'recording':10s} {'model':11s} {'POYO R2':>8s} {'linear R2':>10s} {'causal R2':>10s} {'GRU R2':>7s} "
         f"{'GRU-c R2':>8s} {'vs best':>7s} {'wall s':>7s}"
@@ -206,17 +266,17 @@ def main() -> None:
 
         print("\nwindow-matched linear decoder against its longest context (test R2, context chosen on validation):")
         for subset in a.subsets:
-            ds = Dataset(data_root / f"s1_{subset}", behaviour=["hand.vel"], validate=False)
+            ds = Dataset(data_root / brainsets[subset], behaviour=["hand.vel"], validate=False)
             r = ReadoutConfig("hand_velocity_2d", key="hand.vel")
             for context in [1.0, *a.linear_contexts]:
                 res = LinearBaseline(context_s=context).evaluate(ds, r)["window"][ds.session_ids[0]]
                 print(
-                    f"  s1_{subset:6s} up to {context:.2f} s: R2 {res['r2']:.3f} (chose -{res['before_s']:g} s .. +{res['after_s']:g} s)",
+                    f"  {brainsets[subset]:10s} up to {context:.2f} s: R2 {res['r2']:.3f} (chose -{res['before_s']:g} s .. +{res['after_s']:g} s)",
                     flush=True,
                 )
                 results.append(
                     {
-                        "brainset": f"s1_{subset}",
+                        "brainset": brainsets[subset],
                         "linear_context_s": context,
                         "linear_r2": res["r2"],
                         "before_s": res["before_s"],

@@ -169,3 +169,28 @@ def test_mfu_breakdown_tells_conversions_from_same_dtype_copies():
     assert (outside, "float32 -> bfloat16") in clock.sites  # this test's own cast
     shares, _ = mfu.breakdown(lambda: [m() for m in (lambda: x.bfloat16(), lambda: x.clone(), lambda: x @ w)])
     assert abs(sum(shares.values()) - 1) < 1e-9 and list(shares) == sorted(shares, key=shares.get, reverse=True)
+
+
+def test_real_data_delay_pairs_behaviour_with_later_spikes(tmp_path):
+    """--delay S: the behaviour at t is paired with the spikes recorded S later (they lead it);
+    a negative S pairs it with earlier spikes. Same bins of each kept, nothing else moved."""
+    import h5py
+    import numpy as np
+
+    from poyo.data.session import Session
+
+    real_data = _benchmark("real_data")
+    rng = np.random.default_rng(0)
+    counts = rng.poisson(0.5, (400, 3))
+    vel = np.stack([np.arange(400.0), -np.arange(400.0)], 1)
+    mat = tmp_path / "rec.npz"
+    np.savez(mat, spikes=counts, vel=vel)
+    for delay, spikes, first in ((0.1, counts[2:], 0.0), (-0.1, counts[:-2], 2.0), (0.0, counts, 0.0)):
+        name = real_data.import_subset(mat, tmp_path / "data", "full", delay)
+        assert name == {0.1: "s1_full_delay100ms", -0.1: "s1_full_delay-100ms", 0.0: "s1_full"}[delay]
+        (path,) = (tmp_path / "data" / name).glob("*.h5")
+        s = Session(path, behaviour=["hand.vel"])
+        with h5py.File(path) as f:
+            b = s.read_behaviour(f, "hand.vel", s.start, s.end)
+        assert s.num_spikes == spikes.sum() and len(b.values) == len(spikes)
+        assert b.values[0, 0] == first and b.values[-1, 0] == first + len(spikes) - 1

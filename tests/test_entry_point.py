@@ -94,6 +94,7 @@ def test_train_and_evaluate_are_functions_tests_can_call(tmp_path, monkeypatch):
     from poyo.training import run
     from poyo.training.config import compose
     from poyo.training.run import evaluate, train
+    from poyo.training.stitch import CENTRES
 
     kept = []
     real = run.freed_memory_kept
@@ -109,7 +110,12 @@ def test_train_and_evaluate_are_functions_tests_can_call(tmp_path, monkeypatch):
     train(cfg, tmp_path / "run")
     assert kept == [True]
     trained = json.loads((tmp_path / "run" / "test_results.json").read_text())
-    assert len(trained["sessions"]) == 2 and torch.load(model_pt, weights_only=True)["model"]["name"] == "poyo_mini"
+    saved = torch.load(model_pt, weights_only=True)
+    assert len(trained["sessions"]) == 2 and saved["model"]["name"] == "poyo_mini"
+    # the stitching centre chosen on validation is the one tested with, and travels with the weights
+    last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert trained["stitch_centre"] in CENTRES
+    assert saved["stitch_centres"] == last["stitch_centres"] == {"cursor_velocity_2d": trained["stitch_centre"]}
     evaluate(cfg_eval, tmp_path / "eval")
     again = json.loads((tmp_path / "eval" / "test_results.json").read_text())
     assert abs(again["poyo_mean_r2"] - trained["poyo_mean_r2"]) < 1e-6

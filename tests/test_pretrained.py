@@ -51,6 +51,7 @@ def predict(model, batch):
 
 def test_saved_model_loads_ready_and_predicts_the_same(dataset, tmp_path):
     model = trained_like(dataset)
+    model.stitch_centres = {"cursor_velocity_2d": 0.7}  # where validation found it decodes best
     before = predict(model, batch_for(dataset, model))
     path = save_pretrained(model, tmp_path / "m.pt", metadata={"note": "test"})
     raw = torch.load(path, weights_only=True)  # no pickle anywhere
@@ -60,6 +61,7 @@ def test_saved_model_loads_ready_and_predicts_the_same(dataset, tmp_path):
         assert not loaded.training
         assert loaded.unit_emb.ids == model.unit_emb.ids and loaded.session_emb.ids == model.session_emb.ids
         assert [r.to_dict() for r in loaded.readout_configs] == [READOUT.to_dict()]
+        assert loaded.stitch_centres == {"cursor_velocity_2d": 0.7}
         # The loaded model's own tokenizer normalises as in training: identical predictions.
         assert torch.equal(predict(loaded, batch_for(dataset, loaded)), before)
 
@@ -109,6 +111,9 @@ def test_load_pretrained_errors_name_the_file_and_the_problem(dataset, tmp_path)
     torch.save({**raw, "model": {**raw["model"], "dim": 64}}, tmp_path / "wrong_dim.pt")
     with pytest.raises(RuntimeError, match="weights do not fit"):
         load_pretrained(tmp_path / "wrong_dim.pt")
+    torch.save({**raw, "stitch_centres": {"cursor_velocity_2d": 1.5}}, tmp_path / "centres.pt")
+    with pytest.raises(ValueError, match="centres.pt: damaged stitch_centres"):
+        load_pretrained(tmp_path / "centres.pt")
     torch.save({**raw, "metadata": argparse.Namespace(a=1)}, tmp_path / "pickled.pt")
     with pytest.raises(RuntimeError, match=r"pickled Python object \(argparse.Namespace\)"):
         load_pretrained(tmp_path / "pickled.pt")

@@ -64,19 +64,57 @@ def test_stitching_leans_on_the_windows_that_hold_a_sample_near_their_centre():
 
 
 def test_gathered_parts_merge_like_one_process():
-    """What DDP gather does: merging per-rank merged parts equals stitching everything at once."""
+    """What DDP gather does: every rank's raw rows, pooled, stitch exactly as one process would."""
     rng = np.random.default_rng(0)
     chunks = [(np.sort(rng.choice(50, 20, replace=False)), rng.normal(size=(20, 2))) for _ in range(6)]
     whole, ranks = Stitcher(1.0), [Stitcher(1.0), Stitcher(1.0)]
     for k, (idx, pred) in enumerate(chunks):
         r, _ = rows(idx, np.zeros((20, 2)))
+        r["timestamps"] = torch.as_tensor(rng.uniform(0, 1, 20))
         whole.add(["s"], "cursor_velocity_2d", r, torch.tensor(pred))
         ranks[k % 2].add(["s"], "cursor_velocity_2d", r, torch.tensor(pred))
     merged = Stitcher(1.0)
-    merged._chunks[("s", "cursor_velocity_2d")] = [rk._merge(("s", "cursor_velocity_2d")) for rk in ranks]
-    a, b = whole.stitched()[("s", "cursor_velocity_2d")], merged.stitched()[("s", "cursor_velocity_2d")]
-    np.testing.assert_array_equal(a["sample_index"], b["sample_index"])
-    np.testing.assert_allclose(a["pred"], b["pred"], rtol=1e-12)
+    merged._chunks[("s", "cursor_velocity_2d")] = [rk.predictions("s", "cursor_velocity_2d") for rk in ranks]
+    for centres in ({}, {"cursor_velocity_2d": 0.8}):
+        a = whole.stitched(centres)[("s", "cursor_velocity_2d")]
+        b = merged.stitched(centres)[("s", "cursor_velocity_2d")]
+        np.testing.assert_array_equal(a["sample_index"], b["sample_index"])
+        np.testing.assert_array_equal(a["count"], b["count"])
+        np.testing.assert_allclose(a["pred"], b["pred"], rtol=1e-12)
+
+
+def lagged_windows(stitcher: Stitcher, good_from: float, seed: int = 0) -> None:
+    """Windows of 1 s every 0.1 s over samples every 0.01 s, whose predictions are exact where
+    the sample sits at or after ``good_from`` of its window and noise before: a recording whose
+    spikes lead the behaviour, so a window decodes only once it holds the spikes before a sample."""
+    rng = np.random.default_rng(seed)
+    truth = np.sin(np.arange(400) * 0.05)[:, None]
+    for start in range(0, 300, 10):
+        idx = np.arange(start, start + 100)
+        position = (idx - start) / 100
+        r, _ = rows(idx, truth[idx])
+        r["timestamps"] = torch.as_tensor(position)
+        pred = np.where(position[:, None] >= good_from, truth[idx], 0.5 * rng.normal(size=(100, 1)))
+        stitcher.add(["s"], "cursor_velocity_2d", r, torch.as_tensor(pred))
+
+
+def test_best_centre_follows_where_windows_decode():
+    """Validation picks the centre where the windows decode, and scores improve there over the middle."""
+    late, early = Stitcher(1.0), Stitcher(1.0)
+    lagged_windows(late, good_from=0.6)
+    lagged_windows(early, good_from=0.0)
+    assert late.best_centres() == {"cursor_velocity_2d": 0.9}
+    middle, chosen = (
+        late.scores()["s"]["cursor_velocity_2d"],
+        late.scores(late.best_centres())["s"]["cursor_velocity_2d"],
+    )
+    assert chosen > 0.75 and chosen > middle + 0.25
+    assert early.best_centres() == {"cursor_velocity_2d": 0.5}  # every position exact: the tie goes to the middle
+    assert Stitcher().best_centres() == {}  # no window length: nothing to weight
+    with pytest.raises(ValueError, match="cursor_velocity_2d"):
+        Stitcher(1.0, {"cursor_velocity_2d": 1.2})
+    with pytest.raises(ValueError, match="candidates"):
+        late.best_centres([0.5, 0.0])
 
 
 def test_r2_score():

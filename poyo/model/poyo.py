@@ -224,6 +224,9 @@ class POYO(nn.Module):
         # A short description of each unit's firing, {"key", "names", "ids", "values" (units, k)}
         # (poyo.training.unit_init): what new units' starting embeddings are predicted from.
         self.unit_features: dict | None = None
+        # Where in a window each head decodes best, {readout: fraction of the window}: chosen on
+        # validation by training; evaluation's stitching leans on it (poyo.training.stitch).
+        self.stitch_centres: dict[str, float] = {}
         self._warned_windows: set[float] = set()
 
     # --- configuration -----------------------------------------------------------------

@@ -7,6 +7,8 @@ A pretrained file is a plain dict that loads with ``torch.load(weights_only=True
     readouts: how each head's targets were normalised and weighted (ReadoutConfig fields),
     unit_features: optional, how each unit fires ({"key", "names", "ids", "values"}, see
         poyo.training.unit_init): what new units' starting embeddings are predicted from,
+    stitch_centres: optional, {readout: where in a window it decodes best (a fraction)}, chosen
+        on validation in training; evaluation's stitching leans on it (poyo.training.stitch),
     state_dict: the weights, with the vocabularies as plain lists of strings,
     metadata: free-form provenance (where it came from, when)
 
@@ -63,6 +65,8 @@ def save_pretrained(model: POYO, path, *, readouts=None, metadata: Mapping | Non
     payload = pretrained_payload(model, readouts, metadata)
     if model.unit_features is not None:
         payload["unit_features"] = dict(model.unit_features)
+    if model.stitch_centres:
+        payload["stitch_centres"] = {str(k): float(v) for k, v in model.stitch_centres.items()}
     payload["state_dict"] = {
         k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in model.state_dict().items()
     }
@@ -98,6 +102,20 @@ def _unit_features(path: Path, found) -> dict | None:
         bad = [found["ids"][i] for i in torch.nonzero(~torch.isfinite(v).all(1)).flatten().tolist()[:3]]
         raise ValueError(f"{path}: damaged unit_features entry: NaN or infinite values for units {bad}")
     return {"key": str(found["key"]), "names": list(found["names"]), "ids": list(found["ids"]), "values": v.float()}
+
+
+def _stitch_centres(path: Path, found) -> dict[str, float]:
+    """The stored stitching centres, checked: ``{readout: fraction of the window in (0, 1)}``."""
+    if found is None:
+        return {}
+    ok = isinstance(found, Mapping) and all(
+        isinstance(k, str) and isinstance(v, (int, float)) and 0 < v < 1 for k, v in found.items()
+    )
+    if not ok:
+        raise ValueError(
+            f"{path}: damaged stitch_centres entry {found!r} (expected readout names to fractions in (0, 1))"
+        )
+    return {k: float(v) for k, v in found.items()}
 
 
 def _unpack(path: Path, ckpt: dict) -> tuple[dict, list[dict], dict]:
@@ -152,4 +170,5 @@ def load_pretrained(path, *, map_location="cpu") -> POYO:
         raise RuntimeError(f"{path}: its weights do not fit a POYO with its own settings: {e}") from e
     model.readout_configs = configs
     model.unit_features = features
+    model.stitch_centres = _stitch_centres(path, ckpt.get("stitch_centres"))  # model.pt and train.py checkpoints alike
     return model.eval()

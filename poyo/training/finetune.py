@@ -141,6 +141,7 @@ def add_heads(model: POYO, names: Sequence[str], *, seed: int = 0) -> POYO:
     if result.unexpected_keys or fresh:
         raise RuntimeError(f"adding heads {list(names)} changed other weights: {result.unexpected_keys or fresh}")
     grown.readout_configs, grown.unit_features = model.readout_configs, model.unit_features
+    grown.stitch_centres = dict(model.stitch_centres)
     return grown.train(model.training)
 
 

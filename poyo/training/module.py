@@ -34,7 +34,7 @@ from poyo.model.poyo import COUNTS, count_targets
 from poyo.readouts import ReadoutConfig, behaviour_keys, interval_keys, readouts_for
 from poyo.training.mtm_eval import CountScores
 from poyo.training.optim import OptimConfig
-from poyo.training.stitch import Stitcher, window_length
+from poyo.training.stitch import Stitcher, stitch_centres, window_length
 
 # What a run learns from: behaviour readouts, masked modelling of spikes (MtM), or both
 # (each batch either unmasked for the readouts or masked by one scheme).
@@ -303,7 +303,7 @@ class POYOModule(L.LightningModule):
         self.optim = optim if isinstance(optim, OptimConfig) else OptimConfig.from_dict(optim)
         self.global_batch_size, self.total_steps = int(global_batch_size), int(total_steps)
         self.save_hyperparameters(dict(hparams or {}))  # plain containers only: checkpoints load with weights_only=True
-        self.stitcher = Stitcher(window_length(self.model))
+        self.stitcher = self._stitcher()
         self.count_scores = CountScores()
         self.last_scores: dict[str, dict[str, float]] = {}
         self.last_stitched: dict = {}
@@ -312,6 +312,15 @@ class POYOModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.model.unit_features is not None:  # beside the hyper-parameters, not in them (loggers print those)
             checkpoint["unit_features"] = dict(self.model.unit_features)
+        # the centres chosen on the validation these weights had: testing best.ckpt stitches with its own
+        checkpoint["stitch_centres"] = stitch_centres(self.model)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "stitch_centres" in checkpoint:
+            self.model.stitch_centres = dict(checkpoint["stitch_centres"])
+
+    def _stitcher(self) -> Stitcher:
+        return Stitcher(window_length(self.model), stitch_centres(self.model))
 
     def on_fit_start(self):
         self._fit_start = time.monotonic()  # val/elapsed_s: R² against wall time
@@ -365,9 +374,14 @@ class POYOModule(L.LightningModule):
 
     def _eval_end(self, stage: str):
         self.stitcher.gather()
+        if stage == "val":  # where in the window each head decodes best, for these weights (poyo.training.stitch)
+            self.model.stitch_centres = self.stitcher.centres = {
+                **self.stitcher.centres,
+                **self.stitcher.best_centres(),
+            }
         scores = self.stitcher.scores()
         self.last_scores, self.last_stitched = scores, self.stitcher.stitched()
-        self.stitcher = Stitcher(window_length(self.model))
+        self.stitcher = self._stitcher()
         self.count_scores.gather()
         self.last_count_scores = self.count_scores.scores()
         self.count_scores = CountScores()
@@ -380,7 +394,7 @@ class POYOModule(L.LightningModule):
             self.log("val/elapsed_s", time.monotonic() - self._fit_start, sync_dist=False, rank_zero_only=False)
 
     def on_validation_epoch_start(self):
-        self.stitcher, self.count_scores = Stitcher(window_length(self.model)), CountScores()
+        self.stitcher, self.count_scores = self._stitcher(), CountScores()
 
     def validation_step(self, batch, batch_idx):
         self._eval_step(batch, "val")
@@ -389,7 +403,7 @@ class POYOModule(L.LightningModule):
         self._eval_end("val")
 
     def on_test_epoch_start(self):
-        self.stitcher, self.count_scores = Stitcher(window_length(self.model)), CountScores()
+        self.stitcher, self.count_scores = self._stitcher(), CountScores()
 
     def test_step(self, batch, batch_idx):
         self._eval_step(batch, "test")

@@ -17,7 +17,7 @@ from poyo.training.gru import GRUBaseline
 from poyo.training.linear import VARIANTS, LinearBaseline
 from poyo.training.module import DataModule, POYOModule
 from poyo.training.plots import plot_test_trials
-from poyo.training.stitch import angular_error_deg
+from poyo.training.stitch import DEFAULT_CENTRE, angular_error_deg
 
 GRU_COLUMNS = (("window", "gru_r2", "GRU R2"), ("causal", "gru_causal_r2", "GRU-c R2"))  # variant, column, header
 
@@ -121,8 +121,11 @@ def report(
                     baselines.setdefault(f"gru_{variant}", {}).update(per)
     table, rows = results_table(module.last_scores, baselines, first.name, sessions, errors)
     evals = sorted({str(r.eval_intervals) for r in head})
+    centre = module.model.stitch_centres.get(first.name, DEFAULT_CENTRE)
+    chosen = "chosen on validation" if first.name in module.model.stitch_centres else "the middle: none was chosen"
+    stitching = f"windows stitched towards {centre:g} of each window's length ({chosen})"
     print(
-        f"\ntest split, {first.name} (POYO: {checkpoint}, stitched windows; evaluation intervals {', '.join(evals)}; "
+        f"\ntest split, {first.name} (POYO: {checkpoint}, {stitching}; evaluation intervals {', '.join(evals)}; "
         f"linear: ridge on {linear.bin_s:g} s bins spanning up to {linear.context_s:g} s around each sample, "
         f"causal: bins before it only; context and penalty chosen on the validation split"
         + (
@@ -151,7 +154,7 @@ def report(
             max_sessions=plot_sessions,
         )
         print(f"plot: {png}")
-    summary = {"checkpoint": checkpoint}
+    summary = {"checkpoint": checkpoint, "stitch_centre": centre}
     for k in [k for k in (rows[0] if rows else ()) if k.endswith(("_r2", "_err_deg"))]:
         vals = [r[k] for r in rows if np.isfinite(r[k])]
         summary[k.replace("_r2", "_mean_r2").replace("_err_deg", "_mean_err_deg")] = (

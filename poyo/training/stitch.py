@@ -1,21 +1,25 @@
 """Evaluation by stitching overlapping windows.
 
 Evaluation windows overlap (step < window), so most behaviour samples are predicted more
-than once. :class:`Stitcher` collects every prediction with its session, readout and the
-sample's *integer* index in the session's array, averages the predictions of each sample
-(logits, for categorical readouts; cos/sin vectors, for circular ones), and scores each
-session on its evaluation samples with :func:`score`.
+than once. :class:`Stitcher` collects every prediction with its session, readout, the
+sample's *integer* index in the session's array and its position in its window, averages the
+predictions of each sample (logits, for categorical readouts; cos/sin vectors, for circular
+ones), and scores each session on its evaluation samples with :func:`score`.
 
-A prediction near a window's edge has seen spikes on one side of its sample only, and decodes
-worse: on the S1 recording single-window R² was 0.62 in a window's first tenth and 0.74 in its
-last against 0.80 in the middle (benchmarks/README.md, "Real recordings"). Given the window
-length, the average is weighted by :func:`position_weight`, a Gaussian of the sample's
-position centred on the window's middle (sd a quarter window), so each sample leans on the
-windows that hold it near their centre. A sample that one window alone predicts keeps that
-prediction.
+A prediction decodes best where its window holds the spikes that carry the behaviour: near an
+edge it has seen one side only. On S1 single-window R² was 0.62 in a window's first tenth
+and 0.74 in its last against 0.80 in the middle. Where spikes lead the behaviour (a motor
+area), the best position moves towards the window's end: with S1's behaviour delayed by
+0.3 s it was -0.14 in the first tenth and 0.79 in the eighth (benchmarks/README.md, "Real
+recordings"). So the average is weighted by :func:`position_weight`, a Gaussian of the
+sample's position (sd a quarter window) centred on each readout's *stitching centre*:
+:meth:`Stitcher.best_centres` picks it among :data:`CENTRES` on the validation split, training
+keeps it with the model (``model.stitch_centres``), and the test split and
+:class:`poyo.Decoder` use it. 0.5, the window's middle, where none was chosen. A sample that
+one window alone predicts keeps that prediction.
 
-Under data parallelism each rank stitches what it saw; :meth:`Stitcher.gather` merges the
-ranks by sample index, so the result equals a single-process evaluation.
+Under data parallelism each rank collects what it saw; :meth:`Stitcher.gather` hands every
+rank all predictions, so the result equals a single-process evaluation.
 """
 
 from __future__ import annotations
@@ -83,14 +87,15 @@ def score(spec: ReadoutSpec, pred: np.ndarray, target: np.ndarray) -> float:
     return float((np.asarray(pred).argmax(-1) == np.asarray(target)).mean())
 
 
-def position_weight(t: np.ndarray, window_length: float | None) -> np.ndarray:
-    """Weight of predictions at times ``t`` (s from their window's start) in the stitched
-    average: ``exp(-((t / L - 1/2) / (1/4))^2 / 2)`` for windows of length ``L`` (from 1 in the
-    middle to 0.14 at the edges); all 1 without a window length."""
-    t = np.asarray(t, np.float64)
-    if window_length is None:
-        return np.ones(len(t))
-    return np.exp(-0.5 * ((t / float(window_length) - 0.5) / 0.25) ** 2)
+CENTRES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # stitching centres validation chooses among
+DEFAULT_CENTRE = 0.5
+
+
+def position_weight(position: np.ndarray, centre: float = DEFAULT_CENTRE) -> np.ndarray:
+    """Weight of predictions at ``position`` (fractions of their window, 0 its start) in the
+    stitched average: ``exp(-((position - centre) / (1/4))^2 / 2)``, from 1 at ``centre`` to
+    0.14 half a window away."""
+    return np.exp(-0.5 * ((np.asarray(position, np.float64) - centre) / 0.25) ** 2)
 
 
 class Stitcher:
@@ -99,12 +104,16 @@ class Stitcher:
     Args:
         window_length: the evaluation windows' length (s); predictions are then weighted by
             their position in the window (:func:`position_weight`). None: a plain mean.
+        centres: ``{readout: stitching centre}`` (fractions of the window) for the weights;
+            a readout not in it is centred on the window's middle. :meth:`best_centres`
+            finds them on a validation split.
     """
 
-    def __init__(self, window_length: float | None = None):
+    def __init__(self, window_length: float | None = None, centres: Mapping[str, float] | None = None):
         if window_length is not None and not (np.isfinite(window_length) and window_length > 0):
             raise ValueError(f"window_length must be a positive number of seconds or None, got {window_length}")
         self.window_length = window_length
+        self.centres = check_centres(centres or {}, "centres")
         self._chunks: dict[tuple[str, str], list[dict]] = defaultdict(list)
 
     def add(
@@ -124,7 +133,7 @@ class Stitcher:
             "pred": pred.detach().float().cpu().numpy(),
             "target": rows["values"].cpu().numpy(),
             "eval": rows["eval_mask"].cpu().numpy(),
-            "weight": position_weight(in_window, self.window_length),
+            "position": in_window / self.window_length if self.window_length else np.full(len(in_window), np.nan),
             "time": in_window + (absolute_start.double().cpu().numpy()[sample] if absolute_start is not None else 0.0),
         }
         for i in np.unique(sample):
@@ -137,13 +146,14 @@ class Stitcher:
             self.add(batch["session_id"], name, targets(batch, name), pred, batch["absolute_start"])
 
     def gather(self) -> None:
-        """Merge the chunks of every rank (no-op without torch.distributed)."""
+        """Give every rank the predictions of all ranks (no-op without torch.distributed): the
+        stitching centres are chosen from the predictions themselves, so they travel unmerged."""
         if (
             not (torch.distributed.is_available() and torch.distributed.is_initialized())
             or torch.distributed.get_world_size() == 1
         ):
             return
-        mine = {k: self._merge(k) for k in self._chunks}
+        mine = {k: self.predictions(*k) for k in self._chunks}
         everyone = [None] * torch.distributed.get_world_size()
         torch.distributed.all_gather_object(everyone, mine)
         self._chunks = defaultdict(list)
@@ -151,44 +161,89 @@ class Stitcher:
             for k, v in part.items():
                 self._chunks[k].append(v)
 
-    def _merge(self, key) -> dict[str, np.ndarray]:
-        """One row per sample index: predictions averaged with their weights, the rest taken
-        from the first. Merged parts carry their weight and prediction count, so merging again
-        (the ranks' parts, under DDP) gives the same average."""
-        parts = self._chunks[key]
-        cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        n = len(cat["sample_index"])
+    def predictions(self, session: str, readout: str) -> dict[str, np.ndarray]:
+        """Every window's prediction of ``readout`` in ``session``, unmerged: sample_index, pred,
+        target, eval, position (fraction of its window; NaN without a window length), time."""
+        parts = self._chunks.get((session, readout))
+        if not parts:
+            raise KeyError(f"no predictions of {readout!r} in session {session!r} (have {sorted(self._chunks)[:5]})")
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def _merge(self, key, centre: float) -> dict[str, np.ndarray]:
+        """One row per sample index: predictions averaged with their weights (centred on
+        ``centre``), the rest taken from the first."""
+        cat = self.predictions(*key)
         uniq, first, inv = np.unique(cat["sample_index"], return_index=True, return_inverse=True)
-        count = np.bincount(inv, weights=cat.get("count", np.ones(n))).astype(np.int64)
-        weight = np.bincount(inv, weights=cat["weight"])
+        w = np.ones(len(inv)) if self.window_length is None else position_weight(cat["position"], centre)
+        weight = np.bincount(inv, weights=w)
         total = np.zeros((len(uniq), *cat["pred"].shape[1:]))
-        np.add.at(total, inv, cat["pred"] * cat["weight"].reshape(-1, *[1] * (cat["pred"].ndim - 1)))
+        np.add.at(total, inv, cat["pred"] * w.reshape(-1, *[1] * (cat["pred"].ndim - 1)))
         return {
             "sample_index": uniq,
             "pred": total / weight.reshape(-1, *[1] * (total.ndim - 1)),
-            "count": count,
+            "count": np.bincount(inv),
             "weight": weight,
             "target": cat["target"][first],
             "eval": cat["eval"][first],
             "time": cat["time"][first],
         }
 
-    def stitched(self) -> dict[tuple[str, str], dict[str, np.ndarray]]:
-        """Per (session, readout): sample_index, pred (averaged), count, weight, target, eval, time."""
-        return {k: self._merge(k) for k in sorted(self._chunks)}
+    def stitched(self, centres: Mapping[str, float] | None = None) -> dict[tuple[str, str], dict[str, np.ndarray]]:
+        """Per (session, readout): sample_index, pred (averaged), count, weight, target, eval,
+        time; weighted with ``centres`` (default: the stitcher's own)."""
+        centres = self.centres if centres is None else centres
+        return {k: self._merge(k, centres.get(k[1], DEFAULT_CENTRE)) for k in sorted(self._chunks)}
 
-    def scores(self) -> dict[str, dict[str, float]]:
-        """``{session: {readout: score}}`` (:func:`score`) on each session's evaluation samples."""
+    def scores(self, centres: Mapping[str, float] | None = None) -> dict[str, dict[str, float]]:
+        """``{session: {readout: score}}`` (:func:`score`) on each session's evaluation samples,
+        stitched with ``centres`` (default: the stitcher's own)."""
         out: dict[str, dict[str, float]] = defaultdict(dict)
-        for (session, readout), s in self.stitched().items():
+        for (session, readout), s in self.stitched(centres).items():
             e = s["eval"]
             if e.sum() < 2:
                 continue
             out[session][readout] = score(get_readout(readout), s["pred"][e], s["target"][e])
         return dict(out)
 
+    def best_centres(self, candidates: Sequence[float] = CENTRES) -> dict[str, float]:
+        """``{readout: centre}``: for each readout the candidate whose stitched score, averaged
+        over sessions, is highest here (call it on the validation split); ties go to the one
+        nearest the window's middle. Empty without a window length (nothing to weight)."""
+        if self.window_length is None:
+            return {}
+        candidates = sorted(check_centres(dict(enumerate(candidates)), "candidates").values(),
+                            key=lambda c: abs(c - DEFAULT_CENTRE))  # fmt: skip
+        best: dict[str, float] = {}
+        for readout in sorted({r for _, r in self._chunks}):
+            means = []
+            for c in candidates:
+                per = [v[readout] for v in self.scores({readout: c}).values() if readout in v]
+                means.append(np.mean(per) if per else np.nan)
+            if np.isfinite(means).any():
+                best[readout] = float(candidates[int(np.nanargmax(means))])
+        return best
+
     def __len__(self) -> int:
         return sum(len(c["sample_index"]) for parts in self._chunks.values() for c in parts)
+
+
+def check_centres(centres: Mapping, what: str) -> dict:
+    """``centres`` as ``{key: float}``, each strictly inside (0, 1): a fraction of the window."""
+    if not isinstance(centres, Mapping):
+        raise TypeError(
+            f"{what} must be a mapping of readout to a fraction of the window, got {type(centres).__name__}"
+        )
+    out = {}
+    for k, v in centres.items():
+        try:
+            out[k] = float(v)
+        except (TypeError, ValueError):
+            out[k] = np.nan
+        if not 0.0 < out[k] < 1.0:
+            raise ValueError(
+                f"{what}: the stitching centre of {k!r} must be a fraction of the window in (0, 1), got {v!r}"
+            )
+    return out
 
 
 def window_length(model: torch.nn.Module) -> float | None:
@@ -206,12 +261,17 @@ def to_device(batch, device):
     return batch
 
 
+def stitch_centres(model: torch.nn.Module) -> dict[str, float]:
+    """The stitching centres a POYO model keeps (chosen on validation when it was trained); {} if none."""
+    return dict(getattr(model, "stitch_centres", None) or {})
+
+
 def stitch_predictions(model: torch.nn.Module, batches: Iterable[Mapping]) -> Stitcher:
     """``model``'s predictions on evaluation ``batches`` (eval mode, no gradients), stitched
-    with its window length's weights; the model's training mode is restored."""
+    with its window length and stitching centres; the model's training mode is restored."""
     was = model.training
     model.eval()
-    stitcher = Stitcher(window_length(model))
+    stitcher = Stitcher(window_length(model), stitch_centres(model))
     with torch.no_grad():
         for batch in batches:
             stitcher.add_batch(batch, model(batch))
