@@ -110,6 +110,9 @@ def test_best_centre_follows_where_windows_decode():
     )
     assert chosen > 0.75 and chosen > middle + 0.25
     assert early.best_centres() == {"cursor_velocity_2d": 0.5}  # every position exact: the tie goes to the middle
+    # the middle stays unless another centre leads it by more than the margin
+    assert late.best_centres(margin=chosen - middle + 0.01) == {"cursor_velocity_2d": 0.5}
+    assert late.best_centres(margin=chosen - middle - 0.01) == {"cursor_velocity_2d": 0.9}
     assert Stitcher().best_centres() == {}  # no window length: nothing to weight
     with pytest.raises(ValueError, match="cursor_velocity_2d"):
         Stitcher(1.0, {"cursor_velocity_2d": 1.2})
