@@ -10,8 +10,8 @@ A prediction decodes best where its window holds the spikes that carry the behav
 edge it has seen one side only. On S1 single-window R² was 0.62 in a window's first tenth
 and 0.74 in its last against 0.80 in the middle. Where spikes lead the behaviour (a motor
 area), the best position moves towards the window's end: with S1's behaviour delayed by
-0.3 s it was -0.14 in the first tenth and 0.79 in the eighth (benchmarks/README.md, "Real
-recordings"). So the average is weighted by :func:`position_weight`, a Gaussian of the
+0.3 s it was 0.04 in the first tenth and 0.82 in the eighth (benchmarks/README.md, "Where in
+the window"). So the average is weighted by :func:`position_weight`, a Gaussian of the
 sample's position (sd a quarter window) centred on each readout's *stitching centre*:
 :meth:`Stitcher.best_centres` picks it among :data:`CENTRES` on the validation split, training
 keeps it with the model (``model.stitch_centres``), and the test split and
@@ -201,13 +201,19 @@ class Stitcher:
     def scores(self, centres: Mapping[str, float] | None = None) -> dict[str, dict[str, float]]:
         """``{session: {readout: score}}`` (:func:`score`) on each session's evaluation samples,
         stitched with ``centres`` (default: the stitcher's own)."""
+        centres = self.centres if centres is None else centres
         out: dict[str, dict[str, float]] = defaultdict(dict)
-        for (session, readout), s in self.stitched(centres).items():
-            e = s["eval"]
-            if e.sum() < 2:
-                continue
-            out[session][readout] = score(get_readout(readout), s["pred"][e], s["target"][e])
+        for session, readout in sorted(self._chunks):
+            value = self._score((session, readout), centres.get(readout, DEFAULT_CENTRE))
+            if value is not None:
+                out[session][readout] = value
         return dict(out)
+
+    def _score(self, key, centre: float) -> float | None:
+        """:func:`score` of one (session, readout) on its evaluation samples; None with fewer than 2."""
+        s = self._merge(key, centre)
+        e = s["eval"]
+        return score(get_readout(key[1]), s["pred"][e], s["target"][e]) if e.sum() >= 2 else None
 
     def best_centres(self, candidates: Sequence[float] = CENTRES, margin: float = CENTRE_MARGIN) -> dict[str, float]:
         """``{readout: centre}``: for each readout the candidate whose stitched score, averaged
@@ -220,9 +226,10 @@ class Stitcher:
                             key=lambda c: abs(c - DEFAULT_CENTRE))  # fmt: skip
         best: dict[str, float] = {}
         for readout in sorted({r for _, r in self._chunks}):
+            keys = [k for k in self._chunks if k[1] == readout]
             means = []
             for c in candidates:
-                per = [v[readout] for v in self.scores({readout: c}).values() if readout in v]
+                per = [v for v in (self._score(k, c) for k in keys) if v is not None]
                 means.append(np.mean(per) if per else np.nan)
             if np.isfinite(means).any():
                 top = int(np.nanargmax(means))
