@@ -97,6 +97,26 @@ def count_targets(batch: Mapping) -> dict[str, torch.Tensor]:
     return out
 
 
+def check_centres(centres: Mapping, what: str) -> dict:
+    """``centres`` as ``{key: float}``, each strictly inside (0, 1): stitching centres, fractions
+    of the window (:attr:`POYO.stitch_centres`; poyo.training.stitch weighs predictions with them)."""
+    if not isinstance(centres, Mapping):
+        raise TypeError(
+            f"{what} must be a mapping of readout to a fraction of the window, got {type(centres).__name__}"
+        )
+    out = {}
+    for k, v in centres.items():
+        try:
+            out[k] = float(v)
+        except (TypeError, ValueError):
+            out[k] = float("nan")
+        if not 0.0 < out[k] < 1.0:
+            raise ValueError(
+                f"{what}: the stitching centre of {k!r} must be a fraction of the window in (0, 1), got {v!r}"
+            )
+    return out
+
+
 class POYO(nn.Module):
     """PerceiverIO over spike tokens with rotary time (Azabou et al., 2023).
 

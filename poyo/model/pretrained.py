@@ -27,7 +27,7 @@ import torch
 import poyo
 from poyo.io import TORCH_BRAIN_HINT, atomic_save, safe_load
 from poyo.model.config import POYOConfig
-from poyo.model.poyo import POYO
+from poyo.model.poyo import POYO, check_centres
 from poyo.readouts import ReadoutConfig
 
 FORMAT = "poyo"
@@ -105,17 +105,15 @@ def _unit_features(path: Path, found) -> dict | None:
 
 
 def _stitch_centres(path: Path, found) -> dict[str, float]:
-    """The stored stitching centres, checked: ``{readout: fraction of the window in (0, 1)}``."""
+    """The stored stitching centres, checked: ``{readout name: fraction of the window in (0, 1)}``."""
     if found is None:
         return {}
-    ok = isinstance(found, Mapping) and all(
-        isinstance(k, str) and isinstance(v, (int, float)) and 0 < v < 1 for k, v in found.items()
-    )
-    if not ok:
-        raise ValueError(
-            f"{path}: damaged stitch_centres entry {found!r} (expected readout names to fractions in (0, 1))"
-        )
-    return {k: float(v) for k, v in found.items()}
+    try:
+        if isinstance(found, Mapping) and not all(isinstance(k, str) for k in found):
+            raise ValueError(f"readout names must be strings, got {sorted(map(repr, found))}")
+        return check_centres(found, "stitch_centres")
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: damaged stitch_centres entry {found!r}: {err}") from None
 
 
 def _unpack(path: Path, ckpt: dict) -> tuple[dict, list[dict], dict]:

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-from poyo.model.poyo import targets
+from poyo.model.poyo import check_centres, targets
 from poyo.readouts import ReadoutSpec, get_readout
 
 
@@ -173,19 +173,25 @@ class Stitcher:
             raise KeyError(f"no predictions of {readout!r} in session {session!r} (have {sorted(self._chunks)[:5]})")
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
-    def _merge(self, key, centre: float) -> dict[str, np.ndarray]:
-        """One row per sample index: predictions averaged with their weights (centred on
-        ``centre``), the rest taken from the first."""
+    def _group(self, key) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+        """(predictions, unique sample indices, first row of each, each row's group) of one
+        (session, readout): computed once however many centres are tried."""
         cat = self.predictions(*key)
         uniq, first, inv = np.unique(cat["sample_index"], return_index=True, return_inverse=True)
+        return cat, uniq, first, inv.reshape(-1)
+
+    def _merge(self, key, centre: float, group=None) -> dict[str, np.ndarray]:
+        """One row per sample index: predictions averaged with their weights (centred on
+        ``centre``), the rest taken from the first. ``group``: :meth:`_group` of ``key``, if known."""
+        cat, uniq, first, inv = group or self._group(key)
         w = np.ones(len(inv)) if self.window_length is None else position_weight(cat["position"], centre)
-        weight = np.bincount(inv, weights=w)
-        total = np.zeros((len(uniq), *cat["pred"].shape[1:]))
-        np.add.at(total, inv, cat["pred"] * w.reshape(-1, *[1] * (cat["pred"].ndim - 1)))
+        weight = np.bincount(inv, weights=w, minlength=len(uniq))
+        flat = cat["pred"].reshape(len(inv), -1) * w[:, None]
+        total = np.stack([np.bincount(inv, weights=col, minlength=len(uniq)) for col in flat.T], axis=1)
         return {
             "sample_index": uniq,
-            "pred": total / weight.reshape(-1, *[1] * (total.ndim - 1)),
-            "count": np.bincount(inv),
+            "pred": (total / weight[:, None]).reshape(len(uniq), *cat["pred"].shape[1:]),
+            "count": np.bincount(inv, minlength=len(uniq)),
             "weight": weight,
             "target": cat["target"][first],
             "eval": cat["eval"][first],
@@ -209,9 +215,9 @@ class Stitcher:
                 out[session][readout] = value
         return dict(out)
 
-    def _score(self, key, centre: float) -> float | None:
+    def _score(self, key, centre: float, group=None) -> float | None:
         """:func:`score` of one (session, readout) on its evaluation samples; None with fewer than 2."""
-        s = self._merge(key, centre)
+        s = self._merge(key, centre, group)
         e = s["eval"]
         return score(get_readout(key[1]), s["pred"][e], s["target"][e]) if e.sum() >= 2 else None
 
@@ -226,10 +232,10 @@ class Stitcher:
                             key=lambda c: abs(c - DEFAULT_CENTRE))  # fmt: skip
         best: dict[str, float] = {}
         for readout in sorted({r for _, r in self._chunks}):
-            keys = [k for k in self._chunks if k[1] == readout]
+            groups = {k: self._group(k) for k in self._chunks if k[1] == readout}
             means = []
             for c in candidates:
-                per = [v for v in (self._score(k, c) for k in keys) if v is not None]
+                per = [v for v in (self._score(k, c, g) for k, g in groups.items()) if v is not None]
                 means.append(np.mean(per) if per else np.nan)
             if np.isfinite(means).any():
                 top = int(np.nanargmax(means))
@@ -239,25 +245,6 @@ class Stitcher:
 
     def __len__(self) -> int:
         return sum(len(c["sample_index"]) for parts in self._chunks.values() for c in parts)
-
-
-def check_centres(centres: Mapping, what: str) -> dict:
-    """``centres`` as ``{key: float}``, each strictly inside (0, 1): a fraction of the window."""
-    if not isinstance(centres, Mapping):
-        raise TypeError(
-            f"{what} must be a mapping of readout to a fraction of the window, got {type(centres).__name__}"
-        )
-    out = {}
-    for k, v in centres.items():
-        try:
-            out[k] = float(v)
-        except (TypeError, ValueError):
-            out[k] = np.nan
-        if not 0.0 < out[k] < 1.0:
-            raise ValueError(
-                f"{what}: the stitching centre of {k!r} must be a fraction of the window in (0, 1), got {v!r}"
-            )
-    return out
 
 
 def window_length(model: torch.nn.Module) -> float | None:
