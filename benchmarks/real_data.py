@@ -1,7 +1,7 @@
 """POYO against the linear decoders on a real recording: R² against steps and wall time.
 
     python benchmarks/real_data.py [--models poyo_mini poyo_1.3M] [--subsets full small short] [--seed N]
-        [--delay S] [--profile] [--extra key=value ...]
+        [--delay S] [--profile] [--gru-window W] [--extra key=value ...]
 
 The recording is ``../shared/data/s1_miller/s1_data.mat`` (macaque area 2, 52 units, 50 ms
 spike counts and hand velocity, 29 min; see its README). It is imported exactly as a user
@@ -15,6 +15,9 @@ For every run: validation R² against steps and seconds, the test R² of the che
 on validation beside the window-matched and causal linear decoders, and the wall time. Once
 per recording, the GRU decoders (:mod:`poyo.training.gru`: bidirectional over -0.75..+0.25 s
 and causal over the past 1 s, on the same splits and test samples; ``--no-gru`` skips them).
+``--gru-window W`` gives them the contexts of a W s window instead (-0.75 W..+0.25 W and the
+past W s), as ``train.py window_length=W`` does for the GRUs it prints: when POYO reads 2 s
+windows (``--extra window_length=2 batch_size=16``), the GRUs may read 2 s too.
 ``--seed`` seeds both POYO's run and the GRU fits: on the small subset one seed is not enough
 to rank decoders (its test split holds 54 s), so repeat with a few.
 ``--delay S`` delays the behaviour by S seconds against the spikes (whole 50 ms bins; the
@@ -111,9 +114,10 @@ def run(brainset: str, model: str, data_root: Path, run_dir: Path, extra: list[s
     }  # fmt: skip
 
 
-def position_profile(run_dir: Path, data_root: Path, brainset: str) -> dict:
+def position_profile(run_dir: Path, data_root: Path, brainset: str, extra: list[str] = ()) -> dict:
     """Single-window R² of the run's tested weights by the sample's position in its window
-    (tenths), and the stitched R² at every stitching centre, on the validation and test splits."""
+    (tenths), and the stitched R² at every stitching centre, on the validation and test splits
+    (windows as the run had them: ``extra`` are its train.py overrides)."""
     import torch
 
     from poyo.model import load_pretrained
@@ -122,7 +126,7 @@ def position_profile(run_dir: Path, data_root: Path, brainset: str) -> dict:
     from poyo.training.stitch import CENTRES, r2_score, stitch_predictions
 
     model = load_pretrained(run_dir / "checkpoints" / "model.pt")
-    cfg = compose(f"dataset={brainset}", f"data_root={data_root}", "num_workers=0")
+    cfg = compose(f"dataset={brainset}", f"data_root={data_root}", *extra, "num_workers=0")
     dm = make_datamodule(cfg, prepare_data(cfg), model.readout_configs, progress=False)
     dm.attach(model)
     name = model.readout_configs[0].name
@@ -143,15 +147,18 @@ def position_profile(run_dir: Path, data_root: Path, brainset: str) -> dict:
     return out
 
 
-def gru_scores(folder: Path, seed: int = 0) -> dict:
-    """Test R² of both GRU decoders on the recording's one session (same splits as train.py)."""
+def gru_scores(folder: Path, seed: int = 0, window: float = 1.0) -> dict:
+    """Test R² of both GRU decoders on the recording's one session (same splits as train.py),
+    with the contexts of a ``window`` s window."""
     from poyo.data import Dataset
     from poyo.readouts import ReadoutConfig
     from poyo.training.gru import GRUBaseline
 
     t0 = time.time()
     ds = Dataset(folder, behaviour=["hand.vel"], validate=False)
-    res = GRUBaseline(seed=seed, verbose=True).evaluate(ds, ReadoutConfig("hand_velocity_2d", key="hand.vel"))
+    res = GRUBaseline(before_s=0.75 * window, after_s=0.25 * window, causal_s=window, seed=seed, verbose=True).evaluate(
+        ds, ReadoutConfig("hand_velocity_2d", key="hand.vel")
+    )
     sid = ds.session_ids[0]
     return {"gru_r2": res["window"][sid]["r2"], "gru_causal_r2": res["causal"][sid]["r2"], "seconds": time.time() - t0}
 
@@ -194,6 +201,13 @@ def main() -> None:
     p.add_argument("--val-every", type=int, default=4, help="validate every N epochs (the R² curve's resolution)")
     p.add_argument("--extra", nargs="*", default=[], help="more train.py overrides, for every run")
     p.add_argument("--no-gru", action="store_true", help="skip the GRU decoders (minutes per recording)")
+    p.add_argument(
+        "--gru-window",
+        type=float,
+        default=1.0,
+        metavar="W",
+        help="the GRUs' contexts are a W s window's: -0.75 W..+0.25 W and the past W s",
+    )
     p.add_argument("--delay", type=float, default=0.0, metavar="S",
                    help="delay the behaviour by S s against the spikes (spikes lead it, as in a motor area); 0: as recorded")  # fmt: skip
     p.add_argument("--profile", action="store_true",
@@ -219,7 +233,7 @@ def main() -> None:
     for subset in a.subsets:
         brainset = brainsets[subset] = import_subset(a.mat, data_root, subset, a.delay)
         if not a.no_gru:
-            grus[brainset] = gru_scores(data_root / brainset, a.seed)
+            grus[brainset] = gru_scores(data_root / brainset, a.seed, a.gru_window)
             print(f"{brainset:10s} GRU bidirectional {grus[brainset]['gru_r2']:.3f}  causal {grus[brainset]['gru_causal_r2']:.3f}"
                   f"  {grus[brainset]['seconds']:.0f} s", flush=True)  # fmt: skip
         for model in a.models:
@@ -238,7 +252,9 @@ def main() -> None:
                 flush=True,
             )
             if a.profile:
-                r["profile"] = position_profile(a.out / "runs" / f"{brainset}_{model}", data_root, brainset)
+                r["profile"] = position_profile(
+                    a.out / "runs" / f"{brainset}_{model}", data_root, brainset, a.extra or []
+                )
                 for split, prof in r["profile"].items():
                     print(f"   {split:5s} R2 by tenth of the window: " + " ".join(f"{v:.3f}" for v in prof["by_tenth"]))
                     print(

@@ -194,3 +194,32 @@ def test_real_data_delay_pairs_behaviour_with_later_spikes(tmp_path):
             b = s.read_behaviour(f, "hand.vel", s.start, s.end)
         assert s.num_spikes == spikes.sum() and len(b.values) == len(spikes)
         assert b.values[0, 0] == first and b.values[-1, 0] == first + len(spikes) - 1
+
+
+def test_real_data_gru_window_sets_both_grus_contexts(tmp_path, monkeypatch):
+    """--gru-window W: the bidirectional GRU reads -0.75 W..+0.25 W and the causal one the past
+    W s, as train.py's GRUs do for a W s window (1 s: the issue's -0.75..+0.25 and past 1 s)."""
+    import numpy as np
+
+    import poyo.training.gru as gru
+
+    real_data = _benchmark("real_data")
+    np.savez(tmp_path / "rec.npz", spikes=np.ones((400, 3)), vel=np.zeros((400, 2)))
+    name = real_data.import_subset(tmp_path / "rec.npz", tmp_path / "data", "full", 0.0)
+    seen = []
+
+    class Fake:
+        def __init__(self, **kw):
+            seen.append(kw)
+
+        def evaluate(self, ds, readout):
+            sid = ds.session_ids[0]
+            return {"window": {sid: {"r2": 0.5}}, "causal": {sid: {"r2": 0.25}}}
+
+    monkeypatch.setattr(gru, "GRUBaseline", Fake)
+    for window in (1.0, 2.0):
+        out = real_data.gru_scores(tmp_path / "data" / name, seed=3, window=window)
+        assert (out["gru_r2"], out["gru_causal_r2"]) == (0.5, 0.25)
+        assert {k: seen[-1][k] for k in ("before_s", "after_s", "causal_s", "seed")} == {
+            "before_s": 0.75 * window, "after_s": 0.25 * window, "causal_s": window, "seed": 3,
+        }  # fmt: skip
