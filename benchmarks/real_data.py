@@ -156,9 +156,8 @@ def gru_scores(folder: Path, seed: int = 0, window: float = 1.0) -> dict:
 
     t0 = time.time()
     ds = Dataset(folder, behaviour=["hand.vel"], validate=False)
-    res = GRUBaseline(before_s=0.75 * window, after_s=0.25 * window, causal_s=window, seed=seed, verbose=True).evaluate(
-        ds, ReadoutConfig("hand_velocity_2d", key="hand.vel")
-    )
+    gru = GRUBaseline.for_window(window, seed=seed, verbose=True)
+    res = gru.evaluate(ds, ReadoutConfig("hand_velocity_2d", key="hand.vel"))
     sid = ds.session_ids[0]
     return {"gru_r2": res["window"][sid]["r2"], "gru_causal_r2": res["causal"][sid]["r2"], "seconds": time.time() - t0}
 
@@ -252,9 +251,7 @@ def main() -> None:
                 flush=True,
             )
             if a.profile:
-                r["profile"] = position_profile(
-                    a.out / "runs" / f"{brainset}_{model}", data_root, brainset, a.extra or []
-                )
+                r["profile"] = position_profile(a.out / "runs" / f"{brainset}_{model}", data_root, brainset, a.extra)
                 for split, prof in r["profile"].items():
                     print(f"   {split:5s} R2 by tenth of the window: " + " ".join(f"{v:.3f}" for v in prof["by_tenth"]))
                     print(

@@ -209,6 +209,8 @@ def test_real_data_gru_window_sets_both_grus_contexts(tmp_path, monkeypatch):
     seen = []
 
     class Fake:
+        for_window = classmethod(gru.GRUBaseline.for_window.__func__)  # the real window -> contexts mapping
+
         def __init__(self, **kw):
             seen.append(kw)
 

@@ -102,6 +102,16 @@ class GRUBaseline:
         )
         self.seed, self.verbose = int(seed), bool(verbose)
 
+    @classmethod
+    def for_window(cls, window_length: float, **kwargs) -> GRUBaseline:
+        """The GRUs that read what a POYO window of ``window_length`` s holds: the bidirectional
+        one three quarters of it before each sample and one quarter after, the causal one the
+        whole window before it. ``kwargs``: the other settings (bin_s, seed, ...)."""
+        if not (isinstance(window_length, (int, float)) and window_length > 0):
+            raise ValueError(f"window_length must be a positive number of seconds, got {window_length!r}")
+        w = float(window_length)
+        return cls(before_s=0.75 * w, after_s=0.25 * w, causal_s=w, **kwargs)
+
     def bins(self, variant: str) -> tuple[int, int]:
         """(bins up to the sample, bins after it) for a variant. ``causal``: the bins ending at
         the sample. ``window``: a bin centred on the sample, ``before_s`` of bins before it and

@@ -267,8 +267,7 @@ def gru_baseline(cfg: RunConfig) -> GRUBaseline | None:
     POYO's window holds), the causal one a window before it."""
     if not cfg.baseline.gru:
         return None
-    w = cfg.window_length
-    return GRUBaseline(bin_s=cfg.baseline.bin_s, before_s=0.75 * w, after_s=0.25 * w, causal_s=w, seed=cfg.seed)
+    return GRUBaseline.for_window(cfg.window_length, bin_s=cfg.baseline.bin_s, seed=cfg.seed)
 
 
 def train(cfg: RunConfig, run_dir: Path, *, progress: bool = True, describe: str = "training") -> dict:
