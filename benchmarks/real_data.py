@@ -16,8 +16,9 @@ on validation beside the window-matched and causal linear decoders, and the wall
 per recording, the GRU decoders (:mod:`poyo.training.gru`: bidirectional over -0.75..+0.25 s
 and causal over the past 1 s, on the same splits and test samples; ``--no-gru`` skips them).
 ``--gru-window W`` gives them the contexts of a W s window instead (-0.75 W..+0.25 W and the
-past W s), as ``train.py window_length=W`` does for the GRUs it prints: when POYO reads 2 s
-windows (``--extra window_length=2 batch_size=16``), the GRUs may read 2 s too.
+past W s), as ``train.py`` does for the GRUs it prints: POYO reads 2 s windows by default
+(``window_length=auto``: the recipe's 2 s; ``--extra window_length=1`` for 1 s), so the GRUs
+may read 2 s too.
 ``--seed`` seeds both POYO's run and the GRU fits: on the small subset one seed is not enough
 to rank decoders (its test split holds 54 s), so repeat with a few.
 ``--delay S`` delays the behaviour by S seconds against the spikes (whole 50 ms bins; the
@@ -127,6 +128,7 @@ def position_profile(run_dir: Path, data_root: Path, brainset: str, extra: list[
 
     model = load_pretrained(run_dir / "checkpoints" / "model.pt")
     cfg = compose(f"dataset={brainset}", f"data_root={data_root}", *extra, "num_workers=0")
+    cfg = cfg.resolved({"window_length": model.config.window_length})  # the windows the model was trained on
     dm = make_datamodule(cfg, prepare_data(cfg), model.readout_configs, progress=False)
     dm.attach(model)
     name = model.readout_configs[0].name

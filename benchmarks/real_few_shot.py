@@ -139,6 +139,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=300, help="steps for unit identification and fine-tuning")
     p.add_argument("--scratch-steps", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=16, help="16 lets 30 s of one session make 2 batches")
+    p.add_argument("--window-length", type=float, default=1.0,
+                   help="seconds per window (the figures in benchmarks/README.md: 1 s; train.py's default from scratch is 2 s)")  # fmt: skip
     p.add_argument("--gru-hidden", type=int, nargs="+", default=[64, 128], help="GRU sizes to choose from")
     p.add_argument("--gru-dropout", type=float, nargs="+", default=[0.3, 0.5], help="GRU dropout rates to choose from")
     p.add_argument("--pretrained", type=Path, default=None, help="reuse this pretrained model.pt")
@@ -172,7 +174,7 @@ def main() -> None:
         )
     sess = lambda names: "sessions=[" + ",".join(names) + "]"  # noqa: E731
     common = [
-        f"data_root={data_root}", f"dataset={brainset}", f"model={a.model}", f"batch_size={a.batch_size}",
+        f"data_root={data_root}", f"dataset={brainset}", f"model={a.model}", f"batch_size={a.batch_size}", f"window_length={a.window_length}",
         "trainer.check_val_every_n_epoch=100000", "plot_sessions=1",
     ]  # fmt: skip
     ckpt = a.pretrained or a.out / "pretrain" / "checkpoints" / "model.pt"

@@ -231,7 +231,8 @@ class Decoder:
         model: a model preset (``poyo_mini``, ``poyo_1.3M``, ``poyo_11.8M``) or a :class:`POYOConfig`.
         max_steps: training steps of ``fit`` (None: ``poyo train dataset=<folder>``'s default,
             70 epochs but at least 1,000 steps); ``adapt`` takes its own.
-        batch_size: windows per step (the global batch).
+        batch_size: windows per step (the global batch); ``"auto"``: 32 s of windows (16 of the
+            2 s windows a model learns from scratch; 32 when adapting a model trained on 1 s).
         device: ``"auto"`` (a GPU when there is one), ``"cpu"`` or ``"gpu"``.
         precision: ``"auto"`` (bf16 where the hardware computes it), ``"32-true"`` or ``"bf16-mixed"``.
         seed: seeds every random choice of a run (model init, windows, augmentation).
@@ -249,7 +250,7 @@ class Decoder:
         model="poyo_mini",
         *,
         max_steps: int | None = None,
-        batch_size: int = 32,
+        batch_size: int | str = "auto",
         device: str = "auto",
         precision: str = "auto",
         seed: int = 0,
@@ -290,7 +291,10 @@ class Decoder:
 
     @property
     def window_length(self) -> float:
-        return self._checked.window_length
+        """Seconds of spikes per window: the fitted model's, else what ``fit`` will train on."""
+        if self.model_ is not None:
+            return self.model_.config.window_length or self._checked.resolved({"window_length": None}).window_length
+        return self._checked.resolved().window_length
 
     # --- sessions -> files -------------------------------------------------------------
     def _known_sessions(self) -> dict[str, set[str]]:
@@ -455,7 +459,7 @@ class Decoder:
         from poyo.training.config import FinetuneConfig
         from poyo.training.guards import RunLock
         from poyo.training.loggers import quiet_libraries
-        from poyo.training.run import planned_steps, train
+        from poyo.training.run import planned_steps, resolve, train
 
         quiet_libraries()
         steps = max_steps if max_steps is not None else self.max_steps
@@ -463,7 +467,7 @@ class Decoder:
         run = dict(train_seconds=train_seconds)
         if finetune is not None:
             run["finetune"] = FinetuneConfig(**finetune)
-        cfg = self._config(work / "data", ids, trainer=trainer, **run)
+        cfg = resolve(self._config(work / "data", ids, trainer=trainer, **run))  # a model adapted keeps its window
         ds = Dataset(work / "data", sessions=ids, train_seconds=train_seconds, validate=False)
         windows = len(RandomFixedWindowSampler(ds.sampling_intervals("train"), cfg.window_length, seed=self.seed))
         ds.close()
@@ -575,7 +579,7 @@ class Decoder:
                 f"session: '{sid}' is not known to this decoder ({len(unknown)} of its {len(units)} units are new); "
                 "adapt(session) first"
             )
-        cfg = self._config(root, [sid])
+        cfg = self._config(root, [sid]).resolved({"window_length": model.config.window_length})
         ds = Dataset(root, behaviour=[readout.key], validate=True, seed=cfg.seed)
         ds.transform = model.tokenizer(model.readout_configs)
         domain = ds.sessions[sid].domain

@@ -136,18 +136,19 @@ def test_train_py_on_an_imported_folder_needs_no_config(tmp_path):
     out = subprocess.run(args, capture_output=True, text=True, timeout=400, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "readout head_dir_2d: decoding 'head.dir' (2 dims)" in out.stdout
+    assert "of 2 s windows" in out.stdout  # window_length=auto: the recipe's 2 s from scratch
     assert "linear R2" in out.stdout and "too little to choose by" in out.stdout  # 30 s of validation: final weights
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "model.pt", weights_only=True)
     (r,) = ckpt["readouts"]
     assert r["name"] == "head_dir_2d" and r["dim"] == 2 and r["key"] == "head.dir"
     assert all(2.0 < s < 2.3 for s in r["std"])  # 3 cos, 3 sin: std ~2.12 each
     model = load_pretrained(tmp_path / "run" / "checkpoints" / "model.pt")
-    assert model.readout["head_dir_2d"].out_features == 2
+    assert model.readout["head_dir_2d"].out_features == 2 and model.config.window_length == 2.0
     ev = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), "dataset=my_rec", f"data_root={data}", f"hydra.run.dir={tmp_path / 'eval'}", "mode=evaluate",
          f"checkpoint={tmp_path / 'run' / 'checkpoints' / 'model.pt'}", "num_workers=0"],
         capture_output=True, text=True, timeout=400, cwd=tmp_path,
     )  # fmt: skip
-    assert ev.returncode == 0, ev.stderr[-3000:]
+    assert ev.returncode == 0, ev.stderr[-3000:]  # evaluated on the model's own 2 s windows: the same score
     same = json.loads((tmp_path / "eval" / "test_results.json").read_text())["poyo_mean_r2"]
     assert abs(same - json.loads((tmp_path / "run" / "test_results.json").read_text())["poyo_mean_r2"]) < 1e-6

@@ -93,7 +93,7 @@ def test_an_unknown_session_is_refused_with_the_way_forward(readme_run, tmp_path
     with pytest.raises(KeyError, match="adapt"):
         dec.predict(session_arrays(5, 0, SHORT))
     with pytest.raises(
-        ValueError, match=r"intervals: no stretch of at least one 1 s window lies inside the session's span"
+        ValueError, match=r"intervals: no stretch of at least one 2 s window lies inside the session's span"
     ):
         dec.predict(new, intervals=[[1000, 2000]])  # outside the recording (it read "cannot reshape array of size 0")
     for path in ("", tmp_path):
@@ -127,7 +127,7 @@ def good(**changes) -> dict:
             r"behaviour: 2000 NaN or infinite values",
         ),
         (dict(behaviour=(np.arange(0, 20, 0.01)[::-1], np.zeros((2000, 2)))), r"timestamps must increase strictly"),
-        (dict(behaviour=(np.arange(0, 0.5, 0.01), np.zeros((50, 2)))), r"shorter than one 1 s window"),
+        (dict(behaviour=(np.arange(0, 0.5, 0.01), np.zeros((50, 2)))), r"shorter than one 2 s window"),
         (dict(spike_times=np.full(2000, np.nan)), r"NaN or infinite spike times"),
         (dict(train=[[0, 10]]), r"give train and valid intervals together"),
         (dict(trials=[[0, 1]]), r"unknown keys \['trials'\]"),

@@ -39,16 +39,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def settings(**changes):
-    """The default run's settings with dotted keys changed (validated when built)."""
-    return RunConfig.preset().with_changes(**changes)
+    """The default run's settings with dotted keys changed (validated when built), the window and
+    batch settled (``window_length=auto``: the preset's 1 s, batch 32)."""
+    return RunConfig.preset().with_changes(**changes).resolved()
 
 
 # --- settings -------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "key, value, message",
     [
-        ("batch_size", 0, "batch_size=0: must be a positive integer"),
-        ("batch_size", -8, "batch_size=-8: must be a positive integer"),
+        ("batch_size", 0, "batch_size=0: must be auto or a positive integer"),
+        ("batch_size", -8, "batch_size=-8: must be auto or a positive integer"),
         ("batch_size", "big", "batch_size='big'"),
         ("optim.base_lr", "1e-3x", "optim.base_lr='1e-3x': must be a finite number"),
         ("optim.base_lr", -1.0, "optim: need base_lr > 0"),
@@ -56,7 +57,8 @@ def settings(**changes):
         ("trainer.max_step", 10, "trainer.max_step: unknown key"),
         ("train_seconds", "two minutes", "train_seconds='two minutes'"),
         ("sessions", [], "sessions=[]: must be null"),
-        ("eval_step", 2.0, "eval_step=2.0: must be a number of seconds in [0.01, window_length=1]"),
+        ("eval_step", 2.0, "eval_step=2.0: must be a number of seconds in [0.01, window_length=1]"),  # once settled
+        ("window_length", "long", "window_length='long': must be auto or a positive number of seconds"),
         ("eval_step", 1e-9, "eval_step=1e-09: must be a number of seconds in [0.01"),
         ("optim.base_lr", float("inf"), "optim.base_lr=inf: must be a finite number"),
         ("window_length", 0, "window_length=0"),
@@ -84,7 +86,7 @@ def test_train_py_prints_setting_errors_without_a_traceback(tmp_path):
     assert (
         out.returncode == 1
         and out.stderr.strip()
-        == "error: setting batch_size=0: must be a positive integer (the global batch) (e.g. batch_size=32)"
+        == "error: setting batch_size=0: must be auto or a positive integer (the global batch) (e.g. batch_size=32)"
     )
 
 
@@ -476,7 +478,7 @@ def test_decoder_arguments_are_checked_at_construction():
 
     for kwargs, message in [
         (dict(max_steps=True), "max_steps"),
-        (dict(batch_size=0), r"batch_size=0: must be a positive integer"),
+        (dict(batch_size=0), r"batch_size=0: must be auto or a positive integer"),
         (dict(seed="abc"), r"seed='abc': must be a non-negative integer"),
         (dict(seed=1e20), r"seed=1e\+20: must be a non-negative integer"),
     ]:

@@ -141,6 +141,13 @@ def _unpack(path: Path, ckpt: dict) -> tuple[dict, list[dict], dict]:
     )
 
 
+def pretrained_settings(path) -> dict:
+    """The model settings (:class:`POYOConfig` as plain values) a pretrained file or ``train.py``
+    checkpoint holds, without building the model (e.g. the window it was trained on)."""
+    path = Path(path)
+    return dict(_unpack(path, safe_load(path))[0])
+
+
 def load_pretrained(path, *, map_location="cpu") -> POYO:
     """A ready POYO (in eval mode) from a pretrained file or a ``train.py`` checkpoint.
 

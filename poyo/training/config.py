@@ -40,6 +40,8 @@ from poyo.training.precision import SETTINGS as PRECISION_SETTINGS
 from poyo.training.unit_init import INITS
 
 GROUPS = ("dataset", "model", "optim", "finetune", "logger")  # chosen by preset name on the command line
+STANDARD_WINDOW = 1.0  # s: POYO's window since the paper; every published checkpoint was trained on it
+BATCH_SECONDS = 32.0  # batch_size=auto: 32 windows of 1 s, 16 of 2 s (the same spikes, so the same time, per step)
 
 
 class SettingError(ValueError):
@@ -70,6 +72,7 @@ class DatasetConfig:
     unit_dropout: dict | None = None  # augmentation: each training window keeps a random subset of its units
     spike_jitter: float = 0.0  # augmentation: every spike moves by up to +- this many seconds (not with objective=mtm)
     min_epochs: int = 0  # least epochs for this recipe (the larger of this and trainer.max_epochs; not objective=mtm)
+    window_length: float = STANDARD_WINDOW  # the recipe's window (s) from scratch (window_length=auto)
     brainsets: list[str] | None = None  # several brainset folders below data_root (POYO-1)
     include: list[str] | None = None  # the session ids or patterns kept (default: all)
     generate: dict | None = None  # the synthetic set's generator settings: generated when missing
@@ -83,6 +86,10 @@ class DatasetConfig:
         _need(
             "dataset.min_epochs", self.min_epochs, _int(self.min_epochs) and self.min_epochs >= 0,
             "must be an integer >= 0", "70",
+        )  # fmt: skip
+        _need(
+            "dataset.window_length", self.window_length, _num(self.window_length) and self.window_length > 0,
+            "must be a positive number of seconds", "2.0",
         )  # fmt: skip
 
 
@@ -271,9 +278,9 @@ class RunConfig:
     data_root: str = field(default_factory=_data_root)  # the folder of brainset folders ($POYO_DATA_DIR)
     sessions: list[str] | None = None  # session ids or patterns to keep (default: the dataset's)
     train_seconds: float | None = None  # keep only the earliest N seconds of each session's train split (few-shot)
-    window_length: float = 1.0  # seconds of spikes per window
+    window_length: float | str = "auto"  # seconds of spikes per window; auto: see resolved()
     eval_step: float = 0.25  # evaluation windows start every eval_step s; predictions stitched towards window centres
-    batch_size: int = 32  # the GLOBAL batch (split over devices)
+    batch_size: int | str = "auto"  # the GLOBAL batch (split over devices); auto: BATCH_SECONDS of windows
     eval_batch_size: int | None = 64  # windows per evaluation batch (None: batch_size)
     num_workers: int = 2  # DataLoader worker processes
     layout: str = "auto"  # auto (packed on CPU; on a GPU the faster, measured on the first batch) | packed | padded
@@ -297,8 +304,8 @@ class RunConfig:
             raise SettingError(f"setting layout={self.layout!r}: {e}") from None
         _need("seed", self.seed, _int(self.seed) and self.seed >= 0, "must be a non-negative integer", "0")
         _need(
-            "batch_size", self.batch_size, _int(self.batch_size) and self.batch_size >= 1,
-            "must be a positive integer (the global batch)", "32",
+            "batch_size", self.batch_size, self.batch_size == "auto" or (_int(self.batch_size) and self.batch_size >= 1),
+            "must be auto or a positive integer (the global batch)", "32",
         )  # fmt: skip
         b = self.eval_batch_size
         _need("eval_batch_size", b, b is None or (_int(b) and b >= 1), "must be a positive integer or null", "64")
@@ -310,10 +317,12 @@ class RunConfig:
             "2",
         )
         w = self.window_length
-        _need("window_length", w, _num(w) and w > 0, "must be a positive number of seconds", "1.0")
+        ok = w == "auto" or (_num(w) and w > 0)
+        _need("window_length", w, ok, "must be auto or a positive number of seconds", "1.0")
         _need(
-            "eval_step", self.eval_step, _num(self.eval_step) and 0.01 <= self.eval_step <= w,
-            f"must be a number of seconds in [0.01, window_length={w:g}] (a window every eval_step s)", "0.25",
+            "eval_step", self.eval_step, _num(self.eval_step) and 0.01 <= self.eval_step <= (w if _num(w) else math.inf),
+            f"must be a number of seconds in [0.01, window_length={f'{w:g}' if _num(w) else w}] (a window every eval_step s)",
+            "0.25",
         )  # fmt: skip
         s = self.train_seconds
         _need(
@@ -375,6 +384,37 @@ class RunConfig:
                 raise SettingError(f"setting {key}: unknown key '{last}'")
             node[last] = value
         return RunConfig.from_dict(d)
+
+    def resolved(self, trained: Mapping | None = None) -> RunConfig:
+        """This config with ``window_length`` and ``batch_size`` settled where they are ``auto``
+        (the one place that settles them; a number given is kept as it is). ``trained``: what the
+        model this run continues was trained with, when it continues one: the ``window_length``
+        and ``batch_size`` of a resumed run, or the ``window_length`` of a model fine-tuned or
+        evaluated (None: unknown, from before models recorded it).
+
+        ``window_length=auto``: the continued model's window (a model runs on the window it learned:
+        its latent grid and time spans assume it), else the recipe's ``dataset.window_length``
+        (1 s; 2 s for a lab's own recording, the ``auto`` recipe: on S1 it never lost to 1 s and
+        gained up to 0.021 R², benchmarks/README.md). ``objective=mtm`` and a fine-tuned model that
+        does not say take :data:`STANDARD_WINDOW`. ``batch_size=auto``: a resumed run's batch, else
+        :data:`BATCH_SECONDS` of windows, so a longer window does not make a step slower."""
+        trained = dict(trained or {})
+        continued = trained or self.finetune.mode != "none" or self.mode == "evaluate"
+        window = self.window_length
+        if window == "auto":
+            window = trained.get("window_length") or (
+                STANDARD_WINDOW if continued or self.objective == "mtm" else self.dataset.window_length
+            )
+        batch = self.batch_size
+        if batch == "auto":
+            batch = trained.get("batch_size") or max(1, round(BATCH_SECONDS / window))
+        if self.window_length == window and self.batch_size == batch:
+            return self
+        return self.with_changes(window_length=float(window), batch_size=int(batch))
+
+    @property
+    def is_resolved(self) -> bool:
+        return self.window_length != "auto" and self.batch_size != "auto"
 
     @property
     def planned_epochs(self) -> int:

@@ -26,7 +26,7 @@ from poyo.data import DistributedStitchingSampler, RandomFixedWindowSampler
 from poyo.io import safe_load
 from poyo.memory import freed_memory_kept
 from poyo.model import POYO, load_pretrained, save_pretrained
-from poyo.model.pretrained import pretrained_payload
+from poyo.model.pretrained import pretrained_payload, pretrained_settings
 from poyo.readouts import ReadoutConfig, fit_normalisation, readouts_from_settings
 from poyo.training.checkpoint import AtomicCheckpointIO
 from poyo.training.compile import compile_latent_stack
@@ -70,9 +70,32 @@ def prepare_data(cfg: RunConfig) -> Path | list[Path]:
     return [data_root / b for b in brainsets] if cfg.dataset.brainsets else data_root / brainsets[0]
 
 
+def resolve(cfg: RunConfig, resume: Path | None = None) -> RunConfig:
+    """``cfg`` with ``window_length`` and ``batch_size`` settled (:meth:`RunConfig.resolved`),
+    from what the model the run continues was trained with: the ``resume`` checkpoint's
+    settings, else the model fine-tuned (``finetune.checkpoint``) or evaluated (``checkpoint``)."""
+    if cfg.is_resolved:
+        return cfg
+    trained = None
+    if resume is not None:
+        saved = (safe_load(resume).get("hyper_parameters") or {}).get("config") or {}
+        trained = {k: saved[k] for k in ("window_length", "batch_size") if k in saved}
+    else:
+        key, path = "finetune.checkpoint", cfg.finetune.checkpoint if cfg.finetune.mode != "none" else None
+        if cfg.mode == "evaluate":
+            key, path = "checkpoint", cfg.checkpoint
+        if path:
+            path = Path(path).expanduser().absolute()
+            if not path.is_file():
+                raise FileNotFoundError(f"{key}={path}: no such file")
+            trained = {"window_length": pretrained_settings(path).get("window_length")}
+    return cfg.resolved(trained)
+
+
 def build_model(cfg: RunConfig, readouts: list[ReadoutConfig], unit_ids, session_ids) -> POYO:
     """The model ``cfg.model`` describes (a :class:`POYOConfig`), with one head per readout name
     and these units and sessions in its vocabularies."""
+    cfg = resolve(cfg)
     config = replace(
         cfg.model,
         readouts=list(dict.fromkeys(r.name for r in readouts)),
@@ -96,6 +119,7 @@ def run_readouts(cfg: RunConfig, root) -> list[ReadoutConfig]:
 
 def make_datamodule(cfg: RunConfig, root: Path, readouts, *, progress: bool) -> DataModule:
     """The run's data module: the dataset's sessions (or ``sessions``), its augmentation, the batch settings."""
+    cfg = resolve(cfg)
     return DataModule(
         root,
         readouts,
@@ -255,10 +279,17 @@ class StepBar(L.Callback):
             self.bar = None
 
 
+LINEAR_CONTEXT_S = 1.0  # the most the window-matched linear decoder spans (see linear_baseline)
+
+
 def linear_baseline(cfg: RunConfig) -> LinearBaseline:
-    """The linear decoders printed beside POYO; the window one spans at most POYO's window."""
-    b = cfg.baseline
-    return LinearBaseline(bin_s=b.bin_s, step_s=b.step_s, context_s=cfg.window_length)
+    """The linear decoders printed beside POYO; the window one spans at most POYO's window, and
+    at most :data:`LINEAR_CONTEXT_S`: given 2 s it chose longer contexts on validation that did
+    worse on test (S1's 15-unit subset: 0.407 against 0.488 up to 1 s, benchmarks/README.md), and
+    its ridge fits grow with the cube of the context (at 2 s over 20 minutes on the quick
+    start's 149-unit sessions, against about one)."""
+    b, cfg = cfg.baseline, resolve(cfg)
+    return LinearBaseline(bin_s=b.bin_s, step_s=b.step_s, context_s=min(cfg.window_length, LINEAR_CONTEXT_S))
 
 
 def gru_baseline(cfg: RunConfig) -> GRUBaseline | None:
@@ -267,6 +298,7 @@ def gru_baseline(cfg: RunConfig) -> GRUBaseline | None:
     POYO's window holds), the causal one a window before it."""
     if not cfg.baseline.gru:
         return None
+    cfg = resolve(cfg)
     return GRUBaseline.for_window(cfg.window_length, bin_s=cfg.baseline.bin_s, seed=cfg.seed)
 
 
@@ -278,6 +310,8 @@ def train(cfg: RunConfig, run_dir: Path, *, progress: bool = True, describe: str
     _check_config(cfg)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    resume = find_resume(cfg.resume, run_dir)
+    cfg = resolve(cfg, resume)
     root = prepare_data(cfg)
     readouts = run_readouts(cfg, root)
     dm = make_datamodule(cfg, root, readouts, progress=progress)
@@ -291,7 +325,6 @@ def train(cfg: RunConfig, run_dir: Path, *, progress: bool = True, describe: str
             f"dataset.spike_jitter={cfg.dataset.spike_jitter:g} is not used by objective=mtm: spikes keep their times"
         )
     readouts = dm.readouts = fit_normalisation(ds, readouts)
-    resume = find_resume(cfg.resume, run_dir)
     if resume is not None:
         problems = resume_problems(safe_load(resume).get("hyper_parameters") or {}, cfg.to_dict(), readouts)
         if problems:
@@ -333,7 +366,7 @@ def train(cfg: RunConfig, run_dir: Path, *, progress: bool = True, describe: str
         f"\nmodel {name}: {model.num_parameters(embeddings=False):,} parameters + "
         f"{model.num_parameters() - model.num_parameters(embeddings=False):,} in the unit/session vocabularies; "
         f"{optim.name} peak lr {optim.peak_lr(cfg.batch_size):.3g} (= {optim.base_lr:g} x global batch {cfg.batch_size}), "
-        f"{total} steps ({steps_per_epoch} per epoch, {total / steps_per_epoch:.3g} epochs); "
+        f"{total} steps ({steps_per_epoch} per epoch, {total / steps_per_epoch:.3g} epochs) of {cfg.window_length:g} s windows; "
         "precision {} ({}); {}\n".format(*run_precision(cfg), layout)
     )
     ckpt_dir = run_dir / "checkpoints"
@@ -476,6 +509,7 @@ def evaluate(cfg: RunConfig, run_dir: Path) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     if not cfg.checkpoint:
         raise ValueError("mode=evaluate needs checkpoint=PATH (a .ckpt written by train.py, or a pretrained .pt)")
+    cfg = resolve(cfg)
     path = str(Path(cfg.checkpoint).expanduser().absolute())
     model = load_pretrained(path)
     model.attention = cfg.attention

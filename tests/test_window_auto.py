@@ -1,0 +1,86 @@
+"""``window_length=auto`` and ``batch_size=auto``: a model trained from scratch on a lab's own
+recording reads 2 s windows in batches of 16 (the same spikes per step as 32 of 1 s); presets
+and masked modelling keep 1 s; a model fine-tuned, evaluated or resumed keeps the window (and a
+resumed run the batch) it was trained with. Settled once, in ``RunConfig.resolved``."""
+
+from dataclasses import replace
+
+import pytest
+
+from poyo.model import POYO, POYOConfig, save_pretrained
+from poyo.training.config import SettingError, compose
+from poyo.training.guards import plan_differences
+from poyo.training.run import linear_baseline, resolve
+
+
+def settled(cfg, trained=None):
+    r = cfg.resolved(trained)
+    return r.window_length, r.batch_size
+
+
+def test_a_run_from_scratch_takes_the_recipes_window_and_the_batch_that_keeps_a_steps_spikes():
+    assert settled(compose("dataset=lab")) == (2.0, 16)  # a lab's own recording: the auto recipe
+    assert settled(compose()) == (1.0, 32)  # the quick start's preset
+    assert settled(compose("dataset=lab", "objective=mtm")) == (1.0, 32)  # masked modelling: measured at 1 s
+    assert settled(compose("dataset=lab", "window_length=4")) == (4.0, 8)
+    assert settled(compose("dataset=lab", "window_length=1.5")) == (1.5, 21)
+    assert settled(compose("dataset=lab", "batch_size=8")) == (2.0, 8)
+    assert settled(compose("dataset=lab", "window_length=1", "batch_size=64")) == (1.0, 64)
+    cfg = compose("dataset=lab").resolved()
+    assert cfg.resolved() is cfg and cfg.is_resolved and not compose().is_resolved
+    assert compose().resolved().to_dict() == replace(compose(), window_length=1.0, batch_size=32).to_dict()
+
+
+def test_a_continued_model_keeps_its_window_and_a_resumed_run_its_batch():
+    ft = compose("dataset=lab", "finetune=unit_identification", "finetune.checkpoint=pre.pt")
+    assert settled(ft, {"window_length": 2.0}) == (2.0, 16)
+    assert settled(ft, {"window_length": 1.0}) == (1.0, 32)
+    assert settled(ft, {"window_length": None}) == (1.0, 32)  # a file that does not say: POYO's 1 s
+    assert settled(ft, {"window_length": 2.0}) == settled(compose("dataset=lab"))
+    ev = compose("dataset=lab", "mode=evaluate", "checkpoint=m.pt")
+    assert settled(ev, {"window_length": None}) == (1.0, 32)
+    # a run resumed from before window_length=auto: its 1 s and 32, not the recipe's 2 s and 16
+    assert settled(compose("dataset=lab"), {"window_length": 1.0, "batch_size": 32}) == (1.0, 32)
+    assert settled(compose("dataset=lab", "batch_size=12"), {"window_length": 1.0, "batch_size": 32}) == (1.0, 12)
+
+
+def test_a_setting_that_does_not_fit_the_settled_window_is_refused_naming_it():
+    for bad, what in (
+        ("window_length=abc", "must be auto or a positive number of seconds"),
+        ("window_length=0", "must be auto or a positive number of seconds"),
+        ("batch_size=0", "must be auto or a positive integer"),
+        ("batch_size=big", "must be auto or a positive integer"),
+        ("dataset.window_length=-2", "dataset.window_length"),
+    ):
+        with pytest.raises(SettingError, match=what):
+            compose("dataset=lab", bad)
+    cfg = compose("eval_step=1.5")  # fine until the window is settled: 1 s for the quick start's preset
+    with pytest.raises(SettingError, match=r"eval_step=1\.5: must be a number of seconds in \[0\.01, window_length=1"):
+        cfg.resolved()
+    assert compose("dataset=lab", "eval_step=1.5").resolved().eval_step == 1.5  # 2 s windows hold it
+
+
+def test_resolve_reads_the_window_from_the_model_being_fine_tuned_or_evaluated(tmp_path):
+    for window in (1.0, 2.0):
+        config = replace(POYOConfig.from_name("poyo_mini"), window_length=window)
+        path = save_pretrained(POYO(config, unit_ids=["a/u"], session_ids=["a"]), tmp_path / f"{window:g}.pt")
+        ft = compose("dataset=lab", "finetune=unit_identification", f"finetune.checkpoint={path}")
+        assert (resolve(ft).window_length, resolve(ft).batch_size) == (window, round(32 / window))
+        ev = compose("dataset=lab", "mode=evaluate", f"checkpoint={path}")
+        assert resolve(ev).window_length == window
+    missing = compose("dataset=lab", "finetune=full", f"finetune.checkpoint={tmp_path / 'none.pt'}")
+    with pytest.raises(FileNotFoundError, match=r"finetune\.checkpoint=.*none\.pt: no such file"):
+        resolve(missing)
+
+
+def test_an_old_runs_settings_resume_without_a_plan_difference():
+    now = compose("dataset=lab").resolved({"window_length": 1.0, "batch_size": 32}).to_dict()
+    saved = {**now, "dataset": {k: v for k, v in now["dataset"].items() if k != "window_length"}}
+    assert plan_differences(saved, now) == []
+    changed = {**saved, "dataset": {**saved["dataset"], "spike_jitter": 0.0}}
+    assert [d.split(":")[0] for d in plan_differences(changed, now)] == ["dataset"]  # other recipe keys still count
+
+
+def test_the_linear_decoder_spans_at_most_one_second_of_a_longer_window():
+    assert linear_baseline(compose("dataset=lab").resolved()).context_s == 1.0
+    assert linear_baseline(compose("dataset=lab", "window_length=0.5").resolved()).context_s == 0.5
