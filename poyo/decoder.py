@@ -292,8 +292,10 @@ class Decoder:
     @property
     def window_length(self) -> float:
         """Seconds of spikes per window: the fitted model's, else what ``fit`` will train on."""
-        if self.model_ is not None:
-            return self.model_.config.window_length or self._checked.resolved({"window_length": None}).window_length
+        from poyo.training.config import STANDARD_WINDOW
+
+        if self.model_ is not None:  # a model runs on the window it learned (files that do not say: 1 s)
+            return self.model_.config.window_length or STANDARD_WINDOW
         return self._checked.resolved().window_length
 
     # --- sessions -> files -------------------------------------------------------------

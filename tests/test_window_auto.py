@@ -21,7 +21,8 @@ def settled(cfg, trained=None):
 def test_a_run_from_scratch_takes_the_recipes_window_and_the_batch_that_keeps_a_steps_spikes():
     assert settled(compose("dataset=lab")) == (2.0, 16)  # a lab's own recording: the auto recipe
     assert settled(compose()) == (1.0, 32)  # the quick start's preset
-    assert settled(compose("dataset=lab", "objective=mtm")) == (1.0, 32)  # masked modelling: measured at 1 s
+    assert settled(compose("dataset=lab", "objective=mtm")) == (1.0, 32)  # masked modelling: tuned on 1 s
+    assert settled(compose("dataset=lab", "objective=both")) == (1.0, 32)
     assert settled(compose("dataset=lab", "window_length=4")) == (4.0, 8)
     assert settled(compose("dataset=lab", "window_length=1.5")) == (1.5, 21)
     assert settled(compose("dataset=lab", "batch_size=8")) == (2.0, 8)

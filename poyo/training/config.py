@@ -395,15 +395,16 @@ class RunConfig:
         ``window_length=auto``: the continued model's window (a model runs on the window it learned:
         its latent grid and time spans assume it), else the recipe's ``dataset.window_length``
         (1 s; 2 s for a lab's own recording, the ``auto`` recipe: on S1 it never lost to 1 s and
-        gained up to 0.021 R², benchmarks/README.md). ``objective=mtm`` and a fine-tuned model that
-        does not say take :data:`STANDARD_WINDOW`. ``batch_size=auto``: a resumed run's batch, else
-        :data:`BATCH_SECONDS` of windows, so a longer window does not make a step slower."""
+        gained up to 0.021 R², benchmarks/README.md). Masked modelling (``objective=mtm|both``,
+        tuned on 1 s windows) and a fine-tuned model that does not say take :data:`STANDARD_WINDOW`.
+        ``batch_size=auto``: a resumed run's batch, else :data:`BATCH_SECONDS` of windows, so a
+        longer window does not make a step slower (the learning rate, base_lr x batch, follows)."""
         trained = dict(trained or {})
         continued = trained or self.finetune.mode != "none" or self.mode == "evaluate"
         window = self.window_length
         if window == "auto":
             window = trained.get("window_length") or (
-                STANDARD_WINDOW if continued or self.objective == "mtm" else self.dataset.window_length
+                STANDARD_WINDOW if continued or self.objective != "supervised" else self.dataset.window_length
             )
         batch = self.batch_size
         if batch == "auto":
@@ -414,6 +415,7 @@ class RunConfig:
 
     @property
     def is_resolved(self) -> bool:
+        """Whether window_length and batch_size are numbers (what every part of a run reads)."""
         return self.window_length != "auto" and self.batch_size != "auto"
 
     @property

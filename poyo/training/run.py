@@ -286,8 +286,8 @@ def linear_baseline(cfg: RunConfig) -> LinearBaseline:
     """The linear decoders printed beside POYO; the window one spans at most POYO's window, and
     at most :data:`LINEAR_CONTEXT_S`: given 2 s it chose longer contexts on validation that did
     worse on test (S1's 15-unit subset: 0.407 against 0.488 up to 1 s, benchmarks/README.md), and
-    its ridge fits grow with the cube of the context (at 2 s over 20 minutes on the quick
-    start's 149-unit sessions, against about one)."""
+    its ridge fits grow with the cube of the context (a 2 s span had not finished after 20
+    minutes on the quick start's sessions of up to 149 units, where 1 s takes about 70 s)."""
     b, cfg = cfg.baseline, resolve(cfg)
     return LinearBaseline(bin_s=b.bin_s, step_s=b.step_s, context_s=min(cfg.window_length, LINEAR_CONTEXT_S))
 
