@@ -461,7 +461,7 @@ class Decoder:
         from poyo.training.config import FinetuneConfig
         from poyo.training.guards import RunLock
         from poyo.training.loggers import quiet_libraries
-        from poyo.training.run import planned_steps, resolve, train
+        from poyo.training.run import planned_steps, train
 
         quiet_libraries()
         steps = max_steps if max_steps is not None else self.max_steps
@@ -469,7 +469,8 @@ class Decoder:
         run = dict(train_seconds=train_seconds)
         if finetune is not None:
             run["finetune"] = FinetuneConfig(**finetune)
-        cfg = resolve(self._config(work / "data", ids, trainer=trainer, **run))  # a model adapted keeps its window
+        trained = {"window_length": self.window_length} if finetune is not None else None  # adapted: its own window
+        cfg = self._config(work / "data", ids, trainer=trainer, **run).resolved(trained)
         ds = Dataset(work / "data", sessions=ids, train_seconds=train_seconds, validate=False)
         windows = len(RandomFixedWindowSampler(ds.sampling_intervals("train"), cfg.window_length, seed=self.seed))
         ds.close()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from collections.abc import Mapping
 from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
@@ -70,15 +71,16 @@ def prepare_data(cfg: RunConfig) -> Path | list[Path]:
     return [data_root / b for b in brainsets] if cfg.dataset.brainsets else data_root / brainsets[0]
 
 
-def resolve(cfg: RunConfig, resume: Path | None = None) -> RunConfig:
+def resolve(cfg: RunConfig, resumed: Mapping | None = None) -> RunConfig:
     """``cfg`` with ``window_length`` and ``batch_size`` settled (:meth:`RunConfig.resolved`),
-    from what the model the run continues was trained with: the ``resume`` checkpoint's
-    settings, else the model fine-tuned (``finetune.checkpoint``) or evaluated (``checkpoint``)."""
+    from what the model the run continues was trained with: ``resumed``, the resumed
+    checkpoint's ``hyper_parameters`` (read once by :func:`train`), else the model fine-tuned
+    (``finetune.checkpoint``) or evaluated (``checkpoint``), read from its file."""
     if cfg.is_resolved:
         return cfg
     trained = None
-    if resume is not None:
-        saved = (safe_load(resume).get("hyper_parameters") or {}).get("config") or {}
+    if resumed is not None:
+        saved = resumed.get("config") or {}
         trained = {k: saved[k] for k in ("window_length", "batch_size") if k in saved}
     else:
         key, path = "finetune.checkpoint", cfg.finetune.checkpoint if cfg.finetune.mode != "none" else None
@@ -311,7 +313,8 @@ def train(cfg: RunConfig, run_dir: Path, *, progress: bool = True, describe: str
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     resume = find_resume(cfg.resume, run_dir)
-    cfg = resolve(cfg, resume)
+    resumed = (safe_load(resume).get("hyper_parameters") or {}) if resume is not None else None
+    cfg = resolve(cfg, resumed)
     root = prepare_data(cfg)
     readouts = run_readouts(cfg, root)
     dm = make_datamodule(cfg, root, readouts, progress=progress)
@@ -326,7 +329,7 @@ def train(cfg: RunConfig, run_dir: Path, *, progress: bool = True, describe: str
         )
     readouts = dm.readouts = fit_normalisation(ds, readouts)
     if resume is not None:
-        problems = resume_problems(safe_load(resume).get("hyper_parameters") or {}, cfg.to_dict(), readouts)
+        problems = resume_problems(resumed, cfg.to_dict(), readouts)
         if problems:
             raise ValueError(
                 f"resume={resume}: this run's settings differ from the checkpoint's, so it would not continue the same run:\n  "
@@ -509,9 +512,9 @@ def evaluate(cfg: RunConfig, run_dir: Path) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     if not cfg.checkpoint:
         raise ValueError("mode=evaluate needs checkpoint=PATH (a .ckpt written by train.py, or a pretrained .pt)")
-    cfg = resolve(cfg)
     path = str(Path(cfg.checkpoint).expanduser().absolute())
     model = load_pretrained(path)
+    cfg = cfg.resolved({"window_length": model.config.window_length})  # the window the model learned
     model.attention = cfg.attention
     module = POYOModule(model, cfg.optim, global_batch_size=cfg.batch_size, total_steps=1)
     readouts = model.readout_configs
