@@ -4,6 +4,7 @@
     python benchmarks/real_few_shot.py --sizes 120 --seeds 1 --pretrain-steps 600 --steps 100   # quicker look
     python benchmarks/real_few_shot.py --target other.mat   # a second recording: pretrain on S1, adapt to it
     python benchmarks/real_few_shot.py --target later       # stand-in: S1's last 40%, its units renamed
+    python benchmarks/real_few_shot.py --target later --synthetic   # pretrain on S1 and the synthetic set
 
 One real recording (default: the macaque S1 recording in ``../shared/data/s1_miller/``: 52
 units, 50 ms counts and hand velocity, 29 min) is cut into pseudo-sessions: its units are dealt
@@ -34,6 +35,11 @@ the held-out group's test split. Prints mean ± sd over seeds and writes ``resul
 recording, ``--target later`` stands in for a later recording of the same array: pretraining
 gets the first 60% of ``--mat``'s time, the new session is the last 40% with its units renamed
 (as a new spike sorting would name them), so neither its units nor any of its behaviour were seen.
+
+``--synthetic`` adds the embedded synthetic reaching set (``dataset=synthetic_reaching``, 9
+sessions, 36 min) to the pretraining, in either variant, as POYO pretrains on every recording at
+hand: one velocity head, with each brainset's own normalisation and the synthetic preset's loss
+weights. The new session and everything fitted on it are unchanged.
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ METHODS = {  # row name: train.py overrides (besides the data and the steps)
     "from scratch": [],
 }
 LINEAR_ROWS = {"linear (window)": "linear", "causal (Wiener)": "causal"}
+SYNTHETIC = "synthetic_reaching"  # --synthetic: the embedded set's preset and brainset folder
 
 
 def write_groups(mat: Path, data_root: Path, groups: int) -> list[str]:
@@ -123,6 +130,37 @@ def write_recordings(mat: Path, target: str, data_root: Path) -> tuple[list[str]
     return [f"{RECORDINGS}/source"], [f"{RECORDINGS}/target"]
 
 
+def with_synthetic(out: Path, data_root: Path, brainset: str) -> tuple[list[str], str]:
+    """Generate the synthetic set below ``data_root`` and write a dataset recipe that reads it
+    beside ``brainset`` (``auto.yaml``'s augmentation; one ``hand.vel`` head, each brainset with
+    its own normalisation: the real sessions' from their training split, the synthetic preset's
+    own weights and std). Returns (the ``train.py`` overrides that select it, the synthetic
+    sessions' pattern)."""
+    import yaml
+
+    from poyo.configs import preset
+    from poyo.data.discover import readout_name
+    from poyo.pipelines.synthetic_reaching import SyntheticConfig, ensure
+    from poyo.readouts.spec import READOUTS
+
+    synthetic = preset("dataset", SYNTHETIC)
+    ensure(data_root / SYNTHETIC, SyntheticConfig(**synthetic["generate"]))
+    head = readout_name("hand.vel", 2, list(READOUTS.values()))  # the head dataset=<brainset> adapts
+    (readout,) = synthetic["readouts"]
+    name = f"{brainset}_and_{SYNTHETIC}"
+    recipe = {
+        **preset("dataset", "auto"), "name": name, "brainsets": [brainset, SYNTHETIC],
+        "readouts": [
+            {"name": head, "key": "hand.vel", "sessions": f"{brainset}/*"},
+            {**readout, "name": head, "sessions": f"{SYNTHETIC}/*"},
+        ],
+    }  # fmt: skip
+    folder = out / "configs"
+    (folder / "dataset").mkdir(parents=True, exist_ok=True)
+    (folder / "dataset" / f"{name}.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return [f"hydra.searchpath=[file://{folder.absolute()}]", f"dataset={name}"], f"{SYNTHETIC}/*"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--mat", type=Path, default=ROOT.parent / "shared" / "data" / "s1_miller" / "s1_data.mat")
@@ -148,6 +186,10 @@ def main() -> None:
         "--target", default=None,
         help="multi-recording variant: pretrain on all of --mat, adapt to this recording ('later': --mat's last 40%%)",
     )  # fmt: skip
+    p.add_argument(
+        "--synthetic", action="store_true",
+        help="pretrain on the synthetic reaching set too (generated below --out; a new --out, or --pretrained, to compare)",
+    )  # fmt: skip
     a = p.parse_args()
     if not a.mat.is_file():
         sys.exit(
@@ -155,8 +197,11 @@ def main() -> None:
         )
     if not 0 <= a.held_out < a.groups:
         sys.exit(f"--held-out must name a group in 0..{a.groups - 1}, got {a.held_out}")
+    if a.synthetic and a.pretrained is not None:
+        sys.exit("--synthetic pretrains on the synthetic set too; with --pretrained nothing is pretrained: drop one")
     if a.out is None:
         a.out = ROOT / "outputs" / ("real_few_shot" if a.target is None else f"real_few_shot_{Path(a.target).stem}")
+        a.out = a.out.with_name(a.out.name + ("_synthetic" if a.synthetic else ""))
     a.out.mkdir(parents=True, exist_ok=True)
     data_root = a.out / "data"
     if a.target is None:
@@ -179,11 +224,21 @@ def main() -> None:
     ]  # fmt: skip
     ckpt = a.pretrained or a.out / "pretrain" / "checkpoints" / "model.pt"
     if not ckpt.is_file():
+        pretrain = list(common)
+        if a.synthetic:  # the recipe that reads both brainsets replaces dataset=<brainset>
+            recipe, pattern = with_synthetic(a.out, data_root, brainset)
+            pretrain = [o for o in pretrain if not o.startswith("dataset=")] + recipe
+            pre = [*pre, pattern]
+            what += " and the synthetic set"
         print(f"pretraining {a.model} on {len(pre)} {what} for {a.pretrain_steps} steps ...", flush=True)
         r = run_train(
-            a.out / "pretrain", common + [sess(pre), f"trainer.max_steps={a.pretrain_steps}"], a.out / "pretrain.log"
+            a.out / "pretrain", [*pretrain, sess(pre), f"trainer.max_steps={a.pretrain_steps}"], a.out / "pretrain.log"
         )
         print(f"  pretraining test R² {r['poyo_mean_r2']:.3f} (linear {r['linear_mean_r2']:.3f}), {r['seconds']:.0f} s")
+        real = [x for x in r["sessions"] if not x["session"].startswith(f"{SYNTHETIC}/")]
+        if a.synthetic and real:  # the mean above counts the synthetic sessions too
+            print(f"  on the real sessions only: {np.mean([x['poyo_r2'] for x in real]):.3f} "
+                  f"(linear {np.mean([x['linear_r2'] for x in real]):.3f})")  # fmt: skip
     results = []
     for seconds in a.sizes:
         for seed in range(a.seeds):
