@@ -1,6 +1,7 @@
 """Helpers of the benchmarks whose answers are reported as figures: benchmarks/model.py's
 largest-batch search and the peak FLOP/s behind MFU, and the sessions benchmarks/real_few_shot.py
-writes for its multi-recording variant; benchmarks/rotary_cost.py's three ways."""
+writes for its multi-recording variant and the recipe it writes to add the synthetic set;
+benchmarks/rotary_cost.py's three ways."""
 
 import importlib
 import importlib.util
@@ -91,6 +92,33 @@ def test_multi_recording_variant_writes_two_sessions_that_share_nothing(tmp_path
     np.savez(other, spikes=counts[:500], vel=vel[:500, :1])
     with pytest.raises(SystemExit, match="other.npz.*1 dims"):
         rfs.write_recordings(mat, str(other), tmp_path / "data")
+
+
+def test_synthetic_pretraining_recipe_reads_both_brainsets_through_one_head(tmp_path):
+    """--synthetic: the recipe written for train.py composes, reads the real brainset and the
+    generated synthetic one, feeds both into the head that dataset=<brainset> adapts, each with
+    its own normalisation, and a new real session keeps the real one's."""
+    from poyo.readouts import ReadoutConfig
+    from poyo.readouts.auto import readouts_from_settings
+    from poyo.readouts.normalise import pretrained_normalisation
+    from poyo.training.config import compose
+
+    rfs = _benchmark("real_few_shot")
+    overrides, pattern = rfs.with_synthetic(tmp_path / "out", tmp_path / "data", "recordings")
+    assert pattern == "synthetic_reaching/*"
+    assert len(list((tmp_path / "data" / "synthetic_reaching").glob("**/*.h5"))) == 9
+    cfg = compose(*overrides, f"data_root={tmp_path / 'data'}")
+    assert cfg.dataset.brainsets == ["recordings", "synthetic_reaching"]
+    assert cfg.dataset.unit_dropout == {"min_fraction": 0.5, "peak": 4.0} and cfg.dataset.spike_jitter == 0.025
+    real, synthetic = readouts_from_settings(cfg.to_dict()["dataset"], tmp_path / "data")
+    assert real.name == synthetic.name == "hand_velocity_2d"  # the head an auto readout of hand.vel adapts
+    assert (real.key, synthetic.key) == ("hand.vel", "cursor.vel")
+    assert real.applies_to("recordings/source") and not real.applies_to("synthetic_reaching/x")
+    assert synthetic.applies_to("synthetic_reaching/x") and not synthetic.applies_to("recordings/target")
+    assert synthetic.std == 10.0 and synthetic.weights["movement_phases.reach_period"] == 5.0
+    trained = [ReadoutConfig(**{**real.to_dict(), "mean": [0.1, 0.2], "std": [3.0, 4.0]}), synthetic]
+    new = ReadoutConfig("hand_velocity_2d", key="hand.vel", mean=None, std=None)
+    assert pretrained_normalisation(trained, new, ["recordings/target"]) is trained[0]
 
 
 def test_gpu_check_suite_names_failures_and_stops_a_shard_past_its_budget(tmp_path):
