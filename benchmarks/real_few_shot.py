@@ -217,6 +217,8 @@ def main() -> None:
         title = "Adapting to a recording never seen" + (
             " (stand-in: a later part, units renamed)" if a.target == "later" else ""
         )
+    if a.synthetic:
+        title += ",\npretrained with the synthetic set"
     sess = lambda names: "sessions=[" + ",".join(names) + "]"  # noqa: E731
     common = [
         f"data_root={data_root}", f"dataset={brainset}", f"model={a.model}", f"batch_size={a.batch_size}", f"window_length={a.window_length}",
