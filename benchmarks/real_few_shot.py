@@ -220,25 +220,27 @@ def main() -> None:
     if a.synthetic:
         title += ",\npretrained with the synthetic set"
     sess = lambda names: "sessions=[" + ",".join(names) + "]"  # noqa: E731
+    dataset = [f"dataset={brainset}"]  # the new session's runs; pretraining may read more (--synthetic)
     common = [
-        f"data_root={data_root}", f"dataset={brainset}", f"model={a.model}", f"batch_size={a.batch_size}", f"window_length={a.window_length}",
+        f"data_root={data_root}", f"model={a.model}", f"batch_size={a.batch_size}", f"window_length={a.window_length}",
         "trainer.check_val_every_n_epoch=100000", "plot_sessions=1",
     ]  # fmt: skip
     ckpt = a.pretrained or a.out / "pretrain" / "checkpoints" / "model.pt"
     if not ckpt.is_file():
-        pretrain = list(common)
-        if a.synthetic:  # the recipe that reads both brainsets replaces dataset=<brainset>
-            recipe, pattern = with_synthetic(a.out, data_root, brainset)
-            pretrain = [o for o in pretrain if not o.startswith("dataset=")] + recipe
+        what = f"{len(pre)} {what}"
+        pretrain_data = dataset
+        if a.synthetic:  # a recipe that reads both brainsets
+            pretrain_data, pattern = with_synthetic(a.out, data_root, brainset)
             pre = [*pre, pattern]
             what += " and the synthetic set"
-        print(f"pretraining {a.model} on {len(pre)} {what} for {a.pretrain_steps} steps ...", flush=True)
+        print(f"pretraining {a.model} on {what} for {a.pretrain_steps} steps ...", flush=True)
         r = run_train(
-            a.out / "pretrain", [*pretrain, sess(pre), f"trainer.max_steps={a.pretrain_steps}"], a.out / "pretrain.log"
-        )
+            a.out / "pretrain", [*common, *pretrain_data, sess(pre), f"trainer.max_steps={a.pretrain_steps}"],
+            a.out / "pretrain.log",
+        )  # fmt: skip
         print(f"  pretraining test R² {r['poyo_mean_r2']:.3f} (linear {r['linear_mean_r2']:.3f}), {r['seconds']:.0f} s")
-        real = [x for x in r["sessions"] if not x["session"].startswith(f"{SYNTHETIC}/")]
-        if a.synthetic and real:  # the mean above counts the synthetic sessions too
+        if a.synthetic:  # the mean above counts the synthetic sessions too
+            real = [x for x in r["sessions"] if not x["session"].startswith(f"{SYNTHETIC}/")]
             print(f"  on the real sessions only: {np.mean([x['poyo_r2'] for x in real]):.3f} "
                   f"(linear {np.mean([x['linear_r2'] for x in real]):.3f})")  # fmt: skip
     results = []
@@ -246,7 +248,9 @@ def main() -> None:
         for seed in range(a.seeds):
             for method in a.methods:
                 steps = a.scratch_steps if method == "from scratch" else a.steps
-                run, r = adapt_run(a.out, [*common, sess([held])], method, METHODS[method], seconds, seed, steps, ckpt)
+                run, r = adapt_run(
+                    a.out, [*common, *dataset, sess([held])], method, METHODS[method], seconds, seed, steps, ckpt
+                )
                 results.append(dict(method=method, seconds_per_session=seconds, seed=seed, r2=r["poyo_mean_r2"], steps=steps,
                                     wall_s=round(r["seconds"], 1)))  # fmt: skip
                 print(f"{method:22s} {seconds:5.0f} s seed {seed}  R² {r['poyo_mean_r2']:.3f}  (linear "
