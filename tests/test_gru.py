@@ -44,13 +44,16 @@ def test_the_gru_learns_what_a_linear_decoder_cannot(tmp_path):
     assert gru > linear + 0.2, (gru, linear)
 
 
-def test_size_is_chosen_on_validation_and_fits_reproduce(tmp_path):
+def test_size_is_chosen_on_validation_and_fits_reproduce(tmp_path, capsys):
     ds, cfg = session_with(tmp_path, lambda a, b: a - b, duration=200.0)
     kw = dict(FAST, hidden=(1, 16), max_epochs=4)
     one = GRUBaseline(**kw).evaluate(ds, cfg, variants=("window",))["window"]["lab/s"]
-    two = GRUBaseline(**kw).evaluate(ds, cfg, variants=("window",))["window"]["lab/s"]
+    assert "GRU fits" not in capsys.readouterr().err
+    two = GRUBaseline(**kw).evaluate(ds, cfg, variants=("window",), progress=True)["window"]["lab/s"]
     assert one["hidden"] == 16  # one unit of state cannot hold a difference over time as well
-    np.testing.assert_array_equal(one["pred"], two["pred"])
+    np.testing.assert_array_equal(one["pred"], two["pred"])  # the bar changes nothing
+    err = capsys.readouterr().err
+    assert "GRU fits (x_val_1d)" in err and "2/2" in err and "16 units, dropout 0: validation" in err, err
 
 
 @pytest.mark.parametrize(

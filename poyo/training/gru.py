@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from poyo.data.dataset import Dataset
 from poyo.readouts import ReadoutConfig
@@ -166,10 +167,17 @@ class GRUBaseline:
         return torch.cat([net(c) for c in x.split(2048)]).numpy()
 
     def evaluate(
-        self, ds: Dataset, readout: ReadoutConfig, sessions: Sequence[str] | None = None, variants=VARIANTS
+        self,
+        ds: Dataset,
+        readout: ReadoutConfig,
+        sessions: Sequence[str] | None = None,
+        variants=VARIANTS,
+        progress: bool = False,
     ) -> dict[str, dict[str, dict]]:
         """``{variant: {session: {"r2", "hidden", "dropout", "pred", "sample_index", "time"}}}``
-        (``angle_error_deg`` too, for circular readouts); scores in the behaviour's own units."""
+        (``angle_error_deg`` too, for circular readouts); scores in the behaviour's own units.
+        ``progress``: a bar over the fits (one can take minutes on a long recording with many units),
+        showing the last fit's validation score."""
         if readout.spec.kind == "categorical":
             raise ValueError(
                 f"the GRU baselines decode continuous and circular readouts, not '{readout.name}' (categorical)"
@@ -179,9 +187,17 @@ class GRUBaseline:
             raise ValueError(f"variants must be among {VARIANTS}, got {bad}")
         spec = readout.spec
         out: dict[str, dict[str, dict]] = {v: {} for v in variants}
-        for sid in sessions if sessions is not None else ds.session_ids:
+        sessions = list(sessions if sessions is not None else ds.session_ids)
+        bar = tqdm(
+            total=len(sessions) * len(variants) * len(self.hidden) * len(self.dropout),
+            desc=f"GRU fits ({readout.name})",
+            unit="fit",
+            disable=not progress,
+        )
+        for sid in sessions:
             samples = session_samples(ds, sid, readout, self.bin_s)
             if samples is None:
+                bar.update(len(variants) * len(self.hidden) * len(self.dropout))
                 continue
             w, y, rows, t, index = samples
             my, sy = y[rows["train"]].mean(0), y[rows["train"]].std(0) + 1e-8
@@ -202,6 +218,10 @@ class GRUBaseline:
                 for hidden in self.hidden:
                     for dropout in self.dropout:
                         fit, net = self._fit(x, targets, (my, sy), spec, hidden, dropout, bi, before - 1)
+                        bar.set_postfix_str(
+                            f"{sid} {variant} {hidden} units, dropout {dropout:g}: validation {fit:.3f}"
+                        )
+                        bar.update()
                         if best is None or fit > best[0]:
                             best = (fit, hidden, dropout, net)
                 _, hidden, dropout, net = best
@@ -212,4 +232,5 @@ class GRUBaseline:
                 }  # fmt: skip
                 if spec.kind == "circular":
                     out[variant][sid]["angle_error_deg"] = angular_error_deg(pred, y[rows["test"]], spec.dim)
+        bar.close()
         return out

@@ -117,7 +117,8 @@ def report(
                 baselines[variant].update(per)
             if gru is not None:
                 print(f"fitting the GRU decoders for {first.name} (baseline.gru) ...", flush=True)
-                for variant, per in gru.evaluate(dm.eval_set, r, [s for s in sessions if r.applies_to(s)]).items():
+                fits = gru.evaluate(dm.eval_set, r, [s for s in sessions if r.applies_to(s)], progress=True)
+                for variant, per in fits.items():
                     baselines.setdefault(f"gru_{variant}", {}).update(per)
     table, rows = results_table(module.last_scores, baselines, first.name, sessions, errors)
     evals = sorted({str(r.eval_intervals) for r in head})
