@@ -1,7 +1,7 @@
 """Helpers of the benchmarks whose answers are reported as figures: benchmarks/model.py's
 largest-batch search and the peak FLOP/s behind MFU, and the sessions benchmarks/real_few_shot.py
 writes for its multi-recording variant and the recipe it writes to add the synthetic set;
-benchmarks/rotary_cost.py's three ways."""
+benchmarks/rotary_cost.py's three ways; the recording benchmarks/many_units.py simulates."""
 
 import importlib
 import importlib.util
@@ -253,3 +253,19 @@ def test_real_data_gru_window_sets_both_grus_contexts(tmp_path, monkeypatch):
         assert {k: seen[-1][k] for k in ("before_s", "after_s", "causal_s", "seed")} == {
             "before_s": 0.75 * window, "after_s": 0.25 * window, "causal_s": window, "seed": 3,
         }  # fmt: skip
+
+
+def test_many_units_writes_one_session_under_its_own_brainset(tmp_path):
+    """benchmarks/many_units.py: the synthetic session is renamed, so train.py dataset=<folder>
+    takes the recipe for a lab's own recording, not the synthetic preset; the size is as asked."""
+    from poyo.data import Dataset
+
+    many = _benchmark("many_units")
+    name = many.simulate(tmp_path, units=7, minutes=1.0, seed=1)
+    assert name == "reaching_7u_1min_s1"
+    ds = Dataset(tmp_path / name, behaviour=["cursor.vel"])
+    (sid,) = ds.session_ids
+    assert sid.startswith(f"{name}/")
+    s = ds.sessions[sid]
+    assert len(s.unit_ids) == 7 and 59.0 <= s.end - s.start <= 61.0
+    assert many.simulate(tmp_path, units=7, minutes=1.0, seed=1) == name  # written once, then reused
