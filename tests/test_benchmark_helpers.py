@@ -269,3 +269,19 @@ def test_many_units_writes_one_session_under_its_own_brainset(tmp_path):
     s = ds.sessions[sid]
     assert len(s.unit_ids) == 7 and 59.0 <= s.end - s.start <= 61.0
     assert many.simulate(tmp_path, units=7, minutes=1.0, seed=1) == name  # written once, then reused
+
+
+def test_run_time_breakdown_tells_steps_gaps_and_validations_apart():
+    spec = importlib.util.spec_from_file_location(
+        "bench_run_time", Path(__file__).resolve().parents[1] / "benchmarks" / "run_time.py"
+    )
+    rt = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rt)
+    # three steps of 0.2 s; 0.01 s before the second, a 3 s validation before the third
+    starts, ends = [10.0, 10.21, 13.41], [10.2, 10.41, 13.61]
+    b = rt.breakdown(starts, ends, wall_s=20.0)
+    assert b["steps"] == 3 and b["steps_s"] == pytest.approx(0.6) and b["step_median_s"] == pytest.approx(0.2)
+    assert b["between_steps_s"] == pytest.approx(0.01) and b["validations"] == 1
+    assert b["validations_s"] == pytest.approx(3.0) and b["rest_s"] == pytest.approx(20.0 - 3.61)
+    with pytest.raises(ValueError, match="as many step starts as ends"):
+        rt.breakdown([1.0], [], 2.0)

@@ -57,9 +57,13 @@ def settings(**changes):
         ("trainer.max_step", 10, "trainer.max_step: unknown key"),
         ("train_seconds", "two minutes", "train_seconds='two minutes'"),
         ("sessions", [], "sessions=[]: must be null"),
-        ("eval_step", 2.0, "eval_step=2.0: must be a number of seconds in [0.01, window_length=1]"),  # once settled
+        (
+            "eval_step",
+            2.0,
+            "eval_step=2.0: must be auto or a number of seconds in [0.01, window_length=1]",
+        ),  # once settled
         ("window_length", "long", "window_length='long': must be auto or a positive number of seconds"),
-        ("eval_step", 1e-9, "eval_step=1e-09: must be a number of seconds in [0.01"),
+        ("eval_step", 1e-9, "eval_step=1e-09: must be auto or a number of seconds in [0.01"),
         ("optim.base_lr", float("inf"), "optim.base_lr=inf: must be a finite number"),
         ("window_length", 0, "window_length=0"),
         ("trainer.max_steps", 0, "trainer.max_steps=0: must be -1"),

@@ -29,7 +29,9 @@ def test_a_run_from_scratch_takes_the_recipes_window_and_the_batch_that_keeps_a_
     assert settled(compose("dataset=lab", "window_length=1", "batch_size=64")) == (1.0, 64)
     cfg = compose("dataset=lab").resolved()
     assert cfg.resolved() is cfg and cfg.is_resolved and not compose().is_resolved
-    assert compose().resolved().to_dict() == replace(compose(), window_length=1.0, batch_size=32).to_dict()
+    assert (
+        compose().resolved().to_dict() == replace(compose(), window_length=1.0, batch_size=32, eval_step=0.25).to_dict()
+    )
 
 
 def test_a_continued_model_keeps_its_window_and_a_resumed_run_its_batch():
@@ -56,7 +58,9 @@ def test_a_setting_that_does_not_fit_the_settled_window_is_refused_naming_it():
         with pytest.raises(SettingError, match=what):
             compose("dataset=lab", bad)
     cfg = compose("eval_step=1.5")  # fine until the window is settled: 1 s for the quick start's preset
-    with pytest.raises(SettingError, match=r"eval_step=1\.5: must be a number of seconds in \[0\.01, window_length=1"):
+    with pytest.raises(
+        SettingError, match=r"eval_step=1\.5: must be auto or a number of seconds in \[0\.01, window_length=1"
+    ):
         cfg.resolved()
     assert compose("dataset=lab", "eval_step=1.5").resolved().eval_step == 1.5  # 2 s windows hold it
 
@@ -85,3 +89,12 @@ def test_an_old_runs_settings_resume_without_a_plan_difference():
 def test_the_linear_decoder_spans_at_most_one_second_of_a_longer_window():
     assert linear_baseline(compose("dataset=lab").resolved()).context_s == 1.0
     assert linear_baseline(compose("dataset=lab", "window_length=0.5").resolved()).context_s == 0.5
+
+
+def test_eval_step_auto_is_a_quarter_of_the_window_and_a_number_is_kept():
+    assert compose().resolved().eval_step == 0.25  # the quick start's 1 s windows: as before
+    assert compose("dataset=lab").resolved().eval_step == 0.5  # a lab's own recording: 2 s windows
+    assert compose("dataset=lab", "window_length=1").resolved().eval_step == 0.25
+    assert compose("dataset=lab", "eval_step=0.25").resolved().eval_step == 0.25
+    with pytest.raises(SettingError, match=r"eval_step=0\.0: must be auto or a number of seconds"):
+        compose("eval_step=0")

@@ -188,8 +188,9 @@ class GRUBaseline:
         spec = readout.spec
         out: dict[str, dict[str, dict]] = {v: {} for v in variants}
         sessions = list(sessions if sessions is not None else ds.session_ids)
+        fits = len(variants) * len(self.hidden) * len(self.dropout)  # per session
         bar = tqdm(
-            total=len(sessions) * len(variants) * len(self.hidden) * len(self.dropout),
+            total=len(sessions) * fits,
             desc=f"GRU fits ({readout.name})",
             unit="fit",
             disable=not progress,
@@ -197,7 +198,7 @@ class GRUBaseline:
         for sid in sessions:
             samples = session_samples(ds, sid, readout, self.bin_s)
             if samples is None:
-                bar.update(len(variants) * len(self.hidden) * len(self.dropout))
+                bar.update(fits)
                 continue
             w, y, rows, t, index = samples
             my, sy = y[rows["train"]].mean(0), y[rows["train"]].std(0) + 1e-8

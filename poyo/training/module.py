@@ -39,6 +39,7 @@ from poyo.training.stitch import Stitcher, stitch_centres, window_length
 # What a run learns from: behaviour readouts, masked modelling of spikes (MtM), or both
 # (each batch either unmasked for the readouts or masked by one scheme).
 OBJECTIVES = ("supervised", "mtm", "both")
+EVAL_WINDOWS = 4  # evaluation windows start every quarter window (eval_step=auto), so each sample is in 4
 
 
 def collate(samples, layout: str) -> dict:
@@ -114,7 +115,8 @@ class DataModule(L.LightningDataModule):
         batch_size: the GLOBAL batch (split over data-parallel ranks); ``eval_batch_size``
             likewise for evaluation (default: ``batch_size``).
         window_length, eval_step: seconds per window; evaluation windows start every
-            ``eval_step`` seconds (overlapping; predictions are stitched).
+            ``eval_step`` seconds (overlapping; predictions are stitched; None: a quarter window,
+            :data:`EVAL_WINDOWS`).
         num_workers: DataLoader worker processes (each seeded from ``seed``).
         layout: ``"packed"`` (one long sequence, ``cu_seqlens``) or ``"padded"`` (with masks).
         unit_dropout, spike_jitter: augmentation of training windows (``poyo/configs/dataset``).
@@ -136,7 +138,7 @@ class DataModule(L.LightningDataModule):
         batch_size: int = 64,
         eval_batch_size: int | None = None,
         window_length: float = 1.0,
-        eval_step: float = 0.25,
+        eval_step: float | None = None,
         num_workers: int = 0,
         layout: str = "packed",
         unit_dropout: Mapping | None = None,
@@ -159,7 +161,8 @@ class DataModule(L.LightningDataModule):
         self.objective, self.masking = objective, masking
         self.readouts = list(readouts)
         self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size or batch_size)
-        self.window_length, self.eval_step = float(window_length), float(eval_step)
+        self.window_length = float(window_length)
+        self.eval_step = float(eval_step) if eval_step is not None else self.window_length / EVAL_WINDOWS
         self.num_workers, self.layout, self.seed = int(num_workers), layout, int(seed)
         augment = [
             make_unit_dropout(**unit_dropout) if unit_dropout else None,
