@@ -272,11 +272,7 @@ def test_many_units_writes_one_session_under_its_own_brainset(tmp_path):
 
 
 def test_run_time_breakdown_tells_steps_gaps_and_validations_apart():
-    spec = importlib.util.spec_from_file_location(
-        "bench_run_time", Path(__file__).resolve().parents[1] / "benchmarks" / "run_time.py"
-    )
-    rt = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(rt)
+    rt = _benchmark("run_time")
     # three steps of 0.2 s; 0.01 s before the second, a 3 s validation before the third
     starts, ends = [10.0, 10.21, 13.41], [10.2, 10.41, 13.61]
     b = rt.breakdown(starts, ends, wall_s=20.0)
