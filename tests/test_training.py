@@ -120,6 +120,30 @@ def test_best_centre_follows_where_windows_decode():
         late.best_centres([0.5, 0.0])
 
 
+def test_best_centre_needs_a_gain_across_the_split():
+    """A later centre that wins in one stretch of the split only (noise, as on a short validation
+    split) does not replace the middle; the same gain spread over the whole split does."""
+
+    def windows(noisy_until: int) -> Stitcher:
+        st, rng, truth = Stitcher(1.0), np.random.default_rng(0), np.sin(np.arange(2100) * 0.05)[:, None]
+        for start in range(0, 2000, 10):
+            idx = np.arange(start, start + 100)
+            position = (idx - start) / 100
+            r, _ = rows(idx, truth[idx])
+            r["timestamps"] = torch.as_tensor(position)
+            noise = np.where((position < 0.3) & (start < noisy_until), 2.5, 0.5)[:, None]
+            st.add(["s"], "cursor_velocity_2d", r, torch.as_tensor(truth[idx] + noise * rng.normal(size=(100, 1))))
+        return st
+
+    one_stretch, everywhere = windows(noisy_until=150), windows(noisy_until=2000)
+    for st in (one_stretch, everywhere):  # on the margin alone both would move
+        assert st.best_centres(z=0.0)["cursor_velocity_2d"] > 0.5
+    assert one_stretch.best_centres() == {"cursor_velocity_2d": 0.5}
+    assert everywhere.best_centres()["cursor_velocity_2d"] > 0.5
+    with pytest.raises(ValueError, match="blocks"):
+        everywhere.best_centres(blocks=1)
+
+
 def test_r2_score():
     t = np.random.default_rng(1).normal(size=(100, 2))
     assert r2_score(t, t) == 1.0

@@ -89,10 +89,15 @@ def score(spec: ReadoutSpec, pred: np.ndarray, target: np.ndarray) -> float:
 
 CENTRES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # stitching centres validation chooses among
 DEFAULT_CENTRE = 0.5
-# Another centre replaces the middle only when validation prefers it by more than this: on S1's
-# 15-unit subset (54 s of validation) 0.6 led by 0.0009 and lost 0.004 on test, where a real
-# preference (S1 short, +0.003; spikes leading by 0.3 s, +0.06) carried over to the test split.
+# Another centre replaces the middle only when validation prefers it by more than CENTRE_MARGIN,
+# and then the one whose gain less CENTRE_Z jackknife standard errors (the split cut into
+# CENTRE_BLOCKS stretches of time) is highest and above zero. The margin alone let noise through:
+# over 18 runs on S1 and its 9- and 13-minute subsets (54-78 s of validation) and simulated head
+# direction it moved 8 runs, 6 of which lost on test (by up to 0.030); this rule moved 4, and kept
+# the gains where spikes lead the behaviour by 0.3 s (benchmarks/README.md, "The stitching centre").
 CENTRE_MARGIN = 0.002
+CENTRE_Z = 1.5
+CENTRE_BLOCKS = 10
 
 
 def position_weight(position: np.ndarray, centre: float = DEFAULT_CENTRE) -> np.ndarray:
@@ -221,27 +226,76 @@ class Stitcher:
         e = s["eval"]
         return score(get_readout(key[1]), s["pred"][e], s["target"][e]) if e.sum() >= 2 else None
 
-    def best_centres(self, candidates: Sequence[float] = CENTRES, margin: float = CENTRE_MARGIN) -> dict[str, float]:
-        """``{readout: centre}``: for each readout the candidate whose stitched score, averaged
-        over sessions, is highest here (call it on the validation split). The candidate nearest
-        the window's middle wins ties and keeps its place unless another beats it by more than
-        ``margin``. Empty without a window length (nothing to weight)."""
+    def best_centres(
+        self,
+        candidates: Sequence[float] = CENTRES,
+        margin: float = CENTRE_MARGIN,
+        z: float = CENTRE_Z,
+        blocks: int = CENTRE_BLOCKS,
+    ) -> dict[str, float]:
+        """``{readout: centre}`` chosen here (call it on the validation split): for each readout,
+        among the candidates that beat the window's middle by more than ``margin``
+        (:meth:`centre_gains`), the one whose gain less ``z`` standard errors is highest, if that
+        is above zero; else the middle. Ties go to the candidate nearer the middle. Empty
+        without a window length (nothing to weight)."""
         if self.window_length is None:
             return {}
-        candidates = sorted(check_centres(dict(enumerate(candidates)), "candidates").values(),
-                            key=lambda c: abs(c - DEFAULT_CENTRE))  # fmt: skip
         best: dict[str, float] = {}
         for readout in sorted({r for _, r in self._chunks}):
-            groups = {k: self._group(k) for k in self._chunks if k[1] == readout}
-            means = []
-            for c in candidates:
-                per = [v for v in (self._score(k, c, g) for k, g in groups.items()) if v is not None]
-                means.append(np.mean(per) if per else np.nan)
-            if np.isfinite(means).any():
-                top = int(np.nanargmax(means))
-                keep = np.isfinite(means[0]) and means[top] <= means[0] + margin
-                best[readout] = float(candidates[0 if keep else top])
+            gains = self.centre_gains(readout, candidates, blocks)
+            if gains is None:
+                continue
+            chosen, bound = DEFAULT_CENTRE, 0.0
+            for c, (gain, se) in sorted(gains.items(), key=lambda kv: abs(kv[0] - DEFAULT_CENTRE)):
+                if gain > margin and gain - z * se > bound:
+                    chosen, bound = c, gain - z * se
+            best[readout] = chosen
         return best
+
+    def centre_gains(
+        self, readout: str, candidates: Sequence[float] = CENTRES, blocks: int = CENTRE_BLOCKS
+    ) -> dict[float, tuple[float, float]] | None:
+        """``{centre: (gain, se)}`` for each candidate but the middle: how much the stitched
+        score of ``readout``, averaged over sessions, rises when the weights are centred there
+        instead of on the window's middle, and the jackknife standard error of that gain over
+        ``blocks`` contiguous stretches of each session's evaluation samples (in sample order),
+        left out one at a time, so that a gain one stretch carries does not look certain
+        (``inf`` where every session has fewer than ``2 * blocks`` samples). None where no
+        session has two evaluation samples of it."""
+        if not (isinstance(blocks, int) and blocks >= 2):
+            raise ValueError(f"blocks must be an integer >= 2, got {blocks!r}")
+        candidates = check_centres(dict(enumerate(candidates)), "candidates").values()
+        spec = get_readout(readout)
+        merged = {k: {c: self._merge(k, c, g) for c in {DEFAULT_CENTRE, *candidates}}
+                  for k, g in ((k, self._group(k)) for k in self._chunks if k[1] == readout)}  # fmt: skip
+        cuts = {k: np.array_split(np.flatnonzero(m[DEFAULT_CENTRE]["eval"]), blocks) for k, m in merged.items()}
+        scorable = [k for k, cut in cuts.items() if sum(map(len, cut)) >= 2]
+        if not scorable:
+            return None
+
+        def mean_score(centre: float, leave_out: int | None = None) -> float:
+            per = []
+            for k in scorable:
+                m, cut = merged[k][centre], cuts[k]
+                if leave_out is not None and sum(map(len, cut)) >= 2 * blocks:
+                    rows = np.concatenate([r for i, r in enumerate(cut) if i != leave_out])
+                else:
+                    rows = np.concatenate(cut)
+                per.append(score(spec, m["pred"][rows], m["target"][rows]))
+            return float(np.mean(per))
+
+        jackknife = any(sum(map(len, cuts[k])) >= 2 * blocks for k in scorable)
+        middle = [mean_score(DEFAULT_CENTRE, j) for j in range(blocks)] if jackknife else []
+        base, out = mean_score(DEFAULT_CENTRE), {}
+        for c in candidates:
+            if c == DEFAULT_CENTRE:
+                continue
+            se = np.inf
+            if jackknife:
+                d = np.array([mean_score(c, j) for j in range(blocks)]) - middle
+                se = float(np.sqrt((blocks - 1) / blocks * np.sum((d - d.mean()) ** 2)))
+            out[float(c)] = (mean_score(c) - base, se)
+        return out
 
     def __len__(self) -> int:
         return sum(len(c["sample_index"]) for parts in self._chunks.values() for c in parts)
