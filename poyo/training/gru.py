@@ -129,30 +129,34 @@ class GRUBaseline:
         """Train one network on z-scored targets ``y["train"]``; ``scale`` (mean, std) maps its
         outputs back to the behaviour's units, scored against ``y["valid"]``. Returns (best validation score,
         the network with the weights of that epoch)."""
-        gen = torch.Generator().manual_seed(self.seed)
+        # the seed drives the initial weights, the minibatch order and the dropout masks (which draw
+        # from torch's global generator: forked here, so the fit neither reads nor moves the caller's)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
+            gen = torch.Generator().manual_seed(self.seed)
             net = GRUNet(x["train"].shape[-1], hidden, y["train"].shape[-1], dropout, bidirectional, read_at)
-        opt = torch.optim.Adam(net.parameters(), lr=self.lr)
-        xt, yt = torch.from_numpy(x["train"]), torch.from_numpy(y["train"])
-        xv = torch.from_numpy(x["valid"])
-        best, best_state, since, best_epoch, t0 = -np.inf, None, 0, 0, time.monotonic()
-        for epoch in range(1, self.max_epochs + 1):
-            net.train()
-            for idx in torch.randperm(len(xt), generator=gen).split(self.batch_size):
-                loss = nn.functional.mse_loss(net(xt[idx]), yt[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            fit = (
-                score(spec, self._predict(net, xv) * scale[1] + scale[0], y["valid"]) if len(xv) >= 2 else -float(loss)
-            )
-            if fit > best:
-                best, best_state, since, best_epoch = fit, copy.deepcopy(net.state_dict()), 0, epoch
-            else:
-                since += 1
-                if since >= self.patience:
-                    break
+            opt = torch.optim.Adam(net.parameters(), lr=self.lr)
+            xt, yt = torch.from_numpy(x["train"]), torch.from_numpy(y["train"])
+            xv = torch.from_numpy(x["valid"])
+            best, best_state, since, best_epoch, t0 = -np.inf, None, 0, 0, time.monotonic()
+            for epoch in range(1, self.max_epochs + 1):
+                net.train()
+                for idx in torch.randperm(len(xt), generator=gen).split(self.batch_size):
+                    loss = nn.functional.mse_loss(net(xt[idx]), yt[idx])
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                fit = (
+                    score(spec, self._predict(net, xv) * scale[1] + scale[0], y["valid"])
+                    if len(xv) >= 2
+                    else -float(loss)
+                )
+                if fit > best:
+                    best, best_state, since, best_epoch = fit, copy.deepcopy(net.state_dict()), 0, epoch
+                else:
+                    since += 1
+                    if since >= self.patience:
+                        break
         net.load_state_dict(best_state)
         if self.verbose:
             kind = "bidirectional" if bidirectional else "causal"
