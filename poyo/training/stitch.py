@@ -220,9 +220,9 @@ class Stitcher:
                 out[session][readout] = value
         return dict(out)
 
-    def _score(self, key, centre: float, group=None) -> float | None:
+    def _score(self, key, centre: float) -> float | None:
         """:func:`score` of one (session, readout) on its evaluation samples; None with fewer than 2."""
-        s = self._merge(key, centre, group)
+        s = self._merge(key, centre)
         e = s["eval"]
         return score(get_readout(key[1]), s["pred"][e], s["target"][e]) if e.sum() >= 2 else None
 
@@ -268,33 +268,31 @@ class Stitcher:
         spec = get_readout(readout)
         merged = {k: {c: self._merge(k, c, g) for c in {DEFAULT_CENTRE, *candidates}}
                   for k, g in ((k, self._group(k)) for k in self._chunks if k[1] == readout)}  # fmt: skip
-        cuts = {k: np.array_split(np.flatnonzero(m[DEFAULT_CENTRE]["eval"]), blocks) for k, m in merged.items()}
-        scorable = [k for k, cut in cuts.items() if sum(map(len, cut)) >= 2]
-        if not scorable:
+        rows = {k: np.flatnonzero(m[DEFAULT_CENTRE]["eval"]) for k, m in merged.items()}
+        rows = {k: r for k, r in rows.items() if len(r) >= 2}
+        if not rows:
             return None
+        # the rows each jackknife replicate keeps: all but one stretch, of the sessions long enough to cut
+        cut = {k: np.array_split(r, blocks) for k, r in rows.items() if len(r) >= 2 * blocks}
+        replicates = [
+            {k: np.concatenate(cut[k][:j] + cut[k][j + 1 :]) if k in cut else r for k, r in rows.items()}
+            for j in range(blocks)
+        ]
 
-        def mean_score(centre: float, leave_out: int | None = None) -> float:
-            per = []
-            for k in scorable:
-                m, cut = merged[k][centre], cuts[k]
-                if leave_out is not None and sum(map(len, cut)) >= 2 * blocks:
-                    rows = np.concatenate([r for i, r in enumerate(cut) if i != leave_out])
-                else:
-                    rows = np.concatenate(cut)
-                per.append(score(spec, m["pred"][rows], m["target"][rows]))
-            return float(np.mean(per))
+        def mean_score(centre: float, kept: Mapping) -> float:
+            return float(np.mean([score(spec, merged[k][centre]["pred"][r], merged[k][centre]["target"][r])
+                                  for k, r in kept.items()]))  # fmt: skip
 
-        jackknife = any(sum(map(len, cuts[k])) >= 2 * blocks for k in scorable)
-        middle = [mean_score(DEFAULT_CENTRE, j) for j in range(blocks)] if jackknife else []
-        base, out = mean_score(DEFAULT_CENTRE), {}
+        middle = np.array([mean_score(DEFAULT_CENTRE, kept) for kept in replicates]) if cut else None
+        base, out = mean_score(DEFAULT_CENTRE, rows), {}
         for c in candidates:
             if c == DEFAULT_CENTRE:
                 continue
             se = np.inf
-            if jackknife:
-                d = np.array([mean_score(c, j) for j in range(blocks)]) - middle
+            if cut:
+                d = np.array([mean_score(c, kept) for kept in replicates]) - middle
                 se = float(np.sqrt((blocks - 1) / blocks * np.sum((d - d.mean()) ** 2)))
-            out[float(c)] = (mean_score(c) - base, se)
+            out[float(c)] = (mean_score(c, rows) - base, se)
         return out
 
     def __len__(self) -> int:
