@@ -472,7 +472,11 @@ class Decoder:
         trained = {"window_length": self.window_length} if finetune is not None else None  # adapted: its own window
         cfg = self._config(work / "data", ids, trainer=trainer, **run).resolved(trained)
         ds = Dataset(work / "data", sessions=ids, train_seconds=train_seconds, validate=False)
-        windows = len(RandomFixedWindowSampler(ds.sampling_intervals("train"), cfg.window_length, seed=self.seed))
+        windows = len(
+            RandomFixedWindowSampler(
+                ds.sampling_intervals("train"), cfg.window_length, seed=self.seed, half_windows=cfg.half_windows
+            )
+        )
         ds.close()
         batch = cfg.batch_size
         if windows < 2 * batch:  # a few seconds of data: at least two batches per epoch

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from poyo.data import Dataset, FractionUnitDropout, SpikeJitter, UnitDropout
+from poyo.data import Dataset, FractionUnitDropout, RandomFixedWindowSampler, SpikeJitter, UnitDropout
 from poyo.pipelines.arrays import from_binned_counts, write_session
 from poyo.readouts import ReadoutConfig
 from poyo.training.config import SettingError, compose
@@ -162,3 +162,27 @@ def test_a_run_config_round_trips_and_refuses_what_it_does_not_know():
         RunConfig.from_dict({**cfg.to_dict(), "model": {**cfg.to_dict()["model"], "wide": 1}})
     with pytest.raises(SettingError, match=r"setting trainer.max_steps=2.5: must be an integer"):
         cfg.with_changes(**{"trainer.max_steps": 2.5})
+
+
+def test_half_windows_reach_the_training_loader_and_a_model_reads_both_lengths(train, tmp_path):
+    import torch
+
+    from poyo.model import POYO
+
+    root = recording(tmp_path, 300, units=6)
+    readouts = [ReadoutConfig("hand_velocity_2d", std=1.0)]
+    cfg = config("window_length=2", "half_windows=0.5", "num_workers=0", "validate_data=false").resolved()
+    assert cfg.batch_size == 21  # 32 s of windows that last 1.5 s on average
+    dm = train.make_datamodule(cfg, root, readouts, progress=False)
+    lengths = np.array([w.end - w.start for w in dm.train_sampler()])
+    whole = len(RandomFixedWindowSampler(dm.train_set.sampling_intervals("train"), 2.0))
+    assert whole > 100 and len(lengths) == whole + round(whole / 3)  # a third of them cut in two ...
+    assert np.isclose(lengths, 1.0).sum() == 2 * round(whole / 3)  # ... so half of all windows last 1 s
+    model = POYO(dim=16, depth=1, dim_head=16, num_latents_per_step=2, cross_heads=1, self_heads=1,
+                 readouts=["hand_velocity_2d"], unit_ids=dm.unit_ids, session_ids=dm.session_ids, window_length=2.0)  # fmt: skip
+    dm.attach(model)
+    batch = next(iter(dm.train_dataloader()))
+    latents_per_window = torch.diff(batch["latent"]["cu_seqlens"]).tolist()
+    assert sorted(set(latents_per_window)) == [16, 32]  # 8 and 16 grid steps of 2 latents
+    out = model(batch)
+    assert all(torch.isfinite(v).all() for v in out.values())

@@ -63,6 +63,54 @@ def test_random_distributed_ranks_partition_one_permutation():
     assert len(full) - len(merged) < 3
 
 
+def test_half_windows_cut_a_share_of_the_windows_in_two_covering_the_same_time():
+    whole = RandomFixedWindowSampler(INTERVALS, 2.0, seed=3)
+    s = RandomFixedWindowSampler(INTERVALS, 2.0, seed=3, half_windows=0.5)
+    n = len(whole)  # 5 + 1 + 1 + 50 whole 2 s windows
+    cut = round(n * 0.5 / 1.5)  # k cut windows give 2k halves among n + k windows: half of them
+    assert len(s) == n + cut
+    for epoch in range(3):
+        s.set_epoch(epoch)
+        whole.set_epoch(epoch)
+        ws = list(s)
+        lengths = np.array([w.end - w.start for w in ws])
+        assert len(ws) == len(s)
+        assert np.allclose(np.sort(np.unique(lengths.round(9))), [1.0, 2.0])
+        assert (np.isclose(lengths, 1.0)).sum() == 2 * cut  # exactly the share, every epoch
+        assert lengths.sum() == pytest.approx(2.0 * n)  # the same time as the whole windows cover
+        assert len({w.seed for w in ws}) == len(ws)
+        for sid in INTERVALS:
+            mine = sorted((w.start, w.end) for w in ws if w.session == sid)
+            assert all(_inside(w, INTERVALS[sid]) for w in ws if w.session == sid)
+            assert all(b[0] >= a[1] - 1e-9 for a, b in zip(mine, mine[1:]))  # never overlapping
+            # each half window is one half of a whole window of the same epoch's tiling
+            starts = {round(w.start, 9) for w in whole if w.session == sid}
+            for a, b in mine:
+                if b - a < 1.5:
+                    assert round(a, 9) in starts or round(a - 1.0, 9) in starts
+    s.set_epoch(0)
+    first = list(s)
+    s.set_epoch(1)
+    assert {w.start for w in first if w.end - w.start < 1.5} != {w.start for w in s if w.end - w.start < 1.5}
+    assert list(RandomFixedWindowSampler(INTERVALS, 2.0, seed=3, half_windows=0.0)) == list(
+        RandomFixedWindowSampler(INTERVALS, 2.0, seed=3)
+    )
+    for bad in (-0.1, 1.0, "half"):
+        with pytest.raises(ValueError, match=r"half_windows must be a share in \[0, 1\)"):
+            RandomFixedWindowSampler(INTERVALS, 2.0, half_windows=bad)
+
+
+def test_half_windows_split_between_ranks_like_whole_ones():
+    full = list(RandomFixedWindowSampler(INTERVALS, 2.0, seed=5, half_windows=0.5))
+    parts = [
+        list(RandomFixedWindowSampler(INTERVALS, 2.0, seed=5, num_replicas=2, rank=r, half_windows=0.5))
+        for r in range(2)
+    ]
+    assert len(parts[0]) == len(parts[1]) == len(full) // 2
+    merged = [w for p in parts for w in p]
+    assert len(set(merged)) == len(merged) and set(merged) <= set(full)
+
+
 def test_sequential_covers_every_interval():
     s = SequentialFixedWindowSampler(INTERVALS, 1.0, step=0.5, drop_short=True)
     for sid, iv in INTERVALS.items():

@@ -27,6 +27,10 @@ def test_a_run_from_scratch_takes_the_recipes_window_and_the_batch_that_keeps_a_
     assert settled(compose("dataset=lab", "window_length=1.5")) == (1.5, 21)
     assert settled(compose("dataset=lab", "batch_size=8")) == (2.0, 8)
     assert settled(compose("dataset=lab", "window_length=1", "batch_size=64")) == (1.0, 64)
+    # half_windows (opt-in): half of the 2 s windows cut to 1 s, 1.5 s on average, so 21 of them
+    assert settled(compose("dataset=lab", "half_windows=0.5")) == (2.0, 21)
+    assert settled(compose("half_windows=0.5")) == (1.0, 43)
+    assert compose("dataset=lab").resolved().half_windows == 0.0  # whole windows unless asked
     cfg = compose("dataset=lab").resolved()
     assert cfg.resolved() is cfg and cfg.is_resolved and not compose().is_resolved
     assert (
@@ -54,6 +58,9 @@ def test_a_setting_that_does_not_fit_the_settled_window_is_refused_naming_it():
         ("batch_size=0", "must be auto or a positive integer"),
         ("batch_size=big", "must be auto or a positive integer"),
         ("dataset.window_length=-2", "dataset.window_length"),
+        ("half_windows=1", r"half_windows=1\.0: must be a share in \[0, 1\)"),
+        ("half_windows=-0.1", "half_windows"),
+        ("half_windows=auto", "half_windows"),
     ):
         with pytest.raises(SettingError, match=what):
             compose("dataset=lab", bad)
@@ -82,6 +89,9 @@ def test_an_old_runs_settings_resume_without_a_plan_difference():
     now = compose("dataset=lab").resolved({"window_length": 1.0, "batch_size": 32}).to_dict()
     saved = {**now, "dataset": {k: v for k, v in now["dataset"].items() if k != "window_length"}}
     assert plan_differences(saved, now) == []
+    del saved["half_windows"]  # a run from before half windows trained on whole ones, as now
+    assert plan_differences(saved, now) == []
+    assert [d.split(":")[0] for d in plan_differences({**now, "half_windows": 0.5}, now)] == ["half_windows"]
     changed = {**saved, "dataset": {**saved["dataset"], "spike_jitter": 0.0}}
     assert [d.split(":")[0] for d in plan_differences(changed, now)] == ["dataset"]  # other recipe keys still count
 

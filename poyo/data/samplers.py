@@ -53,6 +53,12 @@ class RandomFixedWindowSampler:
     Intervals shorter than the window are skipped (a session with no usable interval
     raises). With ``num_replicas > 1`` every rank draws the same permutation and takes
     every ``num_replicas``-th window, truncated so that ranks get equal counts.
+
+    ``half_windows``: the share of the epoch's windows that are half as long. That many of the
+    tiled windows, drawn anew each epoch, are cut into their two halves, so the windows still
+    cover each interval once and their count is the same every epoch (opt-in: on simulated head
+    direction it helped 2 s windows, on S1's 15-unit subset it lost; benchmarks/README.md, "Half
+    of the windows half as long").
     """
 
     def __init__(
@@ -63,8 +69,11 @@ class RandomFixedWindowSampler:
         seed: int = 0,
         num_replicas: int = 1,
         rank: int = 0,
+        half_windows: float = 0.0,
     ):
         self.intervals = _check(intervals, window_length)
+        if not (isinstance(half_windows, (int, float)) and 0.0 <= half_windows < 1.0):
+            raise ValueError(f"half_windows must be a share in [0, 1), got {half_windows!r}")
         if not (isinstance(num_replicas, int) and num_replicas >= 1 and 0 <= rank < num_replicas):
             raise ValueError(f"need num_replicas >= 1 and 0 <= rank < num_replicas, got {num_replicas}, {rank}")
         self.window_length = float(window_length)
@@ -76,7 +85,11 @@ class RandomFixedWindowSampler:
             if not (lengths >= self.window_length).any():
                 raise _too_short(sid, iv, self.window_length)
             self.skipped += int((lengths < self.window_length).sum())
-        self._total = sum(int(np.floor((iv[:, 1] - iv[:, 0]) / self.window_length + 1e-9).sum()) for iv in self.intervals.values())
+        whole = sum(int(np.floor((iv[:, 1] - iv[:, 0]) / self.window_length + 1e-9).sum()) for iv in self.intervals.values())
+        # cutting k of the whole windows gives 2k halves among whole + k windows: 2k / (whole + k) = share
+        self.half_windows = float(half_windows)
+        self._cut = int(round(whole * self.half_windows / (2.0 - self.half_windows)))
+        self._total = whole + self._cut
         if self._total < num_replicas:
             raise ValueError(f"only {self._total} windows for {num_replicas} replicas")
 
@@ -104,6 +117,14 @@ class RandomFixedWindowSampler:
     def __iter__(self) -> Iterator[WindowIndex]:
         rng = np.random.default_rng([self.seed, self.epoch])
         sessions, starts = self._windows(rng)
+        lengths = np.full(len(starts), self.window_length)
+        if self._cut:
+            cut = rng.choice(len(starts), size=self._cut, replace=False)
+            half = self.window_length / 2
+            sessions = np.concatenate([sessions, sessions[cut]])
+            starts = np.concatenate([starts, starts[cut] + half])
+            lengths[cut] = half
+            lengths = np.concatenate([lengths, np.full(self._cut, half)])
         order = rng.permutation(len(starts))
         seeds = rng.integers(0, 2**63 - 1, size=len(starts))
         n = len(self)
@@ -111,7 +132,7 @@ class RandomFixedWindowSampler:
         names = list(self.intervals)
         for j, i in enumerate(mine):
             s = float(starts[i])
-            yield WindowIndex(names[sessions[i]], s, s + self.window_length, int(seeds[self.rank + j * self.num_replicas]))
+            yield WindowIndex(names[sessions[i]], s, s + float(lengths[i]), int(seeds[self.rank + j * self.num_replicas]))
 
 
 class SequentialFixedWindowSampler:

@@ -279,6 +279,7 @@ class RunConfig:
     sessions: list[str] | None = None  # session ids or patterns to keep (default: the dataset's)
     train_seconds: float | None = None  # keep only the earliest N seconds of each session's train split (few-shot)
     window_length: float | str = "auto"  # seconds of spikes per window; auto: see resolved()
+    half_windows: float = 0.0  # the share of training windows cut to half as long (opt-in; benchmarks/README.md)
     eval_step: float | str = "auto"  # evaluation windows start every eval_step s (stitched); auto: a quarter window
     batch_size: int | str = "auto"  # the GLOBAL batch (split over devices); auto: BATCH_SECONDS of windows
     eval_batch_size: int | None = 64  # windows per evaluation batch (None: batch_size)
@@ -319,6 +320,8 @@ class RunConfig:
         w = self.window_length
         ok = w == "auto" or (_num(w) and w > 0)
         _need("window_length", w, ok, "must be auto or a positive number of seconds", "1.0")
+        h = self.half_windows
+        _need("half_windows", h, _num(h) and 0 <= h < 1, "must be a share in [0, 1)", "0.5")
         e = self.eval_step
         _need(
             "eval_step", e, e == "auto" or (_num(e) and 0.01 <= e <= (w if _num(w) else math.inf)),
@@ -398,8 +401,9 @@ class RunConfig:
         (1 s; 2 s for a lab's own recording, the ``auto`` recipe: on S1 it never lost to 1 s and
         gained up to 0.021 R², benchmarks/README.md). Masked modelling (``objective=mtm|both``,
         tuned on 1 s windows) and a fine-tuned model that does not say take :data:`STANDARD_WINDOW`.
-        ``batch_size=auto``: a resumed run's batch, else :data:`BATCH_SECONDS` of windows, so a
-        longer window does not make a step slower (the learning rate, base_lr x batch, follows).
+        ``batch_size=auto``: a resumed run's batch, else :data:`BATCH_SECONDS` of windows (of their
+        mean length, with ``half_windows``), so a longer window does not make a step slower (the
+        learning rate, base_lr x batch, follows).
         ``eval_step=auto``: a quarter of the window (:data:`EVAL_WINDOWS` overlapping windows per
         sample): 0.25 s for 1 s windows; for 2 s windows 0.5 s halves every validation's and
         the test's work and moved S1's test R² by 0.0002 (benchmarks/README.md)."""
@@ -412,7 +416,8 @@ class RunConfig:
             )
         batch = self.batch_size
         if batch == "auto":
-            batch = trained.get("batch_size") or max(1, round(BATCH_SECONDS / window))
+            mean = window * (1 - self.half_windows / 2)
+            batch = trained.get("batch_size") or max(1, round(BATCH_SECONDS / mean))
         step = self.eval_step
         if step == "auto":
             step = float(window) / EVAL_WINDOWS

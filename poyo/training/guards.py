@@ -32,6 +32,7 @@ PLAN = (
     "batch_size",
     "seed",
     "window_length",
+    "half_windows",
     "sessions",
     "train_seconds",
     "finetune",
@@ -57,6 +58,8 @@ def plan_differences(saved: Mapping, current: Mapping) -> list[str]:
         a, b = _get(saved, key), _get(current, key)
         if a is None and key in ("objective", "mtm"):  # checkpoints from before masked modelling
             a = "supervised" if key == "objective" else b
+        if a is None and key == "half_windows":  # checkpoints from before it: whole windows only
+            a = 0.0
         if key in ("model", "optim") and isinstance(a, Mapping):  # runs saved by the Hydra-only poyo had _target_
             a = {k: v for k, v in a.items() if k != "_target_"}
         if key in ("model", "optim") and isinstance(a, Mapping):

@@ -117,6 +117,7 @@ class DataModule(L.LightningDataModule):
         window_length, eval_step: seconds per window; evaluation windows start every
             ``eval_step`` seconds (overlapping; predictions are stitched; None: a quarter window,
             :data:`EVAL_WINDOWS`).
+        half_windows: the share of training windows half as long (:class:`RandomFixedWindowSampler`).
         num_workers: DataLoader worker processes (each seeded from ``seed``).
         layout: ``"packed"`` (one long sequence, ``cu_seqlens``) or ``"padded"`` (with masks).
         unit_dropout, spike_jitter: augmentation of training windows (``poyo/configs/dataset``).
@@ -138,6 +139,7 @@ class DataModule(L.LightningDataModule):
         batch_size: int = 64,
         eval_batch_size: int | None = None,
         window_length: float = 1.0,
+        half_windows: float = 0.0,
         eval_step: float | None = None,
         num_workers: int = 0,
         layout: str = "packed",
@@ -162,6 +164,7 @@ class DataModule(L.LightningDataModule):
         self.readouts = list(readouts)
         self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size or batch_size)
         self.window_length = float(window_length)
+        self.half_windows = float(half_windows)
         self.eval_step = float(eval_step) if eval_step is not None else self.window_length / EVAL_WINDOWS
         self.num_workers, self.layout, self.seed = int(num_workers), layout, int(seed)
         augment = [
@@ -238,23 +241,29 @@ class DataModule(L.LightningDataModule):
 
     def check_splits(self) -> None:
         """Raise now, not after training, if a session lacks a usable train, valid or test split."""
-        RandomFixedWindowSampler(self.train_set.sampling_intervals("train"), self.window_length, seed=self.seed)
+        self.train_sampler()
         for split in ("valid", "test"):
             DistributedStitchingSampler(
                 self.eval_set.sampling_intervals(split), self.window_length, step=self.eval_step, drop_short=True
             )
 
+    def train_sampler(self, num_replicas: int = 1, rank: int = 0) -> RandomFixedWindowSampler:
+        """The training windows of this rank (all of them by default): what the loader and the
+        run's step count read."""
+        return RandomFixedWindowSampler(
+            self.train_set.sampling_intervals("train"),
+            self.window_length,
+            seed=self.seed,
+            num_replicas=num_replicas,
+            rank=rank,
+            half_windows=self.half_windows,
+        )
+
     def train_dataloader(self):
         if self.tokenizer is None:
             raise RuntimeError("DataModule.attach(model) must be called before training")
         world, rank = self._ranks()
-        sampler = RandomFixedWindowSampler(
-            self.train_set.sampling_intervals("train"),
-            self.window_length,
-            seed=self.seed,
-            num_replicas=world,
-            rank=rank,
-        )
+        sampler = self.train_sampler(num_replicas=world, rank=rank)
         if self.trainer is not None:
             sampler.set_epoch(self.trainer.current_epoch)
         self.train_loader = ResumableLoader(

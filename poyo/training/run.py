@@ -23,7 +23,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from poyo.data import DistributedStitchingSampler, RandomFixedWindowSampler
+from poyo.data import DistributedStitchingSampler
 from poyo.io import safe_load
 from poyo.memory import freed_memory_kept
 from poyo.model import POYO, load_pretrained, save_pretrained
@@ -128,6 +128,7 @@ def make_datamodule(cfg: RunConfig, root: Path, readouts, *, progress: bool) -> 
         batch_size=cfg.batch_size,
         eval_batch_size=cfg.eval_batch_size,
         window_length=cfg.window_length,
+        half_windows=cfg.half_windows,
         eval_step=cfg.eval_step,
         num_workers=cfg.num_workers,
         # layout=auto is settled once the model exists (run_layout); until then, what needs no measuring
@@ -196,9 +197,7 @@ def run_layout(cfg: RunConfig, model: POYO, dm: DataModule, *, train: bool = Tru
 
     def batches() -> dict:
         if train:
-            windows = RandomFixedWindowSampler(
-                dm.train_set.sampling_intervals("train"), cfg.window_length, seed=cfg.seed
-            )
+            windows = dm.train_sampler()
             data, stage = dm.train_set, "train"
         else:
             windows = DistributedStitchingSampler(
@@ -354,7 +353,7 @@ def train(cfg: RunConfig, run_dir: Path, *, progress: bool = True, describe: str
     layout = run_layout(cfg, model, dm)
     if cfg.trainer.compile and compile_latent_stack(model, run_device(cfg)):
         layout += "; latent stack compiled (trainer.compile)"
-    windows = len(RandomFixedWindowSampler(ds.sampling_intervals("train"), cfg.window_length, seed=cfg.seed))
+    windows = len(dm.train_sampler())
     steps_per_epoch = windows // cfg.batch_size
     if steps_per_epoch < 1:
         raise ValueError(
@@ -365,11 +364,12 @@ def train(cfg: RunConfig, run_dir: Path, *, progress: bool = True, describe: str
     hparams = {**pretrained_payload(model, readouts), "config": cfg.to_dict()}
     optim = cfg.optim
     module = POYOModule(model, optim, global_batch_size=cfg.batch_size, total_steps=total, hparams=hparams)
+    half = f" ({cfg.half_windows:.0%} of them {cfg.window_length / 2:g} s)" if cfg.half_windows else ""
     print(
         f"\nmodel {name}: {model.num_parameters(embeddings=False):,} parameters + "
         f"{model.num_parameters() - model.num_parameters(embeddings=False):,} in the unit/session vocabularies; "
         f"{optim.name} peak lr {optim.peak_lr(cfg.batch_size):.3g} (= {optim.base_lr:g} x global batch {cfg.batch_size}), "
-        f"{total} steps ({steps_per_epoch} per epoch, {total / steps_per_epoch:.3g} epochs) of {cfg.window_length:g} s windows; "
+        f"{total} steps ({steps_per_epoch} per epoch, {total / steps_per_epoch:.3g} epochs) of {cfg.window_length:g} s windows{half}; "
         "precision {} ({}); {}\n".format(*run_precision(cfg), layout)
     )
     ckpt_dir = run_dir / "checkpoints"
