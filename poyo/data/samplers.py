@@ -56,9 +56,9 @@ class RandomFixedWindowSampler:
 
     ``half_windows``: the share of the epoch's windows that are half as long. That many of the
     tiled windows, drawn anew each epoch, are cut into their two halves, so the windows still
-    cover each interval once and their count is the same every epoch (opt-in: on simulated head
-    direction it helped 2 s windows, on S1's 15-unit subset it lost; benchmarks/README.md, "Half
-    of the windows half as long").
+    cover each interval once and their count is the same every epoch (opt-in: it helped 2 s
+    windows on simulated head direction and tied on S1; benchmarks/README.md, "Half of the
+    windows half as long").
     """
 
     def __init__(
