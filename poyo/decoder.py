@@ -231,8 +231,9 @@ class Decoder:
         model: a model preset (``poyo_mini``, ``poyo_1.3M``, ``poyo_11.8M``) or a :class:`POYOConfig`.
         max_steps: training steps of ``fit`` (None: ``poyo train dataset=<folder>``'s default,
             70 epochs but at least 1,000 steps); ``adapt`` takes its own.
-        batch_size: windows per step (the global batch); ``"auto"``: 32 s of windows (16 of the
-            2 s windows a model learns from scratch; 32 when adapting a model trained on 1 s).
+        batch_size: windows per step (the global batch); ``"auto"``: 32 s of windows (21 of the
+            2 s windows, half of them cut to 1 s, a model learns from scratch; 32 when adapting a
+            model trained on 1 s).
         device: ``"auto"`` (a GPU when there is one), ``"cpu"`` or ``"gpu"``.
         precision: ``"auto"`` (bf16 where the hardware computes it), ``"32-true"`` or ``"bf16-mixed"``.
         seed: seeds every random choice of a run (model init, windows, augmentation).

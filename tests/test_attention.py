@@ -53,6 +53,8 @@ CASES = {
     "cross, ragged keys": ([128, 128, 128], [37, 5, 300]),
     "ragged queries and keys, one empty query set": ([20, 0, 7], [40, 9, 3]),
     "uniform self-attention shape": ([16, 16], [16, 16]),
+    "windows of two lengths (half_windows' latents), grouped": ([16, 8, 16, 8, 8], [16, 8, 16, 8, 8]),
+    "shared query counts over ragged keys": ([12, 12, 0, 12], [30, 30, 4, 7]),
 }
 
 
@@ -190,8 +192,8 @@ def test_bucketed_shapes_change_nothing_but_the_shapes():
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_packed_bf16_training_on_cpu_matches_the_padded_reference():
-    q_lens, k_lens = [128, 128, 128], [37, 5, 300]
+@pytest.mark.parametrize("q_lens, k_lens", [([128, 128, 128], [37, 5, 300]), ([128, 64, 64, 128], [128, 64, 64, 128])])
+def test_packed_bf16_training_on_cpu_matches_the_padded_reference(q_lens, k_lens):
     q, k, v = make_batch(q_lens, k_lens, dim=16)
     leaves = [t.clone().requires_grad_() for t in (q, k, v)]
     ref = reference(*leaves, q_lens, k_lens)

@@ -273,9 +273,10 @@ def bucket(n: int) -> int:
 
 
 def _bucketed_math(q, k, v, p):
-    """:func:`math_attention` of one sample (``(N, H, D)`` tokens first) with its query and key
-    counts rounded up by :func:`bucket`: zero query rows (dropped after) and masked keys."""
-    nq, nk = q.shape[0], k.shape[0]
+    """:func:`math_attention` of one sample (``(N, H, D)`` tokens first; or ``(G, N, H, D)``, a
+    group of samples of one shape) with its query and key counts rounded up by :func:`bucket`:
+    zero query rows (dropped after) and masked keys."""
+    nq, nk = q.shape[-3], k.shape[-3]
     mq, mk = bucket(nq), bucket(nk)
     if mq != nq:
         q = F.pad(q, (0, 0, 0, 0, 0, mq - nq))
@@ -283,32 +284,44 @@ def _bucketed_math(q, k, v, p):
     if mk != nk:
         k, v = F.pad(k, (0, 0, 0, 0, 0, mk - nk)), F.pad(v, (0, 0, 0, 0, 0, mk - nk))
         mask = (torch.arange(mk, device=k.device) < nk)[None, None, :]
-    out = math_attention(q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), p, mask)
-    return out.transpose(0, 1)[:nq]
+    out = math_attention(q.transpose(-3, -2), k.transpose(-3, -2), v.transpose(-3, -2), p, mask)
+    return out.transpose(-3, -2)[..., :nq, :, :]
 
 
 def _loop(q, k, v, q_layout, kv_layout, p):
     own = own_kernel(q, p)
-    kernel = (lambda a, b, c: math_attention(a, b, c, p)) if own else (
-        lambda a, b, c: F.scaled_dot_product_attention(a, b, c, dropout_p=p)
-    )  # fmt: skip
+
+    def kernel(a, b, c):  # (..., N, H, D) tokens before heads; leading dims batch samples of one shape
+        a, b, c = (x.transpose(-3, -2) for x in (a, b, c))
+        out = math_attention(a, b, c, p) if own else F.scaled_dot_product_attention(a, b, c, dropout_p=p)
+        return out.transpose(-3, -2)
+
+    # bf16 products compile a oneDNN kernel per new shape: ragged samples take bucketed sizes
+    ragged = (
+        (lambda a, b, c: _bucketed_math(a, b, c, p)) if own and q.dtype in (torch.bfloat16, torch.float16) else kernel
+    )
     if q_layout.uniform and kv_layout.uniform:  # one batched call, no mask needed
         b = q_layout.batch_size
-        out = kernel(
-            q.unflatten(0, (b, -1)).transpose(1, 2),
-            k.unflatten(0, (b, -1)).transpose(1, 2),
-            v.unflatten(0, (b, -1)).transpose(1, 2),
-        )
-        return out.transpose(1, 2).flatten(0, 1)
+        return kernel(q.unflatten(0, (b, -1)), k.unflatten(0, (b, -1)), v.unflatten(0, (b, -1))).flatten(0, 1)
     # split (not slicing): its backward concatenates the per-sample gradients once, where
     # slices would each scatter into a zero-filled copy of the whole batch.
     qs, ks, vs = q.split(q_layout.seqlens), k.split(kv_layout.seqlens), v.split(kv_layout.seqlens)
-    if own and q.dtype in (torch.bfloat16, torch.float16):
-        return torch.cat([_bucketed_math(qi, ki, vi, p) if len(qi) else qi for qi, ki, vi in zip(qs, ks, vs)])
-    outs = [
-        kernel(qi.transpose(0, 1), ki.transpose(0, 1), vi.transpose(0, 1)).transpose(0, 1) if len(qi) else qi
-        for qi, ki, vi in zip(qs, ks, vs)
-    ]
+    # Samples of one shape (the latents of windows of one length, the output queries of windows
+    # holding as many behaviour samples) run as one batched call: with half_windows a batch's
+    # latents come in two lengths, and a call per window cost about a fifth of an S1 step.
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, shape in enumerate(zip(q_layout.seqlens, kv_layout.seqlens)):
+        groups.setdefault(shape, []).append(i)
+    outs = list(qs)  # samples without queries stay empty
+    for (nq, _), idx in groups.items():
+        if nq == 0:
+            continue
+        if len(idx) == 1:
+            outs[idx[0]] = ragged(qs[idx[0]], ks[idx[0]], vs[idx[0]])
+            continue
+        out = ragged(*(torch.stack([xs[i] for i in idx]) for xs in (qs, ks, vs)))
+        for j, i in enumerate(idx):
+            outs[i] = out[j]
     return torch.cat(outs)
 
 

@@ -73,6 +73,7 @@ class DatasetConfig:
     spike_jitter: float = 0.0  # augmentation: every spike moves by up to +- this many seconds (not with objective=mtm)
     min_epochs: int = 0  # least epochs for this recipe (the larger of this and trainer.max_epochs; not objective=mtm)
     window_length: float = STANDARD_WINDOW  # the recipe's window (s) from scratch (window_length=auto)
+    half_windows: float = 0.0  # the share of its training windows cut in two (half_windows=auto)
     brainsets: list[str] | None = None  # several brainset folders below data_root (POYO-1)
     include: list[str] | None = None  # the session ids or patterns kept (default: all)
     generate: dict | None = None  # the synthetic set's generator settings: generated when missing
@@ -91,6 +92,8 @@ class DatasetConfig:
             "dataset.window_length", self.window_length, _num(self.window_length) and self.window_length > 0,
             "must be a positive number of seconds", "2.0",
         )  # fmt: skip
+        h = self.half_windows
+        _need("dataset.half_windows", h, _num(h) and 0 <= h < 1, "must be a share in [0, 1)", "0.5")
 
 
 @dataclass
@@ -279,7 +282,7 @@ class RunConfig:
     sessions: list[str] | None = None  # session ids or patterns to keep (default: the dataset's)
     train_seconds: float | None = None  # keep only the earliest N seconds of each session's train split (few-shot)
     window_length: float | str = "auto"  # seconds of spikes per window; auto: see resolved()
-    half_windows: float = 0.0  # the share of training windows cut to half as long (opt-in; benchmarks/README.md)
+    half_windows: float | str = "auto"  # the share of training windows cut to half as long; auto: see resolved()
     eval_step: float | str = "auto"  # evaluation windows start every eval_step s (stitched); auto: a quarter window
     batch_size: int | str = "auto"  # the GLOBAL batch (split over devices); auto: BATCH_SECONDS of windows
     eval_batch_size: int | None = 64  # windows per evaluation batch (None: batch_size)
@@ -321,7 +324,7 @@ class RunConfig:
         ok = w == "auto" or (_num(w) and w > 0)
         _need("window_length", w, ok, "must be auto or a positive number of seconds", "1.0")
         h = self.half_windows
-        _need("half_windows", h, _num(h) and 0 <= h < 1, "must be a share in [0, 1)", "0.5")
+        _need("half_windows", h, h == "auto" or (_num(h) and 0 <= h < 1), "must be auto or a share in [0, 1)", "0.5")
         e = self.eval_step
         _need(
             "eval_step", e, e == "auto" or (_num(e) and 0.01 <= e <= (w if _num(w) else math.inf)),
@@ -390,17 +393,22 @@ class RunConfig:
         return RunConfig.from_dict(d)
 
     def resolved(self, trained: Mapping | None = None) -> RunConfig:
-        """This config with ``window_length`` and ``batch_size`` settled where they are ``auto``
-        (the one place that settles them; a number given is kept as it is). ``trained``: what the
-        model this run continues was trained with, when it continues one: the ``window_length``
-        and ``batch_size`` of a resumed run, or the ``window_length`` of a model fine-tuned or
-        evaluated (None: unknown, from before models recorded it).
+        """This config with ``window_length``, ``half_windows``, ``batch_size`` and ``eval_step``
+        settled where they are ``auto`` (the one place that settles them; a value given is kept as
+        it is). ``trained``: what the model this run continues was trained with, when it continues
+        one: the ``window_length``, ``half_windows`` and ``batch_size`` of a resumed run, or the
+        ``window_length`` of a model fine-tuned or evaluated (None: unknown, from before models
+        recorded it).
 
         ``window_length=auto``: the continued model's window (a model runs on the window it learned:
         its latent grid and time spans assume it), else the recipe's ``dataset.window_length``
         (1 s; 2 s for a lab's own recording, the ``auto`` recipe: on S1 it never lost to 1 s and
         gained up to 0.021 R², benchmarks/README.md). Masked modelling (``objective=mtm|both``,
         tuned on 1 s windows) and a fine-tuned model that does not say take :data:`STANDARD_WINDOW`.
+        ``half_windows=auto``: a resumed run's share, else the recipe's ``dataset.half_windows``
+        when a model is trained from scratch on the recipe's window (0.5 for a lab's own recording:
+        half of its 2 s windows cut to 1 s, for behaviour that turns within a second;
+        benchmarks/README.md), else 0: a fine-tuned model keeps whole windows of the length it learned.
         ``batch_size=auto``: a resumed run's batch, else :data:`BATCH_SECONDS` of windows (of their
         mean length, with ``half_windows``), so a longer window does not make a step slower (the
         learning rate, base_lr x batch, follows).
@@ -409,26 +417,32 @@ class RunConfig:
         the test's work and moved S1's test R² by 0.0002 (benchmarks/README.md)."""
         trained = dict(trained or {})
         continued = trained or self.finetune.mode != "none" or self.mode == "evaluate"
+        scratch = not continued and self.objective == "supervised"
         window = self.window_length
         if window == "auto":
-            window = trained.get("window_length") or (
-                STANDARD_WINDOW if continued or self.objective != "supervised" else self.dataset.window_length
-            )
+            window = trained.get("window_length") or (self.dataset.window_length if scratch else STANDARD_WINDOW)
+        half = self.half_windows
+        if half == "auto":
+            recipe = scratch and window == self.dataset.window_length
+            half = trained.get("half_windows", self.dataset.half_windows if recipe else 0.0)
         batch = self.batch_size
         if batch == "auto":
-            mean = window * (1 - self.half_windows / 2)
+            mean = window * (1 - half / 2)
             batch = trained.get("batch_size") or max(1, round(BATCH_SECONDS / mean))
         step = self.eval_step
         if step == "auto":
             step = float(window) / EVAL_WINDOWS
-        if (self.window_length, self.batch_size, self.eval_step) == (window, batch, step):
+        settled = (window, half, batch, step)
+        if (self.window_length, self.half_windows, self.batch_size, self.eval_step) == settled:
             return self
-        return self.with_changes(window_length=float(window), batch_size=int(batch), eval_step=float(step))
+        return self.with_changes(
+            window_length=float(window), half_windows=float(half), batch_size=int(batch), eval_step=float(step)
+        )
 
     @property
     def is_resolved(self) -> bool:
-        """Whether window_length, batch_size and eval_step are numbers (what every part of a run reads)."""
-        return "auto" not in (self.window_length, self.batch_size, self.eval_step)
+        """Whether window_length, half_windows, batch_size and eval_step are numbers (what every part of a run reads)."""
+        return "auto" not in (self.window_length, self.half_windows, self.batch_size, self.eval_step)
 
     @property
     def planned_epochs(self) -> int:

@@ -72,7 +72,7 @@ def prepare_data(cfg: RunConfig) -> Path | list[Path]:
 
 
 def resolve(cfg: RunConfig, resumed: Mapping | None = None) -> RunConfig:
-    """``cfg`` with ``window_length`` and ``batch_size`` settled (:meth:`RunConfig.resolved`),
+    """``cfg`` with its ``auto`` window settings settled (:meth:`RunConfig.resolved`),
     from what the model the run continues was trained with: ``resumed``, the resumed
     checkpoint's ``hyper_parameters`` (read once by :func:`train`), else the model fine-tuned
     (``finetune.checkpoint``) or evaluated (``checkpoint``), read from its file."""
@@ -81,7 +81,7 @@ def resolve(cfg: RunConfig, resumed: Mapping | None = None) -> RunConfig:
     trained = None
     if resumed is not None:
         saved = resumed.get("config") or {}
-        trained = {k: saved[k] for k in ("window_length", "batch_size") if k in saved}
+        trained = {k: saved[k] for k in ("window_length", "half_windows", "batch_size") if k in saved}
     else:
         key, path = "finetune.checkpoint", cfg.finetune.checkpoint if cfg.finetune.mode != "none" else None
         if cfg.mode == "evaluate":
