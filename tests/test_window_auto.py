@@ -102,6 +102,22 @@ def test_resolve_reads_the_window_from_the_model_being_fine_tuned_or_evaluated(t
         resolve(missing)
 
 
+def test_a_resumed_half_window_run_settles_as_it_started_and_so_passes_the_resume_guard():
+    """run.resolve reads the share from the resumed checkpoint's config: a run started from scratch
+    with the recipe's half windows resumes with them (no plan difference), and one started before
+    half windows resumes on whole windows."""
+    started = compose("dataset=lab").resolved()
+    assert (started.half_windows, started.batch_size) == (0.5, 21)
+    resumed = resolve(compose("dataset=lab"), {"config": started.to_dict()})
+    assert (resumed.window_length, resumed.half_windows, resumed.batch_size) == (2.0, 0.5, 21)
+    assert plan_differences(started.to_dict(), resumed.to_dict()) == []
+    before = {k: v for k, v in started.to_dict().items() if k != "half_windows"}
+    before.update(batch_size=16)
+    again = resolve(compose("dataset=lab"), {"config": before})
+    assert (again.half_windows, again.batch_size) == (0.0, 16)
+    assert plan_differences(before, again.to_dict()) == []
+
+
 def test_an_old_runs_settings_resume_without_a_plan_difference():
     now = compose("dataset=lab").resolved({"window_length": 1.0, "batch_size": 32}).to_dict()
     old = ("window_length", "half_windows")  # recipe keys added since
