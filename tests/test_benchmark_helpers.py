@@ -281,3 +281,24 @@ def test_run_time_breakdown_tells_steps_gaps_and_validations_apart():
     assert b["validations_s"] == pytest.approx(3.0) and b["rest_s"] == pytest.approx(20.0 - 3.61)
     with pytest.raises(ValueError, match="as many step starts as ends"):
         rt.breakdown([1.0], [], 2.0)
+
+
+def test_head_direction_errors_by_speed_split_still_from_turning():
+    import numpy as np
+
+    hd = _benchmark("head_direction")
+    t = np.arange(0, 4, 0.02)
+    # still for 2 s at 0 rad, then turning at 90 deg/s
+    angle = np.where(t < 2, 0.0, np.radians(90) * (t - 2))
+    target = np.stack([np.cos(angle), np.sin(angle)], 1)
+    off = np.where(t < 2, np.radians(10), np.radians(2))  # 10 deg off while still, 2 while turning
+    pred = np.stack([np.cos(angle + off), np.sin(angle + off)], 1) * 3.0  # the length does not count
+    rows = hd.errors_by_speed(t, target, {"a": (t, pred), "b": (t[::-1].copy(), target[::-1].copy())})
+    still, turning = rows[0], next(r for r in rows if r["from"] == 90.0)
+    assert still["from"] == 0.0 and still["to"] == 10.0 and turning["to"] == 180.0
+    assert abs(still["share"] - 0.5) < 0.02 and abs(still["a"] - 10.0) < 0.5 and abs(turning["a"] - 2.0) < 1e-6
+    # "b" given in reverse order is matched sample by sample: no error
+    assert abs(still["b"]) < 1e-6 and abs(turning["b"]) < 1e-6
+    assert abs(sum(r["share"] for r in rows) - 1.0) < 1e-9
+    with pytest.raises(ValueError, match="not POYO's"):
+        hd.errors_by_speed(t, target, {"c": (t + 0.01, pred)})

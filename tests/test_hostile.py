@@ -126,13 +126,15 @@ def test_resuming_with_other_settings_lists_every_difference():
     assert resume_problems(old, cfg, readouts) == []
     bigger = settings(**{"optim.eps": 1e-4}).to_dict()
     assert [p for p in resume_problems(old, bigger, readouts) if p.startswith("optim: ")]
-    # likewise optim.warmup_fraction (0) and model.latent_counts (none), added later
+    # likewise optim.warmup_fraction (0) and model.latent_counts (none) and latent_presence (off), added later
     older = {**old, "config": {**old["config"], "optim": {k: v for k, v in old["config"]["optim"].items() if k != "warmup_fraction"},
-                               "model": {k: v for k, v in cfg["model"].items() if k != "latent_counts"}}}  # fmt: skip
-    plain = settings(**{"model.latent_counts": []}).to_dict()
+                               "model": {k: v for k, v in cfg["model"].items() if k not in ("latent_counts", "latent_presence")}}}  # fmt: skip
+    plain = settings(**{"model.latent_counts": [], "model.latent_presence": False}).to_dict()
     assert resume_problems(older, plain, readouts) == []
     assert [p for p in resume_problems(older, cfg, readouts) if p.startswith("model: ")]  # poyo_mini reads counts now
-    warm = settings(**{"model.latent_counts": [], "optim.warmup_fraction": 0.1}).to_dict()
+    warm = settings(
+        **{"model.latent_counts": [], "model.latent_presence": False, "optim.warmup_fraction": 0.1}
+    ).to_dict()
     assert [p for p in resume_problems(older, warm, readouts) if p.startswith("optim: ")]
 
 

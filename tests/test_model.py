@@ -55,7 +55,7 @@ def predict(model, batch):
     return model(batch)["cursor_velocity_2d"]
 
 
-SETTINGS = [{}, {"time_prior": 3.0}, {"latent_counts": (0.05, 0.2)}]
+SETTINGS = [{}, {"time_prior": 3.0}, {"latent_counts": (0.05, 0.2), "latent_presence": True}]
 
 
 @pytest.mark.parametrize("settings", SETTINGS, ids=["published", "time_prior", "latent_counts"])
@@ -118,7 +118,9 @@ def test_spike_token_order_does_not_matter(dataset):
         )
 
 
-@pytest.mark.parametrize("settings", [{}, {"latent_counts": (0.05,)}], ids=["published", "latent_counts"])
+@pytest.mark.parametrize(
+    "settings", [{}, {"latent_counts": (0.05,), "latent_presence": True}], ids=["published", "latent_counts"]
+)
 def test_padded_junk_changes_nothing(dataset, settings):
     model = build(dataset, **settings).eval()
     ss = samples(dataset, model, n=4)
@@ -356,3 +358,60 @@ def test_latent_count_read_is_linear_in_the_spikes_and_local_in_time(dataset, tm
     assert back.config.latent_counts == (0.02, 0.05)
     with torch.no_grad():
         torch.testing.assert_close(predict(back.eval(), batch), predict(model, batch))
+
+
+def test_latent_presence_tells_a_silent_unit_from_an_absent_one(dataset, tmp_path):
+    """With latent_presence the count read also sums the window's units' normalised embeddings
+    (over sqrt(units)), so removing a unit's spikes (it is there, silent) and removing the unit
+    (its start and end tokens too) read differently where, without it, they read the same up to
+    the sqrt(units) scale; a model saved before it existed loads without it."""
+    with pytest.raises(ValueError, match="latent_counts"):
+        POYOConfig(latent_presence=True)
+    with pytest.raises(ValueError, match="latent_presence"):
+        POYOConfig(latent_counts=(0.05,), latent_presence=1)
+    model = build(dataset, latent_counts=(0.05,), latent_presence=True).eval()
+    assert model.latent_read.in_features == 2 * model.config.dim
+    batch = collate_packed(samples(dataset, model, n=2))
+    inp, lat = batch["input"], batch["latent"]
+    sample, types = inp["batch_index"], inp["token_type"]
+    with torch.no_grad():
+        got = model._presence(inp, sample, 2)
+        for i in range(2):
+            units = inp["unit_index"][(sample == i) & (types == 1)]  # start tokens: one per unit
+            want = model.latent_norm(model.unit_emb(units)).sum(0) / len(units) ** 0.5
+            torch.testing.assert_close(got[i], want, atol=1e-5, rtol=1e-5)
+
+    def without(keep):
+        out = {f: t[keep] for f, t in inp.items() if f not in ("cu_seqlens", "max_seqlen")}
+        lengths = torch.bincount(out["batch_index"], minlength=2)
+        out["cu_seqlens"] = torch.nn.functional.pad(lengths.cumsum(0), (1, 0)).to(inp["cu_seqlens"].dtype)
+        out["max_seqlen"] = int(lengths.max())
+        return out
+
+    unit = inp["unit_index"][(sample == 0) & (types == 0)][0]  # a unit that fires in window 0
+    mine = (sample == 0) & (inp["unit_index"] == unit)
+    silent, absent = without(~(mine & (types == 0))), without(~mine)
+    w0 = lat["batch_index"] == 0
+    with torch.no_grad():
+        a, b = model._latent_counts(silent, lat), model._latent_counts(absent, lat)
+        assert float((a[w0] - b[w0]).abs().max()) > 1e-3
+        torch.testing.assert_close(a[~w0], b[~w0])  # the other window is untouched
+        # less the presence part of the read, the two differ only by the sqrt(units) scale
+        n, dim = int(((sample == 0) & (types == 1)).sum()), model.config.dim
+
+        def counts_part(read, x):
+            presence = model._presence(x, x["batch_index"], 2)[lat["batch_index"]]
+            return read - model.latent_read.bias - presence @ model.latent_read.weight[:, dim:].T
+
+        scale = ((n - 1) / n) ** 0.5
+        torch.testing.assert_close(counts_part(a, silent)[w0], counts_part(b, absent)[w0] * scale, atol=1e-5, rtol=1e-4)
+    from poyo.model.pretrained import load_pretrained, save_pretrained
+
+    saved = torch.load(save_pretrained(model, tmp_path / "m.pt"), weights_only=True)
+    assert saved["model"]["latent_presence"] is True
+    back = load_pretrained(tmp_path / "m.pt")
+    assert back.config.latent_presence
+    with torch.no_grad():
+        torch.testing.assert_close(predict(back.eval(), batch), predict(model, batch))
+    old = {k: v for k, v in POYOConfig(latent_counts=(0.05,)).to_dict().items() if k != "latent_presence"}
+    assert POYOConfig.from_dict(old).latent_presence is False

@@ -54,6 +54,13 @@ class POYOConfig:
         near it: on real recordings with few units or minutes this read is what binned-count
         decoders (a GRU) have and POYO lacked (``benchmarks/README.md``). Empty (the published
         POYO, and checkpoints saved before it existed): none.
+    latent_presence: with ``latent_counts``, that read also gets the window's units themselves
+        (their normalised embeddings summed, over sqrt(units)), so a unit that is there and
+        silent reads differently from one that is not there. Without it both add nothing, and a
+        model trained with unit dropout learns to discount silence, which is what a sharply tuned
+        population (head-direction cells) says most with: on simulated head direction its
+        still-period errors were biased by up to 8 degrees (``benchmarks/README.md``). False
+        (checkpoints saved before it existed): off.
     time_prior: height (nats) of a learned relative-time bump every attention starts with
         (:mod:`poyo.model.layers`), so that attention is local in time from the first step;
         0 (the published POYO, and checkpoints saved before it existed): none.
@@ -84,6 +91,7 @@ class POYOConfig:
     count_kernels: Sequence[float] = (0.02, 0.08, 0.24)
     count_read_drop: float = 0.5
     latent_counts: Sequence[float] = ()
+    latent_presence: bool = False
 
     def __post_init__(self):
         for name in ("dim", "depth", "num_latents_per_step", "cross_heads", "self_heads", "dim_head"):
@@ -104,6 +112,13 @@ class POYOConfig:
             raise ValueError(
                 f"readouts must be a list of distinct names, empty only with masked_modelling=True "
                 f"(a model of spikes alone), got {list(readouts)}"
+            )
+        if not isinstance(self.latent_presence, bool):
+            raise ValueError(f"latent_presence must be true or false, got {self.latent_presence!r}")
+        if self.latent_presence and not self.latent_counts:
+            raise ValueError(
+                "latent_presence=true adds to the latents' count read, which latent_counts=[] turns off: "
+                "give latent_counts widths (s), or set latent_presence=false too"
             )
         if not (isinstance(self.time_prior, (int, float)) and 0.0 <= self.time_prior < 100.0):
             raise ValueError(f"time_prior must be a number of nats in [0, 100), got {self.time_prior!r}")

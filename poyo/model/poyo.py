@@ -207,7 +207,7 @@ class POYO(nn.Module):
             self.latent_norm = self.latent_read = None
             if c.latent_counts:  # each latent's linear read of the spike counts near it (_latent_counts)
                 self.latent_norm = nn.LayerNorm(c.dim)
-                self.latent_read = Linear(len(c.latent_counts) * c.dim, c.dim)
+                self.latent_read = Linear((len(c.latent_counts) + c.latent_presence) * c.dim, c.dim)
             self.prompt_emb = self.count_query = self.count_read = None
             self.count_head = self.count_norm = self.count_unit = self.rate_norm = self.rate_read = None
             before = {name for name, _ in self.named_parameters()}
@@ -469,6 +469,15 @@ class POYO(nn.Module):
         units = torch.bincount(sample[_flat(inp, "token_type") == UNIT_START], minlength=n_samples)
         return grid / units.clamp_min(1).to(grid.dtype).sqrt()[:, None, None]
 
+    def _presence(self, inp: Mapping, sample: torch.Tensor, n_samples: int) -> torch.Tensor:
+        """``(samples, dim)``: the normalised embeddings of each window's units (their start
+        tokens) summed, over sqrt(units), as :meth:`_spike_grid` sums their spikes."""
+        starts = _flat(inp, "token_type") == UNIT_START
+        emb = self.latent_norm(self.unit_emb(_flat(inp, "unit_index")[starts]))
+        total = emb.new_zeros(n_samples, emb.shape[-1]).index_add(0, sample[starts], emb)
+        units = torch.bincount(sample[starts], minlength=n_samples).clamp_min(1).to(emb.dtype)
+        return total / units.sqrt()[:, None]
+
     def _latent_counts(self, inp: Mapping, lat: Mapping) -> torch.Tensor:
         """Each latent's linear read of the spike counts near its time, laid out like the latents.
 
@@ -476,8 +485,9 @@ class POYO(nn.Module):
         for each width in ``config.latent_counts`` the bins are weighted by a Gaussian around
         each latent step's centre (normalised over the bins inside the window, times
         ``FINE_BINS``: the expected count per unit of one latent step), summed over units
-        divided by sqrt(units in the window), and projected. Unlike attention, this grows with
-        the number of spikes: a firing rate, as a binned-count decoder reads it."""
+        divided by sqrt(units in the window), and projected (with ``latent_presence``, beside the
+        window's units themselves: :meth:`_presence`). Unlike attention, this grows with the
+        number of spikes: a firing rate, as a binned-count decoder reads it."""
         step = self.config.latent_step
         fine = step / FINE_BINS
         token_type, times = _flat(inp, "token_type"), _flat(inp, "timestamps")
@@ -507,6 +517,8 @@ class POYO(nn.Module):
             k = k[None] * in_view[:, None, :]  # (samples, steps, bins)
             k = FINE_BINS * k / k.sum(-1, keepdim=True).clamp_min(1e-6)
             feats.append(k @ grid)
+        if self.config.latent_presence:  # the window's units, there whether or not they fire
+            feats.append(self._presence(inp, sample, n_samples)[:, None, :].expand(-1, n_steps, -1).to(feats[0].dtype))
         read = self.latent_read(torch.cat(feats, -1)[lat_sample, j])  # (latents in the batch, dim)
         if "mask" not in lat:
             return read
