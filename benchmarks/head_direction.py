@@ -37,6 +37,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+# the simulated animal by default (each also a command-line option; a recording simulated
+# otherwise is written under a folder name that says how)
+TURN_SD = 90.0  # deg/s, sd of the angular velocity while moving
+STILL = 0.3  # share of the time in still bouts
+KAPPA = (1.5, 5.0)  # range of the tuned units' von Mises concentrations
+PEAK = (10.0, 40.0)  # range of the tuned units' peak rates (Hz)
+
+
 def simulate(
     units: int,
     minutes: float,
@@ -44,8 +52,8 @@ def simulate(
     still: float,
     seed: int,
     tuned: float = 1.0,
-    kappa: tuple[float, float] = (1.5, 5.0),
-    peak: tuple[float, float] = (10.0, 40.0),
+    kappa: tuple[float, float] = KAPPA,
+    peak: tuple[float, float] = PEAK,
 ):
     """(per-unit spike times, behaviour timestamps, head direction in radians in [0, 2 pi)).
 
@@ -141,25 +149,13 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=ROOT / "outputs" / "head_direction")
     p.add_argument("--units", type=int, default=15)
     p.add_argument("--minutes", type=float, default=9.0)
-    p.add_argument("--turn-sd", type=float, default=90.0, help="sd of the angular velocity while moving (deg/s)")
-    p.add_argument("--still", type=float, default=0.3, help="fraction of the time in still bouts")
+    p.add_argument("--turn-sd", type=float, default=TURN_SD, help="sd of the angular velocity while moving (deg/s)")
+    p.add_argument("--still", type=float, default=STILL, help="fraction of the time in still bouts")
     p.add_argument("--tuned", type=float, default=0.6, help="share of the units that are head-direction cells")
-    p.add_argument(
-        "--kappa",
-        type=float,
-        nargs=2,
-        default=[1.5, 5.0],
-        metavar=("LOW", "HIGH"),
-        help="range of the tuned units' von Mises concentrations (higher: sharper tuning)",
-    )
-    p.add_argument(
-        "--peak",
-        type=float,
-        nargs=2,
-        default=[10.0, 40.0],
-        metavar=("LOW", "HIGH"),
-        help="range of the tuned units' peak rates (Hz)",
-    )
+    for name, default, what in (("--kappa", KAPPA, "von Mises concentrations (higher: sharper tuning)"),
+                                 ("--peak", PEAK, "peak rates (Hz)")):  # fmt: skip
+        p.add_argument(name, type=float, nargs=2, default=list(default), metavar=("LOW", "HIGH"),
+                       help=f"range of the tuned units' {what}")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="the simulated recording")
     p.add_argument("--model", default="poyo_mini")
     p.add_argument("--extra", nargs="*", default=[], help="more train.py overrides")
@@ -168,8 +164,8 @@ def main() -> None:
     from poyo.pipelines.arrays import from_spike_times, write_session
 
     brainset = f"hd_sim_{a.units}u_{a.tuned:g}t_{a.minutes:g}min_s{a.seed}"
-    for name, value, default in (("turn", [a.turn_sd], [90.0]), ("still", [a.still], [0.3]),
-                                 ("kappa", a.kappa, [1.5, 5.0]), ("peak", a.peak, [10.0, 40.0])):  # fmt: skip
+    for name, value, default in (("turn", [a.turn_sd], [TURN_SD]), ("still", [a.still], [STILL]),
+                                 ("kappa", a.kappa, list(KAPPA)), ("peak", a.peak, list(PEAK))):  # fmt: skip
         if list(value) != default:  # a recording simulated otherwise gets a folder of its own
             brainset += f"_{name}" + "-".join(f"{v:g}" for v in value)
     data_root = a.out / "data"
