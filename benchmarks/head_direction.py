@@ -92,8 +92,8 @@ SPEED_BANDS = (0.0, 10.0, 45.0, 90.0, 180.0, np.inf)  # deg/s; below 10: the hea
 
 
 def poyo_test_predictions(run_dir: Path):
-    """(times, decoded [cos, sin], true [cos, sin], the run's settled config) of a finished
-    run's test samples, stitched as the run scored them (its final weights and stitching centre)."""
+    """(times, decoded [cos, sin], true [cos, sin], the run's settled config, its readout) of a
+    finished run's test samples, stitched as the run scored them (its final weights and stitching centre)."""
     import torch
     import yaml
 
@@ -110,10 +110,10 @@ def poyo_test_predictions(run_dir: Path):
     centre = json.loads((run_dir / "test_results.json").read_text()).get("stitch_centre", 0.5)
     with torch.no_grad():
         stitched = stitch_predictions(model, dm.eval_dataloader("test"))
-    readout = model.readout_configs[0].name
-    ((_, s),) = stitched.stitched({readout: centre} if isinstance(centre, float) else centre).items()
+    readout = model.readout_configs[0]
+    ((_, s),) = stitched.stitched({readout.name: centre} if isinstance(centre, float) else centre).items()
     keep = s["eval"].astype(bool)
-    return s["time"][keep], s["pred"][keep], s["target"][keep], cfg
+    return s["time"][keep], s["pred"][keep], s["target"][keep], cfg, readout
 
 
 def errors_by_speed(
@@ -139,7 +139,12 @@ def errors_by_speed(
         m = (speed >= lo) & (speed < hi)
         if m.any():
             rows.append(
-                {"from": lo, "to": hi, "share": float(m.mean()), **{k: float(e[m].mean()) for k, e in errors.items()}}
+                {
+                    "from": lo,
+                    "to": hi if np.isfinite(hi) else None,
+                    "share": float(m.mean()),
+                    **{k: float(e[m].mean()) for k, e in errors.items()},
+                }
             )
     return rows
 
@@ -194,13 +199,11 @@ def main() -> None:
         **{k: v for k, v in test.items() if k != "sessions"},
     }
     from poyo.data import Dataset
-    from poyo.model import load_pretrained
     from poyo.training.run import linear_baseline
 
-    readout = load_pretrained(run_dir / "checkpoints" / "model.pt").readout_configs[0]
+    times, pred, target, cfg, readout = poyo_test_predictions(run_dir)
     ds = Dataset(data_root / brainset, behaviour=[readout.key], validate=False)
     sid = ds.session_ids[0]
-    times, pred, target, cfg = poyo_test_predictions(run_dir)
     linear = linear_baseline(cfg).evaluate(ds, readout)["window"][sid]  # as train.py fitted it
     others = {"linear (window)": (linear["time"], linear["pred"])}
     if not a.no_gru:
