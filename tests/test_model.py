@@ -375,9 +375,11 @@ def test_latent_presence_tells_a_silent_unit_from_an_absent_one(dataset, tmp_pat
     inp, lat = batch["input"], batch["latent"]
     sample, types = inp["batch_index"], inp["token_type"]
     with torch.no_grad():
-        got = model._presence(inp, sample, 2)
+        units_sqrt = model._units_sqrt(inp, sample, 2)
+        got = model._presence(inp, sample, units_sqrt)
         for i in range(2):
             units = inp["unit_index"][(sample == i) & (types == 1)]  # start tokens: one per unit
+            assert float(units_sqrt[i]) == pytest.approx(len(units) ** 0.5)
             want = model.latent_norm(model.unit_emb(units)).sum(0) / len(units) ** 0.5
             torch.testing.assert_close(got[i], want, atol=1e-5, rtol=1e-5)
 
@@ -400,7 +402,8 @@ def test_latent_presence_tells_a_silent_unit_from_an_absent_one(dataset, tmp_pat
         n, dim = int(((sample == 0) & (types == 1)).sum()), model.config.dim
 
         def counts_part(read, x):
-            presence = model._presence(x, x["batch_index"], 2)[lat["batch_index"]]
+            x_sqrt = model._units_sqrt(x, x["batch_index"], 2)
+            presence = model._presence(x, x["batch_index"], x_sqrt)[lat["batch_index"]]
             return read - model.latent_read.bias - presence @ model.latent_read.weight[:, dim:].T
 
         scale = ((n - 1) / n) ** 0.5

@@ -445,7 +445,7 @@ class POYO(nn.Module):
         seen = batch["seen_bins"].to(times.device).long().clamp(max=lengths)
         b = torch.floor(times.double() / bin_s[sample] + 1e-6).long()
         spike = (token_type == SPIKE) & (b >= 0) & (b < seen[sample])
-        grid = self._spike_grid(inp, sample, b, spike, n_samples, n_max, self.rate_norm)
+        grid = self._spike_grid(inp, sample, b, spike, n_max, self.rate_norm, self._units_sqrt(inp, sample, n_samples))
         j = torch.arange(n_max, device=grid.device)
         in_view = (j[None, :] < seen[:, None]).to(grid.dtype)  # (samples, bins)
         d = (j[:, None] - j[None, :]).to(torch.float64)
@@ -459,24 +459,30 @@ class POYO(nn.Module):
         rows = torch.arange(n_max, device=grid.device)[None, :] < lengths[:, None].to(grid.device)
         return self.rate_read(feats[rows])
 
-    def _spike_grid(self, inp, sample, bin_index, keep, n_samples: int, n_bins: int, norm) -> torch.Tensor:
+    @staticmethod
+    def _units_sqrt(inp, sample, n_samples: int) -> torch.Tensor:
+        """``(samples,)``: sqrt(units in each window: their start tokens, at least 1), the scale
+        both count reads divide their sums over units by."""
+        units = torch.bincount(sample[_flat(inp, "token_type") == UNIT_START], minlength=n_samples)
+        return units.clamp_min(1).sqrt()
+
+    def _spike_grid(self, inp, sample, bin_index, keep, n_bins: int, norm, units_sqrt) -> torch.Tensor:
         """The linear count input both count reads start from ``(samples, bins, dim)``: each kept
         spike token's unit embedding, normalised by ``norm``, summed into its bin of its sample,
-        divided by sqrt(units in the window: their start tokens)."""
+        divided by ``units_sqrt`` (:meth:`_units_sqrt`)."""
+        n_samples = len(units_sqrt)
         emb = norm(self.unit_emb(_flat(inp, "unit_index")[keep]))
         grid = emb.new_zeros(n_samples * n_bins, emb.shape[-1])
         grid = grid.index_add(0, sample[keep] * n_bins + bin_index[keep], emb).view(n_samples, n_bins, -1)
-        units = torch.bincount(sample[_flat(inp, "token_type") == UNIT_START], minlength=n_samples)
-        return grid / units.clamp_min(1).to(grid.dtype).sqrt()[:, None, None]
+        return grid / units_sqrt.to(grid.dtype)[:, None, None]
 
-    def _presence(self, inp: Mapping, sample: torch.Tensor, n_samples: int) -> torch.Tensor:
+    def _presence(self, inp: Mapping, sample: torch.Tensor, units_sqrt: torch.Tensor) -> torch.Tensor:
         """``(samples, dim)``: the normalised embeddings of each window's units (their start
-        tokens) summed, over sqrt(units), as :meth:`_spike_grid` sums their spikes."""
+        tokens) summed, over ``units_sqrt``, as :meth:`_spike_grid` sums their spikes."""
         starts = _flat(inp, "token_type") == UNIT_START
         emb = self.latent_norm(self.unit_emb(_flat(inp, "unit_index")[starts]))
-        total = emb.new_zeros(n_samples, emb.shape[-1]).index_add(0, sample[starts], emb)
-        units = torch.bincount(sample[starts], minlength=n_samples).clamp_min(1).to(emb.dtype)
-        return total / units.sqrt()[:, None]
+        total = emb.new_zeros(len(units_sqrt), emb.shape[-1]).index_add(0, sample[starts], emb)
+        return total / units_sqrt.to(emb.dtype)[:, None]
 
     def _latent_counts(self, inp: Mapping, lat: Mapping) -> torch.Tensor:
         """Each latent's linear read of the spike counts near its time, laid out like the latents.
@@ -505,7 +511,8 @@ class POYO(nn.Module):
         rel = (times - origin.to(times.device)[sample]).double()
         b = torch.floor(rel / fine).long()
         spike = (token_type == SPIKE) & (b >= 0) & (b < n_bins)
-        grid = self._spike_grid(inp, sample, b, spike, n_samples, n_bins, self.latent_norm)
+        units_sqrt = self._units_sqrt(inp, sample, n_samples)
+        grid = self._spike_grid(inp, sample, b, spike, n_bins, self.latent_norm, units_sqrt)
         ends = token_type == UNIT_END  # every unit's end token sits at the window's end
         duration = rel.new_full((n_samples,), n_steps * step).scatter_reduce(0, sample[ends], rel[ends], "amin")
         centres = (torch.arange(n_steps, device=grid.device, dtype=torch.float64) + 0.5) * step
@@ -518,7 +525,7 @@ class POYO(nn.Module):
             k = FINE_BINS * k / k.sum(-1, keepdim=True).clamp_min(1e-6)
             feats.append(k @ grid)
         if self.config.latent_presence:  # the window's units, there whether or not they fire
-            feats.append(self._presence(inp, sample, n_samples)[:, None, :].expand(-1, n_steps, -1).to(feats[0].dtype))
+            feats.append(self._presence(inp, sample, units_sqrt)[:, None, :].expand(-1, n_steps, -1).to(feats[0].dtype))
         read = self.latent_read(torch.cat(feats, -1)[lat_sample, j])  # (latents in the batch, dim)
         if "mask" not in lat:
             return read
