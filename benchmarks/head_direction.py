@@ -123,8 +123,8 @@ def errors_by_speed(
 
     ``preds``: name -> (times, [cos, sin]) of that decoder's test samples, matched to ``times``
     (every one must be there). The speed is the true angle's gradient over ``times``."""
-    angle = np.unwrap(np.arctan2(target[:, 1], target[:, 0]))
-    speed = np.degrees(np.abs(np.gradient(angle, times)))
+    true = np.arctan2(target[:, 1], target[:, 0])
+    speed = np.degrees(np.abs(np.gradient(np.unwrap(true), times)))
     errors = {}
     for name, (t, pred) in preds.items():
         order = np.argsort(t, kind="stable")
@@ -132,7 +132,7 @@ def errors_by_speed(
         if not np.allclose(t[at], times, atol=1e-6):
             raise ValueError(f"{name}'s test samples are not POYO's: cannot compare them sample by sample")
         p = pred[at]
-        diff = np.arctan2(p[:, 1], p[:, 0]) - np.arctan2(target[:, 1], target[:, 0])
+        diff = np.arctan2(p[:, 1], p[:, 0]) - true
         errors[name] = np.degrees(np.abs(np.angle(np.exp(1j * diff))))
     rows = []
     for lo, hi in zip(SPEED_BANDS[:-1], SPEED_BANDS[1:]):
