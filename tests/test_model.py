@@ -330,7 +330,7 @@ def test_latent_count_read_is_linear_in_the_spikes_and_local_in_time(dataset, tm
     inp, lat = batch["input"], batch["latent"]
     bias = model.latent_read.bias
     with torch.no_grad():
-        read = model._latent_counts(inp, lat) - bias
+        read = model._latent_counts(inp, lat, model._window_units(inp)) - bias
         spikes = inp["token_type"] == 0
         doubled = {f: torch.cat([t, t[spikes]]) for f, t in inp.items() if f not in ("cu_seqlens", "max_seqlen")}
         order = torch.sort(doubled["batch_index"], stable=True).indices
@@ -338,7 +338,9 @@ def test_latent_count_read_is_linear_in_the_spikes_and_local_in_time(dataset, tm
         lengths = torch.bincount(doubled["batch_index"], minlength=3)
         doubled["cu_seqlens"] = torch.nn.functional.pad(lengths.cumsum(0), (1, 0)).to(inp["cu_seqlens"].dtype)
         doubled["max_seqlen"] = int(lengths.max())
-        torch.testing.assert_close(model._latent_counts(doubled, lat) - bias, 2 * read, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(
+            model._latent_counts(doubled, lat, model._window_units(doubled)) - bias, 2 * read, atol=1e-4, rtol=1e-4
+        )
         # the first window's spike nearest its middle moves to its start: latents of the first
         # step see it come, those of the last (>= 0.4 s, 8 widths, from both places) do not
         extra = {f: t.clone() if isinstance(t, torch.Tensor) else t for f, t in inp.items()}
@@ -346,7 +348,7 @@ def test_latent_count_read_is_linear_in_the_spikes_and_local_in_time(dataset, tm
         mid = int(ours[(inp["timestamps"][ours] - 0.5).abs().argmin()])
         assert abs(float(inp["timestamps"][mid]) - 0.5) < 0.03
         extra["timestamps"][mid] = 0.001
-        moved = model._latent_counts(extra, lat) - bias
+        moved = model._latent_counts(extra, lat, model._window_units(extra)) - bias
     w0 = lat["batch_index"] == 0
     t0 = lat["timestamps"][w0]
     changed = (moved[w0] - read[w0]).abs().amax(-1)
@@ -375,7 +377,8 @@ def test_latent_presence_tells_a_silent_unit_from_an_absent_one(dataset, tmp_pat
     inp, lat = batch["input"], batch["latent"]
     sample, types = inp["batch_index"], inp["token_type"]
     with torch.no_grad():
-        units_sqrt = model._units_sqrt(inp, sample, 2)
+        found, units_sqrt = model._window_units(inp)
+        assert torch.equal(found, sample)
         got = model._presence(inp, sample, units_sqrt)
         for i in range(2):
             units = inp["unit_index"][(sample == i) & (types == 1)]  # start tokens: one per unit
@@ -395,15 +398,17 @@ def test_latent_presence_tells_a_silent_unit_from_an_absent_one(dataset, tmp_pat
     silent, absent = without(~(mine & (types == 0))), without(~mine)
     w0 = lat["batch_index"] == 0
     with torch.no_grad():
-        a, b = model._latent_counts(silent, lat), model._latent_counts(absent, lat)
+        a, b = (
+            model._latent_counts(silent, lat, model._window_units(silent)),
+            model._latent_counts(absent, lat, model._window_units(absent)),
+        )
         assert float((a[w0] - b[w0]).abs().max()) > 1e-3
         torch.testing.assert_close(a[~w0], b[~w0])  # the other window is untouched
         # less the presence part of the read, the two differ only by the sqrt(units) scale
         n, dim = int(((sample == 0) & (types == 1)).sum()), model.config.dim
 
         def counts_part(read, x):
-            x_sqrt = model._units_sqrt(x, x["batch_index"], 2)
-            presence = model._presence(x, x["batch_index"], x_sqrt)[lat["batch_index"]]
+            presence = model._presence(x, *model._window_units(x))[lat["batch_index"]]
             return read - model.latent_read.bias - presence @ model.latent_read.weight[:, dim:].T
 
         scale = ((n - 1) / n) ** 0.5

@@ -345,19 +345,23 @@ class POYO(nn.Module):
         if in_layout.is_packed != lat_layout.is_packed or in_layout.is_packed != out_layout.is_packed:
             raise ValueError("all sequence groups of a batch must share one layout")
 
-        x = self.unit_emb(inp["unit_index"]) + self.token_type_emb(inp["token_type"])
-        latents = self.latent_emb(lat["index"])
-        if self.latent_read is not None:
-            latents = latents + self._latent_counts(inp, lat)
-        queries = self.session_emb(out["session_index"])
-        if self.readout_emb is not None:
-            queries = queries + self.readout_emb(out["readout_index"])
         counts = batch.get("counts")
         if counts is not None and self.count_head is None:
             raise ValueError(
                 "this batch asks for spike counts (masked modelling) but the model has no count head: "
                 "build it with masked_modelling=True"
             )
+        # both count reads need each token's window and sqrt(units per window): found once, here
+        reads_counts = self.latent_read is not None or (counts is not None and self.rate_read is not None)
+        units = self._window_units(inp) if reads_counts else None
+
+        x = self.unit_emb(inp["unit_index"]) + self.token_type_emb(inp["token_type"])
+        latents = self.latent_emb(lat["index"])
+        if self.latent_read is not None:
+            latents = latents + self._latent_counts(inp, lat, units)
+        queries = self.session_emb(out["session_index"])
+        if self.readout_emb is not None:
+            queries = queries + self.readout_emb(out["readout_index"])
         if self.prompt_emb is not None:  # which masking scheme (0: none) each sample saw
             prompt = batch.get("prompt")
             if prompt is None:
@@ -379,7 +383,9 @@ class POYO(nn.Module):
         if count_state and counts is None:
             raise ValueError("count_state=True needs a masked batch (a 'counts' group, made by poyo.model.masking)")
         if counts is not None:
-            preds[COUNTS], state = self._counts(batch, prompt, latents, lat_rot, lat_layout, x, in_rot, in_layout)
+            preds[COUNTS], state = self._counts(
+                batch, prompt, latents, lat_rot, lat_layout, x, in_rot, in_layout, units
+            )
             if count_state:
                 preds[COUNT_STATE] = state.float()
         if not self.readout_names:  # a model of spikes alone (masked modelling, no behaviour heads)
@@ -402,7 +408,7 @@ class POYO(nn.Module):
             latents = latents + self.proc_dropout(ffn(latents))
         return latents
 
-    def _counts(self, batch, prompt, latents, lat_rot, lat_layout, x, in_rot, in_layout):
+    def _counts(self, batch, prompt, latents, lat_rot, lat_layout, x, in_rot, in_layout, units):
         """Log expected spike count of every (unit, bin) entry of ``batch["counts"]``, and the
         state of every bin it is read from ``(bins in the batch, dim)``: one query
         per bin reads the visible spikes near it, then the latents, into a state; each unit
@@ -418,7 +424,7 @@ class POYO(nn.Module):
         lengths = bins["mask"].sum(1) if "mask" in bins else torch.diff(bins["cu_seqlens"].long())
         offsets = torch.nn.functional.pad(lengths.cumsum(0), (1, 0))
         if self.rate_read is not None:
-            read = self._smoothed_counts(batch, lengths).to(state.dtype)
+            read = self._smoothed_counts(batch, lengths, units).to(state.dtype)
             if self.training and self.config.count_read_drop > 0:
                 # drawn from torch's generator, as dropout is; times 0, not skipped: DDP wants every weight used
                 read = read * (torch.rand((), device=read.device) >= self.config.count_read_drop).to(read.dtype)
@@ -428,7 +434,7 @@ class POYO(nn.Module):
         unit = self.count_unit(self.count_norm(self.unit_emb(t["unit_index"])))
         return ((state[rows] * unit[:, :-1]).sum(-1) + unit[:, -1]).float(), state
 
-    def _smoothed_counts(self, batch, lengths: torch.Tensor) -> torch.Tensor:
+    def _smoothed_counts(self, batch, lengths: torch.Tensor, units) -> torch.Tensor:
         """A linear read of the visible spike counts near each bin ``(bins in the batch, dim)``.
 
         Each visible spike adds its unit's normalised embedding to its bin; the bins are smoothed
@@ -436,16 +442,16 @@ class POYO(nn.Module):
         weight on the bins the input can hold: before the causal cut), summed over units
         divided by sqrt(visible units), and projected. So a bin's state can grow with how many
         spikes fell near it, which attention's weighted average cannot show; this is the
-        low-rank form of a GLM on the other units' smoothed counts."""
+        low-rank form of a GLM on the other units' smoothed counts. ``units``: :meth:`_window_units`."""
         inp = batch["input"]
         token_type, times = _flat(inp, "token_type"), _flat(inp, "timestamps")
-        sample = _sample_of(inp).to(times.device)
-        n_samples, n_max = len(lengths), int(lengths.max())
+        sample, units_sqrt = units
+        n_max = int(lengths.max())
         bin_s = batch["bin_s"].to(times.device, torch.float64)
         seen = batch["seen_bins"].to(times.device).long().clamp(max=lengths)
         b = torch.floor(times.double() / bin_s[sample] + 1e-6).long()
         spike = (token_type == SPIKE) & (b >= 0) & (b < seen[sample])
-        grid = self._spike_grid(inp, sample, b, spike, n_max, self.rate_norm, self._units_sqrt(inp, sample, n_samples))
+        grid = self._spike_grid(inp, sample, b, spike, n_max, self.rate_norm, units_sqrt)
         j = torch.arange(n_max, device=grid.device)
         in_view = (j[None, :] < seen[:, None]).to(grid.dtype)  # (samples, bins)
         d = (j[:, None] - j[None, :]).to(torch.float64)
@@ -460,16 +466,21 @@ class POYO(nn.Module):
         return self.rate_read(feats[rows])
 
     @staticmethod
-    def _units_sqrt(inp, sample, n_samples: int) -> torch.Tensor:
-        """``(samples,)``: sqrt(units in each window: their start tokens, at least 1), the scale
-        both count reads divide their sums over units by."""
-        units = torch.bincount(sample[_flat(inp, "token_type") == UNIT_START], minlength=n_samples)
-        return units.clamp_min(1).sqrt()
+    def _window_units(inp: Mapping) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(sample, units_sqrt)``: the window of each input token (padding removed, as
+        :func:`_flat`) and ``(samples,)`` sqrt(units in each window: their start tokens, at
+        least 1), the scale both count reads divide their sums over units by. ``forward``
+        finds them once and hands them to both reads."""
+        token_type = _flat(inp, "token_type")
+        sample = _sample_of(inp).to(token_type.device)
+        n_samples = inp["mask"].shape[0] if "mask" in inp else len(inp["cu_seqlens"]) - 1
+        units = torch.bincount(sample[token_type == UNIT_START], minlength=n_samples)
+        return sample, units.clamp_min(1).sqrt()
 
     def _spike_grid(self, inp, sample, bin_index, keep, n_bins: int, norm, units_sqrt) -> torch.Tensor:
         """The linear count input both count reads start from ``(samples, bins, dim)``: each kept
         spike token's unit embedding, normalised by ``norm``, summed into its bin of its sample,
-        divided by ``units_sqrt`` (:meth:`_units_sqrt`)."""
+        divided by ``units_sqrt`` (:meth:`_window_units`)."""
         n_samples = len(units_sqrt)
         emb = norm(self.unit_emb(_flat(inp, "unit_index")[keep]))
         grid = emb.new_zeros(n_samples * n_bins, emb.shape[-1])
@@ -484,7 +495,7 @@ class POYO(nn.Module):
         total = emb.new_zeros(len(units_sqrt), emb.shape[-1]).index_add(0, sample[starts], emb)
         return total / units_sqrt.to(emb.dtype)[:, None]
 
-    def _latent_counts(self, inp: Mapping, lat: Mapping) -> torch.Tensor:
+    def _latent_counts(self, inp: Mapping, lat: Mapping, units) -> torch.Tensor:
         """Each latent's linear read of the spike counts near its time, laid out like the latents.
 
         Spikes add their unit's normalised embedding to bins of ``latent_step / FINE_BINS``;
@@ -493,14 +504,15 @@ class POYO(nn.Module):
         ``FINE_BINS``: the expected count per unit of one latent step), summed over units
         divided by sqrt(units in the window), and projected (with ``latent_presence``, beside the
         window's units themselves: :meth:`_presence`). Unlike attention, this grows with the
-        number of spikes: a firing rate, as a binned-count decoder reads it."""
+        number of spikes: a firing rate, as a binned-count decoder reads it. ``units``:
+        :meth:`_window_units`."""
         step = self.config.latent_step
         fine = step / FINE_BINS
         token_type, times = _flat(inp, "token_type"), _flat(inp, "timestamps")
-        sample = _sample_of(inp).to(times.device)
+        sample, units_sqrt = units
         lat_times = _flat(lat, "timestamps")
         lat_sample = _sample_of(lat).to(lat_times.device)
-        n_samples = inp["mask"].shape[0] if "mask" in inp else len(inp["cu_seqlens"]) - 1
+        n_samples = len(units_sqrt)
         # Times from each window's start (its first latent sits half a step after it), so that
         # shifting a whole window in time changes nothing, as with rotary time.
         origin = lat_times.new_full((n_samples,), float("inf")).scatter_reduce(0, lat_sample, lat_times, "amin")
@@ -511,7 +523,6 @@ class POYO(nn.Module):
         rel = (times - origin.to(times.device)[sample]).double()
         b = torch.floor(rel / fine).long()
         spike = (token_type == SPIKE) & (b >= 0) & (b < n_bins)
-        units_sqrt = self._units_sqrt(inp, sample, n_samples)
         grid = self._spike_grid(inp, sample, b, spike, n_bins, self.latent_norm, units_sqrt)
         ends = token_type == UNIT_END  # every unit's end token sits at the window's end
         duration = rel.new_full((n_samples,), n_steps * step).scatter_reduce(0, sample[ends], rel[ends], "amin")
