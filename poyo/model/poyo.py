@@ -53,6 +53,8 @@ COUNT_STATE = "count_state"  # forward(count_state=True): the state each bin's c
 READ_PRIOR = 8.0  # nats: how local in time a count bin's read of the spikes starts (RotaryTime.local_bump)
 FINE_BINS = 8  # bins per latent step in which a latent's count read (POYO._latent_counts) places spikes
 COUNT_INIT = 0.5  # initial spread (sd) of a unit's log rate per unit of spread of the state it reads
+# (window of each input token, sqrt(units in each window)): what POYO._window_units finds for both count reads
+WindowUnits = tuple[torch.Tensor, torch.Tensor]
 
 
 def _per_token(group: Mapping, per_sample: torch.Tensor) -> torch.Tensor:
@@ -408,7 +410,7 @@ class POYO(nn.Module):
             latents = latents + self.proc_dropout(ffn(latents))
         return latents
 
-    def _counts(self, batch, prompt, latents, lat_rot, lat_layout, x, in_rot, in_layout, units):
+    def _counts(self, batch, prompt, latents, lat_rot, lat_layout, x, in_rot, in_layout, units: WindowUnits):
         """Log expected spike count of every (unit, bin) entry of ``batch["counts"]``, and the
         state of every bin it is read from ``(bins in the batch, dim)``: one query
         per bin reads the visible spikes near it, then the latents, into a state; each unit
@@ -434,7 +436,7 @@ class POYO(nn.Module):
         unit = self.count_unit(self.count_norm(self.unit_emb(t["unit_index"])))
         return ((state[rows] * unit[:, :-1]).sum(-1) + unit[:, -1]).float(), state
 
-    def _smoothed_counts(self, batch, lengths: torch.Tensor, units) -> torch.Tensor:
+    def _smoothed_counts(self, batch, lengths: torch.Tensor, units: WindowUnits) -> torch.Tensor:
         """A linear read of the visible spike counts near each bin ``(bins in the batch, dim)``.
 
         Each visible spike adds its unit's normalised embedding to its bin; the bins are smoothed
@@ -466,7 +468,7 @@ class POYO(nn.Module):
         return self.rate_read(feats[rows])
 
     @staticmethod
-    def _window_units(inp: Mapping) -> tuple[torch.Tensor, torch.Tensor]:
+    def _window_units(inp: Mapping) -> WindowUnits:
         """``(sample, units_sqrt)``: the window of each input token (padding removed, as
         :func:`_flat`) and ``(samples,)`` sqrt(units in each window: their start tokens, at
         least 1), the scale both count reads divide their sums over units by. ``forward``
@@ -495,7 +497,7 @@ class POYO(nn.Module):
         total = emb.new_zeros(len(units_sqrt), emb.shape[-1]).index_add(0, sample[starts], emb)
         return total / units_sqrt.to(emb.dtype)[:, None]
 
-    def _latent_counts(self, inp: Mapping, lat: Mapping, units) -> torch.Tensor:
+    def _latent_counts(self, inp: Mapping, lat: Mapping, units: WindowUnits) -> torch.Tensor:
         """Each latent's linear read of the spike counts near its time, laid out like the latents.
 
         Spikes add their unit's normalised embedding to bins of ``latent_step / FINE_BINS``;
