@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from poyo.data import Dataset, RandomFixedWindowSampler, UnitDropout, seed_worker
+from poyo.data import Dataset, RandomFixedWindowSampler, UnitDropout, init_worker, seed_worker
 
 
 class Probe:
@@ -45,3 +45,25 @@ def test_two_workers_match_single_process(synthetic_root, method):
         assert units == w.unit_ids.tolist()
         assert opened  # the worker holds its own handles
     ds.close()
+
+
+class Strategy:
+    """Return the worker's tensor sharing strategy and a tensor that must arrive intact."""
+
+    def __getitem__(self, index):
+        return torch.multiprocessing.get_sharing_strategy(), torch.arange(index, index + 1000, dtype=torch.int64)
+
+    def __len__(self):
+        return 6
+
+
+def test_init_worker_sends_by_name_and_leaves_the_main_process_alone():
+    """poyo's loaders send batches by shared-memory name (one socket connection per tensor
+    otherwise); the main process's own strategy must not change."""
+    before = torch.multiprocessing.get_sharing_strategy()
+    loader = torch.utils.data.DataLoader(Strategy(), batch_size=None, num_workers=2, worker_init_fn=init_worker)
+    got = list(loader)
+    assert [g[0] for g in got] == ["file_system"] * 6
+    for i, (_, t) in enumerate(got):
+        torch.testing.assert_close(t, torch.arange(i, i + 1000, dtype=torch.int64))
+    assert torch.multiprocessing.get_sharing_strategy() == before

@@ -25,7 +25,7 @@ from poyo.data import (
     SpikeJitter,
     collate_packed,
     collate_padded,
-    seed_worker,
+    init_worker,
 )
 from poyo.data import unit_dropout as make_unit_dropout
 from poyo.model import POYO
@@ -234,7 +234,7 @@ class DataModule(L.LightningDataModule):
         return dict(
             num_workers=self.num_workers,
             collate_fn=self.collate_fn(stage),
-            worker_init_fn=seed_worker,
+            worker_init_fn=init_worker,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
         )
