@@ -73,3 +73,28 @@ def test_layers_match_their_definition(kind, rotate_value):
             got = layer(x, context, rotary(tx), rotary(tc), layout(n), layout(m))
     want = attention_ref(layer, x.double(), context.double(), tx, tc)
     torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("rotate_value", [True, False])
+def test_cross_attention_over_distinct_rows_equals_the_gathered_context(rotate_value):
+    """``context_index``: keys and values projected once per distinct row and gathered per token
+    (what POYO does with its (unit, token type) pairs) give the outputs and gradients of the
+    tokens' own context, time terms included; here 3 rows for 40 tokens."""
+    g = torch.Generator().manual_seed(1)
+    dim, heads, d = 32, 2, 16
+    rotary = RotaryTime(d)
+    layer = CrossAttention(dim, rotary, heads=heads, dim_head=d, rotate_value=rotate_value, time_prior=2.0)
+    layer.eval()
+    x = torch.randn(6, dim, generator=g)
+    rows = torch.randn(3, dim, generator=g, requires_grad=True)
+    index = torch.randint(0, 3, (40,), generator=g)
+    tx, tc = torch.rand(6, dtype=torch.float64, generator=g), torch.rand(40, dtype=torch.float64, generator=g)
+    q_layout = Layout.packed(torch.tensor([0, 2, 6], dtype=torch.int32), 4, 6)
+    kv_layout = Layout.packed(torch.tensor([0, 25, 40], dtype=torch.int32), 25, 40)
+    gathered = layer(x, rows[index], rotary(tx), rotary(tc), q_layout, kv_layout)
+    (grad_gathered,) = torch.autograd.grad(gathered.square().sum(), rows)
+    by_row = layer(x, rows, rotary(tx), rotary(tc), q_layout, kv_layout, index)
+    (grad_by_row,) = torch.autograd.grad(by_row.square().sum(), rows)
+    torch.testing.assert_close(by_row, gathered, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad_by_row, grad_gathered, rtol=1e-4, atol=1e-5)
+    assert gathered.abs().max() > 0.1 and grad_gathered.abs().max() > 0.1  # not trivially zero

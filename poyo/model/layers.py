@@ -147,9 +147,24 @@ class CrossAttention(_RotaryAttention):
         self.to_kv = Linear(context_dim, 2 * inner, bias=False)
         self.to_out = Linear(inner, dim)
 
-    def forward(self, x, context, x_rot: Rotation, context_rot: Rotation, x_layout: Layout, context_layout: Layout):
+    def forward(
+        self,
+        x,
+        context,
+        x_rot: Rotation,
+        context_rot: Rotation,
+        x_layout: Layout,
+        context_layout: Layout,
+        context_index: torch.Tensor | None = None,
+    ):
+        """``context_index``: ``context`` holds distinct rows and token ``i``'s context is row
+        ``context_index[i]`` (laid out as the tokens, padded or packed). Keys and values before
+        rotation then cost one projection per distinct row, gathered per token: the same numbers."""
         q = self.rotary.rotate(self._time_terms(self._heads(self.to_q(self.norm(x))), "q"), x_rot)
-        kv = self._time_terms(self._heads(self.to_kv(self.norm_context(context)), 2), "kv")
+        kv = self.to_kv(self.norm_context(context))
+        if context_index is not None:
+            kv = kv[context_index]
+        kv = self._time_terms(self._heads(kv, 2), "kv")
         if self.rotate_value:  # keys and values share their rotation: one call
             k, v = self.rotary.rotate(kv, context_rot).chunk(2, dim=-2)
         else:

@@ -357,7 +357,13 @@ class POYO(nn.Module):
         reads_counts = self.latent_read is not None or (counts is not None and self.rate_read is not None)
         units = self._window_units(inp) if reads_counts else None
 
-        x = self.unit_emb(inp["unit_index"]) + self.token_type_emb(inp["token_type"])
+        # A token's embedding depends only on its (unit, token type): the input's layer norm and
+        # key and value projections run once per pair in the batch (S1: 156 pairs, ~14,000
+        # tokens), and the attention gathers them per token (CrossAttention's context_index).
+        pairs, pair_of = torch.unique(inp["unit_index"] * NUM_TOKEN_TYPES + inp["token_type"], return_inverse=True)
+        x = self.unit_emb(pairs.div(NUM_TOKEN_TYPES, rounding_mode="floor")) + self.token_type_emb(
+            pairs.remainder(NUM_TOKEN_TYPES)
+        )
         latents = self.latent_emb(lat["index"])
         if self.latent_read is not None:
             latents = latents + self._latent_counts(inp, lat, units)
@@ -378,7 +384,7 @@ class POYO(nn.Module):
             self.rotary(out["timestamps"]),
         )
 
-        latents = latents + self.enc_atn(latents, x, lat_rot, in_rot, lat_layout, in_layout)
+        latents = latents + self.enc_atn(latents, x, lat_rot, in_rot, lat_layout, in_layout, pair_of)
         latents = latents + self.enc_ffn(latents)
         latents = self.process(latents, lat_rot, lat_layout)
         preds = {}
@@ -386,7 +392,7 @@ class POYO(nn.Module):
             raise ValueError("count_state=True needs a masked batch (a 'counts' group, made by poyo.model.masking)")
         if counts is not None:
             preds[COUNTS], state = self._counts(
-                batch, prompt, latents, lat_rot, lat_layout, x, in_rot, in_layout, units
+                batch, prompt, latents, lat_rot, lat_layout, (x, pair_of), in_rot, in_layout, units
             )
             if count_state:
                 preds[COUNT_STATE] = state.float()
@@ -410,7 +416,7 @@ class POYO(nn.Module):
             latents = latents + self.proc_dropout(ffn(latents))
         return latents
 
-    def _counts(self, batch, prompt, latents, lat_rot, lat_layout, x, in_rot, in_layout, units: WindowUnits):
+    def _counts(self, batch, prompt, latents, lat_rot, lat_layout, context, in_rot, in_layout, units: WindowUnits):
         """Log expected spike count of every (unit, bin) entry of ``batch["counts"]``, and the
         state of every bin it is read from ``(bins in the batch, dim)``: one query
         per bin reads the visible spikes near it, then the latents, into a state; each unit
@@ -421,7 +427,8 @@ class POYO(nn.Module):
         bins = batch["bins"]
         q = self.count_query.expand(*bins["timestamps"].shape, -1) + _per_token(bins, prompt)
         bin_rot = self.rotary(bins["timestamps"])
-        q = q + self.count_read(q, x, bin_rot, in_rot, layout_of(bins), in_layout)
+        x, pair_of = context  # the input's distinct (unit, token type) embeddings, each token's row
+        q = q + self.count_read(q, x, bin_rot, in_rot, layout_of(bins), in_layout, pair_of)
         state = self.count_head(self._decode(q, bins, bin_rot, latents, lat_rot, lat_layout))
         lengths = bins["mask"].sum(1) if "mask" in bins else torch.diff(bins["cu_seqlens"].long())
         offsets = torch.nn.functional.pad(lengths.cumsum(0), (1, 0))
