@@ -3,9 +3,11 @@
     python benchmarks/data_loading.py [--root DIR] [--windows N] [--workers 0 1 2]
 
 Prints (1) where the time of one window goes in a single process: HDF5 read, unit
-dropout, the model's tokenizer, packed collate; and (2) DataLoader windows/s for each
+dropout, the model's tokenizer, packed collate; (2) DataLoader windows/s for each
 worker count, total and per worker, for the whole chain (read -> dropout -> tokenize ->
-collate).
+collate); and (3) what the main process spends taking one collated batch from a worker that
+has it ready: tensors sent by file descriptor (PyTorch's default on Linux, ``seed_worker``)
+against by shared-memory name (poyo's loaders, ``init_worker``), the two alternated.
 """
 
 from __future__ import annotations
@@ -22,7 +24,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from poyo.data import Compose, Dataset, RandomFixedWindowSampler, UnitDropout, collate_packed, seed_worker  # noqa: E402
+from poyo.data import (  # noqa: E402
+    Compose,
+    Dataset,
+    RandomFixedWindowSampler,
+    UnitDropout,
+    collate_packed,
+    init_worker,
+    seed_worker,
+)
 from poyo.data.session import CachedFile, open_file  # noqa: E402
 from poyo.model import Tokenizer  # noqa: E402
 from poyo.pipelines.synthetic_reaching import SyntheticConfig, ensure  # noqa: E402
@@ -77,7 +87,7 @@ def loader_rate(ds: Dataset, indices, workers: int, batch_size: int = 64) -> flo
         batch_size=batch_size,
         num_workers=workers,
         collate_fn=collate_packed,
-        worker_init_fn=seed_worker,
+        worker_init_fn=init_worker,
         prefetch_factor=4 if workers else None,
     )
     it = iter(loader)
@@ -87,6 +97,28 @@ def loader_rate(ds: Dataset, indices, workers: int, batch_size: int = 64) -> flo
     for b in it:
         n += len(b["session_id"])
     return n / (time.perf_counter() - t0)
+
+
+def fetch_ms(ds: Dataset, indices, batch_size: int = 21, rounds: int = 5, per_round: int = 20) -> dict[str, float]:
+    """Median ms the main process waits in ``next()`` for a batch two workers already hold (each
+    call follows a pause long enough for them to be ahead), per way of sending its tensors;
+    rounds alternate the two ways."""
+    times: dict[str, list[float]] = {"by descriptor": [], "by name": []}
+    for _ in range(rounds):
+        for name, init in (("by descriptor", seed_worker), ("by name", init_worker)):
+            loader = torch.utils.data.DataLoader(
+                ds, sampler=indices, batch_size=batch_size, num_workers=2, collate_fn=collate_packed,
+                worker_init_fn=init,
+            )  # fmt: skip
+            it = iter(loader)
+            next(it)
+            for _ in range(per_round):
+                time.sleep(0.1)
+                t = time.perf_counter()
+                next(it)
+                times[name].append(time.perf_counter() - t)
+            del it
+    return {k: 1e3 * float(np.median(v)) for k, v in times.items()}
 
 
 def main() -> None:
@@ -139,6 +171,15 @@ def main() -> None:
     for w in args.workers:
         rate = loader_rate(ds, indices, w)
         print(f"{w:7d} {rate:10.0f} {rate / max(w, 1):10.0f}")
+    fetch = fetch_ms(ds, indices)
+    batch = collate_packed([ds[i] for i in indices[:21]])
+    tensors = sum(
+        isinstance(v, torch.Tensor) for g in batch.values() for v in (g.values() if isinstance(g, dict) else [g])
+    )
+    print(
+        f"\ntaking a ready batch of 21 windows ({tensors} tensors) from a worker, median of "
+        + ", ".join(f"{k} {v:.2f} ms" for k, v in fetch.items())
+    )
 
 
 if __name__ == "__main__":
