@@ -418,3 +418,31 @@ def test_a_resumed_run_sees_the_batches_of_an_uninterrupted_one(tmp_path, stop):
     first = _toy_fit(tmp_path / "b", stop)
     rest = _toy_fit(tmp_path / "b", 9, resume=str(tmp_path / "b" / "last.ckpt"))
     assert first + rest == whole
+
+
+def test_adamw_is_fused_on_cpu_and_follows_the_plain_rule():
+    """AdamW runs fused where the weights are (one kernel per tensor: ~5x cheaper on CPU) and
+    moves the weights as the unfused rule does, to rounding, over 20 steps."""
+    from poyo.training.optim import build_optimizer, param_groups
+
+    def model():
+        return POYO(dim=16, depth=1, dim_head=8, cross_heads=1, self_heads=2, unit_ids=["a", "b"], session_ids=["s"])
+
+    fused_model, plain_model = model(), model()
+    fused = build_optimizer(fused_model, name="adamw", lr=1e-2, weight_decay=0.1)
+    same = {k: fused.defaults[k] for k in ("lr", "betas", "eps", "weight_decay")}
+    plain = torch.optim.AdamW(
+        [{k: v for k, v in g.items() if k != "sparse"} for g in param_groups(plain_model, 0.1)], **same
+    )
+    assert all(g["fused"] for g in fused.param_groups) and not any(g["fused"] for g in plain.param_groups)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        for p, q in zip(fused_model.parameters(), plain_model.parameters()):
+            p.grad = torch.randn(p.shape, generator=g)
+            q.grad = p.grad.clone()
+        fused.step(), plain.step()
+    moved = 0.0
+    for (name, p), q, p0 in zip(fused_model.named_parameters(), plain_model.parameters(), model().parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
+        moved = max(moved, (p - p0).abs().max().item())
+    assert moved > 0.1  # 20 steps of lr 0.01 moved the weights
