@@ -28,7 +28,6 @@ import torch  # noqa: E402
 
 from poyo.cli import run_hydra  # noqa: E402
 from poyo.model.poyo import layout_of  # noqa: E402
-from poyo.model.tokenizer import NUM_TOKEN_TYPES  # noqa: E402
 from poyo.training import run  # noqa: E402
 
 BATCHES, ROUNDS = 8, 8
@@ -49,14 +48,10 @@ def encoder_input(model, batch, per_pair: bool) -> torch.Tensor:
     """The encoder's update of the latents, with keys and values per pair or per token."""
     inp, lat = batch["input"], batch["latent"]
     latents = model.latent_emb(lat["index"])
-    units, types = inp["unit_index"], inp["token_type"]
-    if per_pair:
-        pairs, index = torch.unique(units * NUM_TOKEN_TYPES + types, return_inverse=True)
-        context = model.unit_emb(pairs.div(NUM_TOKEN_TYPES, rounding_mode="floor")) + model.token_type_emb(
-            pairs.remainder(NUM_TOKEN_TYPES)
-        )
+    if per_pair:  # as POYO.forward does
+        context, index = model._input_pairs(inp)
     else:
-        context, index = model.unit_emb(units) + model.token_type_emb(types), None
+        context, index = model.unit_emb(inp["unit_index"]) + model.token_type_emb(inp["token_type"]), None
     rot_in, rot_lat = model.rotary(inp["timestamps"]), model.rotary(lat["timestamps"])
     return model.enc_atn(latents, context, rot_lat, rot_in, layout_of(lat), layout_of(inp), index)
 
@@ -80,9 +75,7 @@ def main() -> None:
     loader = iter(dm.train_dataloader())
     batches = [next(loader) for _ in range(BATCHES)]
     tokens = statistics.mean(b["input"]["unit_index"].numel() for b in batches)
-    pairs = statistics.mean(
-        len(torch.unique(b["input"]["unit_index"] * NUM_TOKEN_TYPES + b["input"]["token_type"])) for b in batches
-    )
+    pairs = statistics.mean(len(model._input_pairs(b["input"])[0]) for b in batches)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
 
     bf16 = got["precision"].startswith("bf16")  # as the run would train (trainer.precision)

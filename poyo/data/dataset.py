@@ -267,7 +267,7 @@ def init_worker(worker_id: int) -> None:
 
     Why: with descriptors (PyTorch's default on Linux) the main process fetches each tensor's
     descriptor from the worker over a new socket connection. A collated batch holds about 20
-    tensors: on 2 cores that took 8 ms a batch (S1), against 2.4 ms by name (benchmarks/README.md).
+    tensors: on 2 cores 6.4 ms a batch, against 2.4 ms by name (benchmarks/data_loading.py).
     PyTorch's shared-memory manager removes segments a crashed process leaves. Only the worker's
     setting changes (the sender picks how a tensor travels); the main process keeps its own.
     """

@@ -357,13 +357,7 @@ class POYO(nn.Module):
         reads_counts = self.latent_read is not None or (counts is not None and self.rate_read is not None)
         units = self._window_units(inp) if reads_counts else None
 
-        # A token's embedding depends only on its (unit, token type): the input's layer norm and
-        # key and value projections run once per pair in the batch (S1: 156 pairs, ~14,000
-        # tokens), and the attention gathers them per token (CrossAttention's context_index).
-        pairs, pair_of = torch.unique(inp["unit_index"] * NUM_TOKEN_TYPES + inp["token_type"], return_inverse=True)
-        x = self.unit_emb(pairs.div(NUM_TOKEN_TYPES, rounding_mode="floor")) + self.token_type_emb(
-            pairs.remainder(NUM_TOKEN_TYPES)
-        )
+        x, pair_of = self._input_pairs(inp)
         latents = self.latent_emb(lat["index"])
         if self.latent_read is not None:
             latents = latents + self._latent_counts(inp, lat, units)
@@ -473,6 +467,18 @@ class POYO(nn.Module):
         feats = torch.cat(feats, -1)  # (samples, n_max, kernels * dim)
         rows = torch.arange(n_max, device=grid.device)[None, :] < lengths[:, None].to(grid.device)
         return self.rate_read(feats[rows])
+
+    def _input_pairs(self, inp: Mapping) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x, pair_of)``: the embeddings of the input's distinct (unit, token type) pairs
+        ``(pairs, dim)`` and each token's row in them (laid out as the tokens). A token's embedding
+        depends only on its pair, so the input's layer norm and key and value projections run once
+        per pair (S1: 156 pairs, ~14,000 tokens) and attention gathers them per token
+        (CrossAttention's ``context_index``)."""
+        pairs, pair_of = torch.unique(inp["unit_index"] * NUM_TOKEN_TYPES + inp["token_type"], return_inverse=True)
+        x = self.unit_emb(pairs.div(NUM_TOKEN_TYPES, rounding_mode="floor")) + self.token_type_emb(
+            pairs.remainder(NUM_TOKEN_TYPES)
+        )
+        return x, pair_of
 
     @staticmethod
     def _window_units(inp: Mapping) -> WindowUnits:

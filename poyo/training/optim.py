@@ -247,8 +247,8 @@ def build_optimizer(
     if name == "adamw":
         for g in groups:
             g.pop("sparse", None)
-        # One kernel per weight tensor instead of about ten: poyo_mini's update 2.56 -> 0.55 ms on a
-        # 2-core CPU (benchmarks/README.md); on a GPU ten times fewer launches. Same numbers to rounding.
+        # One kernel per weight tensor instead of about ten: poyo_mini's update 1.95 -> 0.38 ms on a
+        # 2-core CPU (benchmarks/optimizer_step.py); on a GPU ten times fewer launches. Same numbers to rounding.
         fused = all(p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
         return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, fused=fused or None)
     raise ValueError(f"unknown optimizer {name!r}; choose 'lamb' or 'adamw'")
