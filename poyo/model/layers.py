@@ -164,7 +164,7 @@ class CrossAttention(_RotaryAttention):
         kv = self.to_kv(self.norm_context(context))
         if context_index is not None:
             # index_select, not kv[context_index]: its backward is an index_add, where fancy
-            # indexing's is an accumulating index_put, ~10x slower on CPU (benchmarks/encoder_pairs.py)
+            # indexing's is an accumulating index_put, 5-8x slower on CPU (benchmarks/gathers.py)
             kv = kv.index_select(0, context_index.reshape(-1)).view(*context_index.shape, kv.shape[-1])
         kv = self._time_terms(self._heads(kv, 2), "kv")
         if self.rotate_value:  # keys and values share their rotation: one call

@@ -435,7 +435,7 @@ class POYO(nn.Module):
         t = count_targets(batch)
         rows = offsets[t["sample"].to(offsets.device)] + t["bin"].to(offsets.device)
         unit = self.count_unit(self.count_norm(self.unit_emb(t["unit_index"])))
-        at = state.index_select(0, rows)  # not state[rows]: an index_add backward, not an accumulating index_put
+        at = state.index_select(0, rows)  # not state[rows]: index_add backward, not index_put (benchmarks/gathers.py)
         return ((at * unit[:, :-1]).sum(-1) + unit[:, -1]).float(), state
 
     def _smoothed_counts(self, batch, lengths: torch.Tensor, units: WindowUnits) -> torch.Tensor:
@@ -554,7 +554,7 @@ class POYO(nn.Module):
         if self.config.latent_presence:  # the window's units, there whether or not they fire
             feats.append(self._presence(inp, sample, units_sqrt)[:, None, :].expand(-1, n_steps, -1).to(feats[0].dtype))
         # each latent's row, gathered by index_select (its backward an index_add; feats[lat_sample, j]'s
-        # is an accumulating index_put, several times slower on CPU)
+        # is an accumulating index_put, several times slower on CPU: benchmarks/gathers.py)
         rows = torch.cat(feats, -1).flatten(0, 1).index_select(0, lat_sample * n_steps + j)
         read = self.latent_read(rows)  # (latents in the batch, dim)
         if "mask" not in lat:
