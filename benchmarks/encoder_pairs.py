@@ -58,29 +58,45 @@ def encoder_input(model, batch, per_pair: bool) -> torch.Tensor:
     return model.enc_atn(latents, context, rot_lat, rot_in, layout_of(lat), layout_of(inp), index)
 
 
-def main() -> None:
+def training_batches(overrides: list[str], program: str, n: int) -> tuple:
+    """``(model, precision, batches)``: the model a ``train.py`` run with ``overrides`` would
+    train (in training mode), its ``trainer.precision`` and its first ``n`` training batches; the
+    run stops before its first step."""
     got: dict = {}
     make_trainer = run.make_trainer
     run.make_trainer = lambda cfg, d, *, callbacks=(), **kw: make_trainer(
         cfg, d, callbacks=[*callbacks, _Grab(got)], **kw
     )
     try:
-        run_hydra([*sys.argv[1:], "num_workers=0"], program="benchmarks/encoder_pairs.py")
+        run_hydra([*overrides, "num_workers=0"], program=program)
     except SystemExit:
         pass
     finally:
         run.make_trainer = make_trainer
     if "module" not in got:
         raise SystemExit("the run stopped before training started: nothing to time")
-    model, dm = got["module"].model, got["datamodule"]
-    model.train()
-    loader = iter(dm.train_dataloader())
-    batches = [next(loader) for _ in range(BATCHES)]
+    model = got["module"].model.train()
+    loader = iter(got["datamodule"].train_dataloader())
+    return model, got["precision"], [next(loader) for _ in range(n)]
+
+
+def train_steps(model, batches: list, opt, bf16: bool) -> None:
+    """One training step per batch: forward (under bf16 autocast if ``bf16``), loss, backward, ``opt``."""
+    for b in batches:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss, _ = model.loss(model(b), b)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+
+def main() -> None:
+    model, precision, batches = training_batches(sys.argv[1:], "benchmarks/encoder_pairs.py", BATCHES)
     tokens = statistics.mean(b["input"]["unit_index"].numel() for b in batches)
     pairs = statistics.mean(len(model._input_pairs(b["input"])[0]) for b in batches)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
 
-    bf16 = got["precision"].startswith("bf16")  # as the run would train (trainer.precision)
+    bf16 = precision.startswith("bf16")  # as the run would train (trainer.precision)
 
     def part(per_pair: bool) -> None:
         for b in batches:
@@ -90,12 +106,7 @@ def main() -> None:
         model.zero_grad(set_to_none=True)
 
     def step() -> None:
-        for b in batches:
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                loss, _ = model.loss(model(b), b)
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+        train_steps(model, batches, opt, bf16)
 
     times: dict[str, list[float]] = {"per token": [], "per pair": [], "whole step": []}
     part(True), part(False)  # warm-up
@@ -129,7 +140,7 @@ def main() -> None:
             gather[name].append((time.perf_counter() - t0) / BATCHES * 1e3)
     ratios = [a / b for a, b in zip(times["per pair"], times["per token"])]
     print(
-        f"\n{got['precision']}, {torch.get_num_threads()} threads, torch {torch.__version__}; {BATCHES} training batches of "
+        f"\n{precision}, {torch.get_num_threads()} threads, torch {torch.__version__}; {BATCHES} training batches of "
         f"{tokens:,.0f} input tokens and {pairs:.0f} (unit, token type) pairs on average; {ROUNDS} rounds alternated"
     )
     print(f"{'ms per batch (median of rounds)':40s} {'forward + backward':>18s}")

@@ -26,44 +26,18 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
-from encoder_pairs import _Grab  # noqa: E402
-
-from poyo.cli import run_hydra  # noqa: E402
-from poyo.training import run  # noqa: E402
+from encoder_pairs import train_steps, training_batches  # noqa: E402
 
 BATCHES, ROUNDS = 8, 8
 
 
 def main() -> None:
-    got: dict = {}
-    make_trainer = run.make_trainer
-    run.make_trainer = lambda cfg, d, *, callbacks=(), **kw: make_trainer(
-        cfg, d, callbacks=[*callbacks, _Grab(got)], **kw
-    )
-    try:
-        run_hydra([*sys.argv[1:], "num_workers=0"], program="benchmarks/gathers.py")
-    except SystemExit:
-        pass
-    finally:
-        run.make_trainer = make_trainer
-    if "module" not in got:
-        raise SystemExit("the run stopped before training started: nothing to time")
-    model, dm = got["module"].model, got["datamodule"]
-    model.train()
-    loader = iter(dm.train_dataloader())
-    batches = [next(loader) for _ in range(BATCHES)]
-    bf16 = got["precision"].startswith("bf16")  # as the run would train (trainer.precision)
+    model, precision, batches = training_batches(sys.argv[1:], "benchmarks/gathers.py", BATCHES)
+    bf16 = precision.startswith("bf16")  # as the run would train (trainer.precision)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)  # as training on CPU (poyo/training/optim.py)
 
-    def step(record: list | None = None) -> None:
-        for b in batches:
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                loss, _ = model.loss(model(b), b)
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            if record is not None:
-                return
+    def step() -> None:
+        train_steps(model, batches, opt, bf16)
 
     calls: list[tuple[torch.Size, torch.dtype, torch.Tensor]] = []
     plain = torch.Tensor.index_select
@@ -75,7 +49,7 @@ def main() -> None:
 
     torch.Tensor.index_select = recording
     try:
-        step(record=calls)  # one batch: the gathers of one step
+        train_steps(model, batches[:1], opt, bf16)  # one batch: the gathers of one step
     finally:
         torch.Tensor.index_select = plain
     if not calls:
@@ -102,9 +76,7 @@ def main() -> None:
         step()
         times["whole step"].append((time.perf_counter() - t0) / BATCHES * 1e3)
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(
-        f"\n{got['precision']}, {torch.get_num_threads()} threads, torch {torch.__version__}; {ROUNDS} rounds alternated"
-    )
+    print(f"\n{precision}, {torch.get_num_threads()} threads, torch {torch.__version__}; {ROUNDS} rounds alternated")
     print("gathers with gradients in one training step (source rows x width -> gathered rows):")
     for shape, dtype, index in calls:
         print(f"  {tuple(shape)} {str(dtype).replace('torch.', '')} -> {len(index):,} rows")
