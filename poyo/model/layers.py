@@ -165,7 +165,7 @@ class CrossAttention(_RotaryAttention):
         if context_index is not None:
             # index_select, not kv[context_index]: its backward is an index_add, where fancy
             # indexing's is an accumulating index_put, 5-8x slower on CPU (benchmarks/gathers.py)
-            kv = kv.index_select(0, context_index.reshape(-1)).view(*context_index.shape, kv.shape[-1])
+            kv = kv.index_select(0, context_index.reshape(-1).to(kv.device)).view(*context_index.shape, kv.shape[-1])
         kv = self._time_terms(self._heads(kv, 2), "kv")
         if self.rotate_value:  # keys and values share their rotation: one call
             k, v = self.rotary.rotate(kv, context_rot).chunk(2, dim=-2)

@@ -435,7 +435,8 @@ class POYO(nn.Module):
         t = count_targets(batch)
         rows = offsets[t["sample"].to(offsets.device)] + t["bin"].to(offsets.device)
         unit = self.count_unit(self.count_norm(self.unit_emb(t["unit_index"])))
-        at = state.index_select(0, rows)  # not state[rows]: index_add backward, not index_put (benchmarks/gathers.py)
+        # not state[rows]: an index_add backward, not an accumulating index_put (benchmarks/gathers.py)
+        at = state.index_select(0, rows.to(state.device))
         return ((at * unit[:, :-1]).sum(-1) + unit[:, -1]).float(), state
 
     def _smoothed_counts(self, batch, lengths: torch.Tensor, units: WindowUnits) -> torch.Tensor:
@@ -555,7 +556,8 @@ class POYO(nn.Module):
             feats.append(self._presence(inp, sample, units_sqrt)[:, None, :].expand(-1, n_steps, -1).to(feats[0].dtype))
         # each latent's row, gathered by index_select (its backward an index_add; feats[lat_sample, j]'s
         # is an accumulating index_put, several times slower on CPU: benchmarks/gathers.py)
-        rows = torch.cat(feats, -1).flatten(0, 1).index_select(0, lat_sample * n_steps + j)
+        feats = torch.cat(feats, -1).flatten(0, 1)
+        rows = feats.index_select(0, (lat_sample * n_steps + j).to(feats.device))
         read = self.latent_read(rows)  # (latents in the batch, dim)
         if "mask" not in lat:
             return read
