@@ -556,9 +556,8 @@ class POYO(nn.Module):
             feats.append(self._presence(inp, sample, units_sqrt)[:, None, :].expand(-1, n_steps, -1).to(feats[0].dtype))
         # each latent's row, gathered by index_select (its backward an index_add; feats[lat_sample, j]'s
         # is an accumulating index_put, several times slower on CPU: benchmarks/gathers.py)
-        feats = torch.cat(feats, -1).flatten(0, 1)
-        rows = feats.index_select(0, (lat_sample * n_steps + j).to(feats.device))
-        read = self.latent_read(rows)  # (latents in the batch, dim)
+        table = torch.cat(feats, -1).flatten(0, 1)  # (samples * steps, features)
+        read = self.latent_read(table.index_select(0, (lat_sample * n_steps + j).to(table.device)))
         if "mask" not in lat:
             return read
         out = read.new_zeros(*lat["mask"].shape, read.shape[-1])
