@@ -9,10 +9,8 @@ batch and be gathered per token (what ``POYO.forward`` does, ``CrossAttention(co
 instead of once per token. This takes the run's own training batches (the overrides are
 ``train.py``'s; no training happens), then alternates the two ways in one process, forward and
 backward of the input embeddings plus the encoder's attention, and times a whole training step
-(forward, backward, AdamW) of the model as it is, for scale. Last, the gather itself (pair rows
-to tokens, forward and backward) both ways it can be written: fancy indexing ``kv[index]``, whose
-backward is an accumulating ``index_put``, and ``kv.index_select(0, index)`` (what the model uses),
-whose backward is an ``index_add``. Figures in benchmarks/README.md, "Speed on CPU".
+(forward, backward, AdamW) of the model as it is, for scale (the gather alone, both ways it can
+be written: ``benchmarks/gathers.py``). Figures in benchmarks/README.md, "Speed on CPU".
 """
 
 from __future__ import annotations
@@ -118,26 +116,6 @@ def main() -> None:
             times[name].append((time.perf_counter() - t0) / BATCHES * 1e3)
     med = {k: statistics.median(v) for k, v in times.items()}
 
-    rows = []  # each batch's pair keys and values (as the encoder makes them) and token -> pair index
-    for b in batches:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            x, pair_of = model._input_pairs(b["input"])
-            rows.append((model.enc_atn.to_kv(model.enc_atn.norm_context(x)).detach(), pair_of.reshape(-1)))
-
-    def gathers(index_select: bool) -> None:
-        for kv, index in rows:
-            kv = kv.requires_grad_()
-            out = kv.index_select(0, index) if index_select else kv[index]
-            out.backward(torch.ones_like(out))
-            kv.grad = None
-
-    gather: dict[str, list[float]] = {"kv[index]": [], "index_select": []}
-    gathers(True), gathers(False)
-    for r in range(ROUNDS):
-        for name in ("kv[index]", "index_select") if r % 2 == 0 else ("index_select", "kv[index]"):
-            t0 = time.perf_counter()
-            gathers(name == "index_select")
-            gather[name].append((time.perf_counter() - t0) / BATCHES * 1e3)
     ratios = [a / b for a, b in zip(times["per pair"], times["per token"])]
     print(
         f"\n{precision}, {torch.get_num_threads()} threads, torch {torch.__version__}; {BATCHES} training batches of "
@@ -150,11 +128,6 @@ def main() -> None:
     print(
         f"per pair / per token: {statistics.median(ratios):.3f} (rounds {min(ratios):.3f}-{max(ratios):.3f}); "
         f"saved {(med['per token'] - med['per pair']) / med['whole step']:.1%} of a step"
-    )
-    g = {k: statistics.median(v) for k, v in gather.items()}
-    print(
-        f"the gather alone, the pairs' keys and values to tokens, forward + backward, ms per batch (median of rounds): "
-        f"kv[index] {g['kv[index]']:.2f}, index_select {g['index_select']:.2f}"
     )
 
 

@@ -36,9 +36,6 @@ def main() -> None:
     bf16 = precision.startswith("bf16")  # as the run would train (trainer.precision)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)  # as training on CPU (poyo/training/optim.py)
 
-    def step() -> None:
-        train_steps(model, batches, opt, bf16)
-
     calls: list[tuple[torch.Size, torch.dtype, torch.Tensor]] = []
     plain = torch.Tensor.index_select
 
@@ -57,34 +54,40 @@ def main() -> None:
 
     sources = [torch.randn(shape, dtype=dtype) for shape, dtype, _ in calls]
 
-    def gathers(select: bool) -> float:
-        t0 = time.perf_counter()
+    def gathers(select: bool) -> list[float]:
+        """ms of each recorded gather, forward and backward, written one way."""
+        ms = []
         for src, (_, _, index) in zip(sources, calls):
+            t0 = time.perf_counter()
             src.requires_grad_()
             out = src.index_select(0, index) if select else src[index]
             out.backward(torch.ones_like(out))
             src.grad = None
-        return (time.perf_counter() - t0) * 1e3
+            ms.append((time.perf_counter() - t0) * 1e3)
+        return ms
 
-    times: dict[str, list[float]] = {"src[index]": [], "index_select": [], "whole step": []}
-    gathers(True), gathers(False), step()  # warm-up
+    times: dict[str, list[list[float]]] = {"src[index]": [], "index_select": []}
+    steps: list[float] = []
+    gathers(True), gathers(False), train_steps(model, batches, opt, bf16)  # warm-up
     for r in range(ROUNDS):
         order = ["src[index]", "index_select"] if r % 2 == 0 else ["index_select", "src[index]"]
         for name in order:
             times[name].append(gathers(name == "index_select"))
         t0 = time.perf_counter()
-        step()
-        times["whole step"].append((time.perf_counter() - t0) / BATCHES * 1e3)
-    med = {k: statistics.median(v) for k, v in times.items()}
+        train_steps(model, batches, opt, bf16)
+        steps.append((time.perf_counter() - t0) / BATCHES * 1e3)
+    # medians over rounds: of each gather, and of their sum
+    each = {k: [statistics.median(r[i] for r in v) for i in range(len(calls))] for k, v in times.items()}
+    total = {k: statistics.median(sum(r) for r in v) for k, v in times.items()}
+    step = statistics.median(steps)
     print(f"\n{precision}, {torch.get_num_threads()} threads, torch {torch.__version__}; {ROUNDS} rounds alternated")
-    print("gathers with gradients in one training step (source rows x width -> gathered rows):")
-    for shape, dtype, index in calls:
-        print(f"  {tuple(shape)} {str(dtype).replace('torch.', '')} -> {len(index):,} rows")
-    print(f"{'ms per step (median of rounds)':34s} {'forward + backward':>18s}")
-    for name in ("src[index]", "index_select"):
-        print(f"{'all of them, ' + name:34s} {med[name]:18.2f}")
-    print(f"{'whole training step (index_select)':34s} {med['whole step']:18.1f}")
-    print(f"index_select saves {(med['src[index]'] - med['index_select']) / med['whole step']:.1%} of a step")
+    print(f"{'gathers with gradients in one training step':48s} {'src[index] ms':>14s} {'index_select ms':>16s}")
+    for i, (shape, dtype, index) in enumerate(calls):
+        what = f"  {tuple(shape)} {str(dtype).replace('torch.', '')} -> {len(index):,} rows"
+        print(f"{what:48s} {each['src[index]'][i]:14.2f} {each['index_select'][i]:16.2f}")
+    print(f"{'all of them (forward + backward)':48s} {total['src[index]']:14.2f} {total['index_select']:16.2f}")
+    print(f"whole training step (index_select): {step:.1f} ms")
+    print(f"index_select saves {(total['src[index]'] - total['index_select']) / step:.1%} of a step")
 
 
 if __name__ == "__main__":
