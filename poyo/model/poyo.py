@@ -61,7 +61,8 @@ def _per_token(group: Mapping, per_sample: torch.Tensor) -> torch.Tensor:
     """A per-sample vector ``(B, dim)`` laid out like the group's tokens (padded or packed)."""
     if "mask" in group:
         return per_sample[:, None, :]
-    return per_sample[group["batch_index"].to(per_sample.device)]
+    # index_select: its backward is an index_add, not fancy indexing's accumulating index_put (benchmarks/gathers.py)
+    return per_sample.index_select(0, group["batch_index"].to(per_sample.device))
 
 
 def poisson_loss(log_rate: torch.Tensor, counts: torch.Tensor, denominator: torch.Tensor | None = None) -> torch.Tensor:
@@ -468,7 +469,8 @@ class POYO(nn.Module):
             feats.append(k @ grid)
         feats = torch.cat(feats, -1)  # (samples, n_max, kernels * dim)
         rows = torch.arange(n_max, device=grid.device)[None, :] < lengths[:, None].to(grid.device)
-        return self.rate_read(feats[rows])
+        # each sample's bins, without the padding (index_select, as in _latent_counts)
+        return self.rate_read(feats.flatten(0, 1).index_select(0, rows.flatten().nonzero().squeeze(1)))
 
     def _input_pairs(self, inp: Mapping) -> tuple[torch.Tensor, torch.Tensor]:
         """``(x, pair_of)``: the embeddings of the input's distinct (unit, token type) pairs
