@@ -5,8 +5,8 @@
 
 *Gathers.* The model gathers rows of a small tensor onto many tokens: the encoder's keys and
 values from their (unit, token type) pairs to the spike tokens, each latent's count read from its
-window's grid, each window's session embedding onto its latents and queries, and (masked
-modelling) each count target's state from its bin and each bin's count read without the
+window's grid, and (masked modelling) each window's masking-scheme prompt onto its latents,
+queries and bins, each count target's state from its bin and each bin's count read without the
 padding. Written as ``src[index]`` the backward is an accumulating ``index_put``; as
 ``src.index_select(0, index)`` it is an ``index_add``: the same sums, far cheaper on CPU.
 
