@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from poyo.model.attention import Layout
-from poyo.model.layers import CrossAttention, SelfAttention
+from poyo.model.layers import CrossAttention, SelfAttention, take_rows
 from poyo.model.rotary import RotaryTime, periods
 
 
@@ -98,3 +98,25 @@ def test_cross_attention_over_distinct_rows_equals_the_gathered_context(rotate_v
     torch.testing.assert_close(by_row, gathered, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(grad_by_row, grad_gathered, rtol=1e-4, atol=1e-5)
     assert gathered.abs().max() > 0.1 and grad_gathered.abs().max() > 0.1  # not trivially zero
+
+
+def test_take_rows_is_fancy_indexing_with_an_index_add_backward():
+    """``take_rows(src, index)`` equals ``src[index]`` for an index of any shape, repeats
+    included, forward and backward (the repeated rows' gradients summed), and refuses a
+    boolean or float index, which ``src[index]`` would read as a mask or reject later."""
+    g = torch.Generator().manual_seed(3)
+    src = torch.randn(5, 3, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(2, 7, 3, 4, generator=g, dtype=torch.float64)
+    index = torch.randint(0, 5, (2, 7), generator=g)
+    assert len(index.unique()) < index.numel()  # some rows taken more than once
+    got = take_rows(src, index)
+    want = src[index]
+    assert got.shape == (2, 7, 3, 4)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    (grad_got,) = torch.autograd.grad((got * weight).sum(), src)
+    (grad_want,) = torch.autograd.grad((want * weight).sum(), src)
+    torch.testing.assert_close(grad_got, grad_want, rtol=1e-12, atol=1e-12)
+    assert grad_got.abs().max() > 0.1
+    for bad in (index > 2, index.double()):
+        with pytest.raises(TypeError, match="integer index"):
+            take_rows(src, bad)

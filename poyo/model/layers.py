@@ -26,6 +26,17 @@ from poyo.model.attention import Layout, attend, bucket, keep_mask, own_dropout
 from poyo.model.rotary import RotaryTime, Rotation
 
 
+def take_rows(src: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``src[index]`` along the first dim, for an integer ``index`` of any shape: the result is
+    ``index.shape + src.shape[1:]``. Gathers rows by ``index_select`` on the flattened index, never
+    by fancy indexing: the backward is then an ``index_add``, where ``src[index]``'s is an
+    accumulating ``index_put``, several times slower on CPU (``benchmarks/gathers.py``)."""
+    if index.dtype.is_floating_point or index.dtype == torch.bool:
+        raise TypeError(f"take_rows needs an integer index, got {index.dtype}")
+    rows = src.index_select(0, index.reshape(-1).to(src.device))
+    return rows.view(*index.shape, *src.shape[1:])
+
+
 class Dropout(nn.Dropout):
     """``nn.Dropout`` whose mask, on CPU, comes from :func:`poyo.model.attention.keep_mask` (about
     cheaper to draw than ``bernoulli_``; ``p`` rounded to a multiple of 2^-8)."""
@@ -163,9 +174,7 @@ class CrossAttention(_RotaryAttention):
         q = self.rotary.rotate(self._time_terms(self._heads(self.to_q(self.norm(x))), "q"), x_rot)
         kv = self.to_kv(self.norm_context(context))
         if context_index is not None:
-            # index_select, not kv[context_index]: its backward is an index_add, where fancy
-            # indexing's is an accumulating index_put, 5-8x slower on CPU (benchmarks/gathers.py)
-            kv = kv.index_select(0, context_index.reshape(-1).to(kv.device)).view(*context_index.shape, kv.shape[-1])
+            kv = take_rows(kv, context_index)
         kv = self._time_terms(self._heads(kv, 2), "kv")
         if self.rotate_value:  # keys and values share their rotation: one call
             k, v = self.rotary.rotate(kv, context_rot).chunk(2, dim=-2)

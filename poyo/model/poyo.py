@@ -17,7 +17,7 @@ from torch import nn
 
 from poyo.model.attention import BACKENDS, Layout
 from poyo.model.config import POYOConfig
-from poyo.model.layers import CrossAttention, Dropout, FeedForward, Linear, SelfAttention
+from poyo.model.layers import CrossAttention, Dropout, FeedForward, Linear, SelfAttention, take_rows
 from poyo.model.masking import PROMPTS
 from poyo.model.rotary import RotaryTime, Rotation
 from poyo.model.tokenizer import NUM_TOKEN_TYPES, SPIKE, UNIT_END, UNIT_START, Tokenizer
@@ -61,8 +61,7 @@ def _per_token(group: Mapping, per_sample: torch.Tensor) -> torch.Tensor:
     """A per-sample vector ``(B, dim)`` laid out like the group's tokens (padded or packed)."""
     if "mask" in group:
         return per_sample[:, None, :]
-    # index_select: its backward is an index_add, not fancy indexing's accumulating index_put (benchmarks/gathers.py)
-    return per_sample.index_select(0, group["batch_index"].to(per_sample.device))
+    return take_rows(per_sample, group["batch_index"])
 
 
 def poisson_loss(log_rate: torch.Tensor, counts: torch.Tensor, denominator: torch.Tensor | None = None) -> torch.Tensor:
@@ -436,8 +435,7 @@ class POYO(nn.Module):
         t = count_targets(batch)
         rows = offsets[t["sample"].to(offsets.device)] + t["bin"].to(offsets.device)
         unit = self.count_unit(self.count_norm(self.unit_emb(t["unit_index"])))
-        # not state[rows]: an index_add backward, not an accumulating index_put (benchmarks/gathers.py)
-        at = state.index_select(0, rows.to(state.device))
+        at = take_rows(state, rows)
         return ((at * unit[:, :-1]).sum(-1) + unit[:, -1]).float(), state
 
     def _smoothed_counts(self, batch, lengths: torch.Tensor, units: WindowUnits) -> torch.Tensor:
@@ -469,8 +467,8 @@ class POYO(nn.Module):
             feats.append(k @ grid)
         feats = torch.cat(feats, -1)  # (samples, n_max, kernels * dim)
         rows = torch.arange(n_max, device=grid.device)[None, :] < lengths[:, None].to(grid.device)
-        # each sample's bins, without the padding (index_select, as in _latent_counts)
-        return self.rate_read(feats.flatten(0, 1).index_select(0, rows.flatten().nonzero().squeeze(1)))
+        # each sample's bins, without the padding
+        return self.rate_read(take_rows(feats.flatten(0, 1), rows.flatten().nonzero().squeeze(1)))
 
     def _input_pairs(self, inp: Mapping) -> tuple[torch.Tensor, torch.Tensor]:
         """``(x, pair_of)``: the embeddings of the input's distinct (unit, token type) pairs
@@ -556,10 +554,8 @@ class POYO(nn.Module):
             feats.append(k @ grid)
         if self.config.latent_presence:  # the window's units, there whether or not they fire
             feats.append(self._presence(inp, sample, units_sqrt)[:, None, :].expand(-1, n_steps, -1).to(feats[0].dtype))
-        # each latent's row, gathered by index_select (its backward an index_add; feats[lat_sample, j]'s
-        # is an accumulating index_put, several times slower on CPU: benchmarks/gathers.py)
         table = torch.cat(feats, -1).flatten(0, 1)  # (samples * steps, features)
-        read = self.latent_read(table.index_select(0, (lat_sample * n_steps + j).to(table.device)))
+        read = self.latent_read(take_rows(table, lat_sample * n_steps + j))  # each latent's row
         if "mask" not in lat:
             return read
         out = read.new_zeros(*lat["mask"].shape, read.shape[-1])
