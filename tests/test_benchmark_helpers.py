@@ -137,7 +137,7 @@ def test_gpu_check_suite_names_failures_and_stops_a_shard_past_its_budget(tmp_pa
     )
     # collection order: a::bad, a::good, b::fine, b::slow -> shard 0 gets bad and fine, shard 1 good and slow
     start = time.perf_counter()
-    r = gpu_check.suite(["test_a.py", "test_b.py"], shards=2, budget_s=20, root=tmp_path)
+    r = gpu_check.suite(["test_a.py", "test_b.py"], shards=2, budget_s=10, root=tmp_path)
     assert time.perf_counter() - start < 60
     assert r["collected"] == 4 and r["shards"] == 2 and not r["ok"]
     assert r["failed_tests"] == ["test_a::test_bad"] and r["passed"] == 1  # shard 0's test_fine

@@ -29,11 +29,11 @@ def readme_example() -> str:
 @pytest.fixture(scope="module")
 def readme_run(tmp_path_factory):
     """The README's example as written, run once for every test here that needs a trained decoder,
-    with fewer steps to keep the suite short: pretraining 1,000 -> 500, unit identification
+    with fewer steps to keep the suite short: pretraining 1,000 -> 250, unit identification
     300 -> 30 (new units start from their firing statistics)."""
     code = readme_example()
     assert "max_steps=1000" in code and "dec.adapt(new)" in code
-    code = code.replace("max_steps=1000", "max_steps=500").replace("dec.adapt(new)", "dec.adapt(new, max_steps=30)")
+    code = code.replace("max_steps=1000", "max_steps=250").replace("dec.adapt(new)", "dec.adapt(new, max_steps=30)")
     work = tmp_path_factory.mktemp("readme")
     assert "seed=0)" in code
     code = code.replace("seed=0)", f"seed=0, workdir={str(work / 'work')!r})", 1)  # keep the run folders
