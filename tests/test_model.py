@@ -423,3 +423,37 @@ def test_latent_presence_tells_a_silent_unit_from_an_absent_one(dataset, tmp_pat
         torch.testing.assert_close(predict(back.eval(), batch), predict(model, batch))
     old = {k: v for k, v in POYOConfig(latent_counts=(0.05,)).to_dict().items() if k != "latent_presence"}
     assert POYOConfig.from_dict(old).latent_presence is False
+
+
+def test_presence_scale_mean_reads_the_units_mean_and_old_checkpoints_keep_sqrt(dataset, tmp_path):
+    """``presence_scale="mean"`` divides the presence sum by the number of units (the mean of
+    their normalised embeddings, the same size for 10 units or 200), ``"sqrt"`` by its square
+    root; a model saved before the setting existed reads "sqrt", as it was trained."""
+    with pytest.raises(ValueError, match="presence_scale"):
+        POYOConfig(latent_counts=(0.05,), latent_presence=True, presence_scale="sum")
+    model = build(dataset, latent_counts=(0.05,), latent_presence=True, presence_scale="mean").eval()
+    batch = collate_packed(samples(dataset, model, n=2))
+    inp = batch["input"]
+    sample, types = inp["batch_index"], inp["token_type"]
+    with torch.no_grad():
+        got = model._presence(inp, *model._window_units(inp))
+        for i in range(2):
+            units = inp["unit_index"][(sample == i) & (types == 1)]
+            assert len(units) > 4
+            torch.testing.assert_close(got[i], model.latent_norm(model.unit_emb(units)).mean(0), atol=1e-5, rtol=1e-5)
+        sqrt_model = build(dataset, latent_counts=(0.05,), latent_presence=True).eval()
+        assert sqrt_model.config.presence_scale == "sqrt"
+        sqrt_model.load_state_dict(model.state_dict())  # the same weights: only the scale differs
+        n = torch.bincount(sample[types == 1], minlength=2).double()
+        torch.testing.assert_close(
+            sqrt_model._presence(inp, *sqrt_model._window_units(inp)).double(), got.double() * n.sqrt()[:, None]
+        )
+        assert not torch.allclose(predict(sqrt_model, batch), predict(model, batch))
+    from poyo.model.pretrained import load_pretrained, save_pretrained
+
+    back = load_pretrained(save_pretrained(model, tmp_path / "m.pt"))
+    assert back.config.presence_scale == "mean"
+    with torch.no_grad():
+        torch.testing.assert_close(predict(back.eval(), batch), predict(model, batch))
+    old = {k: v for k, v in model.config.to_dict().items() if k != "presence_scale"}
+    assert POYOConfig.from_dict(old).presence_scale == "sqrt"

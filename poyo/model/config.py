@@ -61,6 +61,12 @@ class POYOConfig:
         population (head-direction cells) says most with: on simulated head direction its
         still-period errors were biased by up to 8 degrees (``benchmarks/README.md``). False
         (checkpoints saved before it existed): off.
+    presence_scale: what ``latent_presence``'s sum is divided by: ``"mean"``, the number of
+        units (the mean of their embeddings, the same size whatever the population's), or
+        ``"sqrt"``, its square root, as the spike counts are (checkpoints saved before it
+        existed). With ``"sqrt"`` the sum grows with the population and starts out larger than
+        the counts of a sparse session: the synthetic quick start's sparsest session lost 0.03
+        R² to it, which ``"mean"`` mostly recovers (``benchmarks/README.md``).
     time_prior: height (nats) of a learned relative-time bump every attention starts with
         (:mod:`poyo.model.layers`), so that attention is local in time from the first step;
         0 (the published POYO, and checkpoints saved before it existed): none.
@@ -92,6 +98,7 @@ class POYOConfig:
     count_read_drop: float = 0.5
     latent_counts: Sequence[float] = ()
     latent_presence: bool = False
+    presence_scale: str = "sqrt"
 
     def __post_init__(self):
         for name in ("dim", "depth", "num_latents_per_step", "cross_heads", "self_heads", "dim_head"):
@@ -120,6 +127,8 @@ class POYOConfig:
                 "latent_presence=true adds to the latents' count read, which latent_counts=[] turns off: "
                 "give latent_counts widths (s), or set latent_presence=false too"
             )
+        if self.presence_scale not in ("mean", "sqrt"):
+            raise ValueError(f"presence_scale must be 'mean' or 'sqrt', got {self.presence_scale!r}")
         if not (isinstance(self.time_prior, (int, float)) and 0.0 <= self.time_prior < 100.0):
             raise ValueError(f"time_prior must be a number of nats in [0, 100), got {self.time_prior!r}")
         for name in (

@@ -506,11 +506,13 @@ class POYO(nn.Module):
 
     def _presence(self, inp: Mapping, sample: torch.Tensor, units_sqrt: torch.Tensor) -> torch.Tensor:
         """``(samples, dim)``: the normalised embeddings of each window's units (their start
-        tokens) summed, over ``units_sqrt``, as :meth:`_spike_grid` sums their spikes."""
+        tokens) summed, over the number of units (``presence_scale="mean"``) or its square root
+        ``units_sqrt`` (``"sqrt"``, as :meth:`_spike_grid` sums their spikes)."""
         starts = _flat(inp, "token_type") == UNIT_START
         emb = self.latent_norm(self.unit_emb(_flat(inp, "unit_index")[starts]))
         total = emb.new_zeros(len(units_sqrt), emb.shape[-1]).index_add(0, sample[starts], emb)
-        return total / units_sqrt.to(emb.dtype)[:, None]
+        scale = units_sqrt.to(emb.dtype)
+        return total / (scale.square() if self.config.presence_scale == "mean" else scale)[:, None]
 
     def _latent_counts(self, inp: Mapping, lat: Mapping, units: WindowUnits) -> torch.Tensor:
         """Each latent's linear read of the spike counts near its time, laid out like the latents.
