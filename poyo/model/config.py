@@ -66,7 +66,7 @@ class POYOConfig:
         ``"sqrt"``, its square root, as the spike counts are (checkpoints saved before it
         existed). With ``"sqrt"`` the sum grows with the population and starts out larger than
         the counts of a sparse session: the synthetic quick start's sparsest session lost 0.03
-        R² to it, which ``"mean"`` mostly recovers (``benchmarks/README.md``).
+        R² to it, about half of which ``"mean"`` recovers (``benchmarks/README.md``).
     time_prior: height (nats) of a learned relative-time bump every attention starts with
         (:mod:`poyo.model.layers`), so that attention is local in time from the first step;
         0 (the published POYO, and checkpoints saved before it existed): none.
