@@ -116,7 +116,7 @@ def test_resuming_with_other_settings_lists_every_difference():
     problems = resume_problems(saved, changed, [ReadoutConfig("cursor_velocity_2d", std=7.0)])
     text = "\n".join(problems)
     assert (
-        "optim: " in text
+        "optim.name: 'adamw' in the checkpoint, 'lamb' now" in text
         and "batch_size: 32 in the checkpoint, 64 now" in text
         and "seed: 0 in the checkpoint, 3 now" in text
     )
@@ -125,17 +125,31 @@ def test_resuming_with_other_settings_lists_every_difference():
     old = {**saved, "config": {**cfg, "optim": {k: v for k, v in cfg["optim"].items() if k != "eps"}}}
     assert resume_problems(old, cfg, readouts) == []
     bigger = settings(**{"optim.eps": 1e-4}).to_dict()
-    assert [p for p in resume_problems(old, bigger, readouts) if p.startswith("optim: ")]
+    assert "optim.eps: 1e-06 in the checkpoint, 0.0001 now" in resume_problems(old, bigger, readouts)
     # likewise optim.warmup_fraction (0) and model.latent_counts (none) and latent_presence (off), added later
     older = {**old, "config": {**old["config"], "optim": {k: v for k, v in old["config"]["optim"].items() if k != "warmup_fraction"},
                                "model": {k: v for k, v in cfg["model"].items() if k not in ("latent_counts", "latent_presence")}}}  # fmt: skip
     plain = settings(**{"model.latent_counts": [], "model.latent_presence": False}).to_dict()
     assert resume_problems(older, plain, readouts) == []
-    assert [p for p in resume_problems(older, cfg, readouts) if p.startswith("model: ")]  # poyo_mini reads counts now
+    assert "model.latent_presence: False in the checkpoint, True now" in resume_problems(
+        older, cfg, readouts
+    )  # poyo_mini reads counts now
+    # and presence_scale ("sqrt" before it existed): only that setting is named, not the whole model
+    before_scale = {
+        **saved,
+        "config": {**cfg, "model": {k: v for k, v in cfg["model"].items() if k != "presence_scale"}},
+    }
+    assert resume_problems(before_scale, cfg, readouts) == [
+        "model.presence_scale: 'sqrt' in the checkpoint, 'mean' now"
+    ]
     warm = settings(
         **{"model.latent_counts": [], "model.latent_presence": False, "optim.warmup_fraction": 0.1}
     ).to_dict()
-    assert [p for p in resume_problems(older, warm, readouts) if p.startswith("optim: ")]
+    assert [
+        p
+        for p in resume_problems(older, warm, readouts)
+        if p.startswith("optim.warmup_fraction: 0.0 in the checkpoint")
+    ]
 
 
 # --- checkpoints ------------------------------------------------------------------------------

@@ -127,7 +127,9 @@ def test_an_old_runs_settings_resume_without_a_plan_difference():
     assert plan_differences(saved, now) == []
     assert [d.split(":")[0] for d in plan_differences({**now, "half_windows": 0.5}, now)] == ["half_windows"]
     changed = {**saved, "dataset": {**saved["dataset"], "spike_jitter": 0.0}}
-    assert [d.split(":")[0] for d in plan_differences(changed, now)] == ["dataset"]  # other recipe keys still count
+    assert [d.split(":")[0] for d in plan_differences(changed, now)] == [
+        "dataset.spike_jitter"
+    ]  # other recipe keys still count, each by name
 
 
 def test_the_linear_decoder_spans_at_most_one_second_of_a_longer_window():

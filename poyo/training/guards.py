@@ -70,7 +70,13 @@ def plan_differences(saved: Mapping, current: Mapping) -> list[str]:
             # a recipe setting added since the checkpoint was written (dataset.window_length): what the
             # run used is in its own keys (window_length), compared on their own
             b = {k: v for k, v in b.items() if k in a}
-        if a != b:
+        if isinstance(a, Mapping) and isinstance(b, Mapping):  # name the settings inside that differ
+            out += [
+                f"{key}.{k}: {a.get(k)!r} in the checkpoint, {b.get(k)!r} now"
+                for k in sorted(set(a) | set(b), key=str)
+                if a.get(k) != b.get(k)
+            ]
+        elif a != b:
             out.append(f"{key}: {a!r} in the checkpoint, {b!r} now")
     return out
 
