@@ -64,9 +64,10 @@ class POYOConfig:
     presence_scale: what ``latent_presence``'s sum is divided by: ``"mean"``, the number of
         units (the mean of their embeddings, the same size whatever the population's), or
         ``"sqrt"``, its square root, as the spike counts are (checkpoints saved before it
-        existed). With ``"sqrt"`` the sum grows with the population and starts out larger than
-        the counts of a sparse session: the synthetic quick start's sparsest session lost 0.03
-        R² to it, about half of which ``"mean"`` recovers (``benchmarks/README.md``).
+        existed). With ``"sqrt"`` the sum grows with the population, so it may dwarf a sparse
+        session's counts (the reason ``"mean"`` was tried; not measured): the synthetic quick
+        start's sparsest session lost 0.03 R² to the presence read, about half of which
+        ``"mean"`` recovers (``benchmarks/README.md``).
     time_prior: height (nats) of a learned relative-time bump every attention starts with
         (:mod:`poyo.model.layers`), so that attention is local in time from the first step;
         0 (the published POYO, and checkpoints saved before it existed): none.
